@@ -1,0 +1,205 @@
+//! JSON at the edges: decoding event payloads into typed rows, and encoding documents
+//! and keys for output.
+//!
+//! Invariant: decoding is strict and total — a payload either yields a row that matches
+//! the event type exactly (every field present or defaulted, every value of its declared
+//! type) or a [`PayloadError`] naming the field; it never guesses or coerces silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datamesh_stdlib::{string, time, Value};
+use serde_json::{Map, Number, Value as Json};
+
+use crate::ir::{EventType, Field, Type};
+
+/// A payload that does not match its event type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", match field { Some(f) => format!("field `{f}`: {message}"), None => message.clone() })]
+pub struct PayloadError {
+    /// The offending field (dotted path for nested values), if one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PayloadError {
+    fn at(field: &str, message: impl Into<String>) -> PayloadError {
+        PayloadError { field: Some(field.to_owned()), message: message.into() }
+    }
+}
+
+/// Decodes a JSON payload into a row in the event's field order.
+///
+/// # Errors
+/// [`PayloadError`] when the payload is not an object, has an unknown field, lacks a
+/// required field, or has a value of the wrong type.
+pub fn decode_payload(event: &EventType, data: &Json) -> Result<Vec<Value>, PayloadError> {
+    let Json::Object(object) = data else {
+        return Err(PayloadError {
+            field: None,
+            message: format!("the payload of `{}` must be a JSON object, found {}", event.name, json_kind(data)),
+        });
+    };
+    if let Some(unknown) = object.keys().find(|k| event.field(k).is_none()) {
+        let fields: Vec<&str> = event.fields.iter().map(|f| f.name.as_str()).collect();
+        return Err(PayloadError::at(
+            unknown,
+            format!("`{}` has no such field (its fields: {})", event.name, fields.join(", ")),
+        ));
+    }
+    event
+        .fields
+        .iter()
+        .map(|field| match object.get(&field.name) {
+            None => field
+                .default
+                .clone()
+                .ok_or_else(|| PayloadError::at(&field.name, format!("missing (required, of type `{}`)", field.ty))),
+            Some(Json::Null) if matches!(field.ty, Type::Optional(_)) => Ok(Value::None),
+            Some(Json::Null) => Err(PayloadError::at(&field.name, format!("is null, but `{}` is not optional", field.ty))),
+            Some(json) => decode_value(&field.ty, json).map_err(|m| PayloadError::at(&field.name, m)),
+        })
+        .collect()
+}
+
+/// Decodes one JSON value as a value of `ty`; the error says what was expected.
+pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
+    let wrong = || format!("expected {ty}, found {}", describe(json));
+    match (ty, json) {
+        (Type::Optional(_), Json::Null) => Ok(Value::None),
+        (Type::Optional(inner), j) => decode_value(inner, j),
+        (Type::Int, Json::Number(n)) => n.as_i64().map(Value::Int).ok_or_else(|| {
+            if n.is_u64() { format!("{n} is out of range for int") } else { wrong() }
+        }),
+        (Type::Float, Json::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(wrong),
+        (Type::Bool, Json::Bool(b)) => Ok(Value::Bool(*b)),
+        (Type::String, Json::String(s)) => Ok(Value::str(s)),
+        (Type::Timestamp, Json::String(s)) => time::parse_rfc3339(s).map(Value::Timestamp).map_err(|e| e.to_string()),
+        (Type::Timestamp, Json::Number(n)) => n.as_i64().map(Value::Timestamp).ok_or_else(wrong),
+        (Type::Duration, Json::String(s)) => time::parse_duration(s).map(Value::Duration).map_err(|e| e.to_string()),
+        (Type::Duration, Json::Number(n)) => n.as_i64().map(Value::Duration).ok_or_else(wrong),
+        (Type::List(elem), Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| decode_value(elem, item).map_err(|m| format!("element {i}: {m}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+        (Type::Set(elem), Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| decode_value(elem, item).map_err(|m| format!("element {i}: {m}")))
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map(Value::Set),
+        (Type::Map(k, v), Json::Object(entries)) => entries
+            .iter()
+            .map(|(key, value)| {
+                let key_value = decode_key(k, key).map_err(|m| format!("key `{key}`: {m}"))?;
+                let value = decode_value(v, value).map_err(|m| format!("entry `{key}`: {m}"))?;
+                Ok((key_value, value))
+            })
+            .collect::<Result<BTreeMap<_, _>, String>>()
+            .map(Value::Map),
+        _ => Err(wrong()),
+    }
+}
+
+/// Decodes a map key written as a JSON object key (always a string).
+fn decode_key(ty: &Type, text: &str) -> Result<Value, String> {
+    match ty {
+        Type::String => Ok(Value::str(text)),
+        Type::Int => string::parse_int(text).map(Value::Int).map_err(|e| e.to_string()),
+        Type::Bool => match text {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected true or false, found `{text}`")),
+        },
+        Type::Timestamp => time::parse_rfc3339(text).map(Value::Timestamp).map_err(|e| e.to_string()),
+        Type::Duration => time::parse_duration(text).map(Value::Duration).map_err(|e| e.to_string()),
+        other => Err(format!("`{other}` cannot be a map key")),
+    }
+}
+
+fn json_kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a bool",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn describe(json: &Json) -> String {
+    match json {
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) if s.len() <= 40 => format!("the string {json}"),
+        other => json_kind(other).to_owned(),
+    }
+}
+
+/// Encodes a value as JSON: timestamps as RFC 3339 strings, durations as their
+/// canonical text (`"1h30m"`), sets as sorted arrays, maps as objects.
+pub fn value_to_json(value: &Value) -> Json {
+    match value {
+        Value::None => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::Number((*i).into()),
+        Value::Float(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Str(s) => Json::String(s.to_string()),
+        Value::Timestamp(t) => Json::String(time::format_rfc3339(*t)),
+        Value::Duration(d) => Json::String(time::format_duration(*d)),
+        Value::List(items) => Json::Array(items.iter().map(value_to_json).collect()),
+        Value::Set(items) => Json::Array(items.iter().map(value_to_json).collect()),
+        Value::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (key_part_text(k), value_to_json(v))).collect()),
+    }
+}
+
+/// A document as a JSON object of its state fields, in declaration order.
+pub fn doc_to_json(fields: &[Field], doc: &[Value]) -> Json {
+    let mut object = Map::new();
+    for (field, value) in fields.iter().zip(doc) {
+        object.insert(field.name.clone(), value_to_json(value));
+    }
+    Json::Object(object)
+}
+
+/// The text of one key component: strings as they are, other scalars in their
+/// canonical text form.
+pub fn key_part_text(value: &Value) -> String {
+    match value {
+        Value::Str(s) => s.to_string(),
+        other => string::to_string(other),
+    }
+}
+
+/// The printed form of a document key: a single component as its text, a composite
+/// key as a JSON array of its components.
+pub fn key_string(parts: &[Value]) -> String {
+    match parts {
+        [one] => key_part_text(one),
+        many => Json::Array(many.iter().map(value_to_json).collect()).to_string(),
+    }
+}
+
+/// Parses a key given on a command line or in a request back into typed components.
+///
+/// # Errors
+/// A message when the text does not match the key's types.
+pub fn parse_key(types: &[Type], text: &str) -> Result<Vec<Value>, String> {
+    match types {
+        [] => Ok(Vec::new()),
+        [one] => decode_key(one, text).map(|v| vec![v]),
+        many => {
+            let json: Json = serde_json::from_str(text)
+                .map_err(|_| format!("a composite key is a JSON array of {} parts, e.g. [\"a\", 1]", many.len()))?;
+            let Json::Array(items) = json else {
+                return Err("a composite key is a JSON array".to_owned());
+            };
+            if items.len() != many.len() {
+                return Err(format!("the key has {} parts, {} given", many.len(), items.len()));
+            }
+            many.iter().zip(&items).map(|(ty, item)| decode_value(ty, item)).collect()
+        }
+    }
+}

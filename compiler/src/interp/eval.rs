@@ -1,0 +1,412 @@
+//! Expression evaluation and statement execution over one event and one document.
+//!
+//! Invariant: a handler runs on a private copy of its document; the caller commits the
+//! copy only when the handler (and every other handler of the same event) succeeded,
+//! so a trap changes nothing.
+
+use std::sync::Arc;
+
+use datamesh_stdlib::{self as std_, collections, math, string, time, Value};
+
+use super::fold::Meta;
+use super::Trap;
+use crate::ast::{BinaryOp, Span, UnaryOp};
+use crate::ir::{Builtin, Expr, ExprKind, Field, MetaField, Mutation, Place, Stmt, Type};
+
+/// What the code being run can see.
+pub(super) struct Frame<'a> {
+    pub event: Option<&'a [Value]>,
+    pub meta: Option<&'a Meta>,
+    pub state_fields: &'a [Field],
+    pub locals: Vec<Value>,
+    /// Documents of all projections, for test expectations.
+    pub docs: Option<&'a dyn DocLookup>,
+    /// Events emitted by an import rule: local event id and row.
+    pub emitted: Vec<(usize, Vec<Value>)>,
+}
+
+/// Read access to projection documents from a test.
+pub(super) trait DocLookup {
+    /// The document of `projection` at `key`, if it exists.
+    fn doc(&self, projection: usize, key: &[Value]) -> Option<Vec<Value>>;
+}
+
+/// How a body finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Normal,
+    Delete,
+}
+
+type R<T> = Result<T, Trap>;
+
+fn trap(kind: std_::Trap, span: Span) -> Trap {
+    Trap { kind, span }
+}
+
+/// Evaluates an expression that needs no event, state or locals (defaults, test payloads).
+///
+/// # Errors
+/// The trap the expression raised.
+pub fn eval_const(expr: &Expr) -> R<Value> {
+    let mut frame = Frame {
+        event: None,
+        meta: None,
+        state_fields: &[],
+        locals: Vec::new(),
+        docs: None,
+        emitted: Vec::new(),
+    };
+    eval(expr, &mut frame, None)
+}
+
+impl<'a> Frame<'a> {
+    pub(super) fn new(event: Option<&'a [Value]>, meta: Option<&'a Meta>, state_fields: &'a [Field], locals: usize) -> Self {
+        Frame {
+            event,
+            meta,
+            state_fields,
+            locals: vec![Value::None; locals],
+            docs: None,
+            emitted: Vec::new(),
+        }
+    }
+}
+
+/// Runs statements against a document.
+pub(super) fn exec_block(stmts: &[Stmt], frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -> R<Flow> {
+    for stmt in stmts {
+        if exec(stmt, frame, doc)? == Flow::Delete {
+            return Ok(Flow::Delete);
+        }
+    }
+    Ok(Flow::Normal)
+}
+
+fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -> R<Flow> {
+    match stmt {
+        Stmt::Let { slot, value } => {
+            let v = eval(value, frame, doc.as_deref())?;
+            if let Some(local) = frame.locals.get_mut(*slot) {
+                *local = v;
+            }
+        }
+        Stmt::Assign { target, op, value, span } => {
+            let v = eval(value, frame, doc.as_deref())?;
+            match target {
+                Place::State(field) => {
+                    let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+                    let new = match op {
+                        None => v,
+                        Some(op) => binary_values(*op, d[*field].clone(), v, *span)?,
+                    };
+                    d[*field] = new;
+                }
+                Place::MapEntry(field, key) => {
+                    let k = eval(key, frame, doc.as_deref())?;
+                    let value_ty = match frame.state_fields.get(*field).map(|f| &f.ty) {
+                        Some(Type::Map(_, v)) => (**v).clone(),
+                        _ => Type::Error,
+                    };
+                    let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+                    if let Value::Map(map) = &mut d[*field] {
+                        let new = match op {
+                            None => v,
+                            Some(op) => {
+                                let old = map.get(&k).cloned().unwrap_or_else(|| value_ty.zero_value());
+                                binary_values(*op, old, v, *span)?
+                            }
+                        };
+                        map.insert(k, new);
+                    }
+                }
+            }
+        }
+        Stmt::If { cond, then, otherwise } => {
+            let branch = if truthy(&eval(cond, frame, doc.as_deref())?) { then } else { otherwise };
+            return exec_block(branch, frame, doc);
+        }
+        Stmt::Delete => return Ok(Flow::Delete),
+        Stmt::Emit { event, fields, .. } => {
+            let row = fields.iter().map(|f| eval(f, frame, doc.as_deref())).collect::<R<Vec<_>>>()?;
+            frame.emitted.push((*event, row));
+        }
+        Stmt::Mutate { field, op, args, .. } => {
+            let arg = match args.first() {
+                Some(a) => Some(eval(a, frame, doc.as_deref())?),
+                None => None,
+            };
+            let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+            let target = &mut d[*field];
+            match (op, target, arg) {
+                (Mutation::Insert, Value::Set(set), Some(v)) => collections::insert(set, v),
+                (Mutation::Push, Value::List(list), Some(v)) => collections::push(list, v),
+                (Mutation::Remove, target, Some(v)) => collections::remove(target, &v),
+                (Mutation::Clear, Value::Set(s), _) => s.clear(),
+                (Mutation::Clear, Value::List(l), _) => l.clear(),
+                (Mutation::Clear, Value::Map(m), _) => m.clear(),
+                _ => {}
+            }
+        }
+    }
+    Ok(Flow::Normal)
+}
+
+fn truthy(v: &Value) -> bool {
+    matches!(v, Value::Bool(true))
+}
+
+/// Evaluates an expression.
+pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<Value> {
+    let span = expr.span;
+    Ok(match &expr.kind {
+        ExprKind::Const(v) => v.clone(),
+        ExprKind::EventField(i) => frame.event.and_then(|e| e.get(*i)).cloned().unwrap_or(Value::None),
+        ExprKind::Meta(m) => {
+            let Some(meta) = frame.meta else { return Ok(Value::None) };
+            match m {
+                MetaField::Position => Value::Int(meta.position),
+                MetaField::Time => Value::Timestamp(meta.time),
+                MetaField::Stream => Value::Str(meta.stream.clone()),
+                MetaField::Type => Value::Str(meta.event_type.clone()),
+                MetaField::Id => Value::Str(meta.id.clone()),
+            }
+        }
+        ExprKind::State(i) => doc.and_then(|d| d.get(*i)).cloned().unwrap_or(Value::None),
+        ExprKind::Local(slot) => frame.locals.get(*slot).cloned().unwrap_or(Value::None),
+        ExprKind::Unary(op, inner) => {
+            let v = eval(inner, frame, doc)?;
+            match (op, v) {
+                (UnaryOp::Not, Value::Bool(b)) => Value::Bool(!b),
+                (UnaryOp::Neg, Value::Int(i)) => Value::Int(math::neg_int(i).map_err(|k| trap(k, span))?),
+                (UnaryOp::Neg, Value::Float(f)) => Value::Float(-f),
+                (UnaryOp::Neg, Value::Duration(d)) => {
+                    Value::Duration(d.checked_neg().ok_or_else(|| trap(std_::Trap::Overflow("negation"), span))?)
+                }
+                (_, other) => other,
+            }
+        }
+        ExprKind::Binary(BinaryOp::And, a, b) => {
+            Value::Bool(truthy(&eval(a, frame, doc)?) && truthy(&eval(b, frame, doc)?))
+        }
+        ExprKind::Binary(BinaryOp::Or, a, b) => {
+            Value::Bool(truthy(&eval(a, frame, doc)?) || truthy(&eval(b, frame, doc)?))
+        }
+        ExprKind::Binary(BinaryOp::Coalesce, a, b) => match eval(a, frame, doc)? {
+            Value::None => eval(b, frame, doc)?,
+            v => v,
+        },
+        ExprKind::Binary(op, a, b) => {
+            let a = eval(a, frame, doc)?;
+            let b = eval(b, frame, doc)?;
+            binary_values(*op, a, b, span)?
+        }
+        ExprKind::If(c, a, b) => {
+            if truthy(&eval(c, frame, doc)?) {
+                eval(a, frame, doc)?
+            } else {
+                eval(b, frame, doc)?
+            }
+        }
+        ExprKind::Call(f, args) => {
+            let args = args.iter().map(|a| eval(a, frame, doc)).collect::<R<Vec<_>>>()?;
+            call(*f, args, &expr.ty).map_err(|k| trap(k, span))?
+        }
+        ExprKind::Index(base, index) => {
+            let base = eval(base, frame, doc)?;
+            let index = eval(index, frame, doc)?;
+            match (base, index) {
+                (Value::Map(m), k) => m.get(&k).cloned().unwrap_or(Value::None),
+                (Value::List(l), Value::Int(i)) => collections::get(&l, i).map_err(|k| trap(k, span))?,
+                _ => Value::None,
+            }
+        }
+        ExprKind::List(items) => Value::List(items.iter().map(|i| eval(i, frame, doc)).collect::<R<Vec<_>>>()?),
+        ExprKind::Doc { projection, key } => {
+            let key = key.iter().map(|k| eval(k, frame, doc)).collect::<R<Vec<_>>>()?;
+            match frame.docs.and_then(|d| d.doc(*projection, &key)) {
+                Some(fields) => Value::List(fields),
+                None => Value::None,
+            }
+        }
+        ExprKind::DocField(d, i) => {
+            let key_text = doc_description(d, frame, doc)?;
+            match eval(d, frame, doc)? {
+                Value::List(fields) => fields.get(*i).cloned().unwrap_or(Value::None),
+                _ => return Err(trap(std_::Trap::OutOfRange(format!("no document {key_text}")), d.span)),
+            }
+        }
+        ExprKind::DocExists(d) => Value::Bool(!matches!(eval(d, frame, doc)?, Value::None)),
+    })
+}
+
+/// `balances["a1"]` for a failure message.
+fn doc_description(d: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<String> {
+    let ExprKind::Doc { key, .. } = &d.kind else { return Ok(String::new()) };
+    let parts = key.iter().map(|k| eval(k, frame, doc)).collect::<R<Vec<_>>>()?;
+    Ok(format!("at key {}", crate::codec::key_string(&parts)))
+}
+
+/// Applies an arithmetic or comparison operator to two values.
+pub(super) fn binary_values(op: BinaryOp, a: Value, b: Value, span: Span) -> R<Value> {
+    use Value as V;
+    let t = |k| trap(k, span);
+    let ts = |r: Option<i64>, what| r.ok_or_else(|| trap(std_::Trap::Overflow(what), span));
+    Ok(match (op, a, b) {
+        (BinaryOp::Eq, V::Float(x), V::Float(y)) => V::Bool(x == y),
+        (BinaryOp::Ne, V::Float(x), V::Float(y)) => V::Bool(x != y),
+        (BinaryOp::Eq, x, y) => V::Bool(x == y),
+        (BinaryOp::Ne, x, y) => V::Bool(x != y),
+        (BinaryOp::Lt, V::Float(x), V::Float(y)) => V::Bool(x < y),
+        (BinaryOp::Le, V::Float(x), V::Float(y)) => V::Bool(x <= y),
+        (BinaryOp::Gt, V::Float(x), V::Float(y)) => V::Bool(x > y),
+        (BinaryOp::Ge, V::Float(x), V::Float(y)) => V::Bool(x >= y),
+        (BinaryOp::Lt, x, y) => V::Bool(x < y),
+        (BinaryOp::Le, x, y) => V::Bool(x <= y),
+        (BinaryOp::Gt, x, y) => V::Bool(x > y),
+        (BinaryOp::Ge, x, y) => V::Bool(x >= y),
+        (BinaryOp::Add, V::Int(x), V::Int(y)) => V::Int(math::add_int(x, y).map_err(t)?),
+        (BinaryOp::Sub, V::Int(x), V::Int(y)) => V::Int(math::sub_int(x, y).map_err(t)?),
+        (BinaryOp::Mul, V::Int(x), V::Int(y)) => V::Int(math::mul_int(x, y).map_err(t)?),
+        (BinaryOp::Div, V::Int(x), V::Int(y)) => V::Int(math::div_int(x, y).map_err(t)?),
+        (BinaryOp::Rem, V::Int(x), V::Int(y)) => V::Int(math::rem_int(x, y).map_err(t)?),
+        (BinaryOp::Add, V::Float(x), V::Float(y)) => V::Float(math::add_float(x, y).map_err(t)?),
+        (BinaryOp::Sub, V::Float(x), V::Float(y)) => V::Float(math::sub_float(x, y).map_err(t)?),
+        (BinaryOp::Mul, V::Float(x), V::Float(y)) => V::Float(math::mul_float(x, y).map_err(t)?),
+        (BinaryOp::Div, V::Float(x), V::Float(y)) => V::Float(math::div_float(x, y).map_err(t)?),
+        (BinaryOp::Rem, V::Float(x), V::Float(y)) => V::Float(math::rem_float(x, y).map_err(t)?),
+        (BinaryOp::Add, V::Str(x), V::Str(y)) => V::Str(Arc::from(string::concat(&[&x, &y]))),
+        (BinaryOp::Add, V::Duration(x), V::Duration(y)) => V::Duration(ts(x.checked_add(y), "duration arithmetic")?),
+        (BinaryOp::Sub, V::Duration(x), V::Duration(y)) => V::Duration(ts(x.checked_sub(y), "duration arithmetic")?),
+        (BinaryOp::Add, V::Timestamp(x), V::Duration(y)) | (BinaryOp::Add, V::Duration(y), V::Timestamp(x)) => {
+            V::Timestamp(ts(x.checked_add(y), "timestamp arithmetic")?)
+        }
+        (BinaryOp::Sub, V::Timestamp(x), V::Duration(y)) => V::Timestamp(ts(x.checked_sub(y), "timestamp arithmetic")?),
+        (BinaryOp::Sub, V::Timestamp(x), V::Timestamp(y)) => V::Duration(ts(x.checked_sub(y), "timestamp arithmetic")?),
+        (BinaryOp::Mul, V::Duration(x), V::Int(y)) | (BinaryOp::Mul, V::Int(y), V::Duration(x)) => {
+            V::Duration(ts(x.checked_mul(y), "duration arithmetic")?)
+        }
+        (BinaryOp::Div, V::Duration(x), V::Int(y)) => V::Duration(math::div_int(x, y).map_err(t)?),
+        (op, a, b) => {
+            return Err(trap(
+                std_::Trap::InvalidConversion(format!("`{}` on {} and {}", op.symbol(), a.type_name(), b.type_name())),
+                span,
+            ))
+        }
+    })
+}
+
+fn as_str(v: &Value) -> &str {
+    match v {
+        Value::Str(s) => s,
+        _ => "",
+    }
+}
+
+fn as_int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) | Value::Timestamp(i) | Value::Duration(i) => *i,
+        _ => 0,
+    }
+}
+
+fn as_float(v: &Value) -> f64 {
+    match v {
+        Value::Float(f) => *f,
+        _ => 0.0,
+    }
+}
+
+fn strings(list: Vec<String>) -> Value {
+    Value::List(list.into_iter().map(Value::str).collect())
+}
+
+/// Calls a standard-library function on evaluated arguments.
+fn call(f: Builtin, args: Vec<Value>, ret: &Type) -> Result<Value, std_::Trap> {
+    let a = args.first().unwrap_or(&Value::None);
+    let b = args.get(1).unwrap_or(&Value::None);
+    let c = args.get(2).unwrap_or(&Value::None);
+    Ok(match f {
+        Builtin::Lower => Value::str(string::lower(as_str(a))),
+        Builtin::Upper => Value::str(string::upper(as_str(a))),
+        Builtin::Trim => Value::str(string::trim(as_str(a))),
+        Builtin::Len => Value::Int(collections::len(a)),
+        Builtin::Contains => Value::Bool(collections::contains(a, b)),
+        Builtin::StartsWith => Value::Bool(string::starts_with(as_str(a), as_str(b))),
+        Builtin::EndsWith => Value::Bool(string::ends_with(as_str(a), as_str(b))),
+        Builtin::Concat => {
+            let parts: Vec<&str> = args.iter().map(as_str).collect();
+            Value::str(string::concat(&parts))
+        }
+        Builtin::Substring => Value::str(string::substring(as_str(a), as_int(b), as_int(c))?),
+        Builtin::Replace => Value::str(string::replace(as_str(a), as_str(b), as_str(c))),
+        Builtin::Split => strings(string::split(as_str(a), as_str(b))?),
+        Builtin::ToString => Value::str(string::to_string(a)),
+        Builtin::ParseInt => Value::Int(string::parse_int(as_str(a))?),
+        Builtin::ParseFloat => Value::Float(string::parse_float(as_str(a))?),
+        Builtin::Abs => match a {
+            Value::Int(i) => Value::Int(math::abs_int(*i)?),
+            Value::Float(x) => Value::Float(math::abs_float(*x)),
+            Value::Duration(d) => Value::Duration(math::abs_int(*d)?),
+            other => other.clone(),
+        },
+        Builtin::Min | Builtin::Max => {
+            let pick_a = match (a, b) {
+                (Value::Float(x), Value::Float(y)) => {
+                    let m = if f == Builtin::Min { math::min_float(*x, *y) } else { math::max_float(*x, *y) };
+                    return Ok(Value::Float(m));
+                }
+                _ => (a <= b) == (f == Builtin::Min),
+            };
+            if pick_a { a.clone() } else { b.clone() }
+        }
+        Builtin::Round => Value::Int(math::round(as_float(a))?),
+        Builtin::Floor => Value::Int(math::floor(as_float(a))?),
+        Builtin::Ceil => Value::Int(math::ceil(as_float(a))?),
+        Builtin::ToInt => Value::Int(math::to_int(as_float(a))?),
+        Builtin::ToFloat => Value::Float(math::to_float(as_int(a))),
+        Builtin::Pow => Value::Int(math::pow_int(as_int(a), as_int(b))?),
+        Builtin::Sqrt => Value::Float(math::sqrt(as_float(a))?),
+        Builtin::Day => Value::str(time::day(as_int(a))),
+        Builtin::Month => Value::str(time::month(as_int(a))),
+        Builtin::Year => Value::Int(time::year(as_int(a))),
+        Builtin::Hour => Value::Int(time::hour(as_int(a))),
+        Builtin::Minute => Value::Int(time::minute(as_int(a))),
+        Builtin::DayOfMonth => Value::Int(time::day_of_month(as_int(a))),
+        Builtin::Weekday => Value::Int(time::weekday(as_int(a))),
+        Builtin::StartOfDay => Value::Timestamp(time::start_of_day(as_int(a))),
+        Builtin::Days => Value::Duration(time::days(as_int(a))?),
+        Builtin::Hours => Value::Duration(time::hours(as_int(a))?),
+        Builtin::Minutes => Value::Duration(time::minutes(as_int(a))?),
+        Builtin::Seconds => Value::Duration(time::seconds(as_int(a))?),
+        Builtin::Millis => Value::Duration(time::millis(as_int(a))?),
+        Builtin::ParseTime => Value::Timestamp(time::parse_rfc3339(as_str(a))?),
+        Builtin::ParseDuration => Value::Duration(time::parse_duration(as_str(a))?),
+        Builtin::First => match a {
+            Value::List(l) => collections::first(l),
+            _ => Value::None,
+        },
+        Builtin::Last => match a {
+            Value::List(l) => collections::last(l),
+            _ => Value::None,
+        },
+        Builtin::Get => match a {
+            Value::List(l) => collections::get(l, as_int(b))?,
+            _ => Value::None,
+        },
+        Builtin::Sum => match a {
+            Value::List(l) if *ret == Type::Float => Value::Float(collections::sum_float(l)?),
+            Value::List(l) => Value::Int(collections::sum_int(l)?),
+            _ => Value::Int(0),
+        },
+        Builtin::Keys => match a {
+            Value::Map(m) => Value::List(collections::keys(m)),
+            _ => Value::List(Vec::new()),
+        },
+        Builtin::Values => match a {
+            Value::Map(m) => Value::List(collections::values(m)),
+            _ => Value::List(Vec::new()),
+        },
+        Builtin::IsSome => Value::Bool(!matches!(a, Value::None)),
+    })
+}

@@ -1,0 +1,44 @@
+//! The reference interpreter: runs the typed IR with the exact semantics of the language.
+//!
+//! It is the oracle the JIT is tested against, so it favours obviousness over speed:
+//! every operation goes through the same `datamesh_stdlib` function the JIT will call.
+//! Invariant: evaluation never panics; overflow, division by zero and invalid
+//! conversions return a [`Trap`] carrying the span of the expression that failed.
+
+mod eval;
+mod fold;
+mod tests;
+
+pub use eval::eval_const;
+pub use fold::{Fault, Fold, Meta, ProjectionState};
+pub use tests::{run_tests, TestFailure, TestResult};
+
+use crate::ast::Span;
+
+/// A runtime trap at a place in the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trap {
+    /// What went wrong.
+    pub kind: datamesh_stdlib::Trap,
+    /// The expression or statement that trapped.
+    pub span: Span,
+}
+
+impl std::fmt::Display for Trap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.kind.fmt(f)
+    }
+}
+
+impl Trap {
+    /// The stable diagnostic code of this kind of trap.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            datamesh_stdlib::Trap::Overflow(_) => "R0001",
+            datamesh_stdlib::Trap::DivisionByZero => "R0002",
+            datamesh_stdlib::Trap::InvalidConversion(_) => "R0003",
+            datamesh_stdlib::Trap::OutOfRange(_) => "R0004",
+            datamesh_stdlib::Trap::NonFinite(_) => "R0005",
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The DataMesh projection language: from `.dmp` source to a typed IR that the reference
+//! interpreter (and later the Cranelift code generator) runs.
+//!
+//! Pipeline: [`lexer`] → [`parser`] (grammar in `grammar/dmp.lalrpop`) → [`ast`] →
+//! [`check`] (name resolution and types) → [`ir`] → [`interp`]. [`diag`] turns the
+//! problems of every phase into miette diagnostics with stable codes.
+
+pub mod ast;
+pub mod lexer;
+pub mod parser;
+pub mod check;
+pub mod codec;
+pub mod diag;
+pub mod interp;
+pub mod ir;
