@@ -220,9 +220,12 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
 }
 
 fn expected_help(expected: &[String]) -> Option<String> {
+    if expected.iter().any(|e| e == "int literal") {
+        return Some("expected an expression".to_owned());
+    }
     match expected.len() {
         0 => None,
-        1..=6 => Some(format!("expected {}", join_or(expected))),
+        1..=8 => Some(format!("expected {}", join_or(expected))),
         _ => None,
     }
 }

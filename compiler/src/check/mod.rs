@@ -39,7 +39,10 @@ pub fn check_source(source: &str) -> Checked {
     let (file, parse_errors) = crate::parser::parse(source);
     let mut diagnostics: Vec<Diagnostic> = parse_errors.iter().map(crate::diag::from_parse_error).collect();
     let checked = check(&file);
-    diagnostics.extend(checked.diagnostics);
+    // After a syntax error, parts of the file are missing from the tree, so warnings
+    // about unused or unassigned declarations would mostly be noise.
+    let syntax_errors = !diagnostics.is_empty();
+    diagnostics.extend(checked.diagnostics.into_iter().filter(|d| !syntax_errors || d.is_error()));
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
     Checked {

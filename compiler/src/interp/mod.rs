@@ -10,7 +10,7 @@ mod fold;
 mod tests;
 
 pub use eval::eval_const;
-pub use fold::{Fault, Fold, Meta, ProjectionState};
+pub use fold::{default_doc, Fault, Fold, Meta, ProjectionState};
 pub use tests::{run_tests, TestFailure, TestResult};
 
 use crate::ast::Span;

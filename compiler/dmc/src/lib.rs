@@ -1,0 +1,259 @@
+//! The commands of `dmc`, written against plain writers so tests can run them in-process.
+//!
+//! Exit codes: 0 success; 1 the program, the input or a test failed; 2 a file could not
+//! be read. Diagnostics go to the error writer, results (JSON, test reports) to the output
+//! writer.
+
+mod events;
+mod render;
+
+use std::io::Write;
+use std::path::Path;
+
+use datamesh_compiler::check::{check_source, Checked};
+use datamesh_compiler::diag::Diagnostic;
+use datamesh_compiler::interp::{run_tests, Fault, Fold};
+use datamesh_compiler::ir::Program;
+
+pub use events::{parse_event_line, EventLine, RunOptions};
+pub use render::{render, Style};
+
+/// Which compiler stage `explain` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The syntax tree.
+    Ast,
+    /// The typed IR.
+    Ir,
+}
+
+/// A program read from disk and checked.
+struct Loaded {
+    name: String,
+    source: String,
+    checked: Checked,
+}
+
+fn load(path: &Path, err: &mut dyn Write) -> Result<Loaded, u8> {
+    let name = path.display().to_string();
+    let source = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot read {name}: {e}");
+            return Err(2);
+        }
+    };
+    let checked = check_source(&source);
+    Ok(Loaded { name, source, checked })
+}
+
+fn report(loaded: &Loaded, diagnostics: &[Diagnostic], style: Style, err: &mut dyn Write) {
+    let _ = write!(err, "{}", render(diagnostics, &loaded.name, &loaded.source, style));
+}
+
+/// Loads a program and prints its diagnostics; the program when it has no errors.
+fn load_program(path: &Path, style: Style, err: &mut dyn Write) -> Result<(Loaded, Program), u8> {
+    let mut loaded = load(path, err)?;
+    report(&loaded, &loaded.checked.diagnostics, style, err);
+    match loaded.checked.program.take() {
+        Some(program) => Ok((loaded, program)),
+        None => {
+            let errors = loaded.checked.diagnostics.iter().filter(|d| d.is_error()).count();
+            let _ = writeln!(err, "error: {} has {errors} error{}", loaded.name, plural(errors));
+            Err(1)
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `dmc check`: reports every problem in every file.
+pub fn check(files: &[impl AsRef<Path>], style: Style, err: &mut dyn Write) -> u8 {
+    let mut code = 0;
+    let (mut errors, mut warnings) = (0, 0);
+    for file in files {
+        let loaded = match load(file.as_ref(), err) {
+            Ok(l) => l,
+            Err(c) => {
+                code = code.max(c);
+                continue;
+            }
+        };
+        report(&loaded, &loaded.checked.diagnostics, style, err);
+        let e = loaded.checked.diagnostics.iter().filter(|d| d.is_error()).count();
+        errors += e;
+        warnings += loaded.checked.diagnostics.len() - e;
+        if e > 0 {
+            code = code.max(1);
+        }
+    }
+    let _ = writeln!(
+        err,
+        "checked {} file{}: {errors} error{}, {warnings} warning{}",
+        files.len(),
+        plural(files.len()),
+        plural(errors),
+        plural(warnings)
+    );
+    code
+}
+
+/// `dmc run`: folds events and prints the documents of every projection as one JSON
+/// object. A malformed event line stops the run before anything is printed.
+pub fn run(file: &Path, events_path: &Path, options: RunOptions, style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (loaded, program) = match load_program(file, style, err) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let text = match std::fs::read_to_string(events_path) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot read {}: {e}", events_path.display());
+            return 2;
+        }
+    };
+    // Parse and validate every line first: bad input changes nothing.
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_event_line(&program, line, options) {
+            Ok(Some(event)) => lines.push(event),
+            Ok(None) => {}
+            Err(message) => {
+                let _ = writeln!(err, "error: {}:{}: {message}", events_path.display(), n + 1);
+                return 1;
+            }
+        }
+    }
+    let mut fold = Fold::new(&program);
+    let mut faults: Vec<(Fault, bool)> = Vec::new();
+    for event in lines {
+        match event {
+            EventLine::Local { event, row, meta } => {
+                faults.extend(fold.apply_local(event, &row, meta).into_iter().map(|f| (f, false)));
+            }
+            EventLine::Import { import, event, row, meta } => {
+                let meta = datamesh_compiler::interp::Meta { position: fold.next_position(), ..meta };
+                match fold.apply_import(import, event, &row, meta) {
+                    Ok(f) => faults.extend(f.into_iter().map(|f| (f, false))),
+                    Err(f) => faults.push((f, true)),
+                }
+            }
+        }
+    }
+    let diagnostics: Vec<Diagnostic> = faults.iter().map(|(f, import)| fault_diagnostic(&program, f, *import)).collect();
+    report(&loaded, &diagnostics, style, err);
+    let json = documents_json(&fold);
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    u8::from(!faults.is_empty())
+}
+
+/// The documents of every projection: `{"<projection>": {"<key>": {doc}}, "<single>": {doc}}`.
+pub fn documents_json(fold: &Fold<'_>) -> serde_json::Value {
+    use datamesh_compiler::codec::{doc_to_json, key_string};
+    let program = fold.program();
+    let mut top = serde_json::Map::new();
+    for (index, projection) in program.projections.iter().enumerate() {
+        let state = &fold.projections[index];
+        let value = if projection.key.is_empty() {
+            let doc = state
+                .docs
+                .get(&Vec::new())
+                .cloned()
+                .unwrap_or_else(|| datamesh_compiler::interp::default_doc(projection));
+            doc_to_json(&projection.state, &doc)
+        } else {
+            let docs = state
+                .docs
+                .iter()
+                .map(|(key, doc)| (key_string(key), doc_to_json(&projection.state, doc)))
+                .collect();
+            serde_json::Value::Object(docs)
+        };
+        top.insert(projection.label(program), value);
+    }
+    serde_json::Value::Object(top)
+}
+
+/// A runtime fault as a diagnostic pointing at the expression that trapped.
+pub fn fault_diagnostic(program: &Program, fault: &Fault, import: bool) -> Diagnostic {
+    let owner = if import {
+        format!("import rule of `{}`", program.imports.get(fault.projection).map_or("?", |i| i.peer.as_str()))
+    } else {
+        format!("projection `{}`", program.projections.get(fault.projection).map_or_else(|| "?".to_owned(), |p| p.label(program)))
+    };
+    Diagnostic::error(
+        fault.trap.code(),
+        format!("{owner} faulted at position {} ({}): {}", fault.position, fault.event_type, fault.trap),
+        fault.trap.span,
+    )
+    .label("trapped here")
+    .related(fault.handler, "while running this handler")
+    .help(if import {
+        "the event was not imported; fix the rule or the peer's data"
+    } else {
+        "the projection stops at this event and keeps its documents as they were before it; fix the handler or the data and rebuild"
+    })
+}
+
+/// `dmc test`: runs every test block and prints a closing `N passed, N failed` line.
+pub fn test(files: &[impl AsRef<Path>], style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    for file in files {
+        let (loaded, program) = match load_program(file.as_ref(), style, err) {
+            Ok(p) => p,
+            Err(_) => {
+                broken = true;
+                continue;
+            }
+        };
+        for result in run_tests(&program) {
+            match result.failure {
+                None => {
+                    passed += 1;
+                    let _ = writeln!(out, "test {} :: {} ... ok", loaded.name, result.name);
+                }
+                Some(failure) => {
+                    failed += 1;
+                    let _ = writeln!(out, "test {} :: {} ... FAILED", loaded.name, result.name);
+                    let d = Diagnostic::error("T0001", format!("test \"{}\" failed: {}", result.name, failure.message), failure.span)
+                        .label("this step failed");
+                    report(&loaded, &[d], style, err);
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if broken {
+        let _ = writeln!(err, "error: some files did not check; their tests did not run");
+    }
+    u8::from(failed > 0 || broken)
+}
+
+/// `dmc explain`: prints the AST or the typed IR.
+pub fn explain(file: &Path, stage: Stage, style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match stage {
+        Stage::Ast => {
+            let loaded = match load(file, err) {
+                Ok(l) => l,
+                Err(c) => return c,
+            };
+            let (ast, errors) = datamesh_compiler::parser::parse(&loaded.source);
+            let diagnostics: Vec<Diagnostic> = errors.iter().map(datamesh_compiler::diag::from_parse_error).collect();
+            report(&loaded, &diagnostics, style, err);
+            let _ = writeln!(out, "{ast:#?}");
+            u8::from(!diagnostics.is_empty())
+        }
+        Stage::Ir => match load_program(file, style, err) {
+            Ok((_, program)) => {
+                let _ = writeln!(out, "{program:#?}");
+                0
+            }
+            Err(code) => code,
+        },
+    }
+}
