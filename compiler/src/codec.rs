@@ -203,3 +203,31 @@ pub fn parse_key(types: &[Type], text: &str) -> Result<Vec<Value>, String> {
         }
     }
 }
+
+/// The documents of every projection of a fold, as `dmc run` prints them:
+/// `{"<projection>": {"<key>": {doc}, ...}, "<single-document projection>": {doc}}`.
+pub fn documents_json(fold: &crate::interp::Fold<'_>) -> Json {
+    let program = fold.program();
+    let mut top = Map::new();
+    for (index, projection) in program.projections.iter().enumerate() {
+        let Some(state) = fold.projections.get(index) else { continue };
+        let value = if projection.key.is_empty() {
+            let doc = state
+                .docs
+                .get(&Vec::new())
+                .cloned()
+                .unwrap_or_else(|| crate::interp::default_doc(projection));
+            doc_to_json(&projection.state, &doc)
+        } else {
+            Json::Object(
+                state
+                    .docs
+                    .iter()
+                    .map(|(key, doc)| (key_string(key), doc_to_json(&projection.state, doc)))
+                    .collect(),
+            )
+        };
+        top.insert(projection.label(program), value);
+    }
+    Json::Object(top)
+}

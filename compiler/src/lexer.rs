@@ -71,6 +71,7 @@ pub enum Token {
     #[regex("[0-9][0-9_]*", |lex| parse_int(lex.slice()))]
     Int(Option<i64>),
     #[regex(r"[0-9][0-9_]*\.[0-9][0-9_]*([eE][+-]?[0-9]+)?", |lex| parse_float(lex.slice()))]
+    #[regex(r"[0-9][0-9_]*[eE][+-]?[0-9]+", |lex| parse_float(lex.slice()))]
     Float(Option<f64>),
     /// A duration literal such as `90s` or `1h30m`, in microseconds.
     #[regex("([0-9]+(d|h|m|s|ms|us))+", |lex| datamesh_stdlib::time::parse_duration(lex.slice()).ok())]

@@ -147,36 +147,9 @@ pub fn run(file: &Path, events_path: &Path, options: RunOptions, style: Style, o
     }
     let diagnostics: Vec<Diagnostic> = faults.iter().map(|(f, import)| fault_diagnostic(&program, f, *import)).collect();
     report(&loaded, &diagnostics, style, err);
-    let json = documents_json(&fold);
+    let json = datamesh_compiler::codec::documents_json(&fold);
     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default());
     u8::from(!faults.is_empty())
-}
-
-/// The documents of every projection: `{"<projection>": {"<key>": {doc}}, "<single>": {doc}}`.
-pub fn documents_json(fold: &Fold<'_>) -> serde_json::Value {
-    use datamesh_compiler::codec::{doc_to_json, key_string};
-    let program = fold.program();
-    let mut top = serde_json::Map::new();
-    for (index, projection) in program.projections.iter().enumerate() {
-        let state = &fold.projections[index];
-        let value = if projection.key.is_empty() {
-            let doc = state
-                .docs
-                .get(&Vec::new())
-                .cloned()
-                .unwrap_or_else(|| datamesh_compiler::interp::default_doc(projection));
-            doc_to_json(&projection.state, &doc)
-        } else {
-            let docs = state
-                .docs
-                .iter()
-                .map(|(key, doc)| (key_string(key), doc_to_json(&projection.state, doc)))
-                .collect();
-            serde_json::Value::Object(docs)
-        };
-        top.insert(projection.label(program), value);
-    }
-    serde_json::Value::Object(top)
 }
 
 /// A runtime fault as a diagnostic pointing at the expression that trapped.

@@ -226,7 +226,7 @@ impl<'a> Cx<'a> {
                 let Type::Map(k, v) = self.state_ty(field) else {
                     let ty = self.state_ty(field);
                     self.report(
-                        Diagnostic::error("E0205", format!("cannot assign to an element of `{name}`, a `{ty}`"), place.span)
+                        Diagnostic::error("E0205", format!("cannot assign to an element of `{name}`, of type `{ty}`"), place.span)
                             .label("only map entries can be assigned")
                             .help(match ty {
                                 Type::List(_) => "append with `.push(x)`",
@@ -454,7 +454,7 @@ impl<'a> Cx<'a> {
                     _ => "only collection fields (list, set, map) can be changed in place",
                 };
                 self.report(
-                    Diagnostic::error("E0210", format!("`{name}` is a `{ty}`, which has no `.{}()`", method.name), method.span)
+                    Diagnostic::error("E0210", format!("`{name}` has type `{ty}`, which has no `.{}()`", method.name), method.span)
                         .label("not supported")
                         .help(help),
                 );
@@ -520,7 +520,7 @@ impl<'a> Cx<'a> {
             (ExprKind::Const(Value::Str(s)), _) => match datamesh_stdlib::time::parse_rfc3339(s) {
                 Ok(us) => const_expr(Value::Timestamp(us), Type::Timestamp, expr.span),
                 Err(trap) => self.err(
-                    Diagnostic::error("E0204", format!("invalid time: {trap}"), expr.span)
+                    Diagnostic::error("E0204", format!("invalid time: {}", trap_detail(&trap)), expr.span)
                         .label("not an RFC 3339 timestamp")
                         .help("write e.g. \"2024-05-01T09:30:00Z\""),
                     expr.span,
@@ -1059,4 +1059,12 @@ fn error_expr(span: Span) -> Expr {
 
 fn const_expr(value: Value, ty: Type, span: Span) -> Expr {
     Expr { kind: ExprKind::Const(value), ty, span }
+}
+
+/// The message of a trap without its kind prefix.
+fn trap_detail(trap: &datamesh_stdlib::Trap) -> String {
+    match trap {
+        datamesh_stdlib::Trap::InvalidConversion(m) | datamesh_stdlib::Trap::OutOfRange(m) => m.clone(),
+        other => other.to_string(),
+    }
 }

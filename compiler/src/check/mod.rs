@@ -237,7 +237,8 @@ impl Checker {
         if !typed.ty.fits(ty) {
             self.error(
                 Diagnostic::error("E0201", format!("default value has type `{}`, but the field is `{ty}`", typed.ty), expr.span)
-                    .label(format!("expected `{ty}`")),
+                    .label(format!("expected `{ty}`"))
+                    .help(format!("write a `{ty}` literal, e.g. `{}`", crate::codec::value_to_json(&ty.zero_value()))),
             );
             return Some(ty.zero_value());
         }
@@ -249,7 +250,8 @@ impl Checker {
             Err(trap) => {
                 self.error(
                     Diagnostic::error("E0204", format!("default value cannot be computed: {trap}"), expr.span)
-                        .label("this traps"),
+                        .label("this traps")
+                        .help("a default is computed once, when the program is loaded; write a value that does not trap"),
                 );
                 Some(ty.zero_value())
             }
