@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datamesh_stdlib::{string, time, Value};
+use datamesh_stdlib::{Value, string, time};
 use serde_json::{Map, Number, Value as Json};
 
 use crate::ir::{EventType, Field, Type};
@@ -24,7 +24,10 @@ pub struct PayloadError {
 
 impl PayloadError {
     fn at(field: &str, message: impl Into<String>) -> PayloadError {
-        PayloadError { field: Some(field.to_owned()), message: message.into() }
+        PayloadError {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
     }
 }
 
@@ -37,27 +40,42 @@ pub fn decode_payload(event: &EventType, data: &Json) -> Result<Vec<Value>, Payl
     let Json::Object(object) = data else {
         return Err(PayloadError {
             field: None,
-            message: format!("the payload of `{}` must be a JSON object, found {}", event.name, json_kind(data)),
+            message: format!(
+                "the payload of `{}` must be a JSON object, found {}",
+                event.name,
+                json_kind(data)
+            ),
         });
     };
     if let Some(unknown) = object.keys().find(|k| event.field(k).is_none()) {
         let fields: Vec<&str> = event.fields.iter().map(|f| f.name.as_str()).collect();
         return Err(PayloadError::at(
             unknown,
-            format!("`{}` has no such field (its fields: {})", event.name, fields.join(", ")),
+            format!(
+                "`{}` has no such field (its fields: {})",
+                event.name,
+                fields.join(", ")
+            ),
         ));
     }
     event
         .fields
         .iter()
         .map(|field| match object.get(&field.name) {
-            None => field
-                .default
-                .clone()
-                .ok_or_else(|| PayloadError::at(&field.name, format!("missing (required, of type `{}`)", field.ty))),
+            None => field.default.clone().ok_or_else(|| {
+                PayloadError::at(
+                    &field.name,
+                    format!("missing (required, of type `{}`)", field.ty),
+                )
+            }),
             Some(Json::Null) if matches!(field.ty, Type::Optional(_)) => Ok(Value::None),
-            Some(Json::Null) => Err(PayloadError::at(&field.name, format!("is null, but `{}` is not optional", field.ty))),
-            Some(json) => decode_value(&field.ty, json).map_err(|m| PayloadError::at(&field.name, m)),
+            Some(Json::Null) => Err(PayloadError::at(
+                &field.name,
+                format!("is null, but `{}` is not optional", field.ty),
+            )),
+            Some(json) => {
+                decode_value(&field.ty, json).map_err(|m| PayloadError::at(&field.name, m))
+            }
         })
         .collect()
 }
@@ -69,14 +87,26 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
         (Type::Optional(_), Json::Null) => Ok(Value::None),
         (Type::Optional(inner), j) => decode_value(inner, j),
         (Type::Int, Json::Number(n)) => n.as_i64().map(Value::Int).ok_or_else(|| {
-            if n.is_u64() { format!("{n} is out of range for int") } else { wrong() }
+            if n.is_u64() {
+                format!("{n} is out of range for int")
+            } else {
+                wrong()
+            }
         }),
-        (Type::Float, Json::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(wrong),
+        (Type::Float, Json::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Value::Float)
+            .ok_or_else(wrong),
         (Type::Bool, Json::Bool(b)) => Ok(Value::Bool(*b)),
         (Type::String, Json::String(s)) => Ok(Value::str(s)),
-        (Type::Timestamp, Json::String(s)) => time::parse_rfc3339(s).map(Value::Timestamp).map_err(|e| e.to_string()),
+        (Type::Timestamp, Json::String(s)) => time::parse_rfc3339(s)
+            .map(Value::Timestamp)
+            .map_err(|e| e.to_string()),
         (Type::Timestamp, Json::Number(n)) => n.as_i64().map(Value::Timestamp).ok_or_else(wrong),
-        (Type::Duration, Json::String(s)) => time::parse_duration(s).map(Value::Duration).map_err(|e| e.to_string()),
+        (Type::Duration, Json::String(s)) => time::parse_duration(s)
+            .map(Value::Duration)
+            .map_err(|e| e.to_string()),
         (Type::Duration, Json::Number(n)) => n.as_i64().map(Value::Duration).ok_or_else(wrong),
         (Type::List(elem), Json::Array(items)) => items
             .iter()
@@ -107,14 +137,20 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
 fn decode_key(ty: &Type, text: &str) -> Result<Value, String> {
     match ty {
         Type::String => Ok(Value::str(text)),
-        Type::Int => string::parse_int(text).map(Value::Int).map_err(|e| e.to_string()),
+        Type::Int => string::parse_int(text)
+            .map(Value::Int)
+            .map_err(|e| e.to_string()),
         Type::Bool => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
             _ => Err(format!("expected true or false, found `{text}`")),
         },
-        Type::Timestamp => time::parse_rfc3339(text).map(Value::Timestamp).map_err(|e| e.to_string()),
-        Type::Duration => time::parse_duration(text).map(Value::Duration).map_err(|e| e.to_string()),
+        Type::Timestamp => time::parse_rfc3339(text)
+            .map(Value::Timestamp)
+            .map_err(|e| e.to_string()),
+        Type::Duration => time::parse_duration(text)
+            .map(Value::Duration)
+            .map_err(|e| e.to_string()),
         other => Err(format!("`{other}` cannot be a map key")),
     }
 }
@@ -151,7 +187,12 @@ pub fn value_to_json(value: &Value) -> Json {
         Value::Duration(d) => Json::String(time::format_duration(*d)),
         Value::List(items) => Json::Array(items.iter().map(value_to_json).collect()),
         Value::Set(items) => Json::Array(items.iter().map(value_to_json).collect()),
-        Value::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (key_part_text(k), value_to_json(v))).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (key_part_text(k), value_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -191,15 +232,26 @@ pub fn parse_key(types: &[Type], text: &str) -> Result<Vec<Value>, String> {
         [] => Ok(Vec::new()),
         [one] => decode_key(one, text).map(|v| vec![v]),
         many => {
-            let json: Json = serde_json::from_str(text)
-                .map_err(|_| format!("a composite key is a JSON array of {} parts, e.g. [\"a\", 1]", many.len()))?;
+            let json: Json = serde_json::from_str(text).map_err(|_| {
+                format!(
+                    "a composite key is a JSON array of {} parts, e.g. [\"a\", 1]",
+                    many.len()
+                )
+            })?;
             let Json::Array(items) = json else {
                 return Err("a composite key is a JSON array".to_owned());
             };
             if items.len() != many.len() {
-                return Err(format!("the key has {} parts, {} given", many.len(), items.len()));
+                return Err(format!(
+                    "the key has {} parts, {} given",
+                    many.len(),
+                    items.len()
+                ));
             }
-            many.iter().zip(&items).map(|(ty, item)| decode_value(ty, item)).collect()
+            many.iter()
+                .zip(&items)
+                .map(|(ty, item)| decode_value(ty, item))
+                .collect()
         }
     }
 }
@@ -210,7 +262,9 @@ pub fn documents_json(fold: &crate::interp::Fold<'_>) -> Json {
     let program = fold.program();
     let mut top = Map::new();
     for (index, projection) in program.projections.iter().enumerate() {
-        let Some(state) = fold.projections.get(index) else { continue };
+        let Some(state) = fold.projections.get(index) else {
+            continue;
+        };
         let value = if projection.key.is_empty() {
             let doc = state
                 .docs

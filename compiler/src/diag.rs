@@ -178,39 +178,57 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
     use crate::parser::ParseError;
     match error {
         ParseError::Lex(e) => match &e.kind {
-            LexErrorKind::UnexpectedChar(c) => {
-                Diagnostic::error("E0003", format!("unexpected character `{}`", c.escape_default()), e.span)
-                    .label("not part of the language")
-                    .help("remove it; comments start with `//`")
-            }
+            LexErrorKind::UnexpectedChar(c) => Diagnostic::error(
+                "E0003",
+                format!("unexpected character `{}`", c.escape_default()),
+                e.span,
+            )
+            .label("not part of the language")
+            .help("remove it; comments start with `//`"),
             LexErrorKind::UnterminatedString => {
                 Diagnostic::error("E0004", "unterminated string literal", e.span)
                     .label("this string has no closing quote")
                     .help("close it with `\"` before the end of the line")
             }
-            LexErrorKind::BadEscape(esc) => Diagnostic::error("E0005", format!("invalid escape `{esc}` in string literal"), e.span)
-                .label("invalid escape")
-                .help("valid escapes are \\n \\t \\r \\0 \\\\ \\\" and \\u{hex}"),
-            LexErrorKind::IntOutOfRange => Diagnostic::error("E0006", "integer literal does not fit in `int` (64-bit)", e.span)
-                .label("out of range")
-                .help("`int` ranges from -9223372036854775808 to 9223372036854775807"),
-            LexErrorKind::FloatOutOfRange => Diagnostic::error("E0006", "float literal is not finite", e.span)
-                .label("out of range"),
+            LexErrorKind::BadEscape(esc) => Diagnostic::error(
+                "E0005",
+                format!("invalid escape `{esc}` in string literal"),
+                e.span,
+            )
+            .label("invalid escape")
+            .help("valid escapes are \\n \\t \\r \\0 \\\\ \\\" and \\u{hex}"),
+            LexErrorKind::IntOutOfRange => Diagnostic::error(
+                "E0006",
+                "integer literal does not fit in `int` (64-bit)",
+                e.span,
+            )
+            .label("out of range")
+            .help("`int` ranges from -9223372036854775808 to 9223372036854775807"),
+            LexErrorKind::FloatOutOfRange => {
+                Diagnostic::error("E0006", "float literal is not finite", e.span)
+                    .label("out of range")
+            }
             LexErrorKind::DurationOutOfRange => {
                 Diagnostic::error("E0006", "duration literal is out of range", e.span)
                     .label("out of range")
                     .help("durations are 64-bit microsecond counts (about ±292,000 years)")
             }
         },
-        ParseError::Unexpected { found, expected, span } => {
-            let d = Diagnostic::error("E0001", format!("unexpected {found}"), *span).label("unexpected here");
+        ParseError::Unexpected {
+            found,
+            expected,
+            span,
+        } => {
+            let d = Diagnostic::error("E0001", format!("unexpected {found}"), *span)
+                .label("unexpected here");
             match expected_help(expected) {
                 Some(help) => d.help(help),
                 None => d,
             }
         }
         ParseError::UnexpectedEof { expected, span } => {
-            let d = Diagnostic::error("E0002", "unexpected end of file", *span).label("the file ends here");
+            let d = Diagnostic::error("E0002", "unexpected end of file", *span)
+                .label("the file ends here");
             match expected_help(expected) {
                 Some(help) => d.help(help),
                 None => d.help("a `}` may be missing"),

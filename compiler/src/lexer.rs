@@ -323,7 +323,10 @@ fn parse_int(text: &str) -> Option<i64> {
 }
 
 fn parse_float(text: &str) -> Option<f64> {
-    text.replace('_', "").parse().ok().filter(|f: &f64| f.is_finite())
+    text.replace('_', "")
+        .parse()
+        .ok()
+        .filter(|f: &f64| f.is_finite())
 }
 
 /// Unescapes a quoted literal; `Err` carries the offending escape.

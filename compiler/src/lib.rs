@@ -6,10 +6,10 @@
 //! problems of every phase into miette diagnostics with stable codes.
 
 pub mod ast;
-pub mod lexer;
-pub mod parser;
 pub mod check;
 pub mod codec;
 pub mod diag;
 pub mod interp;
 pub mod ir;
+pub mod lexer;
+pub mod parser;

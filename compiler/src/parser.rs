@@ -10,7 +10,12 @@ use crate::ast::{File, Span};
 use crate::lexer::{self, LexError, Token};
 
 lalrpop_util::lalrpop_mod!(
-    #[allow(clippy::all, clippy::pedantic, missing_debug_implementations, unused_qualifications)]
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_debug_implementations,
+        unused_qualifications
+    )]
     grammar,
     "/dmp.rs"
 );

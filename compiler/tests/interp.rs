@@ -8,7 +8,7 @@ use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::interp::{Fault, Fold, Meta};
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::time::parse_rfc3339;
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
 /// One input event: type, payload, optional RFC 3339 time.
 struct Ev(&'static str, Json, Option<&'static str>);
@@ -39,7 +39,9 @@ fn run(src: &str, events: &[Ev]) -> (Json, Vec<Fault>) {
     let mut fold = Fold::new(&program);
     let mut faults = Vec::new();
     for Ev(ty, data, time) in events {
-        let id = program.event_id(ty).unwrap_or_else(|| panic!("unknown type {ty}"));
+        let id = program
+            .event_id(ty)
+            .unwrap_or_else(|| panic!("unknown type {ty}"));
         let row = decode_payload(&program.events[id], data).expect("payload decodes");
         let meta = Meta {
             time: time.map_or(0, |t| parse_rfc3339(t).expect("valid time")),
@@ -66,14 +68,23 @@ fn trap_of(body: &str, a: i64, b: i64) -> String {
          on E {{ {body} }} }}"
     );
     let program = check_source(&src);
-    let program = program.program.unwrap_or_else(|| panic!("does not check: {body}"));
+    let program = program
+        .program
+        .unwrap_or_else(|| panic!("does not check: {body}"));
     let mut fold = Fold::new(&program);
     let row = decode_payload(&program.events[0], &json!({"a": a, "b": b})).expect("payload");
     let faults = fold.apply_local(0, &row, Meta::default());
-    assert_eq!(faults.len(), 1, "expected a trap for `{body}` with a={a} b={b}");
+    assert_eq!(
+        faults.len(),
+        1,
+        "expected a trap for `{body}` with a={a} b={b}"
+    );
     let fault = &faults[0];
     // The projection keeps its documents as before the event.
-    assert!(fold.projections[0].docs.is_empty(), "a trapping handler changed state");
+    assert!(
+        fold.projections[0].docs.is_empty(),
+        "a trapping handler changed state"
+    );
     format!("{} {}", fault.trap.code(), fault.trap)
 }
 
@@ -83,19 +94,28 @@ fn keyed_projection_folds_per_key() {
         event Deposited { account: string, amount: int }
         projection balances { key account  state { balance: int = 0, n: int = 0 }
           on Deposited { balance += event.amount; n += 1 } }"#;
-    let out = docs(src, &[
-        ev("Deposited", json!({"account": "a", "amount": 5})),
-        ev("Deposited", json!({"account": "b", "amount": 7})),
-        ev("Deposited", json!({"account": "a", "amount": 10})),
-    ]);
-    assert_eq!(out, json!({"balances": {"a": {"balance": 15, "n": 2}, "b": {"balance": 7, "n": 1}}}));
+    let out = docs(
+        src,
+        &[
+            ev("Deposited", json!({"account": "a", "amount": 5})),
+            ev("Deposited", json!({"account": "b", "amount": 7})),
+            ev("Deposited", json!({"account": "a", "amount": 10})),
+        ],
+    );
+    assert_eq!(
+        out,
+        json!({"balances": {"a": {"balance": 15, "n": 2}, "b": {"balance": 7, "n": 1}}})
+    );
 }
 
 #[test]
 fn single_document_projection_exists_before_any_event() {
     let src = "event E { n: int } projection totals { state { sum: int = 5, seen: bool } on E { sum += event.n; seen = true } }";
     assert_eq!(docs(src, &[]), json!({"totals": {"sum": 5, "seen": false}}));
-    assert_eq!(docs(src, &[ev("E", json!({"n": 2}))]), json!({"totals": {"sum": 7, "seen": true}}));
+    assert_eq!(
+        docs(src, &[ev("E", json!({"n": 2}))]),
+        json!({"totals": {"sum": 7, "seen": true}})
+    );
 }
 
 #[test]
@@ -104,11 +124,26 @@ fn composite_keys_and_calendar_functions() {
         event Deposited { account: string, amount: int }
         projection daily { key (event.account, day(meta.time)) state { volume: int = 0 }
           on Deposited { volume += event.amount } }"#;
-    let out = docs(src, &[
-        at("Deposited", json!({"account": "a", "amount": 1}), "2024-05-01T23:59:59Z"),
-        at("Deposited", json!({"account": "a", "amount": 2}), "2024-05-02T00:00:00Z"),
-        at("Deposited", json!({"account": "a", "amount": 4}), "2024-05-02T10:00:00+02:00"),
-    ]);
+    let out = docs(
+        src,
+        &[
+            at(
+                "Deposited",
+                json!({"account": "a", "amount": 1}),
+                "2024-05-01T23:59:59Z",
+            ),
+            at(
+                "Deposited",
+                json!({"account": "a", "amount": 2}),
+                "2024-05-02T00:00:00Z",
+            ),
+            at(
+                "Deposited",
+                json!({"account": "a", "amount": 4}),
+                "2024-05-02T10:00:00+02:00",
+            ),
+        ],
+    );
     assert_eq!(
         out,
         json!({"daily": {"[\"a\",\"2024-05-01\"]": {"volume": 1}, "[\"a\",\"2024-05-02\"]": {"volume": 6}}})
@@ -122,12 +157,21 @@ fn per_handler_keys_touch_two_documents_in_order() {
         projection balances { state { balance: int = 0 }
           on Transferred key event.from { balance -= event.amount }
           on Transferred key event.to { balance += event.amount } }"#;
-    let out = docs(src, &[
-        ev("Transferred", json!({"from": "a", "to": "b", "amount": 3})),
-        // A self-transfer: both handlers hit one document and the second sees the first.
-        ev("Transferred", json!({"from": "b", "to": "b", "amount": 100})),
-    ]);
-    assert_eq!(out, json!({"balances": {"a": {"balance": -3}, "b": {"balance": 3}}}));
+    let out = docs(
+        src,
+        &[
+            ev("Transferred", json!({"from": "a", "to": "b", "amount": 3})),
+            // A self-transfer: both handlers hit one document and the second sees the first.
+            ev(
+                "Transferred",
+                json!({"from": "b", "to": "b", "amount": 100}),
+            ),
+        ],
+    );
+    assert_eq!(
+        out,
+        json!({"balances": {"a": {"balance": -3}, "b": {"balance": 3}}})
+    );
 }
 
 #[test]
@@ -137,12 +181,15 @@ fn where_guards_see_event_and_state() {
         projection p { key k state { total: int = 0, capped: int = 0 }
           on E where event.n > 0 { total += event.n }
           on E where total < 10 { capped += 1 } }"#;
-    let out = docs(src, &[
-        ev("E", json!({"k": "a", "n": -5})),
-        ev("E", json!({"k": "a", "n": 8})),
-        ev("E", json!({"k": "a", "n": 8})),
-        ev("E", json!({"k": "a", "n": 1})),
-    ]);
+    let out = docs(
+        src,
+        &[
+            ev("E", json!({"k": "a", "n": -5})),
+            ev("E", json!({"k": "a", "n": 8})),
+            ev("E", json!({"k": "a", "n": 8})),
+            ev("E", json!({"k": "a", "n": 1})),
+        ],
+    );
     // Guards are evaluated per handler, after the handlers before it ran.
     assert_eq!(out, json!({"p": {"a": {"total": 17, "capped": 2}}}));
 }
@@ -158,9 +205,18 @@ fn let_if_else_and_if_expressions() {
             label = if half > 10 { "large" } else if half > 0 { "small" } else { "none" }
             big = half >= 50 and not (event.n == 101)
           } }"#;
-    assert_eq!(docs(src, &[ev("E", json!({"n": 100}))]), json!({"p": {"label": "large", "sign": 1, "big": true}}));
-    assert_eq!(docs(src, &[ev("E", json!({"n": -3}))]), json!({"p": {"label": "none", "sign": -1, "big": false}}));
-    assert_eq!(docs(src, &[ev("E", json!({"n": 0}))]), json!({"p": {"label": "none", "sign": 0, "big": false}}));
+    assert_eq!(
+        docs(src, &[ev("E", json!({"n": 100}))]),
+        json!({"p": {"label": "large", "sign": 1, "big": true}})
+    );
+    assert_eq!(
+        docs(src, &[ev("E", json!({"n": -3}))]),
+        json!({"p": {"label": "none", "sign": -1, "big": false}})
+    );
+    assert_eq!(
+        docs(src, &[ev("E", json!({"n": 0}))]),
+        json!({"p": {"label": "none", "sign": 0, "big": false}})
+    );
 }
 
 #[test]
@@ -188,15 +244,25 @@ fn delete_drops_the_document_and_stops_the_handler() {
         projection open { key id state { n: int = 0 }
           on Opened { n += 1 }
           on Closed { delete; n = 99 } }"#;
-    let out = docs(src, &[
-        ev("Opened", json!({"id": "a"})),
-        ev("Opened", json!({"id": "b"})),
-        ev("Closed", json!({"id": "a"})),
-        ev("Closed", json!({"id": "zzz"})),
-    ]);
+    let out = docs(
+        src,
+        &[
+            ev("Opened", json!({"id": "a"})),
+            ev("Opened", json!({"id": "b"})),
+            ev("Closed", json!({"id": "a"})),
+            ev("Closed", json!({"id": "zzz"})),
+        ],
+    );
     assert_eq!(out, json!({"open": {"b": {"n": 1}}}));
     // Reopening starts from the defaults again.
-    let out = docs(src, &[ev("Opened", json!({"id": "a"})), ev("Closed", json!({"id": "a"})), ev("Opened", json!({"id": "a"}))]);
+    let out = docs(
+        src,
+        &[
+            ev("Opened", json!({"id": "a"})),
+            ev("Closed", json!({"id": "a"})),
+            ev("Opened", json!({"id": "a"})),
+        ],
+    );
     assert_eq!(out, json!({"open": {"a": {"n": 1}}}));
 }
 
@@ -217,7 +283,10 @@ fn optionals_defaults_and_coalesce() {
         json!({"p": {"name": "anonymous", "limit": 10, "note": "n/a", "has": false, "last": null}})
     );
     assert_eq!(
-        docs(src, &[ev("E", json!({"name": "ann", "limit": 3, "note": null}))]),
+        docs(
+            src,
+            &[ev("E", json!({"name": "ann", "limit": 3, "note": null}))]
+        ),
         json!({"p": {"name": "ann", "limit": 3, "note": null, "has": true, "last": "ann"}})
     );
 }
@@ -238,16 +307,26 @@ fn collections_sets_lists_and_maps() {
             last_count = counts[event.tag] ?? 0
           }
           on Cleared { tags.remove("a"); seen.clear(); counts.remove("b") } }"#;
-    let out = docs(src, &[
-        ev("Tagged", json!({"tag": "b", "n": 2})),
-        ev("Tagged", json!({"tag": "a", "n": 5})),
-        ev("Tagged", json!({"tag": "b", "n": 2})),
-    ]);
+    let out = docs(
+        src,
+        &[
+            ev("Tagged", json!({"tag": "b", "n": 2})),
+            ev("Tagged", json!({"tag": "a", "n": 5})),
+            ev("Tagged", json!({"tag": "b", "n": 2})),
+        ],
+    );
     assert_eq!(
         out,
         json!({"p": {"tags": ["a", "b"], "seen": [2, 5, 2], "counts": {"a": 1, "b": 2}, "total": 9, "first": 2, "has_a": true, "last_count": 2}})
     );
-    let out = docs(src, &[ev("Tagged", json!({"tag": "a", "n": 1})), ev("Tagged", json!({"tag": "b", "n": 1})), ev("Cleared", json!({}))]);
+    let out = docs(
+        src,
+        &[
+            ev("Tagged", json!({"tag": "a", "n": 1})),
+            ev("Tagged", json!({"tag": "b", "n": 1})),
+            ev("Cleared", json!({})),
+        ],
+    );
     assert_eq!(
         out,
         json!({"p": {"tags": ["b"], "seen": [], "counts": {"a": 1}, "total": 2, "first": 1, "has_a": true, "last_count": 1}})
@@ -269,10 +348,13 @@ fn meta_fields_and_time_arithmetic() {
             ty = meta.type
             id = meta.id
           } }"#;
-    let out = docs(src, &[
-        at("Ping", json!({"device": "d"}), "2024-01-01T00:00:00Z"),
-        at("Ping", json!({"device": "d"}), "2024-01-01T00:20:00Z"),
-    ]);
+    let out = docs(
+        src,
+        &[
+            at("Ping", json!({"device": "d"}), "2024-01-01T00:00:00Z"),
+            at("Ping", json!({"device": "d"}), "2024-01-01T00:20:00Z"),
+        ],
+    );
     assert_eq!(
         out,
         json!({"p": {"d": {"pos": 1, "stream": "s-1", "ty": "Ping", "id": "id-1", "gap": "20m", "last": "2024-01-01T00:20:00Z", "late": true, "due": "2024-01-01T01:50:00Z"}}})
@@ -292,7 +374,13 @@ fn stdlib_calls_through_the_interpreter() {
             y = year(event.t); mo = month(event.t); h = hour(event.t); wd = weekday(event.t)
             ts = to_string(event.t); parts = split(event.s, "-"); pi = parse_int("-42"); sw = starts_with(event.s, "Ab")
           } }"#;
-    let out = docs(src, &[ev("E", json!({"s": "Ab-Cd", "f": 2.5, "t": "2024-03-10T15:30:00Z"}))]);
+    let out = docs(
+        src,
+        &[ev(
+            "E",
+            json!({"s": "Ab-Cd", "f": 2.5, "t": "2024-03-10T15:30:00Z"}),
+        )],
+    );
     assert_eq!(
         out,
         json!({"p": {"lo": "ab-cd", "up": "AB-CD", "n": 5, "r": 3, "fl": 2, "c": 3, "ab": 2.5, "mx": 9, "mn": "a",
@@ -308,14 +396,20 @@ fn a_trap_faults_only_its_projection_and_changes_nothing() {
           on E { a += 1 }
           on E { b = 100 / event.n } }
         projection sturdy { key k state { n: int = 0 } on E { n += 1 } }"#;
-    let (out, faults) = run(src, &[
-        ev("E", json!({"k": "x", "n": 5})),
-        ev("E", json!({"k": "x", "n": 0})),
-        ev("E", json!({"k": "x", "n": 1})),
-    ]);
+    let (out, faults) = run(
+        src,
+        &[
+            ev("E", json!({"k": "x", "n": 5})),
+            ev("E", json!({"k": "x", "n": 0})),
+            ev("E", json!({"k": "x", "n": 1})),
+        ],
+    );
     // The second event trapped in the second handler: the first handler's `a += 1` for
     // that event was discarded too, and the third event was never applied.
-    assert_eq!(out, json!({"fragile": {"x": {"a": 1, "b": 20}}, "sturdy": {"x": {"n": 3}}}));
+    assert_eq!(
+        out,
+        json!({"fragile": {"x": {"a": 1, "b": 20}}, "sturdy": {"x": {"n": 3}}})
+    );
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].position, 1);
     assert_eq!(faults[0].event_type, "E");
@@ -325,20 +419,75 @@ fn a_trap_faults_only_its_projection_and_changes_nothing() {
 #[test]
 fn every_trap_is_reported_with_its_code() {
     let cases: &[(&str, i64, i64, &str)] = &[
-        ("n = event.a + event.b", i64::MAX, 1, "R0001 integer overflow in addition"),
-        ("n = event.a - event.b", i64::MIN, 1, "R0001 integer overflow in subtraction"),
-        ("n = event.a * event.b", i64::MAX, 2, "R0001 integer overflow in multiplication"),
-        ("n = event.a / event.b", i64::MIN, -1, "R0001 integer overflow in division"),
-        ("n = event.a % event.b", i64::MIN, -1, "R0001 integer overflow in remainder"),
-        ("n = -event.a", i64::MIN, 0, "R0001 integer overflow in negation"),
-        ("n = abs(event.a)", i64::MIN, 0, "R0001 integer overflow in abs"),
-        ("n = event.a; n += event.b", i64::MAX, 1, "R0001 integer overflow in addition"),
-        ("n = pow(event.a, event.b)", 10, 19, "R0001 integer overflow in power"),
+        (
+            "n = event.a + event.b",
+            i64::MAX,
+            1,
+            "R0001 integer overflow in addition",
+        ),
+        (
+            "n = event.a - event.b",
+            i64::MIN,
+            1,
+            "R0001 integer overflow in subtraction",
+        ),
+        (
+            "n = event.a * event.b",
+            i64::MAX,
+            2,
+            "R0001 integer overflow in multiplication",
+        ),
+        (
+            "n = event.a / event.b",
+            i64::MIN,
+            -1,
+            "R0001 integer overflow in division",
+        ),
+        (
+            "n = event.a % event.b",
+            i64::MIN,
+            -1,
+            "R0001 integer overflow in remainder",
+        ),
+        (
+            "n = -event.a",
+            i64::MIN,
+            0,
+            "R0001 integer overflow in negation",
+        ),
+        (
+            "n = abs(event.a)",
+            i64::MIN,
+            0,
+            "R0001 integer overflow in abs",
+        ),
+        (
+            "n = event.a; n += event.b",
+            i64::MAX,
+            1,
+            "R0001 integer overflow in addition",
+        ),
+        (
+            "n = pow(event.a, event.b)",
+            10,
+            19,
+            "R0001 integer overflow in power",
+        ),
         ("n = event.a / event.b", 1, 0, "R0002 division by zero"),
         ("n = event.a % event.b", 1, 0, "R0002 division by zero"),
         ("n = 5; n /= event.b", 1, 0, "R0002 division by zero"),
-        ("x = to_float(event.a) / to_float(event.b)", 1, 0, "R0002 division by zero"),
-        ("d = seconds(event.a)", i64::MAX, 0, "R0001 integer overflow in duration"),
+        (
+            "x = to_float(event.a) / to_float(event.b)",
+            1,
+            0,
+            "R0002 division by zero",
+        ),
+        (
+            "d = seconds(event.a)",
+            i64::MAX,
+            0,
+            "R0001 integer overflow in duration",
+        ),
         ("l.push(1); n = get(l, event.a)", 1, 0, "R0004"),
         ("l.push(1); n = l[event.a]", -1, 0, "R0004"),
         ("t = substring(\"abc\", event.a, event.b)", 2, 5, "R0004"),
@@ -349,7 +498,10 @@ fn every_trap_is_reported_with_its_code() {
     ];
     for (body, a, b, expected) in cases {
         let got = trap_of(body, *a, *b);
-        assert!(got.starts_with(expected), "`{body}` with a={a} b={b}: got `{got}`, expected `{expected}`");
+        assert!(
+            got.starts_with(expected),
+            "`{body}` with a={a} b={b}: got `{got}`, expected `{expected}`"
+        );
     }
 }
 
@@ -384,12 +536,28 @@ fn import_rules_emit_local_events() {
     let peer = &program.imports[0];
     let apply = |fold: &mut Fold<'_>, data: Json, id: &str| {
         let row = decode_payload(&peer.events[0], &data).expect("payload");
-        let meta = Meta { id: Arc::from(id), ..Meta::default() };
-        fold.apply_import(0, 0, &row, meta).expect("rules do not trap")
+        let meta = Meta {
+            id: Arc::from(id),
+            ..Meta::default()
+        };
+        fold.apply_import(0, 0, &row, meta)
+            .expect("rules do not trap")
     };
-    apply(&mut fold, json!({"iban": "a", "cents": 12345, "currency": "EUR"}), "p1");
-    apply(&mut fold, json!({"iban": "a", "cents": 500, "currency": "USD"}), "p2");
-    apply(&mut fold, json!({"iban": "a", "cents": 250, "currency": "EUR"}), "p3");
+    apply(
+        &mut fold,
+        json!({"iban": "a", "cents": 12345, "currency": "EUR"}),
+        "p1",
+    );
+    apply(
+        &mut fold,
+        json!({"iban": "a", "cents": 500, "currency": "USD"}),
+        "p2",
+    );
+    apply(
+        &mut fold,
+        json!({"iban": "a", "cents": 250, "currency": "EUR"}),
+        "p3",
+    );
     assert_eq!(
         documents_json(&fold),
         json!({"balances": {"a": {"balance": 125, "last_id": "payments/p3"}, "bonus": {"balance": 1, "last_id": "payments/p1/1"}}})
@@ -404,32 +572,65 @@ fn import_rule_traps_emit_nothing() {
         import peer { event Raw { a: string, n: int } on Raw { emit Deposited { account: event.a, amount: 1 }  emit Deposited { account: event.a, amount: 10 / event.n } } }"#;
     let program = compile(src);
     let mut fold = Fold::new(&program);
-    let row = decode_payload(&program.imports[0].events[0], &json!({"a": "x", "n": 0})).expect("payload");
-    let fault = fold.apply_import(0, 0, &row, Meta::default()).expect_err("the rule divides by zero");
+    let row =
+        decode_payload(&program.imports[0].events[0], &json!({"a": "x", "n": 0})).expect("payload");
+    let fault = fold
+        .apply_import(0, 0, &row, Meta::default())
+        .expect_err("the rule divides by zero");
     assert_eq!(fault.trap.code(), "R0002");
     assert_eq!(documents_json(&fold), json!({"p": {}}));
 }
 
 #[test]
 fn payload_decoding_is_strict_and_names_the_field() {
-    let program = compile("event E { n: int, t: timestamp, o: string?, d: int = 4 } projection p { state { v: int = 0 } on E { v = event.n + event.d } }");
+    let program = compile(
+        "event E { n: int, t: timestamp, o: string?, d: int = 4 } projection p { state { v: int = 0 } on E { v = event.n + event.d } }",
+    );
     let e = &program.events[0];
-    let err = |data: Json| decode_payload(e, &data).expect_err("must be rejected").to_string();
-    assert_eq!(err(json!({"t": "2024-01-01T00:00:00Z"})), "field `n`: missing (required, of type `int`)");
-    assert_eq!(err(json!({"n": 1.5, "t": 0})), "field `n`: expected int, found the number 1.5");
-    assert_eq!(err(json!({"n": 1, "t": 0, "x": 1})), "field `x`: `E` has no such field (its fields: n, t, o, d)");
+    let err = |data: Json| {
+        decode_payload(e, &data)
+            .expect_err("must be rejected")
+            .to_string()
+    };
+    assert_eq!(
+        err(json!({"t": "2024-01-01T00:00:00Z"})),
+        "field `n`: missing (required, of type `int`)"
+    );
+    assert_eq!(
+        err(json!({"n": 1.5, "t": 0})),
+        "field `n`: expected int, found the number 1.5"
+    );
+    assert_eq!(
+        err(json!({"n": 1, "t": 0, "x": 1})),
+        "field `x`: `E` has no such field (its fields: n, t, o, d)"
+    );
     assert!(err(json!({"n": 1, "t": "yesterday"})).starts_with("field `t`: invalid conversion"));
-    assert_eq!(err(json!({"n": null, "t": 0})), "field `n`: is null, but `int` is not optional");
-    assert_eq!(err(json!([1])), "the payload of `E` must be a JSON object, found an array");
+    assert_eq!(
+        err(json!({"n": null, "t": 0})),
+        "field `n`: is null, but `int` is not optional"
+    );
+    assert_eq!(
+        err(json!([1])),
+        "the payload of `E` must be a JSON object, found an array"
+    );
     assert!(decode_payload(e, &json!({"n": 1, "t": 0, "o": null})).is_ok());
 }
 
 #[test]
 fn equal_programs_fold_to_identical_documents() {
     // Determinism: the same events give the same documents, byte for byte.
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank/bank.dmp")).expect("bank example");
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bank/bank.dmp"
+    ))
+    .expect("bank example");
     let events: Vec<Ev> = (0..200)
-        .map(|i| ev(if i % 3 == 0 { "Withdrawn" } else { "Deposited" }, json!({"account": format!("a{}", i % 7), "amount": i})))
+        .map(|i| {
+            ev(
+                if i % 3 == 0 { "Withdrawn" } else { "Deposited" },
+                json!({"account": format!("a{}", i % 7), "amount": i}),
+            )
+        })
         .collect();
     let first = serde_json::to_string(&docs(&src, &events)).expect("json");
     let second = serde_json::to_string(&docs(&src, &events)).expect("json");

@@ -27,7 +27,10 @@ fn compare(path: &Path, actual: &str, failures: &mut Vec<String>) {
     }
     let expected = std::fs::read_to_string(path).unwrap_or_default();
     if expected != actual {
-        failures.push(format!("{} differs (UPDATE_EXPECT=1 to regenerate)", path.display()));
+        failures.push(format!(
+            "{} differs (UPDATE_EXPECT=1 to regenerate)",
+            path.display()
+        ));
     }
 }
 
@@ -40,12 +43,24 @@ fn ast_and_ir_snapshots() {
         let source = std::fs::read_to_string(file).expect("readable");
         let (ast, errors) = parse(&source);
         assert!(errors.is_empty(), "{}: {errors:?}", file.display());
-        compare(&file.with_extension("ast"), &format!("{ast:#?}\n"), &mut failures);
+        compare(
+            &file.with_extension("ast"),
+            &format!("{ast:#?}\n"),
+            &mut failures,
+        );
         let checked = check_source(&source);
-        let program = checked
-            .program
-            .unwrap_or_else(|| panic!("{} does not check: {:?}", file.display(), checked.diagnostics));
-        compare(&file.with_extension("ir"), &format!("{program:#?}\n"), &mut failures);
+        let program = checked.program.unwrap_or_else(|| {
+            panic!(
+                "{} does not check: {:?}",
+                file.display(),
+                checked.diagnostics
+            )
+        });
+        compare(
+            &file.with_extension("ir"),
+            &format!("{program:#?}\n"),
+            &mut failures,
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -53,10 +68,18 @@ fn ast_and_ir_snapshots() {
 #[test]
 fn precedence_groups_as_documented() {
     use datamesh_compiler::ast::{BinaryOp, ExprKind};
-    let parsed = datamesh_compiler::parser::parse_expr("a + b * c == d or not e and f ?? g").expect("parses");
+    let parsed = datamesh_compiler::parser::parse_expr("a + b * c == d or not e and f ?? g")
+        .expect("parses");
     // `or` is loosest; its left side is the comparison.
-    let ExprKind::Binary(BinaryOp::Or, left, right) = parsed.kind else { panic!("top is `or`") };
+    let ExprKind::Binary(BinaryOp::Or, left, right) = parsed.kind else {
+        panic!("top is `or`")
+    };
     assert!(matches!(left.kind, ExprKind::Binary(BinaryOp::Eq, _, _)));
-    let ExprKind::Binary(BinaryOp::And, _, coalesce) = right.kind else { panic!("then `and`") };
-    assert!(matches!(coalesce.kind, ExprKind::Binary(BinaryOp::Coalesce, _, _)));
+    let ExprKind::Binary(BinaryOp::And, _, coalesce) = right.kind else {
+        panic!("then `and`")
+    };
+    assert!(matches!(
+        coalesce.kind,
+        ExprKind::Binary(BinaryOp::Coalesce, _, _)
+    ));
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datamesh_compiler::codec::decode_payload;
 use datamesh_compiler::interp::Meta;
 use datamesh_compiler::ir::Program;
-use datamesh_stdlib::{time, Value};
+use datamesh_stdlib::{Value, time};
 use serde_json::Value as Json;
 
 /// Options of `dmc run`.
@@ -50,13 +50,22 @@ const KEYS: &[&str] = &["type", "data", "stream", "id", "time", "from"];
 ///
 /// # Errors
 /// A message naming the key or field at fault.
-pub fn parse_event_line(program: &Program, line: &str, options: RunOptions) -> Result<Option<EventLine>, String> {
+pub fn parse_event_line(
+    program: &Program,
+    line: &str,
+    options: RunOptions,
+) -> Result<Option<EventLine>, String> {
     let json: Json = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let Json::Object(object) = json else {
-        return Err("each line must be a JSON object like {\"type\": \"...\", \"data\": {...}}".to_owned());
+        return Err(
+            "each line must be a JSON object like {\"type\": \"...\", \"data\": {...}}".to_owned(),
+        );
     };
     if let Some(key) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!("unknown key `{key}` (allowed: {})", KEYS.join(", ")));
+        return Err(format!(
+            "unknown key `{key}` (allowed: {})",
+            KEYS.join(", ")
+        ));
     }
     let text = |key: &str| -> Result<Option<&str>, String> {
         match object.get(key) {
@@ -69,7 +78,9 @@ pub fn parse_event_line(program: &Program, line: &str, options: RunOptions) -> R
     let time = match object.get("time") {
         None | Some(Json::Null) => 0,
         Some(Json::String(s)) => time::parse_rfc3339(s).map_err(|e| format!("`time`: {e}"))?,
-        Some(Json::Number(n)) => n.as_i64().ok_or("`time` must be RFC 3339 or integer microseconds")?,
+        Some(Json::Number(n)) => n
+            .as_i64()
+            .ok_or("`time` must be RFC 3339 or integer microseconds")?,
         Some(other) => return Err(format!("`time` must be an RFC 3339 string, found {other}")),
     };
     let meta = Meta {
@@ -88,24 +99,38 @@ pub fn parse_event_line(program: &Program, line: &str, options: RunOptions) -> R
                     return Ok(None);
                 }
                 let known: Vec<&str> = program.events.iter().map(|e| e.name.as_str()).collect();
-                return Err(format!("unknown event type `{type_name}` (declared: {}); pass --allow-unknown to skip such events", known.join(", ")));
+                return Err(format!(
+                    "unknown event type `{type_name}` (declared: {}); pass --allow-unknown to skip such events",
+                    known.join(", ")
+                ));
             };
-            let row = decode_payload(&program.events[event], data).map_err(|e| format!("`{type_name}`: {e}"))?;
+            let row = decode_payload(&program.events[event], data)
+                .map_err(|e| format!("`{type_name}`: {e}"))?;
             Ok(Some(EventLine::Local { event, row, meta }))
         }
         Some(peer) => {
             let Some(import) = program.imports.iter().position(|i| i.peer == peer) else {
-                return Err(format!("no `import {peer}` block in the program for this event"));
+                return Err(format!(
+                    "no `import {peer}` block in the program for this event"
+                ));
             };
             let block = &program.imports[import];
             let Some(event) = block.event_id(type_name) else {
                 if options.allow_unknown {
                     return Ok(None);
                 }
-                return Err(format!("`import {peer}` does not declare event type `{type_name}`"));
+                return Err(format!(
+                    "`import {peer}` does not declare event type `{type_name}`"
+                ));
             };
-            let row = decode_payload(&block.events[event], data).map_err(|e| format!("`{type_name}` from `{peer}`: {e}"))?;
-            Ok(Some(EventLine::Import { import, event, row, meta }))
+            let row = decode_payload(&block.events[event], data)
+                .map_err(|e| format!("`{type_name}` from `{peer}`: {e}"))?;
+            Ok(Some(EventLine::Import {
+                import,
+                event,
+                row,
+                meta,
+            }))
         }
     }
 }

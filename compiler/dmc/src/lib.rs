@@ -10,13 +10,13 @@ mod render;
 use std::io::Write;
 use std::path::Path;
 
-use datamesh_compiler::check::{check_source, Checked};
+use datamesh_compiler::check::{Checked, check_source};
 use datamesh_compiler::diag::Diagnostic;
-use datamesh_compiler::interp::{run_tests, Fault, Fold};
+use datamesh_compiler::interp::{Fault, Fold, run_tests};
 use datamesh_compiler::ir::Program;
 
-pub use events::{parse_event_line, EventLine, RunOptions};
-pub use render::{render, Style};
+pub use events::{EventLine, RunOptions, parse_event_line};
+pub use render::{Style, render};
 
 /// Which compiler stage `explain` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +44,19 @@ fn load(path: &Path, err: &mut dyn Write) -> Result<Loaded, u8> {
         }
     };
     let checked = check_source(&source);
-    Ok(Loaded { name, source, checked })
+    Ok(Loaded {
+        name,
+        source,
+        checked,
+    })
 }
 
 fn report(loaded: &Loaded, diagnostics: &[Diagnostic], style: Style, err: &mut dyn Write) {
-    let _ = write!(err, "{}", render(diagnostics, &loaded.name, &loaded.source, style));
+    let _ = write!(
+        err,
+        "{}",
+        render(diagnostics, &loaded.name, &loaded.source, style)
+    );
 }
 
 /// Loads a program and prints its diagnostics; the program when it has no errors.
@@ -58,8 +66,18 @@ fn load_program(path: &Path, style: Style, err: &mut dyn Write) -> Result<(Loade
     match loaded.checked.program.take() {
         Some(program) => Ok((loaded, program)),
         None => {
-            let errors = loaded.checked.diagnostics.iter().filter(|d| d.is_error()).count();
-            let _ = writeln!(err, "error: {} has {errors} error{}", loaded.name, plural(errors));
+            let errors = loaded
+                .checked
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .count();
+            let _ = writeln!(
+                err,
+                "error: {} has {errors} error{}",
+                loaded.name,
+                plural(errors)
+            );
             Err(1)
         }
     }
@@ -82,7 +100,12 @@ pub fn check(files: &[impl AsRef<Path>], style: Style, err: &mut dyn Write) -> u
             }
         };
         report(&loaded, &loaded.checked.diagnostics, style, err);
-        let e = loaded.checked.diagnostics.iter().filter(|d| d.is_error()).count();
+        let e = loaded
+            .checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .count();
         errors += e;
         warnings += loaded.checked.diagnostics.len() - e;
         if e > 0 {
@@ -102,7 +125,14 @@ pub fn check(files: &[impl AsRef<Path>], style: Style, err: &mut dyn Write) -> u
 
 /// `dmc run`: folds events and prints the documents of every projection as one JSON
 /// object. A malformed event line stops the run before anything is printed.
-pub fn run(file: &Path, events_path: &Path, options: RunOptions, style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn run(
+    file: &Path,
+    events_path: &Path,
+    options: RunOptions,
+    style: Style,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let (loaded, program) = match load_program(file, style, err) {
         Ok(p) => p,
         Err(code) => return code,
@@ -134,10 +164,22 @@ pub fn run(file: &Path, events_path: &Path, options: RunOptions, style: Style, o
     for event in lines {
         match event {
             EventLine::Local { event, row, meta } => {
-                faults.extend(fold.apply_local(event, &row, meta).into_iter().map(|f| (f, false)));
+                faults.extend(
+                    fold.apply_local(event, &row, meta)
+                        .into_iter()
+                        .map(|f| (f, false)),
+                );
             }
-            EventLine::Import { import, event, row, meta } => {
-                let meta = datamesh_compiler::interp::Meta { position: fold.next_position(), ..meta };
+            EventLine::Import {
+                import,
+                event,
+                row,
+                meta,
+            } => {
+                let meta = datamesh_compiler::interp::Meta {
+                    position: fold.next_position(),
+                    ..meta
+                };
                 match fold.apply_import(import, event, &row, meta) {
                     Ok(f) => faults.extend(f.into_iter().map(|f| (f, false))),
                     Err(f) => faults.push((f, true)),
@@ -145,19 +187,38 @@ pub fn run(file: &Path, events_path: &Path, options: RunOptions, style: Style, o
             }
         }
     }
-    let diagnostics: Vec<Diagnostic> = faults.iter().map(|(f, import)| fault_diagnostic(&program, f, *import)).collect();
+    let diagnostics: Vec<Diagnostic> = faults
+        .iter()
+        .map(|(f, import)| fault_diagnostic(&program, f, *import))
+        .collect();
     report(&loaded, &diagnostics, style, err);
     let json = datamesh_compiler::codec::documents_json(&fold);
-    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     u8::from(!faults.is_empty())
 }
 
 /// A runtime fault as a diagnostic pointing at the expression that trapped.
 pub fn fault_diagnostic(program: &Program, fault: &Fault, import: bool) -> Diagnostic {
     let owner = if import {
-        format!("import rule of `{}`", program.imports.get(fault.projection).map_or("?", |i| i.peer.as_str()))
+        format!(
+            "import rule of `{}`",
+            program
+                .imports
+                .get(fault.projection)
+                .map_or("?", |i| i.peer.as_str())
+        )
     } else {
-        format!("projection `{}`", program.projections.get(fault.projection).map_or_else(|| "?".to_owned(), |p| p.label(program)))
+        format!(
+            "projection `{}`",
+            program
+                .projections
+                .get(fault.projection)
+                .map_or_else(|| "?".to_owned(), |p| p.label(program))
+        )
     };
     Diagnostic::error(
         fault.trap.code(),
@@ -174,7 +235,12 @@ pub fn fault_diagnostic(program: &Program, fault: &Fault, import: bool) -> Diagn
 }
 
 /// `dmc test`: runs every test block and prints a closing `N passed, N failed` line.
-pub fn test(files: &[impl AsRef<Path>], style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn test(
+    files: &[impl AsRef<Path>],
+    style: Style,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
     for file in files {
         let (loaded, program) = match load_program(file.as_ref(), style, err) {
@@ -193,8 +259,12 @@ pub fn test(files: &[impl AsRef<Path>], style: Style, out: &mut dyn Write, err: 
                 Some(failure) => {
                     failed += 1;
                     let _ = writeln!(out, "test {} :: {} ... FAILED", loaded.name, result.name);
-                    let d = Diagnostic::error("T0001", format!("test \"{}\" failed: {}", result.name, failure.message), failure.span)
-                        .label("this step failed");
+                    let d = Diagnostic::error(
+                        "T0001",
+                        format!("test \"{}\" failed: {}", result.name, failure.message),
+                        failure.span,
+                    )
+                    .label("this step failed");
                     report(&loaded, &[d], style, err);
                 }
             }
@@ -202,13 +272,22 @@ pub fn test(files: &[impl AsRef<Path>], style: Style, out: &mut dyn Write, err: 
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     if broken {
-        let _ = writeln!(err, "error: some files did not check; their tests did not run");
+        let _ = writeln!(
+            err,
+            "error: some files did not check; their tests did not run"
+        );
     }
     u8::from(failed > 0 || broken)
 }
 
 /// `dmc explain`: prints the AST or the typed IR.
-pub fn explain(file: &Path, stage: Stage, style: Style, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn explain(
+    file: &Path,
+    stage: Stage,
+    style: Style,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     match stage {
         Stage::Ast => {
             let loaded = match load(file, err) {
@@ -216,7 +295,10 @@ pub fn explain(file: &Path, stage: Stage, style: Style, out: &mut dyn Write, err
                 Err(c) => return c,
             };
             let (ast, errors) = datamesh_compiler::parser::parse(&loaded.source);
-            let diagnostics: Vec<Diagnostic> = errors.iter().map(datamesh_compiler::diag::from_parse_error).collect();
+            let diagnostics: Vec<Diagnostic> = errors
+                .iter()
+                .map(datamesh_compiler::diag::from_parse_error)
+                .collect();
             report(&loaded, &diagnostics, style, err);
             let _ = writeln!(out, "{ast:#?}");
             u8::from(!diagnostics.is_empty())

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 
 /// The DataMesh projection language tool.
 #[derive(Debug, Parser)]
-#[command(name = "dmc", version, about = "Check, run, test and explain DataMesh `.dmp` programs")]
+#[command(
+    name = "dmc",
+    version,
+    about = "Check, run, test and explain DataMesh `.dmp` programs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,11 @@ fn main() -> ExitCode {
     let style = dmc::Style::for_stderr();
     let code = match cli.command {
         Command::Check { files } => dmc::check(&files, style, &mut err),
-        Command::Run { file, events, allow_unknown } => {
+        Command::Run {
+            file,
+            events,
+            allow_unknown,
+        } => {
             let options = dmc::RunOptions { allow_unknown };
             dmc::run(&file, &events, options, style, &mut out, &mut err)
         }

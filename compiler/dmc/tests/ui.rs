@@ -21,7 +21,11 @@ fn ui_diagnostics_match_expectations() {
         .filter(|p| p.extension().is_some_and(|x| x == "dmp"))
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "expected the UI corpus, found {} files", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the UI corpus, found {} files",
+        files.len()
+    );
     let mut failures = Vec::new();
     for file in &files {
         let source = std::fs::read_to_string(file).expect("readable test file");
@@ -31,7 +35,10 @@ fn ui_diagnostics_match_expectations() {
             "{} produces no diagnostic; a UI test must show one",
             file.display()
         );
-        let name = format!("ui/{}", file.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
+        let name = format!(
+            "ui/{}",
+            file.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+        );
         let rendered = dmc::render(&checked.diagnostics, &name, &source, dmc::Style::Plain);
         let expected_path = file.with_extension("stderr");
         if update {
@@ -54,9 +61,16 @@ fn ui_diagnostics_match_expectations() {
 fn five_distinct_mistakes_are_all_reported_with_codes_and_spans() {
     let source = std::fs::read_to_string(ui_dir().join("five_mistakes.dmp")).expect("corpus file");
     let checked = check_source(&source);
-    let errors: Vec<_> = checked.diagnostics.iter().filter(|d| d.is_error()).collect();
+    let errors: Vec<_> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .collect();
     let codes: Vec<&str> = errors.iter().map(|d| d.code).collect();
-    assert_eq!(codes, ["E0103", "E0105", "E0202", "E0102", "E0211", "E0202"]);
+    assert_eq!(
+        codes,
+        ["E0103", "E0105", "E0202", "E0102", "E0211", "E0202"]
+    );
     for d in &errors {
         assert!(!d.span.is_empty(), "{} has an empty span", d.code);
         assert!(d.help.is_some(), "{} has no help line", d.code);

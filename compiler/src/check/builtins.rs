@@ -113,7 +113,11 @@ pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> 
         ("parse_float", [a]) if *a == s => (Builtin::ParseFloat, T::Float),
         ("abs", [a]) if matches!(a, T::Int | T::Float | T::Duration) => (Builtin::Abs, a.clone()),
         ("min" | "max", [a, b]) if a == b && a.is_ordered() => {
-            let f = if name == "min" { Builtin::Min } else { Builtin::Max };
+            let f = if name == "min" {
+                Builtin::Min
+            } else {
+                Builtin::Max
+            };
             (f, a.clone())
         }
         ("round", [T::Float]) => (Builtin::Round, T::Int),
@@ -192,7 +196,9 @@ pub fn signature(name: &str) -> Option<&'static str> {
         "upper" => "upper(string) -> string",
         "trim" => "trim(string) -> string",
         "len" => "len(string | list<T> | set<T> | map<K, V>) -> int",
-        "contains" => "contains(string, string) -> bool | contains(list<T> | set<T>, T) -> bool | contains(map<K, V>, K) -> bool",
+        "contains" => {
+            "contains(string, string) -> bool | contains(list<T> | set<T>, T) -> bool | contains(map<K, V>, K) -> bool"
+        }
         "starts_with" => "starts_with(string, string) -> bool",
         "ends_with" => "ends_with(string, string) -> bool",
         "concat" => "concat(string, ...) -> string",
@@ -251,7 +257,10 @@ mod tests {
 
     #[test]
     fn overloads_resolve_by_argument_type() {
-        assert_eq!(resolve("abs", &[Type::Float]), Ok((Builtin::Abs, Type::Float)));
+        assert_eq!(
+            resolve("abs", &[Type::Float]),
+            Ok((Builtin::Abs, Type::Float))
+        );
         assert_eq!(
             resolve("max", &[Type::Int, Type::Float]),
             Err(CallError::Types(

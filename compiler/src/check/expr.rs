@@ -10,7 +10,9 @@ use super::builtins::{self, CallError};
 use super::names::suggest;
 use crate::ast::{self, AssignOp, BinaryOp, Span, UnaryOp};
 use crate::diag::Diagnostic;
-use crate::ir::{EventType, Expr, ExprKind, Field, MetaField, Mutation, Place, Program, Stmt, Type};
+use crate::ir::{
+    EventType, Expr, ExprKind, Field, MetaField, Mutation, Place, Program, Stmt, Type,
+};
 
 /// What a piece of code may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +90,18 @@ impl<'a> Cx<'a> {
 
     fn pop_scope(&mut self, mark: usize) {
         while self.scopes.len() > mark {
-            let Some(local) = self.scopes.pop() else { break };
+            let Some(local) = self.scopes.pop() else {
+                break;
+            };
             if !local.used && !local.name.starts_with('_') {
                 self.report(
-                    Diagnostic::warning("W0003", format!("`{}` is never used", local.name), local.span)
-                        .label("bound here")
-                        .help(format!("remove the `let`, or name it `_{}`", local.name)),
+                    Diagnostic::warning(
+                        "W0003",
+                        format!("`{}` is never used", local.name),
+                        local.span,
+                    )
+                    .label("bound here")
+                    .help(format!("remove the `let`, or name it `_{}`", local.name)),
                 );
             }
         }
@@ -131,13 +139,20 @@ impl<'a> Cx<'a> {
                             .help("choose another name"),
                     );
                 }
-                if let Some(field) = self.state.and_then(|s| s.iter().find(|f| f.name == name.name)) {
+                if let Some(field) = self
+                    .state
+                    .and_then(|s| s.iter().find(|f| f.name == name.name))
+                {
                     let span = field.span;
                     self.report(
-                        Diagnostic::error("E0101", format!("`{}` is already a state field", name.name), name.span)
-                            .label("this `let` would hide it")
-                            .related(span, "state field declared here")
-                            .help("choose another name for the local"),
+                        Diagnostic::error(
+                            "E0101",
+                            format!("`{}` is already a state field", name.name),
+                            name.span,
+                        )
+                        .label("this `let` would hide it")
+                        .related(span, "state field declared here")
+                        .help("choose another name for the local"),
                     );
                 }
                 let slot = self.slots.len();
@@ -157,7 +172,10 @@ impl<'a> Cx<'a> {
                 let then = self.block(&then.stmts);
                 let otherwise = match otherwise.as_deref() {
                     None => Vec::new(),
-                    Some(ast::Stmt { kind: ast::StmtKind::Block(b), .. }) => self.block(&b.stmts),
+                    Some(ast::Stmt {
+                        kind: ast::StmtKind::Block(b),
+                        ..
+                    }) => self.block(&b.stmts),
                     Some(other) => {
                         let mark = self.scopes.len();
                         let s = self.stmt(other);
@@ -165,7 +183,11 @@ impl<'a> Cx<'a> {
                         s.into_iter().collect()
                     }
                 };
-                Some(Stmt::If { cond, then, otherwise })
+                Some(Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                })
             }
             ast::StmtKind::Block(b) => {
                 let stmts = self.block(&b.stmts);
@@ -178,9 +200,13 @@ impl<'a> Cx<'a> {
             ast::StmtKind::Delete => {
                 if self.mode != Mode::Handler {
                     self.report(
-                        Diagnostic::error("E0218", "`delete` is only allowed in projection handlers", stmt.span)
-                            .label("there is no document here")
-                            .help("import rules transform events; they do not own documents"),
+                        Diagnostic::error(
+                            "E0218",
+                            "`delete` is only allowed in projection handlers",
+                            stmt.span,
+                        )
+                        .label("there is no document here")
+                        .help("import rules transform events; they do not own documents"),
                     );
                     return None;
                 }
@@ -192,7 +218,13 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn assign(&mut self, place: &ast::Expr, op: AssignOp, value: &ast::Expr, span: Span) -> Option<Stmt> {
+    fn assign(
+        &mut self,
+        place: &ast::Expr,
+        op: AssignOp,
+        value: &ast::Expr,
+        span: Span,
+    ) -> Option<Stmt> {
         let value = self.expr(value);
         if self.mode != Mode::Handler {
             self.report(
@@ -207,10 +239,16 @@ impl<'a> Cx<'a> {
                 if let Some(local) = self.scopes.iter().rev().find(|l| l.name == *name) {
                     let span = local.span;
                     self.report(
-                        Diagnostic::error("E0205", format!("cannot assign to `{name}`: `let` bindings are immutable"), place.span)
-                            .label("assigned here")
-                            .related(span, "bound here")
-                            .help("declare a state field to keep a value, or bind a new name with `let`"),
+                        Diagnostic::error(
+                            "E0205",
+                            format!("cannot assign to `{name}`: `let` bindings are immutable"),
+                            place.span,
+                        )
+                        .label("assigned here")
+                        .related(span, "bound here")
+                        .help(
+                            "declare a state field to keep a value, or bind a new name with `let`",
+                        ),
                     );
                     return None;
                 }
@@ -226,19 +264,24 @@ impl<'a> Cx<'a> {
                 let Type::Map(k, v) = self.state_ty(field) else {
                     let ty = self.state_ty(field);
                     self.report(
-                        Diagnostic::error("E0205", format!("cannot assign to an element of `{name}`, of type `{ty}`"), place.span)
-                            .label("only map entries can be assigned")
-                            .help(match ty {
-                                Type::List(_) => "append with `.push(x)`",
-                                Type::Set(_) => "add with `.insert(x)`",
-                                _ => "assign the whole field instead",
-                            }),
+                        Diagnostic::error(
+                            "E0205",
+                            format!("cannot assign to an element of `{name}`, of type `{ty}`"),
+                            place.span,
+                        )
+                        .label("only map entries can be assigned")
+                        .help(match ty {
+                            Type::List(_) => "append with `.push(x)`",
+                            Type::Set(_) => "add with `.insert(x)`",
+                            _ => "assign the whole field instead",
+                        }),
                     );
                     return None;
                 };
                 if index.len() != 1 {
                     self.report(
-                        Diagnostic::error("E0203", "a map is indexed by one key", place.span).label("expected `map[key]`"),
+                        Diagnostic::error("E0203", "a map is indexed by one key", place.span)
+                            .label("expected `map[key]`"),
                     );
                     return None;
                 }
@@ -281,9 +324,16 @@ impl<'a> Cx<'a> {
                 let lhs_ty = target_ty.unwrap_optional().clone();
                 if matches!(target_ty, Type::Optional(_)) {
                     self.report(
-                        Diagnostic::error("E0202", format!("`{}=` on an optional field", op.symbol()), span)
-                            .label(format!("this field is `{target_ty}`"))
-                            .help(format!("write `field = (field ?? default) {} value`", op.symbol())),
+                        Diagnostic::error(
+                            "E0202",
+                            format!("`{}=` on an optional field", op.symbol()),
+                            span,
+                        )
+                        .label(format!("this field is `{target_ty}`"))
+                        .help(format!(
+                            "write `field = (field ?? default) {} value`",
+                            op.symbol()
+                        )),
                     );
                     return None;
                 }
@@ -300,7 +350,12 @@ impl<'a> Cx<'a> {
                 }
             }
         }
-        Some(Stmt::Assign { target, op, value, span })
+        Some(Stmt::Assign {
+            target,
+            op,
+            value,
+            span,
+        })
     }
 
     fn state_field(&mut self, name: &str, span: Span) -> Option<usize> {
@@ -308,17 +363,22 @@ impl<'a> Cx<'a> {
         if let Some(i) = state.iter().position(|f| f.name == name) {
             return Some(i);
         }
-        let d = Diagnostic::error("E0106", format!("`{name}` is not a state field"), span).label("unknown field");
+        let d = Diagnostic::error("E0106", format!("`{name}` is not a state field"), span)
+            .label("unknown field");
         let d = match suggest(name, state.iter().map(|f| f.name.as_str())) {
             Some(s) => d.help(format!("did you mean `{s}`?")),
-            None => d.help(format!("declare it in the projection's state: `state {{ {name}: int = 0 }}`")),
+            None => d.help(format!(
+                "declare it in the projection's state: `state {{ {name}: int = 0 }}`"
+            )),
         };
         self.report(d);
         None
     }
 
     fn state_ty(&self, field: usize) -> Type {
-        self.state.and_then(|s| s.get(field)).map_or(Type::Error, |f| f.ty.clone())
+        self.state
+            .and_then(|s| s.get(field))
+            .map_or(Type::Error, |f| f.ty.clone())
     }
 
     fn emit(&mut self, name: &ast::Ident, fields: &[ast::FieldInit], span: Span) -> Option<Stmt> {
@@ -331,10 +391,17 @@ impl<'a> Cx<'a> {
             return None;
         };
         let Some(id) = targets.iter().position(|e| e.name == name.name) else {
-            let d = Diagnostic::error("E0102", format!("unknown event type `{}`", name.name), name.span).label("not a local event");
+            let d = Diagnostic::error(
+                "E0102",
+                format!("unknown event type `{}`", name.name),
+                name.span,
+            )
+            .label("not a local event");
             let d = match suggest(&name.name, targets.iter().map(|e| e.name.as_str())) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
-                None => d.help("an import rule emits events declared at the top level of this program"),
+                None => {
+                    d.help("an import rule emits events declared at the top level of this program")
+                }
             };
             self.report(d);
             return None;
@@ -343,19 +410,35 @@ impl<'a> Cx<'a> {
             self.emitted.push(id);
         }
         let fields = self.record(&targets[id], fields, name);
-        Some(Stmt::Emit { event: id, fields, span })
+        Some(Stmt::Emit {
+            event: id,
+            fields,
+            span,
+        })
     }
 
     /// Checks `{ field: value, ... }` against an event type; returns one expression per
     /// field, with defaults for the fields not given.
-    pub fn record(&mut self, event: &EventType, inits: &[ast::FieldInit], name: &ast::Ident) -> Vec<Expr> {
+    pub fn record(
+        &mut self,
+        event: &EventType,
+        inits: &[ast::FieldInit],
+        name: &ast::Ident,
+    ) -> Vec<Expr> {
         let mut values: Vec<Option<Expr>> = vec![None; event.fields.len()];
         for init in inits {
             let Some(i) = event.field(&init.name.name) else {
-                let d = Diagnostic::error("E0105", format!("event `{}` has no field `{}`", event.name, init.name.name), init.name.span)
-                    .label("unknown field")
-                    .related(event.span, "event declared here");
-                let d = match suggest(&init.name.name, event.fields.iter().map(|f| f.name.as_str())) {
+                let d = Diagnostic::error(
+                    "E0105",
+                    format!("event `{}` has no field `{}`", event.name, init.name.name),
+                    init.name.span,
+                )
+                .label("unknown field")
+                .related(event.span, "event declared here");
+                let d = match suggest(
+                    &init.name.name,
+                    event.fields.iter().map(|f| f.name.as_str()),
+                ) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help(format!("its fields are: {}", field_list(event))),
                 };
@@ -365,8 +448,12 @@ impl<'a> Cx<'a> {
             };
             if values[i].is_some() {
                 self.report(
-                    Diagnostic::error("E0101", format!("field `{}` is given twice", init.name.name), init.name.span)
-                        .label("given again here"),
+                    Diagnostic::error(
+                        "E0101",
+                        format!("field `{}` is given twice", init.name.name),
+                        init.name.span,
+                    )
+                    .label("given again here"),
                 );
                 continue;
             }
@@ -387,12 +474,24 @@ impl<'a> Cx<'a> {
             })
             .collect();
         if !missing.is_empty() {
-            let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+            let list = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.report(
-                Diagnostic::error("E0209", format!("missing field{} {list} of `{}`", if missing.len() > 1 { "s" } else { "" }, event.name), name.span)
-                    .label("required fields not given")
-                    .related(event.span, "event declared here")
-                    .help("give every field that has no default value"),
+                Diagnostic::error(
+                    "E0209",
+                    format!(
+                        "missing field{} {list} of `{}`",
+                        if missing.len() > 1 { "s" } else { "" },
+                        event.name
+                    ),
+                    name.span,
+                )
+                .label("required fields not given")
+                .related(event.span, "event declared here")
+                .help("give every field that has no default value"),
             );
         }
         out
@@ -423,27 +522,51 @@ impl<'a> Cx<'a> {
         None
     }
 
-    fn mutation(&mut self, recv: &ast::Expr, method: &ast::Ident, op: Mutation, args: &[ast::Expr], span: Span) -> Option<Stmt> {
+    fn mutation(
+        &mut self,
+        recv: &ast::Expr,
+        method: &ast::Ident,
+        op: Mutation,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Option<Stmt> {
         if self.mode != Mode::Handler {
             self.report(
-                Diagnostic::error("E0212", format!("`.{}()` changes state, and import rules have none", method.name), span)
-                    .label("no state here"),
+                Diagnostic::error(
+                    "E0212",
+                    format!(
+                        "`.{}()` changes state, and import rules have none",
+                        method.name
+                    ),
+                    span,
+                )
+                .label("no state here"),
             );
             return None;
         }
         let ast::ExprKind::Name(name) = &recv.kind else {
             self.report(
-                Diagnostic::error("E0210", format!("`.{}()` needs a state field", method.name), recv.span)
-                    .label("not a state field")
-                    .help(format!("call it on a collection field: `tags.{}(x)`", method.name)),
+                Diagnostic::error(
+                    "E0210",
+                    format!("`.{}()` needs a state field", method.name),
+                    recv.span,
+                )
+                .label("not a state field")
+                .help(format!(
+                    "call it on a collection field: `tags.{}(x)`",
+                    method.name
+                )),
             );
             return None;
         };
         let field = self.state_field(name, recv.span)?;
         let ty = self.state_ty(field);
         let elem: Option<Type> = match (op, &ty) {
-            (Mutation::Insert, Type::Set(e)) | (Mutation::Push, Type::List(e)) => Some((**e).clone()),
-            (Mutation::Remove, Type::Set(e) | Type::List(e)) | (Mutation::Remove, Type::Map(e, _)) => Some((**e).clone()),
+            (Mutation::Insert, Type::Set(e)) | (Mutation::Push, Type::List(e)) => {
+                Some((**e).clone())
+            }
+            (Mutation::Remove, Type::Set(e) | Type::List(e))
+            | (Mutation::Remove, Type::Map(e, _)) => Some((**e).clone()),
             (Mutation::Clear, Type::Set(_) | Type::List(_) | Type::Map(..)) => None,
             (_, Type::Error) => return None,
             _ => {
@@ -454,9 +577,16 @@ impl<'a> Cx<'a> {
                     _ => "only collection fields (list, set, map) can be changed in place",
                 };
                 self.report(
-                    Diagnostic::error("E0210", format!("`{name}` has type `{ty}`, which has no `.{}()`", method.name), method.span)
-                        .label("not supported")
-                        .help(help),
+                    Diagnostic::error(
+                        "E0210",
+                        format!(
+                            "`{name}` has type `{ty}`, which has no `.{}()`",
+                            method.name
+                        ),
+                        method.span,
+                    )
+                    .label("not supported")
+                    .help(help),
                 );
                 return None;
             }
@@ -464,8 +594,16 @@ impl<'a> Cx<'a> {
         let want = usize::from(elem.is_some());
         if args.len() != want {
             self.report(
-                Diagnostic::error("E0203", format!("`.{}()` takes {want} argument{}", method.name, if want == 1 { "" } else { "s" }), span)
-                    .label(format!("{} given", args.len())),
+                Diagnostic::error(
+                    "E0203",
+                    format!(
+                        "`.{}()` takes {want} argument{}",
+                        method.name,
+                        if want == 1 { "" } else { "s" }
+                    ),
+                    span,
+                )
+                .label(format!("{} given", args.len())),
             );
             return None;
         }
@@ -476,7 +614,12 @@ impl<'a> Cx<'a> {
         if let Some(flag) = self.assigned.get_mut(field) {
             *flag = true;
         }
-        Some(Stmt::Mutate { field, op, args, span })
+        Some(Stmt::Mutate {
+            field,
+            op,
+            args,
+            span,
+        })
     }
 
     // ------------------------------------------------------------ expressions
@@ -491,9 +634,13 @@ impl<'a> Cx<'a> {
                 "compare it, e.g. `x > 0` or `x == \"...\"`"
             };
             self.report(
-                Diagnostic::error("E0211", format!("the condition of {what} must be `bool`, not `{}`", typed.ty), typed.span)
-                    .label("not a bool")
-                    .help(help),
+                Diagnostic::error(
+                    "E0211",
+                    format!("the condition of {what} must be `bool`, not `{}`", typed.ty),
+                    typed.span,
+                )
+                .label("not a bool")
+                .help(help),
             );
         }
         typed
@@ -520,9 +667,13 @@ impl<'a> Cx<'a> {
             (ExprKind::Const(Value::Str(s)), _) => match datamesh_stdlib::time::parse_rfc3339(s) {
                 Ok(us) => const_expr(Value::Timestamp(us), Type::Timestamp, expr.span),
                 Err(trap) => self.err(
-                    Diagnostic::error("E0204", format!("invalid time: {}", trap_detail(&trap)), expr.span)
-                        .label("not an RFC 3339 timestamp")
-                        .help("write e.g. \"2024-05-01T09:30:00Z\""),
+                    Diagnostic::error(
+                        "E0204",
+                        format!("invalid time: {}", trap_detail(&trap)),
+                        expr.span,
+                    )
+                    .label("not an RFC 3339 timestamp")
+                    .help("write e.g. \"2024-05-01T09:30:00Z\""),
                     expr.span,
                 ),
             },
@@ -536,20 +687,35 @@ impl<'a> Cx<'a> {
 
     /// A key component. A bare name in a projection-level key means the event field of
     /// that name (`key account` is `key event.account`).
-    pub fn key_expr(&mut self, expr: &ast::Expr, projection_level: bool, handler_event: &ast::Ident) -> Expr {
+    pub fn key_expr(
+        &mut self,
+        expr: &ast::Expr,
+        projection_level: bool,
+        handler_event: &ast::Ident,
+    ) -> Expr {
         let saved = self.state.take();
         let typed = match &expr.kind {
             ast::ExprKind::Name(name) if self.event.is_some_and(|e| e.field(name).is_some()) => {
                 let event = self.event.map_or(&[][..], |e| &e.fields[..]);
                 let i = event.iter().position(|f| f.name == *name).unwrap_or(0);
-                Expr { kind: ExprKind::EventField(i), ty: event.get(i).map_or(Type::Error, |f| f.ty.clone()), span: expr.span }
+                Expr {
+                    kind: ExprKind::EventField(i),
+                    ty: event.get(i).map_or(Type::Error, |f| f.ty.clone()),
+                    span: expr.span,
+                }
             }
             ast::ExprKind::Name(name) if projection_level => {
                 let event = self.event.map_or("?", |e| e.name.as_str());
-                let d = Diagnostic::error("E0208", format!("the projection's key `{name}` is not a field of `{event}`"), expr.span)
-                    .label(format!("`{event}` has no field `{name}`"))
-                    .related(handler_event.span, "this handler uses the projection's key")
-                    .help(format!("give the handler its own key: `on {event} key event.<field> {{ ... }}`"));
+                let d = Diagnostic::error(
+                    "E0208",
+                    format!("the projection's key `{name}` is not a field of `{event}`"),
+                    expr.span,
+                )
+                .label(format!("`{event}` has no field `{name}`"))
+                .related(handler_event.span, "this handler uses the projection's key")
+                .help(format!(
+                    "give the handler its own key: `on {event} key event.<field> {{ ... }}`"
+                ));
                 self.err(d, expr.span)
             }
             _ => self.expr(expr),
@@ -561,9 +727,13 @@ impl<'a> Cx<'a> {
                 Type::Float => "floats make poor keys (rounding); use `round(x)` or `to_string(x)`",
                 _ => "keys are int, bool, string, timestamp or duration",
             };
-            let d = Diagnostic::error("E0206", format!("a key cannot be `{}`", typed.ty), typed.span)
-                .label("invalid key type")
-                .help(help);
+            let d = Diagnostic::error(
+                "E0206",
+                format!("a key cannot be `{}`", typed.ty),
+                typed.span,
+            )
+            .label("invalid key type")
+            .help(help);
             return self.err(d, typed.span);
         }
         typed
@@ -602,9 +772,16 @@ impl<'a> Cx<'a> {
             ast::ExprKind::Call(f, args) => return self.call(f, args, None, span),
             ast::ExprKind::MethodCall(recv, method, args) => {
                 if matches!(method.name.as_str(), "insert" | "push" | "remove" | "clear") {
-                    let d = Diagnostic::error("E0210", format!("`.{}()` changes a collection and cannot be used as a value", method.name), span)
-                        .label("used as a value")
-                        .help("call it as a statement of its own");
+                    let d = Diagnostic::error(
+                        "E0210",
+                        format!(
+                            "`.{}()` changes a collection and cannot be used as a value",
+                            method.name
+                        ),
+                        span,
+                    )
+                    .label("used as a value")
+                    .help("call it as a statement of its own");
                     return self.err(d, span);
                 }
                 return self.call(method, args, Some(recv), span);
@@ -621,8 +798,12 @@ impl<'a> Cx<'a> {
                         return self.err(d, span);
                     }
                     (UnaryOp::Not, t) => {
-                        let d = Diagnostic::error("E0202", format!("`not` needs a bool, found `{t}`"), span)
-                            .label("not a bool");
+                        let d = Diagnostic::error(
+                            "E0202",
+                            format!("`not` needs a bool, found `{t}`"),
+                            span,
+                        )
+                        .label("not a bool");
                         return self.err(d, span);
                     }
                 };
@@ -641,10 +822,17 @@ impl<'a> Cx<'a> {
                 let a = self.expr(a);
                 let b = self.expr(b);
                 let Some(ty) = unify(&a.ty, &b.ty) else {
-                    let d = Diagnostic::error("E0201", format!("`if` branches have different types: `{}` and `{}`", a.ty, b.ty), span)
-                        .label("branches disagree")
-                        .related(a.span, format!("this is `{}`", a.ty))
-                        .related(b.span, format!("this is `{}`", b.ty));
+                    let d = Diagnostic::error(
+                        "E0201",
+                        format!(
+                            "`if` branches have different types: `{}` and `{}`",
+                            a.ty, b.ty
+                        ),
+                        span,
+                    )
+                    .label("branches disagree")
+                    .related(a.span, format!("this is `{}`", a.ty))
+                    .related(b.span, format!("this is `{}`", b.ty));
                     return self.err(d, span);
                 };
                 (ExprKind::If(Box::new(c), Box::new(a), Box::new(b)), ty)
@@ -661,8 +849,9 @@ impl<'a> Cx<'a> {
                     }
                 }
                 if !elem.is_scalar() {
-                    let d = Diagnostic::error("E0104", format!("a list cannot hold `{elem}`"), span)
-                        .label("list elements must be scalar");
+                    let d =
+                        Diagnostic::error("E0104", format!("a list cannot hold `{elem}`"), span)
+                            .label("list elements must be scalar");
                     return self.err(d, span);
                 }
                 (ExprKind::List(items), Type::List(Box::new(elem)))
@@ -674,11 +863,19 @@ impl<'a> Cx<'a> {
     fn name(&mut self, name: &str, span: Span) -> Expr {
         if let Some(local) = self.scopes.iter_mut().rev().find(|l| l.name == name) {
             local.used = true;
-            return Expr { kind: ExprKind::Local(local.slot), ty: local.ty.clone(), span };
+            return Expr {
+                kind: ExprKind::Local(local.slot),
+                ty: local.ty.clone(),
+                span,
+            };
         }
         if let Some(state) = self.state {
             if let Some(i) = state.iter().position(|f| f.name == name) {
-                return Expr { kind: ExprKind::State(i), ty: state[i].ty.clone(), span };
+                return Expr {
+                    kind: ExprKind::State(i),
+                    ty: state[i].ty.clone(),
+                    span,
+                };
             }
         }
         if self.mode == Mode::Test {
@@ -692,9 +889,13 @@ impl<'a> Cx<'a> {
                 .help("envelope fields are meta.position, meta.time, meta.stream, meta.type and meta.id");
             return self.err(d, span);
         }
-        let mut d = Diagnostic::error("E0106", format!("unknown name `{name}`"), span).label("not found in this scope");
+        let mut d = Diagnostic::error("E0106", format!("unknown name `{name}`"), span)
+            .label("not found in this scope");
         if let Some(event) = self.event.filter(|e| e.field(name).is_some()) {
-            d = d.help(format!("`{name}` is a field of `{}`: write `event.{name}`", event.name));
+            d = d.help(format!(
+                "`{name}` is a field of `{}`: write `event.{name}`",
+                event.name
+            ));
         } else {
             let mut candidates: Vec<&str> = self.scopes.iter().map(|l| l.name.as_str()).collect();
             if let Some(state) = self.state {
@@ -727,20 +928,36 @@ impl<'a> Cx<'a> {
             .max_by_key(|(_, p)| p.version)?;
         let key: Vec<Expr> = key.iter().map(|k| self.expr(k)).collect();
         if projection.key.is_empty() && indexed {
-            let d = Diagnostic::error("E0203", format!("`{name}` has a single document and takes no key"), span)
-                .label("remove the `[...]`")
-                .help(format!("write `{name}.field`"));
+            let d = Diagnostic::error(
+                "E0203",
+                format!("`{name}` has a single document and takes no key"),
+                span,
+            )
+            .label("remove the `[...]`")
+            .help(format!("write `{name}.field`"));
             return Some(self.err(d, span));
         }
         if !projection.key.is_empty() && !indexed {
-            let d = Diagnostic::error("E0203", format!("`{name}` is keyed: say which document"), span)
-                .label("missing key")
-                .help(format!("write `{name}[key].field`"));
+            let d = Diagnostic::error(
+                "E0203",
+                format!("`{name}` is keyed: say which document"),
+                span,
+            )
+            .label("missing key")
+            .help(format!("write `{name}[key].field`"));
             return Some(self.err(d, span));
         }
         if indexed && key.len() != projection.key.len() {
-            let d = Diagnostic::error("E0203", format!("`{name}` has {} key part(s), {} given", projection.key.len(), key.len()), span)
-                .label("wrong number of key parts");
+            let d = Diagnostic::error(
+                "E0203",
+                format!(
+                    "`{name}` has {} key part(s), {} given",
+                    projection.key.len(),
+                    key.len()
+                ),
+                span,
+            )
+            .label("wrong number of key parts");
             return Some(self.err(d, span));
         }
         for (k, ty) in key.iter().zip(&projection.key) {
@@ -749,7 +966,14 @@ impl<'a> Cx<'a> {
                 self.report(d);
             }
         }
-        Some(Expr { kind: ExprKind::Doc { projection: index, key }, ty: Type::Doc(index), span })
+        Some(Expr {
+            kind: ExprKind::Doc {
+                projection: index,
+                key,
+            },
+            ty: Type::Doc(index),
+            span,
+        })
     }
 
     fn field(&mut self, base: &ast::Expr, field: &ast::Ident, span: Span) -> Expr {
@@ -762,12 +986,23 @@ impl<'a> Cx<'a> {
                     return self.err(d, span);
                 };
                 match event.field(&field.name) {
-                    Some(i) => Expr { kind: ExprKind::EventField(i), ty: event.fields[i].ty.clone(), span },
+                    Some(i) => Expr {
+                        kind: ExprKind::EventField(i),
+                        ty: event.fields[i].ty.clone(),
+                        span,
+                    },
                     None => {
-                        let d = Diagnostic::error("E0105", format!("event `{}` has no field `{}`", event.name, field.name), field.span)
-                            .label("unknown field")
-                            .related(event.span, "event declared here");
-                        let d = match suggest(&field.name, event.fields.iter().map(|f| f.name.as_str())) {
+                        let d = Diagnostic::error(
+                            "E0105",
+                            format!("event `{}` has no field `{}`", event.name, field.name),
+                            field.span,
+                        )
+                        .label("unknown field")
+                        .related(event.span, "event declared here");
+                        let d = match suggest(
+                            &field.name,
+                            event.fields.iter().map(|f| f.name.as_str()),
+                        ) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None => d.help(format!("its fields are: {}", field_list(event))),
                         };
@@ -783,14 +1018,25 @@ impl<'a> Cx<'a> {
                     return self.err(d, span);
                 }
                 match MetaField::ALL.iter().find(|(n, _, _)| *n == field.name) {
-                    Some((_, m, ty)) => Expr { kind: ExprKind::Meta(*m), ty: ty.clone(), span },
+                    Some((_, m, ty)) => Expr {
+                        kind: ExprKind::Meta(*m),
+                        ty: ty.clone(),
+                        span,
+                    },
                     None => {
-                        let d = Diagnostic::error("E0108", format!("unknown envelope field `meta.{}`", field.name), field.span)
-                            .label("not an envelope field");
-                        let d = match suggest(&field.name, MetaField::ALL.iter().map(|(n, _, _)| *n)) {
-                            Some(s) => d.help(format!("did you mean `meta.{s}`?")),
-                            None => d.help("envelope fields are position, time, stream, type and id"),
-                        };
+                        let d = Diagnostic::error(
+                            "E0108",
+                            format!("unknown envelope field `meta.{}`", field.name),
+                            field.span,
+                        )
+                        .label("not an envelope field");
+                        let d =
+                            match suggest(&field.name, MetaField::ALL.iter().map(|(n, _, _)| *n)) {
+                                Some(s) => d.help(format!("did you mean `meta.{s}`?")),
+                                None => d.help(
+                                    "envelope fields are position, time, stream, type and id",
+                                ),
+                            };
                         self.err(d, span)
                     }
                 }
@@ -800,19 +1046,35 @@ impl<'a> Cx<'a> {
                 match &base.ty {
                     Type::Error => error_expr(span),
                     Type::Doc(p) => {
-                        let Some(projection) = self.program.and_then(|prog| prog.projections.get(*p)) else {
+                        let Some(projection) =
+                            self.program.and_then(|prog| prog.projections.get(*p))
+                        else {
                             return error_expr(span);
                         };
                         match projection.state.iter().position(|f| f.name == field.name) {
                             Some(i) => {
                                 let ty = projection.state[i].ty.clone();
-                                Expr { kind: ExprKind::DocField(Box::new(base), i), ty, span }
+                                Expr {
+                                    kind: ExprKind::DocField(Box::new(base), i),
+                                    ty,
+                                    span,
+                                }
                             }
                             None => {
-                                let d = Diagnostic::error("E0105", format!("projection `{}` has no state field `{}`", projection.name, field.name), field.span)
-                                    .label("unknown field")
-                                    .related(projection.span, "projection declared here");
-                                let d = match suggest(&field.name, projection.state.iter().map(|f| f.name.as_str())) {
+                                let d = Diagnostic::error(
+                                    "E0105",
+                                    format!(
+                                        "projection `{}` has no state field `{}`",
+                                        projection.name, field.name
+                                    ),
+                                    field.span,
+                                )
+                                .label("unknown field")
+                                .related(projection.span, "projection declared here");
+                                let d = match suggest(
+                                    &field.name,
+                                    projection.state.iter().map(|f| f.name.as_str()),
+                                ) {
                                     Some(s) => d.help(format!("did you mean `{s}`?")),
                                     None => d,
                                 };
@@ -821,9 +1083,13 @@ impl<'a> Cx<'a> {
                         }
                     }
                     other => {
-                        let d = Diagnostic::error("E0105", format!("`{other}` has no fields"), field.span)
-                            .label(format!("no field `{}`", field.name))
-                            .help("only `event`, `meta` and documents in tests have fields");
+                        let d = Diagnostic::error(
+                            "E0105",
+                            format!("`{other}` has no fields"),
+                            field.span,
+                        )
+                        .label(format!("no field `{}`", field.name))
+                        .help("only `event`, `meta` and documents in tests have fields");
                         self.err(d, span)
                     }
                 }
@@ -832,7 +1098,8 @@ impl<'a> Cx<'a> {
     }
 
     fn is_bound(&self, name: &str) -> bool {
-        self.scopes.iter().any(|l| l.name == name) || self.state.is_some_and(|s| s.iter().any(|f| f.name == name))
+        self.scopes.iter().any(|l| l.name == name)
+            || self.state.is_some_and(|s| s.iter().any(|f| f.name == name))
     }
 
     fn index(&mut self, base: &ast::Expr, index: &[ast::Expr], span: Span) -> Expr {
@@ -849,10 +1116,13 @@ impl<'a> Cx<'a> {
             return error_expr(span);
         }
         if index.len() != 1 {
-            let d = Diagnostic::error("E0203", "collections are indexed by one value", span).label("expected `c[index]`");
+            let d = Diagnostic::error("E0203", "collections are indexed by one value", span)
+                .label("expected `c[index]`");
             return self.err(d, span);
         }
-        let Some(i) = index.into_iter().next() else { return error_expr(span) };
+        let Some(i) = index.into_iter().next() else {
+            return error_expr(span);
+        };
         let ty = match &base.ty {
             Type::Map(k, v) => {
                 if !i.ty.fits(k) {
@@ -869,28 +1139,45 @@ impl<'a> Cx<'a> {
                 (**e).clone()
             }
             other => {
-                let d = Diagnostic::error("E0202", format!("`{other}` cannot be indexed"), base.span)
-                    .label("not a list or map");
+                let d =
+                    Diagnostic::error("E0202", format!("`{other}` cannot be indexed"), base.span)
+                        .label("not a list or map");
                 return self.err(d, span);
             }
         };
-        Expr { kind: ExprKind::Index(Box::new(base), Box::new(i)), ty, span }
+        Expr {
+            kind: ExprKind::Index(Box::new(base), Box::new(i)),
+            ty,
+            span,
+        }
     }
 
-    fn call(&mut self, f: &ast::Ident, args: &[ast::Expr], recv: Option<&ast::Expr>, span: Span) -> Expr {
+    fn call(
+        &mut self,
+        f: &ast::Ident,
+        args: &[ast::Expr],
+        recv: Option<&ast::Expr>,
+        span: Span,
+    ) -> Expr {
         if f.name == "exists" && self.mode == Mode::Test && recv.is_none() {
             let [arg] = args else {
-                let d = Diagnostic::error("E0203", "`exists` takes one document", span).label("expected `exists(p[key])`");
+                let d = Diagnostic::error("E0203", "`exists` takes one document", span)
+                    .label("expected `exists(p[key])`");
                 return self.err(d, span);
             };
             let doc = self.expr(arg);
             if !matches!(doc.ty, Type::Doc(_) | Type::Error) {
-                let d = Diagnostic::error("E0203", "`exists` takes a projection document", arg.span)
-                    .label(format!("this is `{}`", doc.ty))
-                    .help("write `exists(balances[\"a1\"])`");
+                let d =
+                    Diagnostic::error("E0203", "`exists` takes a projection document", arg.span)
+                        .label(format!("this is `{}`", doc.ty))
+                        .help("write `exists(balances[\"a1\"])`");
                 return self.err(d, span);
             }
-            return Expr { kind: ExprKind::DocExists(Box::new(doc)), ty: Type::Bool, span };
+            return Expr {
+                kind: ExprKind::DocExists(Box::new(doc)),
+                ty: Type::Bool,
+                span,
+            };
         }
         let mut typed: Vec<Expr> = Vec::with_capacity(args.len() + 1);
         if let Some(recv) = recv {
@@ -899,22 +1186,40 @@ impl<'a> Cx<'a> {
         typed.extend(args.iter().map(|a| self.expr(a)));
         let types: Vec<Type> = typed.iter().map(|a| a.ty.clone()).collect();
         match builtins::resolve(&f.name, &types) {
-            Ok((builtin, ty)) => Expr { kind: ExprKind::Call(builtin, typed), ty, span },
+            Ok((builtin, ty)) => Expr {
+                kind: ExprKind::Call(builtin, typed),
+                ty,
+                span,
+            },
             Err(CallError::Unknown) => {
-                let d = Diagnostic::error("E0107", format!("unknown function `{}`", f.name), f.span).label("not a function");
+                let d =
+                    Diagnostic::error("E0107", format!("unknown function `{}`", f.name), f.span)
+                        .label("not a function");
                 let d = match suggest(&f.name, builtins::NAMES.iter().copied()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("see the standard library chapter of the book for the functions available"),
+                    None => d.help(
+                        "see the standard library chapter of the book for the functions available",
+                    ),
                 };
                 self.err(d, span)
             }
             Err(CallError::Arity(sig) | CallError::Types(sig)) => {
-                let shown = types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                let mut d = Diagnostic::error("E0203", format!("`{}` cannot be called with ({shown})", f.name), span)
-                    .label("no matching signature")
-                    .help(format!("expected {sig}"));
+                let shown = types
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut d = Diagnostic::error(
+                    "E0203",
+                    format!("`{}` cannot be called with ({shown})", f.name),
+                    span,
+                )
+                .label("no matching signature")
+                .help(format!("expected {sig}"));
                 if types.iter().any(|t| matches!(t, Type::Optional(_))) {
-                    d = d.help(format!("expected {sig}; unwrap optional values with `x ?? default`"));
+                    d = d.help(format!(
+                        "expected {sig}; unwrap optional values with `x ?? default`"
+                    ));
                 }
                 self.err(d, span)
             }
@@ -931,8 +1236,12 @@ impl<'a> Cx<'a> {
             BinaryOp::And | BinaryOp::Or => {
                 for side in [&a, &b] {
                     if side.ty != Type::Bool {
-                        let d = Diagnostic::error("E0202", format!("`{}` needs bool operands, found `{}`", op.symbol(), side.ty), side.span)
-                            .label("not a bool");
+                        let d = Diagnostic::error(
+                            "E0202",
+                            format!("`{}` needs bool operands, found `{}`", op.symbol(), side.ty),
+                            side.span,
+                        )
+                        .label("not a bool");
                         return self.err(d, span);
                     }
                 }
@@ -940,9 +1249,13 @@ impl<'a> Cx<'a> {
             }
             BinaryOp::Coalesce => {
                 let Type::Optional(inner) = &a.ty else {
-                    let d = Diagnostic::error("E0202", format!("the left side of `??` is `{}`, which is never none", a.ty), a.span)
-                        .label("not optional")
-                        .help("remove `?? ...`");
+                    let d = Diagnostic::error(
+                        "E0202",
+                        format!("the left side of `??` is `{}`, which is never none", a.ty),
+                        a.span,
+                    )
+                    .label("not optional")
+                    .help("remove `?? ...`");
                     return self.err(d, span);
                 };
                 if !b.ty.fits(&a.ty) {
@@ -957,11 +1270,15 @@ impl<'a> Cx<'a> {
             }
             BinaryOp::Eq | BinaryOp::Ne => {
                 if unify(&a.ty, &b.ty).is_none() {
-                    let d = Diagnostic::error("E0202", format!("cannot compare `{}` with `{}`", a.ty, b.ty), span)
-                        .label("different types")
-                        .related(a.span, format!("`{}`", a.ty))
-                        .related(b.span, format!("`{}`", b.ty))
-                        .help(conversion_help(&a.ty, &b.ty));
+                    let d = Diagnostic::error(
+                        "E0202",
+                        format!("cannot compare `{}` with `{}`", a.ty, b.ty),
+                        span,
+                    )
+                    .label("different types")
+                    .related(a.span, format!("`{}`", a.ty))
+                    .related(b.span, format!("`{}`", b.ty))
+                    .help(conversion_help(&a.ty, &b.ty));
                     return self.err(d, span);
                 }
                 Type::Bool
@@ -981,7 +1298,11 @@ impl<'a> Cx<'a> {
                 }
             },
         };
-        Expr { kind: ExprKind::Binary(op, Box::new(a), Box::new(b)), ty, span }
+        Expr {
+            kind: ExprKind::Binary(op, Box::new(a), Box::new(b)),
+            ty,
+            span,
+        }
     }
 }
 
@@ -990,8 +1311,16 @@ pub fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Option<Type> {
     use Type as T;
     Some(match (op, a, b) {
         (_, T::Error, _) | (_, _, T::Error) => T::Error,
-        (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem, T::Int, T::Int) => T::Int,
-        (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem, T::Float, T::Float) => T::Float,
+        (
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem,
+            T::Int,
+            T::Int,
+        ) => T::Int,
+        (
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem,
+            T::Float,
+            T::Float,
+        ) => T::Float,
         (BinaryOp::Add, T::String, T::String) => T::String,
         (BinaryOp::Add | BinaryOp::Sub, T::Duration, T::Duration) => T::Duration,
         (BinaryOp::Add | BinaryOp::Sub, T::Timestamp, T::Duration) => T::Timestamp,
@@ -1006,21 +1335,31 @@ pub fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Option<Type> {
 /// The common type of two branches or comparison operands.
 fn unify(a: &Type, b: &Type) -> Option<Type> {
     if a.fits(b) {
-        return Some(if *a == Type::Error { b.clone() } else { b.clone() });
+        return Some(if *a == Type::Error {
+            b.clone()
+        } else {
+            b.clone()
+        });
     }
     if b.fits(a) {
         return Some(a.clone());
     }
     match (a, b) {
-        (Type::None, t) | (t, Type::None) if t.is_scalar() => Some(Type::Optional(Box::new(t.clone()))),
+        (Type::None, t) | (t, Type::None) if t.is_scalar() => {
+            Some(Type::Optional(Box::new(t.clone())))
+        }
         _ => None,
     }
 }
 
 fn operand_error(op: BinaryOp, a: &Type, b: &Type, span: Span) -> Diagnostic {
-    Diagnostic::error("E0202", format!("`{}` cannot be applied to `{a}` and `{b}`", op.symbol()), span)
-        .label("invalid operands")
-        .help(conversion_help(a, b))
+    Diagnostic::error(
+        "E0202",
+        format!("`{}` cannot be applied to `{a}` and `{b}`", op.symbol()),
+        span,
+    )
+    .label("invalid operands")
+    .help(conversion_help(a, b))
 }
 
 fn conversion_help(a: &Type, b: &Type) -> String {
@@ -1028,16 +1367,24 @@ fn conversion_help(a: &Type, b: &Type) -> String {
         (Type::Int, Type::Float) | (Type::Float, Type::Int) => {
             "int and float do not mix: convert with `to_float(x)` or `round(x)`".to_owned()
         }
-        (Type::Optional(_), _) | (_, Type::Optional(_)) => "unwrap the optional value with `x ?? default`".to_owned(),
-        (Type::String, _) | (_, Type::String) => "convert with `to_string(x)` or `parse_int(s)`".to_owned(),
+        (Type::Optional(_), _) | (_, Type::Optional(_)) => {
+            "unwrap the optional value with `x ?? default`".to_owned()
+        }
+        (Type::String, _) | (_, Type::String) => {
+            "convert with `to_string(x)` or `parse_int(s)`".to_owned()
+        }
         _ => "both operands must have compatible types".to_owned(),
     }
 }
 
 fn mismatch(expected: &Type, found: &Type, span: Span) -> Diagnostic {
-    Diagnostic::error("E0201", format!("expected `{expected}`, found `{found}`"), span)
-        .label(format!("this is `{found}`"))
-        .help(conversion_help(expected, found))
+    Diagnostic::error(
+        "E0201",
+        format!("expected `{expected}`, found `{found}`"),
+        span,
+    )
+    .label(format!("this is `{found}`"))
+    .help(conversion_help(expected, found))
 }
 
 fn not_assignable(span: Span) -> Diagnostic {
@@ -1050,21 +1397,36 @@ fn field_list(event: &EventType) -> String {
     if event.fields.is_empty() {
         return "(none)".to_owned();
     }
-    event.fields.iter().map(|f| format!("`{}`", f.name)).collect::<Vec<_>>().join(", ")
+    event
+        .fields
+        .iter()
+        .map(|f| format!("`{}`", f.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn error_expr(span: Span) -> Expr {
-    Expr { kind: ExprKind::Const(Value::None), ty: Type::Error, span }
+    Expr {
+        kind: ExprKind::Const(Value::None),
+        ty: Type::Error,
+        span,
+    }
 }
 
 fn const_expr(value: Value, ty: Type, span: Span) -> Expr {
-    Expr { kind: ExprKind::Const(value), ty, span }
+    Expr {
+        kind: ExprKind::Const(value),
+        ty,
+        span,
+    }
 }
 
 /// The message of a trap without its kind prefix.
 fn trap_detail(trap: &datamesh_stdlib::Trap) -> String {
     match trap {
-        datamesh_stdlib::Trap::InvalidConversion(m) | datamesh_stdlib::Trap::OutOfRange(m) => m.clone(),
+        datamesh_stdlib::Trap::InvalidConversion(m) | datamesh_stdlib::Trap::OutOfRange(m) => {
+            m.clone()
+        }
         other => other.to_string(),
     }
 }

@@ -20,7 +20,9 @@ use crate::ir::{
     Type,
 };
 
-pub use builtins::{resolve as resolve_builtin, signature as builtin_signature, NAMES as BUILTIN_NAMES};
+pub use builtins::{
+    NAMES as BUILTIN_NAMES, resolve as resolve_builtin, signature as builtin_signature,
+};
 use expr::{Cx, Mode};
 use names::suggest;
 
@@ -37,12 +39,20 @@ pub struct Checked {
 /// Parses and checks a source file.
 pub fn check_source(source: &str) -> Checked {
     let (file, parse_errors) = crate::parser::parse(source);
-    let mut diagnostics: Vec<Diagnostic> = parse_errors.iter().map(crate::diag::from_parse_error).collect();
+    let mut diagnostics: Vec<Diagnostic> = parse_errors
+        .iter()
+        .map(crate::diag::from_parse_error)
+        .collect();
     let checked = check(&file);
     // After a syntax error, parts of the file are missing from the tree, so warnings
     // about unused or unassigned declarations would mostly be noise.
     let syntax_errors = !diagnostics.is_empty();
-    diagnostics.extend(checked.diagnostics.into_iter().filter(|d| !syntax_errors || d.is_error()));
+    diagnostics.extend(
+        checked
+            .diagnostics
+            .into_iter()
+            .filter(|d| !syntax_errors || d.is_error()),
+    );
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
     Checked {
@@ -93,10 +103,14 @@ impl Checker {
             if let ast::Item::Event(decl) = item {
                 if let Some(first) = seen.get(&decl.name.name) {
                     self.error(
-                        Diagnostic::error("E0101", format!("event `{}` is declared twice", decl.name.name), decl.name.span)
-                            .label("declared again here")
-                            .related(*first, "first declared here")
-                            .help("rename one of them, or merge their fields"),
+                        Diagnostic::error(
+                            "E0101",
+                            format!("event `{}` is declared twice", decl.name.name),
+                            decl.name.span,
+                        )
+                        .label("declared again here")
+                        .related(*first, "first declared here")
+                        .help("rename one of them, or merge their fields"),
                     );
                     continue;
                 }
@@ -135,10 +149,14 @@ impl Checker {
                 ast::Item::Import(decl) => {
                     if let Some(first) = import_names.get(&decl.peer.name) {
                         self.error(
-                            Diagnostic::error("E0101", format!("peer `{}` is imported twice", decl.peer.name), decl.peer.span)
-                                .label("imported again here")
-                                .related(*first, "first imported here")
-                                .help("put all rules for one peer in one `import` block"),
+                            Diagnostic::error(
+                                "E0101",
+                                format!("peer `{}` is imported twice", decl.peer.name),
+                                decl.peer.span,
+                            )
+                            .label("imported again here")
+                            .related(*first, "first imported here")
+                            .help("put all rules for one peer in one `import` block"),
                         );
                         continue;
                     }
@@ -158,10 +176,14 @@ impl Checker {
             if let ast::Item::Test(decl) = item {
                 if let Some(first) = test_names.get(&decl.name) {
                     self.error(
-                        Diagnostic::error("E0101", format!("test \"{}\" is declared twice", decl.name), decl.name_span)
-                            .label("declared again here")
-                            .related(*first, "first declared here")
-                            .help("test names must be unique so results can be told apart"),
+                        Diagnostic::error(
+                            "E0101",
+                            format!("test \"{}\" is declared twice", decl.name),
+                            decl.name_span,
+                        )
+                        .label("declared again here")
+                        .related(*first, "first declared here")
+                        .help("test names must be unique so results can be told apart"),
                     );
                     continue;
                 }
@@ -198,9 +220,13 @@ impl Checker {
             if let Some(first) = fields.iter().find(|f| f.name == decl.name.name) {
                 let first = first.span;
                 self.error(
-                    Diagnostic::error("E0101", format!("field `{}` is declared twice", decl.name.name), decl.name.span)
-                        .label("declared again here")
-                        .related(first, "first declared here"),
+                    Diagnostic::error(
+                        "E0101",
+                        format!("field `{}` is declared twice", decl.name.name),
+                        decl.name.span,
+                    )
+                    .label("declared again here")
+                    .related(first, "first declared here"),
                 );
                 continue;
             }
@@ -236,9 +262,19 @@ impl Checker {
         let typed = cx.expr(expr);
         if !typed.ty.fits(ty) {
             self.error(
-                Diagnostic::error("E0201", format!("default value has type `{}`, but the field is `{ty}`", typed.ty), expr.span)
-                    .label(format!("expected `{ty}`"))
-                    .help(format!("write a `{ty}` literal, e.g. `{}`", crate::codec::value_to_json(&ty.zero_value()))),
+                Diagnostic::error(
+                    "E0201",
+                    format!(
+                        "default value has type `{}`, but the field is `{ty}`",
+                        typed.ty
+                    ),
+                    expr.span,
+                )
+                .label(format!("expected `{ty}`"))
+                .help(format!(
+                    "write a `{ty}` literal, e.g. `{}`",
+                    crate::codec::value_to_json(&ty.zero_value())
+                )),
             );
             return Some(ty.zero_value());
         }
@@ -266,7 +302,9 @@ impl Checker {
                     self.error(
                         Diagnostic::error("E0104", format!("`{inner}` cannot be optional"), *span)
                             .label("only scalar types can be optional")
-                            .help("collections are never absent: an empty collection stands for none"),
+                            .help(
+                                "collections are never absent: an empty collection stands for none",
+                            ),
                     );
                     return Type::Error;
                 }
@@ -285,8 +323,12 @@ impl Checker {
                 if let Some(scalar) = scalar {
                     if !args.is_empty() {
                         self.error(
-                            Diagnostic::error("E0104", format!("`{}` takes no type arguments", name.name), *span)
-                                .label("unexpected `<...>`"),
+                            Diagnostic::error(
+                                "E0104",
+                                format!("`{}` takes no type arguments", name.name),
+                                *span,
+                            )
+                            .label("unexpected `<...>`"),
                         );
                     }
                     return scalar;
@@ -296,7 +338,11 @@ impl Checker {
                 match name.name.as_str() {
                     "list" | "set" if arity(1) => {
                         let elem = args[0].clone();
-                        let ok = if name.name == "set" { elem.is_key() } else { elem.is_scalar() };
+                        let ok = if name.name == "set" {
+                            elem.is_key()
+                        } else {
+                            elem.is_scalar()
+                        };
                         if !ok {
                             let what = if name.name == "set" {
                                 "int, bool, string, timestamp or duration"
@@ -304,8 +350,12 @@ impl Checker {
                                 "a scalar type (int, float, bool, string, timestamp, duration)"
                             };
                             self.error(
-                                Diagnostic::error("E0104", format!("`{}` cannot hold `{elem}`", name.name), *span)
-                                    .label(format!("elements must be {what}")),
+                                Diagnostic::error(
+                                    "E0104",
+                                    format!("`{}` cannot hold `{elem}`", name.name),
+                                    *span,
+                                )
+                                .label(format!("elements must be {what}")),
                             );
                             return Type::Error;
                         }
@@ -318,32 +368,70 @@ impl Checker {
                     "map" if arity(2) => {
                         if !args[0].is_key() {
                             self.error(
-                                Diagnostic::error("E0104", format!("`{}` cannot be a map key", args[0]), *span)
-                                    .label("keys must be int, bool, string, timestamp or duration"),
+                                Diagnostic::error(
+                                    "E0104",
+                                    format!("`{}` cannot be a map key", args[0]),
+                                    *span,
+                                )
+                                .label("keys must be int, bool, string, timestamp or duration"),
                             );
                             return Type::Error;
                         }
                         if !args[1].is_scalar() {
                             self.error(
-                                Diagnostic::error("E0104", format!("a map cannot hold `{}`", args[1]), *span)
-                                    .label("values must be scalar types"),
+                                Diagnostic::error(
+                                    "E0104",
+                                    format!("a map cannot hold `{}`", args[1]),
+                                    *span,
+                                )
+                                .label("values must be scalar types"),
                             );
                             return Type::Error;
                         }
                         Type::Map(Box::new(args[0].clone()), Box::new(args[1].clone()))
                     }
                     "list" | "set" | "map" => {
-                        let want = if name.name == "map" { "two type arguments: `map<K, V>`" } else { "one type argument" };
+                        let want = if name.name == "map" {
+                            "two type arguments: `map<K, V>`"
+                        } else {
+                            "one type argument"
+                        };
                         self.error(
-                            Diagnostic::error("E0104", format!("`{}` needs {want}", name.name), *span)
-                                .label("wrong number of type arguments")
-                                .help(format!("for example `{}`", if name.name == "map" { "map<string, int>" } else { "list<string>" })),
+                            Diagnostic::error(
+                                "E0104",
+                                format!("`{}` needs {want}", name.name),
+                                *span,
+                            )
+                            .label("wrong number of type arguments")
+                            .help(format!(
+                                "for example `{}`",
+                                if name.name == "map" {
+                                    "map<string, int>"
+                                } else {
+                                    "list<string>"
+                                }
+                            )),
                         );
                         Type::Error
                     }
                     other => {
-                        const TYPES: &[&str] = &["int", "float", "bool", "string", "timestamp", "duration", "list", "set", "map"];
-                        let d = Diagnostic::error("E0103", format!("unknown type `{other}`"), name.span).label("not a type");
+                        const TYPES: &[&str] = &[
+                            "int",
+                            "float",
+                            "bool",
+                            "string",
+                            "timestamp",
+                            "duration",
+                            "list",
+                            "set",
+                            "map",
+                        ];
+                        let d = Diagnostic::error(
+                            "E0103",
+                            format!("unknown type `{other}`"),
+                            name.span,
+                        )
+                        .label("not a type");
                         let d = match suggest(other, TYPES.iter().copied()) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None => d.help("types are int, float, bool, string, timestamp, duration, T?, list<T>, set<T>, map<K, V>"),
@@ -356,16 +444,25 @@ impl Checker {
         }
     }
 
-    fn projection(&mut self, decl: &ast::ProjectionDecl, events: &[EventType], usage: &mut Usage) -> Projection {
+    fn projection(
+        &mut self,
+        decl: &ast::ProjectionDecl,
+        events: &[EventType],
+        usage: &mut Usage,
+    ) -> Projection {
         let version = match &decl.version {
             None => 1,
             Some(v) => match v.name.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()) {
                 Some(n) if n > 0 => n,
                 _ => {
                     self.error(
-                        Diagnostic::error("E0213", format!("`{}` is not a version", v.name), v.span)
-                            .label("expected `v1`, `v2`, ...")
-                            .help("write the version as `v` followed by a positive number"),
+                        Diagnostic::error(
+                            "E0213",
+                            format!("`{}` is not a version", v.name),
+                            v.span,
+                        )
+                        .label("expected `v1`, `v2`, ...")
+                        .help("write the version as `v` followed by a positive number"),
                     );
                     1
                 }
@@ -409,7 +506,9 @@ impl Checker {
         let mut key_shape: Option<(Vec<Type>, Span)> = None;
         let mut unkeyed_handler: Option<Span> = None;
         for member in &decl.members {
-            let ast::Member::Handler(h) = member else { continue };
+            let ast::Member::Handler(h) = member else {
+                continue;
+            };
             let Some(event_id) = self.lookup_event(&h.event, events) else {
                 continue;
             };
@@ -420,7 +519,11 @@ impl Checker {
             cx.event = Some(event);
             cx.state = Some(&state);
             let key: Vec<crate::ir::Expr> = match spec {
-                Some(spec) => spec.parts.iter().map(|p| cx.key_expr(p, h.key.is_none(), &h.event)).collect(),
+                Some(spec) => spec
+                    .parts
+                    .iter()
+                    .map(|p| cx.key_expr(p, h.key.is_none(), &h.event))
+                    .collect(),
                 None => Vec::new(),
             };
             let guard = h.guard.as_ref().map(|g| cx.condition(g, "a `where` guard"));
@@ -447,10 +550,17 @@ impl Checker {
             if types.is_empty() {
                 if let Some((_, span)) = &key_shape {
                     self.error(
-                        Diagnostic::error("E0207", format!("handler for `{}` has no key, but other handlers are keyed", h.event.name), h.event.span)
-                            .label("which document should this update?")
-                            .related(*span, "keyed here")
-                            .help("give this handler a key: `on Event key event.field { ... }`"),
+                        Diagnostic::error(
+                            "E0207",
+                            format!(
+                                "handler for `{}` has no key, but other handlers are keyed",
+                                h.event.name
+                            ),
+                            h.event.span,
+                        )
+                        .label("which document should this update?")
+                        .related(*span, "keyed here")
+                        .help("give this handler a key: `on Event key event.field { ... }`"),
                     );
                 }
                 unkeyed_handler.get_or_insert(h.event.span);
@@ -458,10 +568,14 @@ impl Checker {
                 if let Some(unkeyed) = unkeyed_handler {
                     if key_shape.is_none() {
                         self.error(
-                            Diagnostic::error("E0207", "this handler is keyed, but an earlier handler has no key", key_span)
-                                .label("keyed here")
-                                .related(unkeyed, "no key here")
-                                .help("either every handler of a projection has a key, or none has"),
+                            Diagnostic::error(
+                                "E0207",
+                                "this handler is keyed, but an earlier handler has no key",
+                                key_span,
+                            )
+                            .label("keyed here")
+                            .related(unkeyed, "no key here")
+                            .help("either every handler of a projection has a key, or none has"),
                         );
                     }
                 }
@@ -469,9 +583,17 @@ impl Checker {
                     None => key_shape = Some((types, key_span)),
                     Some((shape, span)) => {
                         let compatible = shape.len() == types.len()
-                            && shape.iter().zip(&types).all(|(a, b)| a == b || *a == Type::Error || *b == Type::Error);
+                            && shape
+                                .iter()
+                                .zip(&types)
+                                .all(|(a, b)| a == b || *a == Type::Error || *b == Type::Error);
                         if !compatible {
-                            let show = |t: &[Type]| t.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                            let show = |t: &[Type]| {
+                                t.iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            };
                             self.error(
                                 Diagnostic::error(
                                     "E0207",
@@ -495,19 +617,32 @@ impl Checker {
                 span: h.span,
             });
         }
-        if handlers.is_empty() && decl.members.iter().all(|m| !matches!(m, ast::Member::Error(_))) {
+        if handlers.is_empty()
+            && decl
+                .members
+                .iter()
+                .all(|m| !matches!(m, ast::Member::Error(_)))
+        {
             self.error(
-                Diagnostic::warning("W0006", format!("projection `{}` handles no events", decl.name.name), decl.name.span)
-                    .label("its documents never change")
-                    .help("add a handler: `on EventType { ... }`"),
+                Diagnostic::warning(
+                    "W0006",
+                    format!("projection `{}` handles no events", decl.name.name),
+                    decl.name.span,
+                )
+                .label("its documents never change")
+                .help("add a handler: `on EventType { ... }`"),
             );
         }
         for (field, was_assigned) in state.iter().zip(&assigned) {
             if !was_assigned {
                 self.error(
-                    Diagnostic::warning("W0002", format!("state field `{}` is never assigned", field.name), field.span)
-                        .label("always keeps its default")
-                        .help("assign it in a handler, or remove it"),
+                    Diagnostic::warning(
+                        "W0002",
+                        format!("state field `{}` is never assigned", field.name),
+                        field.span,
+                    )
+                    .label("always keeps its default")
+                    .help("assign it in a handler, or remove it"),
                 );
             }
         }
@@ -525,7 +660,12 @@ impl Checker {
         if let Some(id) = events.iter().position(|e| e.name == name.name) {
             return Some(id);
         }
-        let d = Diagnostic::error("E0102", format!("unknown event type `{}`", name.name), name.span).label("not declared");
+        let d = Diagnostic::error(
+            "E0102",
+            format!("unknown event type `{}`", name.name),
+            name.span,
+        )
+        .label("not declared");
         let d = match suggest(&name.name, events.iter().map(|e| e.name.as_str())) {
             Some(s) => d.help(format!("did you mean `{s}`?")),
             None => d.help(format!("declare it: `event {} {{ ... }}`", name.name)),
@@ -540,9 +680,13 @@ impl Checker {
             if let Some(first) = events.iter().find(|x| x.name == e.name.name) {
                 let first = first.span;
                 self.error(
-                    Diagnostic::error("E0101", format!("event `{}` is declared twice in this import", e.name.name), e.name.span)
-                        .label("declared again here")
-                        .related(first, "first declared here"),
+                    Diagnostic::error(
+                        "E0101",
+                        format!("event `{}` is declared twice in this import", e.name.name),
+                        e.name.span,
+                    )
+                    .label("declared again here")
+                    .related(first, "first declared here"),
                 );
                 continue;
             }
@@ -552,7 +696,9 @@ impl Checker {
         let mut handled = vec![false; events.len()];
         let mut rules = Vec::new();
         for rule in &decl.rules {
-            let Some(event_id) = self.lookup_event(&rule.event, &events) else { continue };
+            let Some(event_id) = self.lookup_event(&rule.event, &events) else {
+                continue;
+            };
             handled[event_id] = true;
             if let Some(key) = &rule.key {
                 self.error(
@@ -564,7 +710,10 @@ impl Checker {
             let mut cx = Cx::new(Mode::ImportRule, &mut self.diags);
             cx.event = Some(&events[event_id]);
             cx.emit_targets = Some(local);
-            let guard = rule.guard.as_ref().map(|g| cx.condition(g, "a `where` guard"));
+            let guard = rule
+                .guard
+                .as_ref()
+                .map(|g| cx.condition(g, "a `where` guard"));
             let body = cx.block(&rule.body.stmts);
             let locals = cx.finish_locals();
             for id in cx.emitted.iter() {
@@ -582,9 +731,16 @@ impl Checker {
         for (event, used) in events.iter().zip(&handled) {
             if !used {
                 self.error(
-                    Diagnostic::warning("W0001", format!("imported event `{}` is never handled", event.name), event.span)
-                        .label("declared here")
-                        .help(format!("add a rule `on {} {{ emit ... }}`, or remove the declaration", event.name)),
+                    Diagnostic::warning(
+                        "W0001",
+                        format!("imported event `{}` is never handled", event.name),
+                        event.span,
+                    )
+                    .label("declared here")
+                    .help(format!(
+                        "add a rule `on {} {{ emit ... }}`, or remove the declaration",
+                        event.name
+                    )),
                 );
             }
         }
@@ -596,15 +752,24 @@ impl Checker {
         }
     }
 
-    fn export(&mut self, decl: &ast::ExportDecl, events: &[EventType], usage: &mut Usage) -> Export {
+    fn export(
+        &mut self,
+        decl: &ast::ExportDecl,
+        events: &[EventType],
+        usage: &mut Usage,
+    ) -> Export {
         let mut ids = Vec::new();
         for name in &decl.events {
             if let Some(id) = self.lookup_event(name, events) {
                 usage.events[id] = true;
                 if ids.contains(&id) {
                     self.error(
-                        Diagnostic::warning("W0005", format!("`{}` is exported twice to `{}`", name.name, decl.peer.name), name.span)
-                            .label("listed again here"),
+                        Diagnostic::warning(
+                            "W0005",
+                            format!("`{}` is exported twice to `{}`", name.name, decl.peer.name),
+                            name.span,
+                        )
+                        .label("listed again here"),
                     );
                 } else {
                     ids.push(id);
@@ -650,12 +815,23 @@ impl Checker {
                 (EventSource::Local(id), &program.events[id])
             }
             Some(peer) => {
-                let Some(import_id) = program.imports.iter().position(|i| i.peer == peer.name) else {
-                    let d = Diagnostic::error("E0215", format!("no `import {}` block in this program", peer.name), peer.span)
-                        .label("unknown peer");
-                    let d = match suggest(&peer.name, program.imports.iter().map(|i| i.peer.as_str())) {
+                let Some(import_id) = program.imports.iter().position(|i| i.peer == peer.name)
+                else {
+                    let d = Diagnostic::error(
+                        "E0215",
+                        format!("no `import {}` block in this program", peer.name),
+                        peer.span,
+                    )
+                    .label("unknown peer");
+                    let d = match suggest(
+                        &peer.name,
+                        program.imports.iter().map(|i| i.peer.as_str()),
+                    ) {
                         Some(s) => d.help(format!("did you mean `{s}`?")),
-                        None => d.help(format!("declare the peer's events in `import {} {{ ... }}`", peer.name)),
+                        None => d.help(format!(
+                            "declare the peer's events in `import {} {{ ... }}`",
+                            peer.name
+                        )),
                     };
                     self.error(d);
                     return None;
@@ -677,9 +853,13 @@ impl Checker {
                 "stream" => stream = Some(cx.expect_type(&init.value, &Type::String)),
                 "id" => id = Some(cx.expect_type(&init.value, &Type::String)),
                 other => {
-                    let d = Diagnostic::error("E0108", format!("unknown envelope field `{other}`"), init.name.span)
-                        .label("not an envelope field")
-                        .help("`with { ... }` accepts time, stream and id");
+                    let d = Diagnostic::error(
+                        "E0108",
+                        format!("unknown envelope field `{other}`"),
+                        init.name.span,
+                    )
+                    .label("not an envelope field")
+                    .help("`with { ... }` accepts time, stream and id");
                     cx.report(d);
                 }
             }

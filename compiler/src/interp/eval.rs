@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use datamesh_stdlib::{self as std_, collections, math, string, time, Value};
+use datamesh_stdlib::{self as std_, Value, collections, math, string, time};
 
-use super::fold::Meta;
 use super::Trap;
+use super::fold::Meta;
 use crate::ast::{BinaryOp, Span, UnaryOp};
 use crate::ir::{Builtin, Expr, ExprKind, Field, MetaField, Mutation, Place, Stmt, Type};
 
@@ -61,7 +61,12 @@ pub fn eval_const(expr: &Expr) -> R<Value> {
 }
 
 impl<'a> Frame<'a> {
-    pub(super) fn new(event: Option<&'a [Value]>, meta: Option<&'a Meta>, state_fields: &'a [Field], locals: usize) -> Self {
+    pub(super) fn new(
+        event: Option<&'a [Value]>,
+        meta: Option<&'a Meta>,
+        state_fields: &'a [Field],
+        locals: usize,
+    ) -> Self {
         Frame {
             event,
             meta,
@@ -74,7 +79,11 @@ impl<'a> Frame<'a> {
 }
 
 /// Runs statements against a document.
-pub(super) fn exec_block(stmts: &[Stmt], frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -> R<Flow> {
+pub(super) fn exec_block(
+    stmts: &[Stmt],
+    frame: &mut Frame<'_>,
+    doc: &mut Option<&mut Vec<Value>>,
+) -> R<Flow> {
     for stmt in stmts {
         if exec(stmt, frame, doc)? == Flow::Delete {
             return Ok(Flow::Delete);
@@ -91,11 +100,18 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                 *local = v;
             }
         }
-        Stmt::Assign { target, op, value, span } => {
+        Stmt::Assign {
+            target,
+            op,
+            value,
+            span,
+        } => {
             let v = eval(value, frame, doc.as_deref())?;
             match target {
                 Place::State(field) => {
-                    let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+                    let Some(d) = doc.as_deref_mut() else {
+                        return Ok(Flow::Normal);
+                    };
                     let new = match op {
                         None => v,
                         Some(op) => binary_values(*op, d[*field].clone(), v, *span)?,
@@ -108,12 +124,17 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                         Some(Type::Map(_, v)) => (**v).clone(),
                         _ => Type::Error,
                     };
-                    let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+                    let Some(d) = doc.as_deref_mut() else {
+                        return Ok(Flow::Normal);
+                    };
                     if let Value::Map(map) = &mut d[*field] {
                         let new = match op {
                             None => v,
                             Some(op) => {
-                                let old = map.get(&k).cloned().unwrap_or_else(|| value_ty.zero_value());
+                                let old = map
+                                    .get(&k)
+                                    .cloned()
+                                    .unwrap_or_else(|| value_ty.zero_value());
                                 binary_values(*op, old, v, *span)?
                             }
                         };
@@ -122,21 +143,36 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                 }
             }
         }
-        Stmt::If { cond, then, otherwise } => {
-            let branch = if truthy(&eval(cond, frame, doc.as_deref())?) { then } else { otherwise };
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
+            let branch = if truthy(&eval(cond, frame, doc.as_deref())?) {
+                then
+            } else {
+                otherwise
+            };
             return exec_block(branch, frame, doc);
         }
         Stmt::Delete => return Ok(Flow::Delete),
         Stmt::Emit { event, fields, .. } => {
-            let row = fields.iter().map(|f| eval(f, frame, doc.as_deref())).collect::<R<Vec<_>>>()?;
+            let row = fields
+                .iter()
+                .map(|f| eval(f, frame, doc.as_deref()))
+                .collect::<R<Vec<_>>>()?;
             frame.emitted.push((*event, row));
         }
-        Stmt::Mutate { field, op, args, .. } => {
+        Stmt::Mutate {
+            field, op, args, ..
+        } => {
             let arg = match args.first() {
                 Some(a) => Some(eval(a, frame, doc.as_deref())?),
                 None => None,
             };
-            let Some(d) = doc.as_deref_mut() else { return Ok(Flow::Normal) };
+            let Some(d) = doc.as_deref_mut() else {
+                return Ok(Flow::Normal);
+            };
             let target = &mut d[*field];
             match (op, target, arg) {
                 (Mutation::Insert, Value::Set(set), Some(v)) => collections::insert(set, v),
@@ -161,9 +197,15 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
     let span = expr.span;
     Ok(match &expr.kind {
         ExprKind::Const(v) => v.clone(),
-        ExprKind::EventField(i) => frame.event.and_then(|e| e.get(*i)).cloned().unwrap_or(Value::None),
+        ExprKind::EventField(i) => frame
+            .event
+            .and_then(|e| e.get(*i))
+            .cloned()
+            .unwrap_or(Value::None),
         ExprKind::Meta(m) => {
-            let Some(meta) = frame.meta else { return Ok(Value::None) };
+            let Some(meta) = frame.meta else {
+                return Ok(Value::None);
+            };
             match m {
                 MetaField::Position => Value::Int(meta.position),
                 MetaField::Time => Value::Timestamp(meta.time),
@@ -178,11 +220,14 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
             let v = eval(inner, frame, doc)?;
             match (op, v) {
                 (UnaryOp::Not, Value::Bool(b)) => Value::Bool(!b),
-                (UnaryOp::Neg, Value::Int(i)) => Value::Int(math::neg_int(i).map_err(|k| trap(k, span))?),
-                (UnaryOp::Neg, Value::Float(f)) => Value::Float(-f),
-                (UnaryOp::Neg, Value::Duration(d)) => {
-                    Value::Duration(d.checked_neg().ok_or_else(|| trap(std_::Trap::Overflow("negation"), span))?)
+                (UnaryOp::Neg, Value::Int(i)) => {
+                    Value::Int(math::neg_int(i).map_err(|k| trap(k, span))?)
                 }
+                (UnaryOp::Neg, Value::Float(f)) => Value::Float(-f),
+                (UnaryOp::Neg, Value::Duration(d)) => Value::Duration(
+                    d.checked_neg()
+                        .ok_or_else(|| trap(std_::Trap::Overflow("negation"), span))?,
+                ),
                 (_, other) => other,
             }
         }
@@ -209,7 +254,10 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
             }
         }
         ExprKind::Call(f, args) => {
-            let args = args.iter().map(|a| eval(a, frame, doc)).collect::<R<Vec<_>>>()?;
+            let args = args
+                .iter()
+                .map(|a| eval(a, frame, doc))
+                .collect::<R<Vec<_>>>()?;
             call(*f, args, &expr.ty).map_err(|k| trap(k, span))?
         }
         ExprKind::Index(base, index) => {
@@ -217,13 +265,23 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
             let index = eval(index, frame, doc)?;
             match (base, index) {
                 (Value::Map(m), k) => m.get(&k).cloned().unwrap_or(Value::None),
-                (Value::List(l), Value::Int(i)) => collections::get(&l, i).map_err(|k| trap(k, span))?,
+                (Value::List(l), Value::Int(i)) => {
+                    collections::get(&l, i).map_err(|k| trap(k, span))?
+                }
                 _ => Value::None,
             }
         }
-        ExprKind::List(items) => Value::List(items.iter().map(|i| eval(i, frame, doc)).collect::<R<Vec<_>>>()?),
+        ExprKind::List(items) => Value::List(
+            items
+                .iter()
+                .map(|i| eval(i, frame, doc))
+                .collect::<R<Vec<_>>>()?,
+        ),
         ExprKind::Doc { projection, key } => {
-            let key = key.iter().map(|k| eval(k, frame, doc)).collect::<R<Vec<_>>>()?;
+            let key = key
+                .iter()
+                .map(|k| eval(k, frame, doc))
+                .collect::<R<Vec<_>>>()?;
             match frame.docs.and_then(|d| d.doc(*projection, &key)) {
                 Some(fields) => Value::List(fields),
                 None => Value::None,
@@ -233,7 +291,12 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
             let key_text = doc_description(d, frame, doc)?;
             match eval(d, frame, doc)? {
                 Value::List(fields) => fields.get(*i).cloned().unwrap_or(Value::None),
-                _ => return Err(trap(std_::Trap::OutOfRange(format!("no document {key_text}")), d.span)),
+                _ => {
+                    return Err(trap(
+                        std_::Trap::OutOfRange(format!("no document {key_text}")),
+                        d.span,
+                    ));
+                }
             }
         }
         ExprKind::DocExists(d) => Value::Bool(!matches!(eval(d, frame, doc)?, Value::None)),
@@ -242,8 +305,13 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
 
 /// `balances["a1"]` for a failure message.
 fn doc_description(d: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<String> {
-    let ExprKind::Doc { key, .. } = &d.kind else { return Ok(String::new()) };
-    let parts = key.iter().map(|k| eval(k, frame, doc)).collect::<R<Vec<_>>>()?;
+    let ExprKind::Doc { key, .. } = &d.kind else {
+        return Ok(String::new());
+    };
+    let parts = key
+        .iter()
+        .map(|k| eval(k, frame, doc))
+        .collect::<R<Vec<_>>>()?;
     Ok(format!("at key {}", crate::codec::key_string(&parts)))
 }
 
@@ -276,22 +344,36 @@ pub(super) fn binary_values(op: BinaryOp, a: Value, b: Value, span: Span) -> R<V
         (BinaryOp::Div, V::Float(x), V::Float(y)) => V::Float(math::div_float(x, y).map_err(t)?),
         (BinaryOp::Rem, V::Float(x), V::Float(y)) => V::Float(math::rem_float(x, y).map_err(t)?),
         (BinaryOp::Add, V::Str(x), V::Str(y)) => V::Str(Arc::from(string::concat(&[&x, &y]))),
-        (BinaryOp::Add, V::Duration(x), V::Duration(y)) => V::Duration(ts(x.checked_add(y), "duration arithmetic")?),
-        (BinaryOp::Sub, V::Duration(x), V::Duration(y)) => V::Duration(ts(x.checked_sub(y), "duration arithmetic")?),
-        (BinaryOp::Add, V::Timestamp(x), V::Duration(y)) | (BinaryOp::Add, V::Duration(y), V::Timestamp(x)) => {
+        (BinaryOp::Add, V::Duration(x), V::Duration(y)) => {
+            V::Duration(ts(x.checked_add(y), "duration arithmetic")?)
+        }
+        (BinaryOp::Sub, V::Duration(x), V::Duration(y)) => {
+            V::Duration(ts(x.checked_sub(y), "duration arithmetic")?)
+        }
+        (BinaryOp::Add, V::Timestamp(x), V::Duration(y))
+        | (BinaryOp::Add, V::Duration(y), V::Timestamp(x)) => {
             V::Timestamp(ts(x.checked_add(y), "timestamp arithmetic")?)
         }
-        (BinaryOp::Sub, V::Timestamp(x), V::Duration(y)) => V::Timestamp(ts(x.checked_sub(y), "timestamp arithmetic")?),
-        (BinaryOp::Sub, V::Timestamp(x), V::Timestamp(y)) => V::Duration(ts(x.checked_sub(y), "timestamp arithmetic")?),
+        (BinaryOp::Sub, V::Timestamp(x), V::Duration(y)) => {
+            V::Timestamp(ts(x.checked_sub(y), "timestamp arithmetic")?)
+        }
+        (BinaryOp::Sub, V::Timestamp(x), V::Timestamp(y)) => {
+            V::Duration(ts(x.checked_sub(y), "timestamp arithmetic")?)
+        }
         (BinaryOp::Mul, V::Duration(x), V::Int(y)) | (BinaryOp::Mul, V::Int(y), V::Duration(x)) => {
             V::Duration(ts(x.checked_mul(y), "duration arithmetic")?)
         }
         (BinaryOp::Div, V::Duration(x), V::Int(y)) => V::Duration(math::div_int(x, y).map_err(t)?),
         (op, a, b) => {
             return Err(trap(
-                std_::Trap::InvalidConversion(format!("`{}` on {} and {}", op.symbol(), a.type_name(), b.type_name())),
+                std_::Trap::InvalidConversion(format!(
+                    "`{}` on {} and {}",
+                    op.symbol(),
+                    a.type_name(),
+                    b.type_name()
+                )),
                 span,
-            ))
+            ));
         }
     })
 }
@@ -353,7 +435,11 @@ fn call(f: Builtin, args: Vec<Value>, ret: &Type) -> Result<Value, std_::Trap> {
         Builtin::Min | Builtin::Max => {
             let pick_a = match (a, b) {
                 (Value::Float(x), Value::Float(y)) => {
-                    let m = if f == Builtin::Min { math::min_float(*x, *y) } else { math::max_float(*x, *y) };
+                    let m = if f == Builtin::Min {
+                        math::min_float(*x, *y)
+                    } else {
+                        math::max_float(*x, *y)
+                    };
                     return Ok(Value::Float(m));
                 }
                 _ => (a <= b) == (f == Builtin::Min),

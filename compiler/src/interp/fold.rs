@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use datamesh_stdlib::Value;
 
-use super::eval::{eval, exec_block, Flow, Frame};
 use super::Trap;
+use super::eval::{Flow, Frame, eval, exec_block};
 use crate::ast::Span;
 use crate::ir::{EventId, Handler, Program, Projection};
 
@@ -100,7 +100,8 @@ impl<'p> Fold<'p> {
             if state.fault.is_some() {
                 continue;
             }
-            if let Err((trap, handler)) = apply_to_projection(projection, state, event, row, &meta) {
+            if let Err((trap, handler)) = apply_to_projection(projection, state, event, row, &meta)
+            {
                 let fault = Fault {
                     projection: index,
                     position: meta.position,
@@ -121,14 +122,28 @@ impl<'p> Fold<'p> {
     /// # Errors
     /// A [`Fault`] (with `projection` = the import's index) when a rule trapped; nothing
     /// is emitted then.
-    pub fn apply_import(&mut self, import: usize, event: usize, row: &[Value], meta: Meta) -> Result<Vec<Fault>, Fault> {
+    pub fn apply_import(
+        &mut self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: Meta,
+    ) -> Result<Vec<Fault>, Fault> {
         let emitted = self.run_import(import, event, row, &meta)?;
         let mut faults = Vec::new();
         let count = emitted.len();
         for (n, (local, row)) in emitted.into_iter().enumerate() {
             let peer = &self.program.imports[import].peer;
-            let source = if meta.id.is_empty() { meta.position.to_string() } else { meta.id.to_string() };
-            let id = if count > 1 { format!("{peer}/{source}/{n}") } else { format!("{peer}/{source}") };
+            let source = if meta.id.is_empty() {
+                meta.position.to_string()
+            } else {
+                meta.id.to_string()
+            };
+            let id = if count > 1 {
+                format!("{peer}/{source}/{n}")
+            } else {
+                format!("{peer}/{source}")
+            };
             let local_meta = Meta {
                 position: 0,
                 time: meta.time,
@@ -145,8 +160,16 @@ impl<'p> Fold<'p> {
     ///
     /// # Errors
     /// A [`Fault`] when a rule trapped.
-    pub fn run_import(&self, import: usize, event: usize, row: &[Value], meta: &Meta) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
-        let Some(block) = self.program.imports.get(import) else { return Ok(Vec::new()) };
+    pub fn run_import(
+        &self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: &Meta,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
+        let Some(block) = self.program.imports.get(import) else {
+            return Ok(Vec::new());
+        };
         let mut meta = meta.clone();
         if let Some(decl) = block.events.get(event) {
             meta.event_type = Arc::from(decl.name.as_str());
@@ -162,7 +185,10 @@ impl<'p> Fold<'p> {
                 handler: rule.span,
             };
             if let Some(guard) = &rule.guard {
-                if !matches!(eval(guard, &mut frame, None).map_err(fault)?, Value::Bool(true)) {
+                if !matches!(
+                    eval(guard, &mut frame, None).map_err(fault)?,
+                    Value::Bool(true)
+                ) {
                     continue;
                 }
             }
@@ -189,7 +215,8 @@ fn apply_to_projection(
 ) -> Result<(), (Trap, Span)> {
     let mut overlay: Overlay = BTreeMap::new();
     for handler in projection.handlers.iter().filter(|h| h.event == event) {
-        run_handler(projection, handler, state, &mut overlay, row, meta).map_err(|t| (t, handler.span))?;
+        run_handler(projection, handler, state, &mut overlay, row, meta)
+            .map_err(|t| (t, handler.span))?;
     }
     for (key, doc) in overlay {
         match doc {
@@ -212,7 +239,12 @@ fn run_handler(
     row: &[Value],
     meta: &Meta,
 ) -> Result<(), Trap> {
-    let mut frame = Frame::new(Some(row), Some(meta), &projection.state, handler.locals.len());
+    let mut frame = Frame::new(
+        Some(row),
+        Some(meta),
+        &projection.state,
+        handler.locals.len(),
+    );
     let key = handler
         .key
         .iter()

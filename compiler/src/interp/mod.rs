@@ -10,8 +10,8 @@ mod fold;
 mod tests;
 
 pub use eval::eval_const;
-pub use fold::{default_doc, Fault, Fold, Meta, ProjectionState};
-pub use tests::{run_tests, TestFailure, TestResult};
+pub use fold::{Fault, Fold, Meta, ProjectionState, default_doc};
+pub use tests::{TestFailure, TestResult, run_tests};
 
 use crate::ast::Span;
 

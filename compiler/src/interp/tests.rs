@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use datamesh_stdlib::Value;
 
-use super::eval::{eval, DocLookup, Frame};
-use super::fold::{default_doc, Fold, Meta};
+use super::eval::{DocLookup, Frame, eval};
+use super::fold::{Fold, Meta, default_doc};
 use crate::ast::{BinaryOp, Span};
 use crate::codec::value_to_json;
 use crate::ir::{EventSource, ExprKind, Program, TestStep};
@@ -56,16 +56,31 @@ pub fn run_tests(program: &Program) -> Vec<TestResult> {
                     break;
                 }
             }
-            TestResult { name: test.name.clone(), failure }
+            TestResult {
+                name: test.name.clone(),
+                failure,
+            }
         })
         .collect()
 }
 
 fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(), TestFailure> {
     match step {
-        TestStep::Given { source, fields, time, stream, id, span } => {
-            let fail = |message: String| TestFailure { message, span: *span };
-            let constant = |e: &crate::ir::Expr| super::eval_const(e).map_err(|t| fail(format!("cannot build the event: {t}")));
+        TestStep::Given {
+            source,
+            fields,
+            time,
+            stream,
+            id,
+            span,
+        } => {
+            let fail = |message: String| TestFailure {
+                message,
+                span: *span,
+            };
+            let constant = |e: &crate::ir::Expr| {
+                super::eval_const(e).map_err(|t| fail(format!("cannot build the event: {t}")))
+            };
             let row = fields.iter().map(constant).collect::<Result<Vec<_>, _>>()?;
             let text = |e: &Option<crate::ir::Expr>| -> Result<Arc<str>, TestFailure> {
                 match e.as_ref().map(constant).transpose()? {
@@ -77,7 +92,13 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
                 Some(Value::Timestamp(t)) => t,
                 _ => 0,
             };
-            let meta = Meta { position: 0, time, stream: text(stream)?, event_type: Arc::from(""), id: text(id)? };
+            let meta = Meta {
+                position: 0,
+                time,
+                stream: text(stream)?,
+                event_type: Arc::from(""),
+                id: text(id)?,
+            };
             let position = fold.next_position();
             let faults = match source {
                 EventSource::Local(event) => fold.apply_local(*event, &row, meta),
@@ -86,7 +107,10 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
                     .map_err(|f| fail(format!("import rule trapped: {}", f.trap)))?,
             };
             if let Some(fault) = faults.first() {
-                let name = program.projections.get(fault.projection).map_or("?", |p| p.name.as_str());
+                let name = program
+                    .projections
+                    .get(fault.projection)
+                    .map_or("?", |p| p.name.as_str());
                 return Err(fail(format!(
                     "projection `{name}` faulted on this event (position {}): {}",
                     fault.position, fault.trap
@@ -95,10 +119,14 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
             Ok(())
         }
         TestStep::Expect { cond, span } => {
-            let fail = |message: String| TestFailure { message, span: *span };
+            let fail = |message: String| TestFailure {
+                message,
+                span: *span,
+            };
             let mut frame = Frame::new(None, None, &[], 0);
             frame.docs = Some(fold);
-            let value = eval(cond, &mut frame, None).map_err(|t| fail(format!("expectation could not be evaluated: {t}")))?;
+            let value = eval(cond, &mut frame, None)
+                .map_err(|t| fail(format!("expectation could not be evaluated: {t}")))?;
             if matches!(value, Value::Bool(true)) {
                 return Ok(());
             }
