@@ -13,6 +13,7 @@ lalrpop_util::lalrpop_mod!(
     #[allow(
         clippy::all,
         clippy::pedantic,
+        clippy::unwrap_used,
         missing_debug_implementations,
         unused_qualifications
     )]

@@ -75,7 +75,7 @@ pub enum CallError {
 pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> {
     use Type as T;
     // Arguments that already failed to check are accepted as anything.
-    let any_error = args.iter().any(|t| *t == T::Error);
+    let any_error = args.contains(&T::Error);
     let sig = signature(name).ok_or(CallError::Unknown)?;
     let fail = |arity_ok: bool| {
         if arity_ok {
@@ -89,9 +89,7 @@ pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> 
         ("lower", [a]) if *a == s => (Builtin::Lower, s),
         ("upper", [a]) if *a == s => (Builtin::Upper, s),
         ("trim", [a]) if *a == s => (Builtin::Trim, s),
-        ("len", [a]) if matches!(a, T::String | T::List(_) | T::Set(_) | T::Map(..)) => {
-            (Builtin::Len, T::Int)
-        }
+        ("len", [T::String | T::List(_) | T::Set(_) | T::Map(..)]) => (Builtin::Len, T::Int),
         ("contains", [a, b]) => match (a, b) {
             (T::String, T::String) => (Builtin::Contains, T::Bool),
             (T::List(e) | T::Set(e), x) if x.fits(e) => (Builtin::Contains, T::Bool),

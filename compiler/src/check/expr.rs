@@ -649,11 +649,10 @@ impl<'a> Cx<'a> {
     /// Checks an expression that must have (or fit) a type.
     pub fn expect_type(&mut self, expr: &ast::Expr, ty: &Type) -> Expr {
         let mut typed = self.expr(expr);
-        if let (ast::ExprKind::List(items), Type::List(_) | Type::Set(_)) = (&expr.kind, ty) {
-            if items.is_empty() {
+        if let (ast::ExprKind::List(items), Type::List(_) | Type::Set(_)) = (&expr.kind, ty)
+            && items.is_empty() {
                 typed.ty = ty.clone();
             }
-        }
         if !typed.ty.fits(ty) {
             let d = mismatch(ty, &typed.ty, typed.span);
             self.report(d);
@@ -809,11 +808,10 @@ impl<'a> Cx<'a> {
                 };
                 // Fold negative literals so `-9223372036854775807 - 1` style limits and
                 // defaults stay constants.
-                if let (UnaryOp::Neg, ExprKind::Const(Value::Int(v))) = (op, &inner.kind) {
-                    if let Some(n) = v.checked_neg() {
+                if let (UnaryOp::Neg, ExprKind::Const(Value::Int(v))) = (op, &inner.kind)
+                    && let Some(n) = v.checked_neg() {
                         return const_expr(Value::Int(n), Type::Int, span);
                     }
-                }
                 (ExprKind::Unary(*op, Box::new(inner)), ty)
             }
             ast::ExprKind::Binary(op, a, b) => return self.binary(*op, a, b, span),
@@ -869,20 +867,18 @@ impl<'a> Cx<'a> {
                 span,
             };
         }
-        if let Some(state) = self.state {
-            if let Some(i) = state.iter().position(|f| f.name == name) {
+        if let Some(state) = self.state
+            && let Some(i) = state.iter().position(|f| f.name == name) {
                 return Expr {
                     kind: ExprKind::State(i),
                     ty: state[i].ty.clone(),
                     span,
                 };
             }
-        }
-        if self.mode == Mode::Test {
-            if let Some(doc) = self.doc(name, &[], span, false) {
+        if self.mode == Mode::Test
+            && let Some(doc) = self.doc(name, &[], span, false) {
                 return doc;
             }
-        }
         if name == "meta" {
             let d = Diagnostic::error("E0108", "`meta` must be followed by a field", span)
                 .label("expected `meta.<field>`")
@@ -1103,13 +1099,11 @@ impl<'a> Cx<'a> {
     }
 
     fn index(&mut self, base: &ast::Expr, index: &[ast::Expr], span: Span) -> Expr {
-        if self.mode == Mode::Test {
-            if let ast::ExprKind::Name(name) = &base.kind {
-                if let Some(doc) = self.doc(name, index, span, true) {
+        if self.mode == Mode::Test
+            && let ast::ExprKind::Name(name) = &base.kind
+                && let Some(doc) = self.doc(name, index, span, true) {
                     return doc;
                 }
-            }
-        }
         let base = self.expr(base);
         let index: Vec<Expr> = index.iter().map(|i| self.expr(i)).collect();
         if base.ty == Type::Error || index.iter().any(|i| i.ty == Type::Error) {
@@ -1335,11 +1329,7 @@ pub fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Option<Type> {
 /// The common type of two branches or comparison operands.
 fn unify(a: &Type, b: &Type) -> Option<Type> {
     if a.fits(b) {
-        return Some(if *a == Type::Error {
-            b.clone()
-        } else {
-            b.clone()
-        });
+        return Some(b.clone());
     }
     if b.fits(a) {
         return Some(a.clone());

@@ -534,8 +534,8 @@ impl Checker {
                     assigned[slot] = true;
                 }
             }
-            if let Some(guard) = &guard {
-                if guard.kind == crate::ir::ExprKind::Const(Value::Bool(false)) {
+            if let Some(guard) = &guard
+                && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false)) {
                     self.error(
                         Diagnostic::warning("W0004", "this handler can never run", guard.span)
                             .label("this guard is always false")
@@ -543,7 +543,6 @@ impl Checker {
                             .help("remove the handler, or fix its `where` condition"),
                     );
                 }
-            }
             // All handlers of a projection address documents the same way.
             let types: Vec<Type> = key.iter().map(|k| k.ty.clone()).collect();
             let key_span = spec.map_or(h.event.span, |s| s.span);
@@ -565,8 +564,8 @@ impl Checker {
                 }
                 unkeyed_handler.get_or_insert(h.event.span);
             } else {
-                if let Some(unkeyed) = unkeyed_handler {
-                    if key_shape.is_none() {
+                if let Some(unkeyed) = unkeyed_handler
+                    && key_shape.is_none() {
                         self.error(
                             Diagnostic::error(
                                 "E0207",
@@ -578,7 +577,6 @@ impl Checker {
                             .help("either every handler of a projection has a key, or none has"),
                         );
                     }
-                }
                 match &key_shape {
                     None => key_shape = Some((types, key_span)),
                     Some((shape, span)) => {

@@ -184,14 +184,13 @@ impl<'p> Fold<'p> {
                 trap,
                 handler: rule.span,
             };
-            if let Some(guard) = &rule.guard {
-                if !matches!(
+            if let Some(guard) = &rule.guard
+                && !matches!(
                     eval(guard, &mut frame, None).map_err(fault)?,
                     Value::Bool(true)
                 ) {
                     continue;
                 }
-            }
             exec_block(&rule.body, &mut frame, &mut None).map_err(fault)?;
             out.append(&mut frame.emitted);
         }
@@ -255,11 +254,10 @@ fn run_handler(
         None => state.docs.get(&key).cloned(),
     };
     let mut doc = current.unwrap_or_else(|| default_doc(projection));
-    if let Some(guard) = &handler.guard {
-        if !matches!(eval(guard, &mut frame, Some(&doc))?, Value::Bool(true)) {
+    if let Some(guard) = &handler.guard
+        && !matches!(eval(guard, &mut frame, Some(&doc))?, Value::Bool(true)) {
             return Ok(());
         }
-    }
     let flow = exec_block(&handler.body, &mut frame, &mut Some(&mut doc))?;
     overlay.insert(key, (flow == Flow::Normal).then_some(doc));
     Ok(())

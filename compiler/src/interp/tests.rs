@@ -131,8 +131,8 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
                 return Ok(());
             }
             // Show both sides of a failed comparison.
-            if let ExprKind::Binary(op, a, b) = &cond.kind {
-                if !matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce) {
+            if let ExprKind::Binary(op, a, b) = &cond.kind
+                && !matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce) {
                     let left = eval(a, &mut frame, None).map(|v| value_to_json(&v).to_string());
                     let right = eval(b, &mut frame, None).map(|v| value_to_json(&v).to_string());
                     if let (Ok(left), Ok(right)) = (left, right) {
@@ -142,7 +142,6 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
                         )));
                     }
                 }
-            }
             Err(fail("expectation failed".to_owned()))
         }
     }
