@@ -140,6 +140,8 @@ pub enum Token {
     Slash,
     #[token("%")]
     Percent,
+    #[token("@")]
+    At,
 }
 
 impl std::fmt::Display for Token {
@@ -213,6 +215,7 @@ impl Token {
             Token::Star => "*",
             Token::Slash => "/",
             Token::Percent => "%",
+            Token::At => "@",
             Token::Ident(_)
             | Token::Int(_)
             | Token::Float(_)

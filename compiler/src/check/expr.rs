@@ -916,12 +916,27 @@ impl<'a> Cx<'a> {
     /// A projection document in a test: `p` (single document) or `p[k, ...]`.
     fn doc(&mut self, name: &str, key: &[ast::Expr], span: Span, indexed: bool) -> Option<Expr> {
         let program = self.program?;
-        let (index, projection) = program
+        // `name@vN` picks a version; a plain name means the newest one.
+        let (base, version) = match name.split_once('@') {
+            Some((base, v)) => (base, Some(v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()).unwrap_or(0))),
+            None => (name, None),
+        };
+        let found = program
             .projections
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.name == name)
-            .max_by_key(|(_, p)| p.version)?;
+            .filter(|(_, p)| p.name == base && version.is_none_or(|v| p.version == v))
+            .max_by_key(|(_, p)| p.version);
+        let Some((index, projection)) = found else {
+            if version.is_some() && program.projections.iter().any(|p| p.name == base) {
+                let versions: Vec<String> = program.projections.iter().filter(|p| p.name == base).map(|p| format!("v{}", p.version)).collect();
+                let d = Diagnostic::error("E0106", format!("projection `{base}` has no version `{}`", name.split_once('@').map_or("", |x| x.1)), span)
+                    .label("unknown version")
+                    .help(format!("declared versions: {}", versions.join(", ")));
+                return Some(self.err(d, span));
+            }
+            return None;
+        };
         let key: Vec<Expr> = key.iter().map(|k| self.expr(k)).collect();
         if projection.key.is_empty() && indexed {
             let d = Diagnostic::error(
