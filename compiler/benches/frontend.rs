@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datamesh_compiler::check::check_source;
 
 /// A realistic program of about 2,000 lines: 70 event types and 70 projections with
@@ -14,7 +14,9 @@ fn big_program() -> String {
     let n = 70;
     let mut out = String::new();
     for i in 0..n {
-        out += &format!("event Ev{i} {{ account: string, amount: int, note: string = \"\", at: timestamp? }}\n");
+        out += &format!(
+            "event Ev{i} {{ account: string, amount: int, note: string = \"\", at: timestamp? }}\n"
+        );
     }
     for i in 0..n {
         let next = (i + 1) % n;

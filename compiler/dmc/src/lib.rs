@@ -295,6 +295,13 @@ pub fn explain(
                 Err(c) => return c,
             };
             let (ast, errors) = datamesh_compiler::parser::parse(&loaded.source);
+            if datamesh_compiler::depth::deepest(&ast).0 > datamesh_compiler::depth::MAX_DEPTH {
+                // Printing (or dropping) such a tree would overflow the stack; the
+                // checker's E0007 says why.
+                std::mem::forget(ast);
+                report(&loaded, &loaded.checked.diagnostics, style, err);
+                return 1;
+            }
             let diagnostics: Vec<Diagnostic> = errors
                 .iter()
                 .map(datamesh_compiler::diag::from_parse_error)

@@ -650,9 +650,10 @@ impl<'a> Cx<'a> {
     pub fn expect_type(&mut self, expr: &ast::Expr, ty: &Type) -> Expr {
         let mut typed = self.expr(expr);
         if let (ast::ExprKind::List(items), Type::List(_) | Type::Set(_)) = (&expr.kind, ty)
-            && items.is_empty() {
-                typed.ty = ty.clone();
-            }
+            && items.is_empty()
+        {
+            typed.ty = ty.clone();
+        }
         if !typed.ty.fits(ty) {
             let d = mismatch(ty, &typed.ty, typed.span);
             self.report(d);
@@ -809,9 +810,10 @@ impl<'a> Cx<'a> {
                 // Fold negative literals so `-9223372036854775807 - 1` style limits and
                 // defaults stay constants.
                 if let (UnaryOp::Neg, ExprKind::Const(Value::Int(v))) = (op, &inner.kind)
-                    && let Some(n) = v.checked_neg() {
-                        return const_expr(Value::Int(n), Type::Int, span);
-                    }
+                    && let Some(n) = v.checked_neg()
+                {
+                    return const_expr(Value::Int(n), Type::Int, span);
+                }
                 (ExprKind::Unary(*op, Box::new(inner)), ty)
             }
             ast::ExprKind::Binary(op, a, b) => return self.binary(*op, a, b, span),
@@ -868,17 +870,19 @@ impl<'a> Cx<'a> {
             };
         }
         if let Some(state) = self.state
-            && let Some(i) = state.iter().position(|f| f.name == name) {
-                return Expr {
-                    kind: ExprKind::State(i),
-                    ty: state[i].ty.clone(),
-                    span,
-                };
-            }
+            && let Some(i) = state.iter().position(|f| f.name == name)
+        {
+            return Expr {
+                kind: ExprKind::State(i),
+                ty: state[i].ty.clone(),
+                span,
+            };
+        }
         if self.mode == Mode::Test
-            && let Some(doc) = self.doc(name, &[], span, false) {
-                return doc;
-            }
+            && let Some(doc) = self.doc(name, &[], span, false)
+        {
+            return doc;
+        }
         if name == "meta" {
             let d = Diagnostic::error("E0108", "`meta` must be followed by a field", span)
                 .label("expected `meta.<field>`")
@@ -918,7 +922,14 @@ impl<'a> Cx<'a> {
         let program = self.program?;
         // `name@vN` picks a version; a plain name means the newest one.
         let (base, version) = match name.split_once('@') {
-            Some((base, v)) => (base, Some(v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()).unwrap_or(0))),
+            Some((base, v)) => (
+                base,
+                Some(
+                    v.strip_prefix('v')
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .unwrap_or(0),
+                ),
+            ),
             None => (name, None),
         };
         let found = program
@@ -929,10 +940,22 @@ impl<'a> Cx<'a> {
             .max_by_key(|(_, p)| p.version);
         let Some((index, projection)) = found else {
             if version.is_some() && program.projections.iter().any(|p| p.name == base) {
-                let versions: Vec<String> = program.projections.iter().filter(|p| p.name == base).map(|p| format!("v{}", p.version)).collect();
-                let d = Diagnostic::error("E0106", format!("projection `{base}` has no version `{}`", name.split_once('@').map_or("", |x| x.1)), span)
-                    .label("unknown version")
-                    .help(format!("declared versions: {}", versions.join(", ")));
+                let versions: Vec<String> = program
+                    .projections
+                    .iter()
+                    .filter(|p| p.name == base)
+                    .map(|p| format!("v{}", p.version))
+                    .collect();
+                let d = Diagnostic::error(
+                    "E0106",
+                    format!(
+                        "projection `{base}` has no version `{}`",
+                        name.split_once('@').map_or("", |x| x.1)
+                    ),
+                    span,
+                )
+                .label("unknown version")
+                .help(format!("declared versions: {}", versions.join(", ")));
                 return Some(self.err(d, span));
             }
             return None;
@@ -1116,9 +1139,10 @@ impl<'a> Cx<'a> {
     fn index(&mut self, base: &ast::Expr, index: &[ast::Expr], span: Span) -> Expr {
         if self.mode == Mode::Test
             && let ast::ExprKind::Name(name) = &base.kind
-                && let Some(doc) = self.doc(name, index, span, true) {
-                    return doc;
-                }
+            && let Some(doc) = self.doc(name, index, span, true)
+        {
+            return doc;
+        }
         let base = self.expr(base);
         let index: Vec<Expr> = index.iter().map(|i| self.expr(i)).collect();
         if base.ty == Type::Error || index.iter().any(|i| i.ty == Type::Error) {

@@ -43,6 +43,28 @@ pub fn check_source(source: &str) -> Checked {
         .iter()
         .map(crate::diag::from_parse_error)
         .collect();
+    let (depth, at) = crate::depth::deepest(&file);
+    if depth > crate::depth::MAX_DEPTH {
+        diagnostics.push(
+            Diagnostic::error(
+                "E0007",
+                format!(
+                    "the program nests {depth} levels deep; the limit is {}",
+                    crate::depth::MAX_DEPTH
+                ),
+                at,
+            )
+            .label("nested too deeply")
+            .help("split long expressions with `let` bindings, and long `else if` chains into separate handlers"),
+        );
+        // Dropping a tree this deep recurses as deeply as checking it would: leak it
+        // instead (the caller reports the error and moves on).
+        std::mem::forget(file);
+        return Checked {
+            program: None,
+            diagnostics,
+        };
+    }
     let checked = check(&file);
     // After a syntax error, parts of the file are missing from the tree, so warnings
     // about unused or unassigned declarations would mostly be noise.
@@ -535,14 +557,15 @@ impl Checker {
                 }
             }
             if let Some(guard) = &guard
-                && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false)) {
-                    self.error(
-                        Diagnostic::warning("W0004", "this handler can never run", guard.span)
-                            .label("this guard is always false")
-                            .related(h.event.span, "handler declared here")
-                            .help("remove the handler, or fix its `where` condition"),
-                    );
-                }
+                && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false))
+            {
+                self.error(
+                    Diagnostic::warning("W0004", "this handler can never run", guard.span)
+                        .label("this guard is always false")
+                        .related(h.event.span, "handler declared here")
+                        .help("remove the handler, or fix its `where` condition"),
+                );
+            }
             // All handlers of a projection address documents the same way.
             let types: Vec<Type> = key.iter().map(|k| k.ty.clone()).collect();
             let key_span = spec.map_or(h.event.span, |s| s.span);
@@ -565,18 +588,19 @@ impl Checker {
                 unkeyed_handler.get_or_insert(h.event.span);
             } else {
                 if let Some(unkeyed) = unkeyed_handler
-                    && key_shape.is_none() {
-                        self.error(
-                            Diagnostic::error(
-                                "E0207",
-                                "this handler is keyed, but an earlier handler has no key",
-                                key_span,
-                            )
-                            .label("keyed here")
-                            .related(unkeyed, "no key here")
-                            .help("either every handler of a projection has a key, or none has"),
-                        );
-                    }
+                    && key_shape.is_none()
+                {
+                    self.error(
+                        Diagnostic::error(
+                            "E0207",
+                            "this handler is keyed, but an earlier handler has no key",
+                            key_span,
+                        )
+                        .label("keyed here")
+                        .related(unkeyed, "no key here")
+                        .help("either every handler of a projection has a key, or none has"),
+                    );
+                }
                 match &key_shape {
                     None => key_shape = Some((types, key_span)),
                     Some((shape, span)) => {

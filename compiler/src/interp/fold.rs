@@ -188,9 +188,10 @@ impl<'p> Fold<'p> {
                 && !matches!(
                     eval(guard, &mut frame, None).map_err(fault)?,
                     Value::Bool(true)
-                ) {
-                    continue;
-                }
+                )
+            {
+                continue;
+            }
             exec_block(&rule.body, &mut frame, &mut None).map_err(fault)?;
             out.append(&mut frame.emitted);
         }
@@ -255,9 +256,10 @@ fn run_handler(
     };
     let mut doc = current.unwrap_or_else(|| default_doc(projection));
     if let Some(guard) = &handler.guard
-        && !matches!(eval(guard, &mut frame, Some(&doc))?, Value::Bool(true)) {
-            return Ok(());
-        }
+        && !matches!(eval(guard, &mut frame, Some(&doc))?, Value::Bool(true))
+    {
+        return Ok(());
+    }
     let flow = exec_block(&handler.body, &mut frame, &mut Some(&mut doc))?;
     overlay.insert(key, (flow == Flow::Normal).then_some(doc));
     Ok(())

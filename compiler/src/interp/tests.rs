@@ -132,16 +132,17 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
             }
             // Show both sides of a failed comparison.
             if let ExprKind::Binary(op, a, b) = &cond.kind
-                && !matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce) {
-                    let left = eval(a, &mut frame, None).map(|v| value_to_json(&v).to_string());
-                    let right = eval(b, &mut frame, None).map(|v| value_to_json(&v).to_string());
-                    if let (Ok(left), Ok(right)) = (left, right) {
-                        return Err(fail(format!(
-                            "expectation failed: left side is {left}, right side is {right} (`{}`)",
-                            op.symbol()
-                        )));
-                    }
+                && !matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce)
+            {
+                let left = eval(a, &mut frame, None).map(|v| value_to_json(&v).to_string());
+                let right = eval(b, &mut frame, None).map(|v| value_to_json(&v).to_string());
+                if let (Ok(left), Ok(right)) = (left, right) {
+                    return Err(fail(format!(
+                        "expectation failed: left side is {left}, right side is {right} (`{}`)",
+                        op.symbol()
+                    )));
                 }
+            }
             Err(fail("expectation failed".to_owned()))
         }
     }
