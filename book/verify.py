@@ -12,6 +12,7 @@ Run from anywhere:  python3 book/verify.py [--fix] [path/to/dmc]
    what that command prints today (stdout and stderr together, run from the
    repository root with NO_COLOR=1; trailing spaces ignored).
 4. Every {{#include}} points at an existing file, and every anchor it names exists.
+5. Every link to a page of the book points at an existing page and heading.
 
 With --fix, step 3 rewrites the output of each such block instead of comparing it:
 write the `$ dmc ...` line, run `--fix`, then review the diff.
@@ -144,6 +145,44 @@ def includes():
                         fail(f"{where}: anchor `{anchor}` missing in {parts[0]}")
 
 
+def heading_ids(page):
+    """The ids mdBook gives the headings of a page (outside code blocks)."""
+    ids, seen = set(), {}
+    in_code = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        m = None if in_code else re.match(r"#{1,6} (.*)", line)
+        if not m:
+            continue
+        text = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", m.group(1)).replace("`", "")
+        base = "".join(
+            c.lower() if c.isalnum() or c in "_-" else "-" if c.isspace() else ""
+            for c in text
+        )
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        ids.add(base if n == 0 else f"{base}-{n}")
+    return ids
+
+
+def links():
+    for page in sorted((BOOK / "src").rglob("*.md")):
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)} -> {target}"
+            if not dest.exists():
+                fail(f"{where}: no such page")
+            elif anchor and anchor not in heading_ids(dest):
+                fail(f"{where}: no such heading")
+
+
 def main():
     if not DMC.exists():
         sys.exit(f"no dmc at {DMC}; build it or pass its path")
@@ -151,6 +190,7 @@ def main():
     diagnostics()
     console_blocks()
     includes()
+    links()
     if failures:
         print(f"\n{len(failures)} problem(s)")
         sys.exit(1)

@@ -256,15 +256,14 @@ pub fn parse_key(types: &[Type], text: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-/// The documents of every projection of a fold, as `dmc run` prints them:
+/// The documents of every projection, as `dmc run` prints them:
 /// `{"<projection>": {"<key>": {doc}, ...}, "<single-document projection>": {doc}}`.
-pub fn documents_json(fold: &crate::interp::Fold<'_>) -> Json {
-    let program = fold.program();
+pub fn documents_json(
+    program: &crate::ir::Program,
+    states: &[crate::interp::ProjectionState],
+) -> Json {
     let mut top = Map::new();
-    for (index, projection) in program.projections.iter().enumerate() {
-        let Some(state) = fold.projections.get(index) else {
-            continue;
-        };
+    for (projection, state) in program.projections.iter().zip(states) {
         let value = if projection.key.is_empty() {
             let doc = state
                 .docs

@@ -10,6 +10,7 @@ pub mod check;
 pub mod codec;
 pub mod depth;
 pub mod diag;
+pub mod engine;
 pub mod interp;
 pub mod ir;
 pub mod lexer;

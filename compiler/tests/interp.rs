@@ -51,7 +51,7 @@ fn run(src: &str, events: &[Ev]) -> (Json, Vec<Fault>) {
         };
         faults.extend(fold.apply_local(id, &row, meta));
     }
-    (documents_json(&fold), faults)
+    (documents_json(&program, &fold.projections), faults)
 }
 
 fn docs(src: &str, events: &[Ev]) -> Json {
@@ -559,7 +559,7 @@ fn import_rules_emit_local_events() {
         "p3",
     );
     assert_eq!(
-        documents_json(&fold),
+        documents_json(&program, &fold.projections),
         json!({"balances": {"a": {"balance": 125, "last_id": "payments/p3"}, "bonus": {"balance": 1, "last_id": "payments/p1/1"}}})
     );
 }
@@ -578,7 +578,10 @@ fn import_rule_traps_emit_nothing() {
         .apply_import(0, 0, &row, Meta::default())
         .expect_err("the rule divides by zero");
     assert_eq!(fault.trap.code(), "R0002");
-    assert_eq!(documents_json(&fold), json!({"p": {}}));
+    assert_eq!(
+        documents_json(&program, &fold.projections),
+        json!({"p": {}})
+    );
 }
 
 #[test]

@@ -192,7 +192,7 @@ pub fn run(
         .map(|(f, import)| fault_diagnostic(&program, f, *import))
         .collect();
     report(&loaded, &diagnostics, style, err);
-    let json = datamesh_compiler::codec::documents_json(&fold);
+    let json = datamesh_compiler::codec::documents_json(&program, &fold.projections);
     let _ = writeln!(
         out,
         "{}",

@@ -1,0 +1,71 @@
+//! The interface every fold engine implements: the reference interpreter
+//! ([`crate::interp::Fold`]) today, the Cranelift JIT next. Tools and the node drive
+//! engines through [`FoldEngine`], so switching engines changes no caller, and
+//! differential tests compare engines through the same calls.
+//!
+//! Invariant (the contract every engine keeps): for the same program and the same
+//! events, every engine produces identical documents and identical faults (same
+//! projection, position, trap kind and span).
+
+use datamesh_stdlib::Value;
+
+use crate::interp::{Fault, Meta, ProjectionState};
+use crate::ir::{EventId, Program};
+
+/// Folds events into the projections of one program.
+pub trait FoldEngine {
+    /// The program being folded.
+    fn program(&self) -> &Program;
+
+    /// Appends a local event: it gets the next position and is applied to every
+    /// projection that is not faulted. Returns the faults it caused.
+    fn apply_local(&mut self, event: EventId, row: &[Value], meta: Meta) -> Vec<Fault>;
+
+    /// Runs the import rules of `import` on one of the peer's events (`event` indexes
+    /// the import's own event types) and applies what they emit, in order.
+    ///
+    /// # Errors
+    /// A [`Fault`] whose `projection` is the import's index when a rule trapped; nothing
+    /// is applied then.
+    fn apply_import(
+        &mut self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: Meta,
+    ) -> Result<Vec<Fault>, Fault>;
+
+    /// The position the next local event will get.
+    fn next_position(&self) -> i64;
+
+    /// The documents (and fault) of every projection, in program order.
+    fn snapshot(&self) -> Vec<ProjectionState>;
+}
+
+impl FoldEngine for crate::interp::Fold<'_> {
+    fn program(&self) -> &Program {
+        crate::interp::Fold::program(self)
+    }
+
+    fn apply_local(&mut self, event: EventId, row: &[Value], meta: Meta) -> Vec<Fault> {
+        crate::interp::Fold::apply_local(self, event, row, meta)
+    }
+
+    fn apply_import(
+        &mut self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: Meta,
+    ) -> Result<Vec<Fault>, Fault> {
+        crate::interp::Fold::apply_import(self, import, event, row, meta)
+    }
+
+    fn next_position(&self) -> i64 {
+        crate::interp::Fold::next_position(self)
+    }
+
+    fn snapshot(&self) -> Vec<ProjectionState> {
+        self.projections.clone()
+    }
+}
