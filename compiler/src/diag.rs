@@ -197,6 +197,16 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
             )
             .label("invalid escape")
             .help("valid escapes are \\n \\t \\r \\0 \\\\ \\\" and \\u{hex}"),
+            LexErrorKind::CStyleOperator(word) => Diagnostic::error(
+                "E0003",
+                format!(
+                    "`{}` is not an operator of this language",
+                    &source_text_of(word)
+                ),
+                e.span,
+            )
+            .label(format!("write `{word}`"))
+            .help("boolean operators are the words `and`, `or` and `not`"),
             LexErrorKind::IntOutOfRange => Diagnostic::error(
                 "E0006",
                 "integer literal does not fit in `int` (64-bit)",
@@ -254,5 +264,14 @@ pub fn join_or(items: &[String]) -> String {
         [] => String::new(),
         [one] => one.clone(),
         [init @ .., last] => format!("{} or {}", init.join(", "), last),
+    }
+}
+
+/// The C-style spelling of a boolean operator word.
+fn source_text_of(word: &str) -> &'static str {
+    match word {
+        "and" => "&&",
+        "or" => "||",
+        _ => "!",
     }
 }

@@ -142,6 +142,13 @@ pub enum Token {
     Percent,
     #[token("@")]
     At,
+    /// `&&`, `||` or `!`: reported, then read as `and`, `or`, `not` so parsing goes on.
+    #[token("&&")]
+    AndAnd,
+    #[token("||")]
+    OrOr,
+    #[token("!")]
+    Bang,
 }
 
 impl std::fmt::Display for Token {
@@ -216,6 +223,9 @@ impl Token {
             Token::Slash => "/",
             Token::Percent => "%",
             Token::At => "@",
+            Token::AndAnd => "and",
+            Token::OrOr => "or",
+            Token::Bang => "not",
             Token::Ident(_)
             | Token::Int(_)
             | Token::Float(_)
@@ -250,6 +260,8 @@ pub enum LexErrorKind {
     FloatOutOfRange,
     /// A duration literal outside the representable range.
     DurationOutOfRange,
+    /// `&&`, `||` or `!` instead of `and`, `or`, `not`.
+    CStyleOperator(&'static str),
 }
 
 /// A token with its byte offsets, as the parser consumes it.
@@ -305,6 +317,18 @@ pub fn lex(source: &str) -> (Vec<Spanned>, Vec<LexError>) {
                     span,
                 });
                 Token::Str(Ok(String::new()))
+            }
+            c_style @ (Token::AndAnd | Token::OrOr | Token::Bang) => {
+                let (word, token) = match c_style {
+                    Token::AndAnd => ("and", Token::And),
+                    Token::OrOr => ("or", Token::Or),
+                    _ => ("not", Token::Not),
+                };
+                errors.push(LexError {
+                    kind: LexErrorKind::CStyleOperator(word),
+                    span,
+                });
+                token
             }
             Token::UnterminatedStr => {
                 errors.push(LexError {

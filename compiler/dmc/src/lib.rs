@@ -241,12 +241,13 @@ pub fn test(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    let (mut passed, mut failed, mut broken, mut unreadable) = (0usize, 0usize, false, false);
     for file in files {
         let (loaded, program) = match load_program(file.as_ref(), style, err) {
             Ok(p) => p,
-            Err(_) => {
+            Err(code) => {
                 broken = true;
+                unreadable |= code == 2;
                 continue;
             }
         };
@@ -277,7 +278,11 @@ pub fn test(
             "error: some files did not check; their tests did not run"
         );
     }
-    u8::from(failed > 0 || broken)
+    if unreadable {
+        2
+    } else {
+        u8::from(failed > 0 || broken)
+    }
 }
 
 /// `dmc explain`: prints the AST or the typed IR.

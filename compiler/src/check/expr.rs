@@ -648,10 +648,20 @@ impl<'a> Cx<'a> {
 
     /// Checks an expression that must have (or fit) a type.
     pub fn expect_type(&mut self, expr: &ast::Expr, ty: &Type) -> Expr {
+        // A string literal where a timestamp is expected is parsed now, at compile time.
+        if let (ast::ExprKind::Str(text), Type::Timestamp) = (&expr.kind, ty.unwrap_optional()) {
+            let literal = const_expr(Value::str(text), Type::String, expr.span);
+            return self.coerce_time(literal);
+        }
         let mut typed = self.expr(expr);
-        if let (ast::ExprKind::List(items), Type::List(_) | Type::Set(_)) = (&expr.kind, ty)
-            && items.is_empty()
+        // A list literal also writes a set; its elements must fit the element type.
+        if let (ast::ExprKind::List(_), Type::List(elem) | Type::Set(elem)) = (&expr.kind, ty)
+            && let ExprKind::List(items) = &typed.kind
         {
+            if let Some(bad) = items.iter().find(|i| !i.ty.fits(elem)) {
+                let d = mismatch(elem, &bad.ty, bad.span);
+                self.report(d);
+            }
             typed.ty = ty.clone();
         }
         if !typed.ty.fits(ty) {
@@ -716,6 +726,14 @@ impl<'a> Cx<'a> {
                 .help(format!(
                     "give the handler its own key: `on {event} key event.<field> {{ ... }}`"
                 ));
+                self.err(d, expr.span)
+            }
+            ast::ExprKind::Name(name)
+                if saved.is_some_and(|s| s.iter().any(|f| f.name == *name)) =>
+            {
+                let d = Diagnostic::error("E0208", format!("a key cannot read the state field `{name}`"), expr.span)
+                    .label("state is only known once the document is chosen")
+                    .help("a key comes from the event: `event.<field>`, `meta.<field>` and functions of them");
                 self.err(d, expr.span)
             }
             _ => self.expr(expr),
@@ -1260,8 +1278,11 @@ impl<'a> Cx<'a> {
     }
 
     fn binary(&mut self, op: BinaryOp, a: &ast::Expr, b: &ast::Expr, span: Span) -> Expr {
-        let a = self.expr(a);
-        let b = self.expr(b);
+        let mut a = self.expr(a);
+        let mut b = self.expr(b);
+        // A list literal compared with a set is read as a set literal.
+        set_literal(&a.ty, &mut b);
+        set_literal(&b.ty, &mut a);
         if a.ty == Type::Error || b.ty == Type::Error {
             return error_expr(span);
         }
@@ -1281,6 +1302,9 @@ impl<'a> Cx<'a> {
                 Type::Bool
             }
             BinaryOp::Coalesce => {
+                if a.ty == Type::None {
+                    return b;
+                }
                 let Type::Optional(inner) = &a.ty else {
                     let d = Diagnostic::error(
                         "E0202",
@@ -1457,5 +1481,14 @@ fn trap_detail(trap: &datamesh_stdlib::Trap) -> String {
             m.clone()
         }
         other => other.to_string(),
+    }
+}
+
+/// Retypes a list literal as a set when it is compared with a set of the same elements.
+fn set_literal(other: &Type, list: &mut Expr) {
+    if let (Type::Set(elem), ExprKind::List(items)) = (other, &list.kind)
+        && items.iter().all(|i| i.ty.fits(elem))
+    {
+        list.ty = other.clone();
     }
 }

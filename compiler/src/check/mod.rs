@@ -281,23 +281,8 @@ impl Checker {
     /// Checks and evaluates a default value.
     fn constant(&mut self, expr: &ast::Expr, ty: &Type) -> Option<Value> {
         let mut cx = Cx::new(Mode::Const, &mut self.diags);
-        let typed = cx.expr(expr);
+        let typed = cx.expect_type(expr, ty);
         if !typed.ty.fits(ty) {
-            self.error(
-                Diagnostic::error(
-                    "E0201",
-                    format!(
-                        "default value has type `{}`, but the field is `{ty}`",
-                        typed.ty
-                    ),
-                    expr.span,
-                )
-                .label(format!("expected `{ty}`"))
-                .help(format!(
-                    "write a `{ty}` literal, e.g. `{}`",
-                    crate::codec::value_to_json(&ty.zero_value())
-                )),
-            );
             return Some(ty.zero_value());
         }
         if typed.ty == Type::Error {
@@ -638,6 +623,22 @@ impl Checker {
                 locals,
                 span: h.span,
             });
+        }
+        if let Some(spec) = key_decl
+            && decl.members.iter().all(|m| match m {
+                ast::Member::Handler(h) => h.key.is_some(),
+                _ => true,
+            })
+            && decl
+                .members
+                .iter()
+                .any(|m| matches!(m, ast::Member::Handler(_)))
+        {
+            self.error(
+                Diagnostic::warning("W0007", "the projection's key is never used", spec.span)
+                    .label("every handler has its own key")
+                    .help("remove this `key` clause, or drop the handlers' own keys"),
+            );
         }
         if handlers.is_empty()
             && decl

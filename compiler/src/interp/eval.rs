@@ -271,12 +271,17 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
                 _ => Value::None,
             }
         }
-        ExprKind::List(items) => Value::List(
-            items
+        ExprKind::List(items) => {
+            let values = items
                 .iter()
                 .map(|i| eval(i, frame, doc))
-                .collect::<R<Vec<_>>>()?,
-        ),
+                .collect::<R<Vec<_>>>()?;
+            // The checker types a list literal written into a set as that set.
+            match expr.ty {
+                Type::Set(_) => Value::Set(values.into_iter().collect()),
+                _ => Value::List(values),
+            }
+        }
         ExprKind::Doc { projection, key } => {
             let key = key
                 .iter()

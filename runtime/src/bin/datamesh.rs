@@ -1,0 +1,2 @@
+//! `datamesh`: the node binary.
+fn main() {}
