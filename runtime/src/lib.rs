@@ -1,1 +1,8 @@
-//! The DataMesh node.
+//! The DataMesh node: the durable log ([`log`]), the projection store on fjall
+//! ([`store`]), the projection engine ([`engine`]), the gRPC API ([`api`]) and the
+//! client side of the `datamesh` CLI ([`client`]).
+//!
+//! Dependency direction: the runtime uses the compiler's typed IR and interpreter
+//! through `datamesh_compiler`; it knows nothing of syntax.
+
+pub mod log;

@@ -1,0 +1,856 @@
+//! The run-time interface of generated code: the context block, the envelope block and
+//! the `extern "C"` helpers (shims) that compiled handlers call.
+//!
+//! Invariant: every helper computes its result with the same `datamesh_stdlib` function
+//! the interpreter uses for that operation, so both engines produce identical values and
+//! identical traps. Helpers never unwind: a failure is recorded in the [`Ctx`] (its
+//! `trapped` word set to 1) and the generated code checks that word after each fallible
+//! call. Pointers handed to helpers come from the fold that owns the [`Ctx`] and stay
+//! valid for the duration of one handler call.
+
+use std::sync::Arc;
+
+use datamesh_stdlib::{self as std_, Value, collections, math, string, time};
+
+use crate::ir::Builtin;
+
+/// Handler returned normally.
+pub const STATUS_OK: u32 = 0;
+/// Handler executed `delete`.
+pub const STATUS_DELETE: u32 = 1;
+/// The `where` guard was false: the handler did nothing.
+pub const STATUS_SKIP: u32 = 2;
+/// A trap: its kind and span index are in [`Ctx::trap`].
+pub const STATUS_TRAP: u32 = 3;
+
+/// Byte offset of [`Ctx::trapped`].
+pub const CTX_TRAPPED: i32 = 0;
+/// Byte offset of [`Ctx::heap`].
+pub const CTX_HEAP: i32 = 8;
+/// Byte offset of [`Ctx::none`].
+pub const CTX_NONE: i32 = 16;
+/// Byte offset of [`Ctx::key`].
+pub const CTX_KEY: i32 = 24;
+
+/// Byte offsets of the fields of [`MetaAbi`].
+pub const META_POSITION: i32 = 0;
+/// `meta.time`.
+pub const META_TIME: i32 = 8;
+/// `meta.stream`.
+pub const META_STREAM: i32 = 16;
+/// `meta.type`.
+pub const META_TYPE: i32 = 24;
+/// `meta.id`.
+pub const META_ID: i32 = 32;
+
+/// A compiled handler, guard included; also the signature of key functions.
+pub type HandlerFn =
+    unsafe extern "C" fn(doc: *mut u64, row: *const u64, meta: *const MetaAbi, ctx: *mut Ctx) -> u32;
+
+/// The envelope as generated code reads it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MetaAbi {
+    /// Log position.
+    pub position: i64,
+    /// Append time, µs.
+    pub time: i64,
+    /// `meta.stream` as a string value.
+    pub stream: *const Value,
+    /// `meta.type` as a string value.
+    pub event_type: *const Value,
+    /// `meta.id` as a string value.
+    pub id: *const Value,
+}
+
+/// The per-call context. The first four words are read by generated code at the fixed
+/// offsets above; the rest is private to the helpers and the fold.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Ctx {
+    /// Set to 1 by a helper that trapped.
+    pub trapped: u64,
+    /// The heap array of the document being updated (null for import rules).
+    pub heap: *mut Value,
+    /// A `Value::None` the code can point at.
+    pub none: *const Value,
+    /// Where key functions write the key components (one word each).
+    pub key: *mut u64,
+    /// The trap a helper recorded: its kind and the span-table index of the expression.
+    pub trap: Option<(std_::Trap, u32)>,
+    /// Values created during one handler call; freed after each projection's run.
+    pub arena: Vec<Box<Value>>,
+    /// Rows emitted by an import rule.
+    pub emitted: Vec<(usize, Vec<Value>)>,
+    /// The row an `emit` is building.
+    pub emit_row: Vec<Value>,
+    none_value: Box<Value>,
+    key_words: Vec<u64>,
+}
+
+impl Ctx {
+    /// A context whose key buffer holds `key_len` components.
+    pub fn new(key_len: usize) -> Box<Ctx> {
+        let none_value = Box::new(Value::None);
+        let mut ctx = Box::new(Ctx {
+            trapped: 0,
+            heap: std::ptr::null_mut(),
+            none: std::ptr::null(),
+            key: std::ptr::null_mut(),
+            trap: None,
+            arena: Vec::new(),
+            emitted: Vec::new(),
+            emit_row: Vec::new(),
+            none_value,
+            key_words: vec![0; key_len.max(1)],
+        });
+        ctx.none = &raw const *ctx.none_value;
+        ctx.key = ctx.key_words.as_mut_ptr();
+        ctx
+    }
+
+    /// The key components the last key function wrote.
+    pub fn key_words(&self) -> &[u64] {
+        &self.key_words
+    }
+
+    /// Prepares for one handler call on a document's heap (or none).
+    pub fn reset(&mut self, heap: *mut Value) {
+        self.trapped = 0;
+        self.trap = None;
+        self.heap = heap;
+    }
+
+    fn record(&mut self, kind: std_::Trap, span: u32) {
+        if self.trap.is_none() {
+            self.trap = Some((kind, span));
+        }
+        self.trapped = 1;
+    }
+
+    fn alloc(&mut self, value: Value) -> *const Value {
+        self.arena.push(Box::new(value));
+        match self.arena.last() {
+            Some(b) => &raw const **b,
+            None => self.none,
+        }
+    }
+}
+
+/// Reads a value behind a pointer handed out by the fold.
+///
+/// # Safety
+/// `p` must be null or point to a live `Value` (row, document heap, constant pool or
+/// arena), which the fold guarantees for every pointer generated code passes.
+unsafe fn val<'a>(p: *const Value) -> &'a Value {
+    static NONE: Value = Value::None;
+    // SAFETY: the caller guarantees `p` is null or valid for the handler call.
+    unsafe { p.as_ref() }.unwrap_or(&NONE)
+}
+
+/// The context behind the pointer generated code passes.
+///
+/// # Safety
+/// `ctx` must be the fold's live, exclusively borrowed context.
+unsafe fn cx<'a>(ctx: *mut Ctx) -> Option<&'a mut Ctx> {
+    // SAFETY: the caller guarantees `ctx` is the fold's context or null.
+    unsafe { ctx.as_mut() }
+}
+
+/// Integer-like trap codes used by [`dm_trap_int`].
+pub mod int_op {
+    /// `math::add_int`.
+    pub const ADD: i32 = 0;
+    /// `math::sub_int`.
+    pub const SUB: i32 = 1;
+    /// `math::mul_int`.
+    pub const MUL: i32 = 2;
+    /// `math::div_int`.
+    pub const DIV: i32 = 3;
+    /// `math::rem_int`.
+    pub const REM: i32 = 4;
+    /// `math::neg_int`.
+    pub const NEG: i32 = 5;
+    /// Duration arithmetic overflow.
+    pub const DURATION: i32 = 6;
+    /// Timestamp arithmetic overflow.
+    pub const TIMESTAMP: i32 = 7;
+    /// Duration negation overflow.
+    pub const NEG_DURATION: i32 = 8;
+}
+
+fn int_trap(code: i32, a: i64, b: i64) -> std_::Trap {
+    let result = match code {
+        int_op::ADD => math::add_int(a, b),
+        int_op::SUB => math::sub_int(a, b),
+        int_op::MUL => math::mul_int(a, b),
+        int_op::DIV => math::div_int(a, b),
+        int_op::REM => math::rem_int(a, b),
+        int_op::NEG => math::neg_int(a),
+        int_op::DURATION => Err(std_::Trap::Overflow("duration arithmetic")),
+        int_op::TIMESTAMP => Err(std_::Trap::Overflow("timestamp arithmetic")),
+        _ => Err(std_::Trap::Overflow("negation")),
+    };
+    result.err().unwrap_or(std_::Trap::Overflow("integer operation"))
+}
+
+/// Records the trap of a failed inline integer operation, computed by the same stdlib
+/// function (or with the same message) the interpreter uses.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_trap_int(ctx: *mut Ctx, code: i32, a: i64, b: i64, span: u32) {
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.record(int_trap(code, a, b), span);
+    }
+}
+
+/// Records the trap of a float operation whose inline result was not finite.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_trap_float(ctx: *mut Ctx, code: i32, a: f64, b: f64, span: u32) {
+    let result = match code {
+        int_op::ADD => math::add_float(a, b),
+        int_op::SUB => math::sub_float(a, b),
+        int_op::MUL => math::mul_float(a, b),
+        _ => math::div_float(a, b),
+    };
+    let kind = result
+        .err()
+        .unwrap_or(std_::Trap::NonFinite("float operation"));
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.record(kind, span);
+    }
+}
+
+/// Float remainder (Cranelift has no instruction for it) through `math::rem_float`.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_rem_float(ctx: *mut Ctx, a: f64, b: f64, span: u32) -> f64 {
+    match math::rem_float(a, b) {
+        Ok(r) => r,
+        Err(kind) => {
+            // SAFETY: generated code passes the context it was given.
+            if let Some(ctx) = unsafe { cx(ctx) } {
+                ctx.record(kind, span);
+            }
+            0.0
+        }
+    }
+}
+
+fn int_value(tag: i64, x: i64) -> Value {
+    match tag {
+        1 => Value::Timestamp(x),
+        2 => Value::Duration(x),
+        _ => Value::Int(x),
+    }
+}
+
+/// Boxes an integer-like value (`tag`: 0 int, 1 timestamp, 2 duration) into the arena,
+/// or returns the none value when `present` is 0.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_box_int(ctx: *mut Ctx, tag: i64, present: i8, x: i64) -> *const Value {
+    // SAFETY: generated code passes the context it was given.
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    if present == 0 {
+        return ctx.none;
+    }
+    ctx.alloc(int_value(tag, x))
+}
+
+/// Boxes a float (or none).
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_box_float(ctx: *mut Ctx, present: i8, x: f64) -> *const Value {
+    // SAFETY: generated code passes the context it was given.
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    if present == 0 {
+        return ctx.none;
+    }
+    ctx.alloc(Value::Float(x))
+}
+
+/// Boxes a bool (or none).
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_box_bool(ctx: *mut Ctx, present: i8, x: i8) -> *const Value {
+    // SAFETY: generated code passes the context it was given.
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    if present == 0 {
+        return ctx.none;
+    }
+    ctx.alloc(Value::Bool(x != 0))
+}
+
+/// The i64 inside an int, timestamp or duration value (0 otherwise).
+///
+/// # Safety
+/// `p` must be a valid value pointer.
+pub unsafe extern "C" fn dm_as_int(p: *const Value) -> i64 {
+    // SAFETY: generated code passes live value pointers.
+    match unsafe { val(p) } {
+        Value::Int(i) | Value::Timestamp(i) | Value::Duration(i) => *i,
+        _ => 0,
+    }
+}
+
+/// The f64 inside a float value (0.0 otherwise).
+///
+/// # Safety
+/// `p` must be a valid value pointer.
+pub unsafe extern "C" fn dm_as_float(p: *const Value) -> f64 {
+    // SAFETY: generated code passes live value pointers.
+    match unsafe { val(p) } {
+        Value::Float(f) => *f,
+        _ => 0.0,
+    }
+}
+
+/// 1 for `true`, else 0.
+///
+/// # Safety
+/// `p` must be a valid value pointer.
+pub unsafe extern "C" fn dm_as_bool(p: *const Value) -> i8 {
+    // SAFETY: generated code passes live value pointers.
+    i8::from(matches!(unsafe { val(p) }, Value::Bool(true)))
+}
+
+/// 1 when the value is not `none`.
+///
+/// # Safety
+/// `p` must be a valid value pointer.
+pub unsafe extern "C" fn dm_is_some(p: *const Value) -> i8 {
+    // SAFETY: generated code passes live value pointers.
+    i8::from(!matches!(unsafe { val(p) }, Value::None))
+}
+
+/// Copies a value into the arena, so a `let` keeps it even if the document changes.
+///
+/// # Safety
+/// `ctx` must be the fold's context and `p` a valid value pointer.
+pub unsafe extern "C" fn dm_clone(ctx: *mut Ctx, p: *const Value) -> *const Value {
+    // SAFETY: generated code passes live value pointers.
+    let v = unsafe { val(p) }.clone();
+    // SAFETY: generated code passes the context it was given.
+    match unsafe { cx(ctx) } {
+        Some(ctx) => ctx.alloc(v),
+        None => std::ptr::null(),
+    }
+}
+
+/// Stores a copy of `src` into the document field `dst`.
+///
+/// # Safety
+/// `dst` must point into the current document's heap and `src` be a valid value pointer.
+pub unsafe extern "C" fn dm_assign(dst: *mut Value, src: *const Value) {
+    // SAFETY: the clone is taken before the write, so `src == dst` is fine.
+    let v = unsafe { val(src) }.clone();
+    // SAFETY: `dst` is a live heap slot of the document being updated.
+    if let Some(d) = unsafe { dst.as_mut() } {
+        *d = v;
+    }
+}
+
+/// `==` on two values, as the interpreter computes it (floats with IEEE equality).
+///
+/// # Safety
+/// `a` and `b` must be valid value pointers.
+pub unsafe extern "C" fn dm_value_eq(a: *const Value, b: *const Value) -> i8 {
+    // SAFETY: generated code passes live value pointers.
+    let (a, b) = unsafe { (val(a), val(b)) };
+    i8::from(match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x == y,
+        _ => a == b,
+    })
+}
+
+/// The order of two values: -1, 0 or 1 (as `Value`'s total order).
+///
+/// # Safety
+/// `a` and `b` must be valid value pointers.
+pub unsafe extern "C" fn dm_value_cmp(a: *const Value, b: *const Value) -> i32 {
+    // SAFETY: generated code passes live value pointers.
+    let (a, b) = unsafe { (val(a), val(b)) };
+    a.cmp(b) as i32
+}
+
+fn as_str(v: &Value) -> &str {
+    match v {
+        Value::Str(s) => s,
+        _ => "",
+    }
+}
+
+fn as_int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) | Value::Timestamp(i) | Value::Duration(i) => *i,
+        _ => 0,
+    }
+}
+
+fn as_float(v: &Value) -> f64 {
+    match v {
+        Value::Float(f) => *f,
+        _ => 0.0,
+    }
+}
+
+/// String `+`: `string::concat`, as the interpreter.
+///
+/// # Safety
+/// `ctx` must be the fold's context; `a` and `b` valid value pointers.
+pub unsafe extern "C" fn dm_concat(ctx: *mut Ctx, a: *const Value, b: *const Value) -> *const Value {
+    // SAFETY: generated code passes live value pointers.
+    let (a, b) = unsafe { (val(a), val(b)) };
+    let s = Value::Str(Arc::from(string::concat(&[as_str(a), as_str(b)])));
+    // SAFETY: generated code passes the context it was given.
+    match unsafe { cx(ctx) } {
+        Some(ctx) => ctx.alloc(s),
+        None => std::ptr::null(),
+    }
+}
+
+/// Every builtin, indexed by the number generated code passes to [`dm_call`].
+pub const BUILTINS: [Builtin; 46] = [
+    Builtin::Lower,
+    Builtin::Upper,
+    Builtin::Trim,
+    Builtin::Len,
+    Builtin::Contains,
+    Builtin::StartsWith,
+    Builtin::EndsWith,
+    Builtin::Concat,
+    Builtin::Substring,
+    Builtin::Replace,
+    Builtin::Split,
+    Builtin::ToString,
+    Builtin::ParseInt,
+    Builtin::ParseFloat,
+    Builtin::Abs,
+    Builtin::Min,
+    Builtin::Max,
+    Builtin::Round,
+    Builtin::Floor,
+    Builtin::Ceil,
+    Builtin::ToInt,
+    Builtin::ToFloat,
+    Builtin::Pow,
+    Builtin::Sqrt,
+    Builtin::Day,
+    Builtin::Month,
+    Builtin::Year,
+    Builtin::Hour,
+    Builtin::Minute,
+    Builtin::DayOfMonth,
+    Builtin::Weekday,
+    Builtin::StartOfDay,
+    Builtin::Days,
+    Builtin::Hours,
+    Builtin::Minutes,
+    Builtin::Seconds,
+    Builtin::Millis,
+    Builtin::ParseTime,
+    Builtin::ParseDuration,
+    Builtin::First,
+    Builtin::Last,
+    Builtin::Get,
+    Builtin::Sum,
+    Builtin::Keys,
+    Builtin::Values,
+    Builtin::IsSome,
+];
+
+/// The index of a builtin in [`BUILTINS`].
+pub fn builtin_index(f: Builtin) -> u32 {
+    BUILTINS
+        .iter()
+        .position(|b| *b == f)
+        .and_then(|i| u32::try_from(i).ok())
+        .unwrap_or(0)
+}
+
+fn strings(list: Vec<String>) -> Value {
+    Value::List(list.into_iter().map(Value::str).collect())
+}
+
+/// Calls a standard-library function on values: the same functions, with the same
+/// argument conversions, as the interpreter's `call`.
+fn call(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Value, std_::Trap> {
+    let a = args.first().copied().unwrap_or(&Value::None);
+    let b = args.get(1).copied().unwrap_or(&Value::None);
+    let c = args.get(2).copied().unwrap_or(&Value::None);
+    Ok(match f {
+        Builtin::Lower => Value::str(string::lower(as_str(a))),
+        Builtin::Upper => Value::str(string::upper(as_str(a))),
+        Builtin::Trim => Value::str(string::trim(as_str(a))),
+        Builtin::Len => Value::Int(collections::len(a)),
+        Builtin::Contains => Value::Bool(collections::contains(a, b)),
+        Builtin::StartsWith => Value::Bool(string::starts_with(as_str(a), as_str(b))),
+        Builtin::EndsWith => Value::Bool(string::ends_with(as_str(a), as_str(b))),
+        Builtin::Concat => {
+            let parts: Vec<&str> = args.iter().map(|v| as_str(v)).collect();
+            Value::str(string::concat(&parts))
+        }
+        Builtin::Substring => Value::str(string::substring(as_str(a), as_int(b), as_int(c))?),
+        Builtin::Replace => Value::str(string::replace(as_str(a), as_str(b), as_str(c))),
+        Builtin::Split => strings(string::split(as_str(a), as_str(b))?),
+        Builtin::ToString => Value::str(string::to_string(a)),
+        Builtin::ParseInt => Value::Int(string::parse_int(as_str(a))?),
+        Builtin::ParseFloat => Value::Float(string::parse_float(as_str(a))?),
+        Builtin::Abs => match a {
+            Value::Int(i) => Value::Int(math::abs_int(*i)?),
+            Value::Float(x) => Value::Float(math::abs_float(*x)),
+            Value::Duration(d) => Value::Duration(math::abs_int(*d)?),
+            other => other.clone(),
+        },
+        Builtin::Min | Builtin::Max => min_max(f, a, b),
+        Builtin::Round => Value::Int(math::round(as_float(a))?),
+        Builtin::Floor => Value::Int(math::floor(as_float(a))?),
+        Builtin::Ceil => Value::Int(math::ceil(as_float(a))?),
+        Builtin::ToInt => Value::Int(math::to_int(as_float(a))?),
+        Builtin::ToFloat => Value::Float(math::to_float(as_int(a))),
+        Builtin::Pow => Value::Int(math::pow_int(as_int(a), as_int(b))?),
+        Builtin::Sqrt => Value::Float(math::sqrt(as_float(a))?),
+        Builtin::Day => Value::str(time::day(as_int(a))),
+        Builtin::Month => Value::str(time::month(as_int(a))),
+        Builtin::Year => Value::Int(time::year(as_int(a))),
+        Builtin::Hour => Value::Int(time::hour(as_int(a))),
+        Builtin::Minute => Value::Int(time::minute(as_int(a))),
+        Builtin::DayOfMonth => Value::Int(time::day_of_month(as_int(a))),
+        Builtin::Weekday => Value::Int(time::weekday(as_int(a))),
+        Builtin::StartOfDay => Value::Timestamp(time::start_of_day(as_int(a))),
+        Builtin::Days => Value::Duration(time::days(as_int(a))?),
+        Builtin::Hours => Value::Duration(time::hours(as_int(a))?),
+        Builtin::Minutes => Value::Duration(time::minutes(as_int(a))?),
+        Builtin::Seconds => Value::Duration(time::seconds(as_int(a))?),
+        Builtin::Millis => Value::Duration(time::millis(as_int(a))?),
+        Builtin::ParseTime => Value::Timestamp(time::parse_rfc3339(as_str(a))?),
+        Builtin::ParseDuration => Value::Duration(time::parse_duration(as_str(a))?),
+        Builtin::First => match a {
+            Value::List(l) => collections::first(l),
+            _ => Value::None,
+        },
+        Builtin::Last => match a {
+            Value::List(l) => collections::last(l),
+            _ => Value::None,
+        },
+        Builtin::Get => match a {
+            Value::List(l) => collections::get(l, as_int(b))?,
+            _ => Value::None,
+        },
+        Builtin::Sum => match a {
+            Value::List(l) if ret_float => Value::Float(collections::sum_float(l)?),
+            Value::List(l) => Value::Int(collections::sum_int(l)?),
+            _ => Value::Int(0),
+        },
+        Builtin::Keys => match a {
+            Value::Map(m) => Value::List(collections::keys(m)),
+            _ => Value::List(Vec::new()),
+        },
+        Builtin::Values => match a {
+            Value::Map(m) => Value::List(collections::values(m)),
+            _ => Value::List(Vec::new()),
+        },
+        Builtin::IsSome => Value::Bool(!matches!(a, Value::None)),
+    })
+}
+
+fn min_max(f: Builtin, a: &Value, b: &Value) -> Value {
+    if let (Value::Float(x), Value::Float(y)) = (a, b) {
+        return Value::Float(if f == Builtin::Min {
+            math::min_float(*x, *y)
+        } else {
+            math::max_float(*x, *y)
+        });
+    }
+    if (a <= b) == (f == Builtin::Min) {
+        a.clone()
+    } else {
+        b.clone()
+    }
+}
+
+/// Calls builtin number `f` on `n` value pointers at `args`; the result is in the
+/// arena. On a trap, records it and returns the none value.
+///
+/// # Safety
+/// `ctx` must be the fold's context; `args` must point to `n` valid value pointers.
+pub unsafe extern "C" fn dm_call(
+    ctx: *mut Ctx,
+    f: u32,
+    args: *const *const Value,
+    n: u32,
+    ret_float: i8,
+    span: u32,
+) -> *const Value {
+    let count = usize::try_from(n).unwrap_or(0);
+    let pointers: &[*const Value] = if args.is_null() || count == 0 {
+        &[]
+    } else {
+        // SAFETY: generated code stores `n` pointers in a stack slot at `args`.
+        unsafe { std::slice::from_raw_parts(args, count) }
+    };
+    // SAFETY: every stored pointer is a live value pointer.
+    let values: Vec<&Value> = pointers.iter().map(|p| unsafe { val(*p) }).collect();
+    let builtin = BUILTINS
+        .get(usize::try_from(f).unwrap_or(usize::MAX))
+        .copied()
+        .unwrap_or(Builtin::IsSome);
+    let result = call(builtin, &values, ret_float != 0);
+    // SAFETY: generated code passes the context it was given.
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    match result {
+        Ok(v) => ctx.alloc(v),
+        Err(kind) => {
+            ctx.record(kind, span);
+            ctx.none
+        }
+    }
+}
+
+/// `base[index]`: a map lookup (none when absent) or a checked list index.
+///
+/// # Safety
+/// `ctx` must be the fold's context; `base` and `index` valid value pointers.
+pub unsafe extern "C" fn dm_index(
+    ctx: *mut Ctx,
+    base: *const Value,
+    index: *const Value,
+    span: u32,
+) -> *const Value {
+    // SAFETY: generated code passes live value pointers.
+    let (base, index) = unsafe { (val(base), val(index)) };
+    let result = match (base, index) {
+        (Value::Map(m), k) => Ok(m.get(k).cloned().unwrap_or(Value::None)),
+        (Value::List(l), Value::Int(i)) => collections::get(l, *i),
+        _ => Ok(Value::None),
+    };
+    // SAFETY: generated code passes the context it was given.
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    match result {
+        Ok(v) => ctx.alloc(v),
+        Err(kind) => {
+            ctx.record(kind, span);
+            ctx.none
+        }
+    }
+}
+
+/// A fresh empty list in the arena, for a list literal.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_list_new(ctx: *mut Ctx) -> *mut Value {
+    // SAFETY: generated code passes the context it was given.
+    match unsafe { cx(ctx) } {
+        Some(ctx) => ctx.alloc(Value::List(Vec::new())).cast_mut(),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// Appends a copy of `item` to a list literal under construction.
+///
+/// # Safety
+/// `list` must come from [`dm_list_new`] in this call; `item` a valid value pointer.
+pub unsafe extern "C" fn dm_list_push(list: *mut Value, item: *const Value) {
+    // SAFETY: generated code passes live value pointers.
+    let item = unsafe { val(item) }.clone();
+    // SAFETY: the list is an arena value only this literal refers to so far.
+    if let Some(Value::List(l)) = unsafe { list.as_mut() } {
+        l.push(item);
+    }
+}
+
+/// `map[key] = value` on a document field.
+///
+/// # Safety
+/// `map` must point into the current document's heap; `key`, `value` valid pointers.
+pub unsafe extern "C" fn dm_map_set(map: *mut Value, key: *const Value, value: *const Value) {
+    // SAFETY: generated code passes live value pointers; both are cloned before the write.
+    let (k, v) = unsafe { (val(key).clone(), val(value).clone()) };
+    // SAFETY: `map` is a live heap slot of the document being updated.
+    if let Some(Value::Map(m)) = unsafe { map.as_mut() } {
+        m.insert(k, v);
+    }
+}
+
+/// The entry of a map field, or `zero` when absent (for compound assignment).
+///
+/// # Safety
+/// `ctx` must be the fold's context; the other pointers valid value pointers.
+pub unsafe extern "C" fn dm_map_get_or(
+    ctx: *mut Ctx,
+    map: *const Value,
+    key: *const Value,
+    zero: *const Value,
+) -> *const Value {
+    // SAFETY: generated code passes live value pointers.
+    let (map, key, zero) = unsafe { (val(map), val(key), val(zero)) };
+    let v = match map {
+        Value::Map(m) => m.get(key).cloned().unwrap_or_else(|| zero.clone()),
+        _ => zero.clone(),
+    };
+    // SAFETY: generated code passes the context it was given.
+    match unsafe { cx(ctx) } {
+        Some(ctx) => ctx.alloc(v),
+        None => std::ptr::null(),
+    }
+}
+
+/// Mutation codes for [`dm_mutate`].
+pub mod mutation {
+    /// `insert`.
+    pub const INSERT: u32 = 0;
+    /// `push`.
+    pub const PUSH: u32 = 1;
+    /// `remove`.
+    pub const REMOVE: u32 = 2;
+    /// `clear`.
+    pub const CLEAR: u32 = 3;
+}
+
+/// An in-place collection update of a document field, as the interpreter does it.
+///
+/// # Safety
+/// `target` must point into the current document's heap; `arg` null or a valid pointer.
+pub unsafe extern "C" fn dm_mutate(op: u32, target: *mut Value, arg: *const Value) {
+    let arg = if arg.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null argument is a live value pointer.
+        Some(unsafe { val(arg) }.clone())
+    };
+    // SAFETY: `target` is a live heap slot of the document being updated.
+    let Some(target) = (unsafe { target.as_mut() }) else {
+        return;
+    };
+    match (op, target, arg) {
+        (mutation::INSERT, Value::Set(set), Some(v)) => collections::insert(set, v),
+        (mutation::PUSH, Value::List(list), Some(v)) => collections::push(list, v),
+        (mutation::REMOVE, target, Some(v)) => collections::remove(target, &v),
+        (mutation::CLEAR, Value::Set(s), _) => s.clear(),
+        (mutation::CLEAR, Value::List(l), _) => l.clear(),
+        (mutation::CLEAR, Value::Map(m), _) => m.clear(),
+        _ => {}
+    }
+}
+
+/// Starts building an emitted row.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_emit_begin(ctx: *mut Ctx) {
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.emit_row.clear();
+    }
+}
+
+/// Adds the next field of an emitted row.
+///
+/// # Safety
+/// `ctx` must be the fold's context; `v` a valid value pointer.
+pub unsafe extern "C" fn dm_emit_push(ctx: *mut Ctx, v: *const Value) {
+    // SAFETY: generated code passes live value pointers.
+    let v = unsafe { val(v) }.clone();
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.emit_row.push(v);
+    }
+}
+
+/// Finishes an emitted row of local event `event`.
+///
+/// # Safety
+/// `ctx` must be the fold's context.
+pub unsafe extern "C" fn dm_emit_end(ctx: *mut Ctx, event: u32) {
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        let row = std::mem::take(&mut ctx.emit_row);
+        ctx.emitted
+            .push((usize::try_from(event).unwrap_or(usize::MAX), row));
+    }
+}
+
+/// Argument and return types of a helper, as Cranelift sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// A pointer or i64.
+    I64,
+    /// i32 / u32.
+    I32,
+    /// i8 (bools, flags).
+    I8,
+    /// f64.
+    F64,
+}
+
+/// A helper: its symbol, address, parameters and optional result.
+#[derive(Debug, Clone, Copy)]
+pub struct Shim {
+    /// Symbol name.
+    pub name: &'static str,
+    /// Address.
+    pub addr: *const u8,
+    /// Parameter types.
+    pub params: &'static [Arg],
+    /// Result type.
+    pub ret: Option<Arg>,
+}
+
+macro_rules! shim {
+    ($f:ident, [$($p:ident),*], $r:expr) => {
+        Shim { name: stringify!($f), addr: $f as *const u8, params: &[$(Arg::$p),*], ret: $r }
+    };
+}
+
+/// Every helper generated code may call.
+pub fn shims() -> Vec<Shim> {
+    use Arg::{F64, I8, I32, I64};
+    vec![
+        shim!(dm_trap_int, [I64, I32, I64, I64, I32], None),
+        shim!(dm_trap_float, [I64, I32, F64, F64, I32], None),
+        shim!(dm_rem_float, [I64, F64, F64, I32], Some(F64)),
+        shim!(dm_box_int, [I64, I64, I8, I64], Some(I64)),
+        shim!(dm_box_float, [I64, I8, F64], Some(I64)),
+        shim!(dm_box_bool, [I64, I8, I8], Some(I64)),
+        shim!(dm_as_int, [I64], Some(I64)),
+        shim!(dm_as_float, [I64], Some(F64)),
+        shim!(dm_as_bool, [I64], Some(I8)),
+        shim!(dm_is_some, [I64], Some(I8)),
+        shim!(dm_clone, [I64, I64], Some(I64)),
+        shim!(dm_assign, [I64, I64], None),
+        shim!(dm_value_eq, [I64, I64], Some(I8)),
+        shim!(dm_value_cmp, [I64, I64], Some(I32)),
+        shim!(dm_concat, [I64, I64, I64], Some(I64)),
+        shim!(dm_call, [I64, I32, I64, I32, I8, I32], Some(I64)),
+        shim!(dm_index, [I64, I64, I64, I32], Some(I64)),
+        shim!(dm_list_new, [I64], Some(I64)),
+        shim!(dm_list_push, [I64, I64], None),
+        shim!(dm_map_set, [I64, I64, I64], None),
+        shim!(dm_map_get_or, [I64, I64, I64, I64], Some(I64)),
+        shim!(dm_mutate, [I32, I64, I64], None),
+        shim!(dm_emit_begin, [I64], None),
+        shim!(dm_emit_push, [I64, I64], None),
+        shim!(dm_emit_end, [I64, I32], None),
+    ]
+}

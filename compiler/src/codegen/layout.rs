@@ -1,0 +1,256 @@
+//! Fixed layouts: where each field of an event row and of a projection document lives.
+//!
+//! A row or a document is an array of 8-byte words. Scalars live inline (`int`,
+//! `timestamp` and `duration` as i64, `float` as its bits, `bool` as 0 or 1); an optional
+//! scalar takes two words, a presence flag then the payload. Strings, collections and
+//! optional strings are handles: in a row, the word holds a pointer to the decoded
+//! [`Value`] (owned by the caller's row for the duration of the event); in a document,
+//! the field lives in the document's `heap` array, which only helper calls touch.
+//!
+//! Invariant: a layout is computed once from the IR and never changes, so generated code
+//! and the Rust side agree on every offset; converting a row or document to words and
+//! back yields the same values.
+
+use datamesh_stdlib::Value;
+
+use super::CodegenError;
+use crate::ir::{Field, Type};
+
+/// How a value of a static type is represented in generated code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repr {
+    /// `int`, `timestamp`, `duration`: one i64.
+    Int,
+    /// `float`: one f64.
+    Float,
+    /// `bool`: one i8 holding 0 or 1.
+    Bool,
+    /// A pointer to a [`Value`]: strings, collections, optional strings, `none`.
+    Ref,
+    /// `int?` and friends: a presence flag (i8) and an i64 payload.
+    OptInt,
+    /// `float?`: a presence flag and an f64 payload.
+    OptFloat,
+    /// `bool?`: a presence flag and an i8 payload.
+    OptBool,
+}
+
+impl Repr {
+    /// The representation of a static type, or `Unsupported` for types no handler can
+    /// hold at run time (documents, nested optionals).
+    pub fn of(ty: &Type) -> Result<Repr, CodegenError> {
+        Ok(match ty {
+            Type::Int | Type::Timestamp | Type::Duration => Repr::Int,
+            Type::Float => Repr::Float,
+            Type::Bool => Repr::Bool,
+            Type::String | Type::List(_) | Type::Set(_) | Type::Map(..) | Type::None => Repr::Ref,
+            Type::Optional(inner) => match Repr::of(inner)? {
+                Repr::Int => Repr::OptInt,
+                Repr::Float => Repr::OptFloat,
+                Repr::Bool => Repr::OptBool,
+                Repr::Ref if **inner != Type::None => Repr::Ref,
+                _ => return Err(CodegenError::Unsupported(format!("the type `{ty}`"))),
+            },
+            Type::Doc(_) | Type::Error => {
+                return Err(CodegenError::Unsupported(format!("the type `{ty}`")));
+            }
+        })
+    }
+
+    /// Whether the representation takes two words (flag and payload).
+    pub fn is_optional_scalar(self) -> bool {
+        matches!(self, Repr::OptInt | Repr::OptFloat | Repr::OptBool)
+    }
+
+    /// Words a field of this representation takes inline.
+    fn words(self) -> usize {
+        if self.is_optional_scalar() { 2 } else { 1 }
+    }
+}
+
+/// The tag telling helpers which integer-like type an i64 is.
+pub fn int_tag(ty: &Type) -> i64 {
+    match ty.unwrap_optional() {
+        Type::Timestamp => 1,
+        Type::Duration => 2,
+        _ => 0,
+    }
+}
+
+/// Where one field lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Inline at a byte offset (for a `Ref` in a row: the pointer to the value).
+    Inline {
+        /// Byte offset of the first word.
+        offset: i32,
+        /// Representation.
+        repr: Repr,
+    },
+    /// In a document's heap array, at this index.
+    Heap {
+        /// Index in the heap array.
+        index: usize,
+    },
+}
+
+/// The layout of a row (event payload) or a document (projection state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// One slot per field, in field order.
+    pub slots: Vec<Slot>,
+    /// Field types, in field order.
+    pub types: Vec<Type>,
+    /// Number of inline words.
+    pub words: usize,
+    /// Number of heap values (always 0 for rows).
+    pub heap: usize,
+}
+
+impl Layout {
+    /// The layout of an event row: handles are pointers into the caller's row.
+    pub fn row(fields: &[Field]) -> Result<Layout, CodegenError> {
+        Layout::build(fields, false)
+    }
+
+    /// The layout of a document: handles live in the document's heap array.
+    pub fn doc(fields: &[Field]) -> Result<Layout, CodegenError> {
+        Layout::build(fields, true)
+    }
+
+    fn build(fields: &[Field], heap_handles: bool) -> Result<Layout, CodegenError> {
+        let mut layout = Layout {
+            slots: Vec::with_capacity(fields.len()),
+            types: Vec::with_capacity(fields.len()),
+            words: 0,
+            heap: 0,
+        };
+        for field in fields {
+            let repr = Repr::of(&field.ty)?;
+            let slot = if repr == Repr::Ref && heap_handles {
+                layout.heap += 1;
+                Slot::Heap {
+                    index: layout.heap - 1,
+                }
+            } else {
+                let offset = i32::try_from(layout.words * 8)
+                    .map_err(|_| CodegenError::Unsupported("a row of this size".into()))?;
+                layout.words += repr.words();
+                Slot::Inline { offset, repr }
+            };
+            layout.slots.push(slot);
+            layout.types.push(field.ty.clone());
+        }
+        Ok(layout)
+    }
+
+    /// Encodes a row into words; handle fields point into `row`, which must outlive
+    /// every use of the words.
+    pub fn encode_row(&self, row: &[Value], words: &mut Vec<u64>) {
+        words.clear();
+        words.resize(self.words, 0);
+        for ((slot, ty), value) in self.slots.iter().zip(&self.types).zip(row) {
+            if let Slot::Inline { offset, repr } = slot {
+                write_inline(words, *offset, *repr, ty, value);
+            }
+        }
+    }
+
+    /// Builds a document from values in field order.
+    pub fn encode_doc(&self, values: &[Value]) -> Doc {
+        let mut words = vec![0; self.words];
+        let mut heap = Vec::with_capacity(self.heap);
+        for ((slot, ty), value) in self.slots.iter().zip(&self.types).zip(values) {
+            match slot {
+                Slot::Inline { offset, repr } => write_inline(&mut words, *offset, *repr, ty, value),
+                Slot::Heap { .. } => heap.push(value.clone()),
+            }
+        }
+        Doc {
+            slots: words.into_boxed_slice(),
+            heap: heap.into_boxed_slice(),
+        }
+    }
+
+    /// Reads a document back into values in field order.
+    pub fn decode_doc(&self, doc: &Doc) -> Vec<Value> {
+        self.slots
+            .iter()
+            .zip(&self.types)
+            .map(|(slot, ty)| match slot {
+                Slot::Inline { offset, repr } => read_inline(&doc.slots, *offset, *repr, ty),
+                Slot::Heap { index } => doc.heap.get(*index).cloned().unwrap_or(Value::None),
+            })
+            .collect()
+    }
+}
+
+/// A projection document in its fixed layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    /// Inline words.
+    pub slots: Box<[u64]>,
+    /// Handle fields (strings, collections), in heap-index order.
+    pub heap: Box<[Value]>,
+}
+
+fn word_index(offset: i32) -> usize {
+    usize::try_from(offset).unwrap_or(0) / 8
+}
+
+fn scalar_word(value: &Value) -> u64 {
+    match value {
+        Value::Int(i) | Value::Timestamp(i) | Value::Duration(i) => *i as u64,
+        Value::Float(f) => f.to_bits(),
+        Value::Bool(b) => u64::from(*b),
+        _ => 0,
+    }
+}
+
+fn write_inline(words: &mut [u64], offset: i32, repr: Repr, _ty: &Type, value: &Value) {
+    let at = word_index(offset);
+    let word = match repr {
+        Repr::Ref => std::ptr::from_ref(value) as u64,
+        Repr::OptInt | Repr::OptFloat | Repr::OptBool => {
+            let present = !matches!(value, Value::None);
+            if let Some(flag) = words.get_mut(at) {
+                *flag = u64::from(present);
+            }
+            if let Some(payload) = words.get_mut(at + 1) {
+                *payload = scalar_word(value);
+            }
+            return;
+        }
+        _ => scalar_word(value),
+    };
+    if let Some(slot) = words.get_mut(at) {
+        *slot = word;
+    }
+}
+
+/// Builds the value of a scalar type from its word.
+pub fn scalar_value(ty: &Type, word: u64) -> Value {
+    match ty {
+        Type::Int => Value::Int(word as i64),
+        Type::Timestamp => Value::Timestamp(word as i64),
+        Type::Duration => Value::Duration(word as i64),
+        Type::Float => Value::Float(f64::from_bits(word)),
+        Type::Bool => Value::Bool(word & 0xff != 0),
+        _ => Value::None,
+    }
+}
+
+fn read_inline(words: &[u64], offset: i32, repr: Repr, ty: &Type) -> Value {
+    let at = word_index(offset);
+    let word = |i: usize| words.get(i).copied().unwrap_or(0);
+    match repr {
+        Repr::OptInt | Repr::OptFloat | Repr::OptBool => {
+            if word(at) & 0xff == 0 {
+                Value::None
+            } else {
+                scalar_value(ty.unwrap_optional(), word(at + 1))
+            }
+        }
+        _ => scalar_value(ty, word(at)),
+    }
+}
