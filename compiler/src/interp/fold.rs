@@ -64,7 +64,7 @@ pub struct Fold<'p> {
 }
 
 /// Documents touched by one event in one projection: `None` marks a deleted document.
-type Overlay = BTreeMap<Vec<Value>, Option<Vec<Value>>>;
+pub type Overlay = BTreeMap<Vec<Value>, Option<Vec<Value>>>;
 
 impl<'p> Fold<'p> {
     /// Starts with empty projections.
@@ -213,11 +213,7 @@ fn apply_to_projection(
     row: &[Value],
     meta: &Meta,
 ) -> Result<(), (Trap, Span)> {
-    let mut overlay: Overlay = BTreeMap::new();
-    for handler in projection.handlers.iter().filter(|h| h.event == event) {
-        run_handler(projection, handler, state, &mut overlay, row, meta)
-            .map_err(|t| (t, handler.span))?;
-    }
+    let overlay = apply_event(projection, event, row, meta, &mut |key| state.docs.get(key).cloned())?;
     for (key, doc) in overlay {
         match doc {
             Some(doc) => {
@@ -231,10 +227,31 @@ fn apply_to_projection(
     Ok(())
 }
 
+/// Applies one event to one projection whose documents live elsewhere (a store):
+/// `load` fetches a document by key. Returns every touched document (`None` when it
+/// was deleted), to be committed together; on a trap, nothing is to be committed and
+/// the error carries the trap and the span of the handler that raised it.
+///
+/// # Errors
+/// The trap and the handler's span.
+pub fn apply_event(
+    projection: &Projection,
+    event: EventId,
+    row: &[Value],
+    meta: &Meta,
+    load: &mut dyn FnMut(&[Value]) -> Option<Vec<Value>>,
+) -> Result<Overlay, (Trap, Span)> {
+    let mut overlay: Overlay = BTreeMap::new();
+    for handler in projection.handlers.iter().filter(|h| h.event == event) {
+        run_handler(projection, handler, load, &mut overlay, row, meta).map_err(|t| (t, handler.span))?;
+    }
+    Ok(overlay)
+}
+
 fn run_handler(
     projection: &Projection,
     handler: &Handler,
-    state: &ProjectionState,
+    load: &mut dyn FnMut(&[Value]) -> Option<Vec<Value>>,
     overlay: &mut Overlay,
     row: &[Value],
     meta: &Meta,
@@ -252,7 +269,7 @@ fn run_handler(
         .collect::<Result<Vec<_>, _>>()?;
     let current = match overlay.get(&key) {
         Some(doc) => doc.clone(),
-        None => state.docs.get(&key).cloned(),
+        None => load(&key),
     };
     let mut doc = current.unwrap_or_else(|| default_doc(projection));
     if let Some(guard) = &handler.guard

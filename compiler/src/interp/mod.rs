@@ -10,7 +10,7 @@ mod fold;
 mod tests;
 
 pub use eval::eval_const;
-pub use fold::{Fault, Fold, Meta, ProjectionState, default_doc};
+pub use fold::{Fault, Fold, Meta, Overlay, ProjectionState, apply_event, default_doc};
 pub use tests::{TestFailure, TestResult, run_tests};
 
 use crate::ast::Span;
