@@ -8,6 +8,7 @@
 pub mod ast;
 pub mod check;
 pub mod codec;
+pub mod codegen;
 pub mod depth;
 pub mod diag;
 pub mod engine;

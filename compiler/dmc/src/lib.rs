@@ -4,6 +4,7 @@
 //! be read. Diagnostics go to the error writer, results (JSON, test reports) to the output
 //! writer.
 
+mod bench;
 mod events;
 mod render;
 
@@ -11,10 +12,13 @@ use std::io::Write;
 use std::path::Path;
 
 use datamesh_compiler::check::{Checked, check_source};
+use datamesh_compiler::codegen::JitFold;
 use datamesh_compiler::diag::Diagnostic;
+use datamesh_compiler::engine::FoldEngine;
 use datamesh_compiler::interp::{Fault, Fold, run_tests};
 use datamesh_compiler::ir::Program;
 
+pub use bench::bench;
 pub use events::{EventLine, RunOptions, parse_event_line};
 pub use render::{Style, render};
 
@@ -25,6 +29,36 @@ pub enum Stage {
     Ast,
     /// The typed IR.
     Ir,
+    /// The Cranelift IR of every compiled handler.
+    Clif,
+}
+
+/// Which engine folds events in `dmc run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The Cranelift JIT (the default); falls back to the interpreter, with a warning,
+    /// for a program it cannot compile.
+    #[default]
+    Jit,
+    /// The reference interpreter.
+    Interp,
+}
+
+/// Builds the fold engine `dmc run` uses.
+fn make_engine<'p>(
+    program: &'p Program,
+    engine: Engine,
+    err: &mut dyn Write,
+) -> Box<dyn FoldEngine + 'p> {
+    if engine == Engine::Jit {
+        match JitFold::new(program) {
+            Ok(jit) => return Box::new(jit),
+            Err(e) => {
+                let _ = writeln!(err, "warning: {e}; using the interpreter");
+            }
+        }
+    }
+    Box::new(Fold::new(program))
 }
 
 /// A program read from disk and checked.
@@ -133,6 +167,19 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
+    run_with_engine(file, events_path, options, Engine::Jit, style, out, err)
+}
+
+/// `dmc run --engine ...`: as [`run`], folding with the chosen engine.
+pub fn run_with_engine(
+    file: &Path,
+    events_path: &Path,
+    options: RunOptions,
+    engine: Engine,
+    style: Style,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let (loaded, program) = match load_program(file, style, err) {
         Ok(p) => p,
         Err(code) => return code,
@@ -159,7 +206,7 @@ pub fn run(
             }
         }
     }
-    let mut fold = Fold::new(&program);
+    let mut fold = make_engine(&program, engine, err);
     let mut faults: Vec<(Fault, bool)> = Vec::new();
     for event in lines {
         match event {
@@ -192,7 +239,7 @@ pub fn run(
         .map(|(f, import)| fault_diagnostic(&program, f, *import))
         .collect();
     report(&loaded, &diagnostics, style, err);
-    let json = datamesh_compiler::codec::documents_json(&program, &fold.projections);
+    let json = datamesh_compiler::codec::documents_json(&program, &fold.snapshot());
     let _ = writeln!(
         out,
         "{}",
@@ -315,6 +362,21 @@ pub fn explain(
             let _ = writeln!(out, "{ast:#?}");
             u8::from(!diagnostics.is_empty())
         }
+        Stage::Clif => match load_program(file, style, err) {
+            Ok((_, program)) => match datamesh_compiler::codegen::clif(&program) {
+                Ok(functions) => {
+                    for (label, text) in functions {
+                        let _ = writeln!(out, "; {label}\n{text}");
+                    }
+                    0
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    1
+                }
+            },
+            Err(code) => code,
+        },
         Stage::Ir => match load_program(file, style, err) {
             Ok((_, program)) => {
                 let _ = writeln!(out, "{program:#?}");

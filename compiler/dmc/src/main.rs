@@ -35,6 +35,10 @@ enum Command {
         /// Skip events of types the program does not declare instead of failing.
         #[arg(long)]
         allow_unknown: bool,
+        /// The fold engine: `jit` (Cranelift, the default) or `interp` (the reference
+        /// interpreter).
+        #[arg(long, value_enum, default_value = "jit")]
+        engine: EngineArg,
     },
     /// Run the `test` blocks of programs.
     Test {
@@ -53,7 +57,27 @@ enum Command {
         /// The typed IR.
         #[arg(long, group = "stage")]
         ir: bool,
+        /// The Cranelift IR of every compiled handler.
+        #[arg(long, group = "stage")]
+        clif: bool,
     },
+    /// Fold synthetic events with the JIT and the interpreter and print events/s.
+    Bench {
+        /// The `.dmp` program.
+        file: PathBuf,
+        /// How many events to synthesise.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+}
+
+/// `--engine` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    /// The Cranelift JIT.
+    Jit,
+    /// The reference interpreter.
+    Interp,
 }
 
 fn main() -> ExitCode {
@@ -67,16 +91,33 @@ fn main() -> ExitCode {
             file,
             events,
             allow_unknown,
+            engine,
         } => {
             let options = dmc::RunOptions { allow_unknown };
-            dmc::run(&file, &events, options, style, &mut out, &mut err)
+            let engine = match engine {
+                EngineArg::Jit => dmc::Engine::Jit,
+                EngineArg::Interp => dmc::Engine::Interp,
+            };
+            dmc::run_with_engine(&file, &events, options, engine, style, &mut out, &mut err)
         }
         Command::Test { files } => dmc::test(&files, style, &mut out, &mut err),
-        Command::Explain { file, ast, ir } => {
-            let stage = if ast { dmc::Stage::Ast } else { dmc::Stage::Ir };
+        Command::Explain {
+            file,
+            ast,
+            ir,
+            clif,
+        } => {
+            let stage = if ast {
+                dmc::Stage::Ast
+            } else if clif {
+                dmc::Stage::Clif
+            } else {
+                dmc::Stage::Ir
+            };
             let _ = ir;
             dmc::explain(&file, stage, style, &mut out, &mut err)
         }
+        Command::Bench { file, events } => dmc::bench(&file, events, style, &mut out, &mut err),
     };
     ExitCode::from(code)
 }

@@ -180,3 +180,57 @@ fn explain_prints_each_stage() {
     let none = dmc(&["explain", "examples/bank/bank.dmp"]);
     assert_eq!(none.status.code(), Some(2), "a stage must be chosen");
 }
+
+#[test]
+fn run_gives_the_same_documents_with_both_engines() {
+    let args = |engine: &'static str| {
+        [
+            "run",
+            "examples/bank/bank.dmp",
+            "--events",
+            "examples/bank/events.jsonl",
+            "--engine",
+            engine,
+        ]
+    };
+    let jit = dmc(&args("jit"));
+    let interp = dmc(&args("interp"));
+    assert_eq!(jit.status.code(), Some(0), "{}", text(&jit.stderr));
+    assert_eq!(interp.status.code(), Some(0), "{}", text(&interp.stderr));
+    assert_eq!(text(&jit.stdout), text(&interp.stdout));
+    let bad = dmc(&args("nope"));
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn explain_clif_prints_every_handler() {
+    let out = dmc(&["explain", "examples/bank/bank.dmp", "--clif"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("; projection balances handler 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("; import payments rule 0"), "{stdout}");
+    assert!(
+        stdout.contains("sadd_overflow"),
+        "inline checked arithmetic"
+    );
+    assert!(stdout.contains("function "), "{stdout}");
+}
+
+#[test]
+fn bench_prints_both_engines_and_their_ratio() {
+    let out = dmc(&["bench", "examples/bank/bank.dmp", "--events", "2000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "compile: ",
+        "jit: ",
+        "interp: ",
+        "jit/interp: ",
+        "engines agree: yes",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+}

@@ -44,8 +44,12 @@ pub const META_TYPE: i32 = 24;
 pub const META_ID: i32 = 32;
 
 /// A compiled handler, guard included; also the signature of key functions.
-pub type HandlerFn =
-    unsafe extern "C" fn(doc: *mut u64, row: *const u64, meta: *const MetaAbi, ctx: *mut Ctx) -> u32;
+pub type HandlerFn = unsafe extern "C" fn(
+    doc: *mut u64,
+    row: *const u64,
+    meta: *const MetaAbi,
+    ctx: *mut Ctx,
+) -> u32;
 
 /// The envelope as generated code reads it.
 #[repr(C)]
@@ -191,7 +195,9 @@ fn int_trap(code: i32, a: i64, b: i64) -> std_::Trap {
         int_op::TIMESTAMP => Err(std_::Trap::Overflow("timestamp arithmetic")),
         _ => Err(std_::Trap::Overflow("negation")),
     };
-    result.err().unwrap_or(std_::Trap::Overflow("integer operation"))
+    result
+        .err()
+        .unwrap_or(std_::Trap::Overflow("integer operation"))
 }
 
 /// Records the trap of a failed inline integer operation, computed by the same stdlib
@@ -414,7 +420,11 @@ fn as_float(v: &Value) -> f64 {
 ///
 /// # Safety
 /// `ctx` must be the fold's context; `a` and `b` valid value pointers.
-pub unsafe extern "C" fn dm_concat(ctx: *mut Ctx, a: *const Value, b: *const Value) -> *const Value {
+pub unsafe extern "C" fn dm_concat(
+    ctx: *mut Ctx,
+    a: *const Value,
+    b: *const Value,
+) -> *const Value {
     // SAFETY: generated code passes live value pointers.
     let (a, b) = unsafe { (val(a), val(b)) };
     let s = Value::Str(Arc::from(string::concat(&[as_str(a), as_str(b)])));

@@ -162,7 +162,9 @@ impl Layout {
         let mut heap = Vec::with_capacity(self.heap);
         for ((slot, ty), value) in self.slots.iter().zip(&self.types).zip(values) {
             match slot {
-                Slot::Inline { offset, repr } => write_inline(&mut words, *offset, *repr, ty, value),
+                Slot::Inline { offset, repr } => {
+                    write_inline(&mut words, *offset, *repr, ty, value)
+                }
                 Slot::Heap { .. } => heap.push(value.clone()),
             }
         }

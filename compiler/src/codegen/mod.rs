@@ -1,0 +1,368 @@
+//! The Cranelift code generator: compiles every handler of a checked program to native
+//! code and folds events with it ([`JitFold`]), with exactly the interpreter's results.
+//!
+//! Split by concern: [`layout`] (fixed row and document layouts), [`abi`] (the context,
+//! the envelope and the helpers compiled code calls), [`translate`] (IR to Cranelift IR),
+//! [`fold`] (the engine). Each handler becomes two functions of the same signature
+//! ([`abi::HandlerFn`]): one writing the key components into the context, one running
+//! guard and body against a document.
+//!
+//! Invariant: [`compile`] either returns a program whose every function was defined and
+//! finalized, or a typed [`CodegenError`]; it never panics. The machine code lives as
+//! long as the [`JitProgram`] and is freed when it drops.
+
+pub mod abi;
+pub mod fold;
+pub mod layout;
+pub mod translate;
+
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::UserFuncName;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+
+pub use fold::JitFold;
+
+use abi::HandlerFn;
+use layout::{Doc, Layout, Slot};
+use translate::{Kind, Pool, Shims, Translator};
+
+use crate::ast::Span;
+use crate::ir::{Handler, Place, Program, Stmt, Type};
+
+/// Why a program could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodegenError {
+    /// A construct the code generator does not handle (the interpreter still runs it).
+    #[error("the JIT cannot compile {0} yet")]
+    Unsupported(String),
+    /// Cranelift rejected the generated code or could not map it.
+    #[error("code generation failed: {0}")]
+    Backend(String),
+}
+
+fn backend(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Backend(e.to_string())
+}
+
+/// A compiled handler or import rule.
+#[derive(Debug, Clone)]
+pub struct CompiledHandler {
+    /// The event it handles.
+    pub event: usize,
+    /// Writes the key components (absent when the handler has no key).
+    pub key: Option<HandlerFn>,
+    /// Guard and body.
+    pub body: HandlerFn,
+    /// The handler, for faults.
+    pub span: Span,
+}
+
+/// A compiled projection.
+#[derive(Debug)]
+pub struct CompiledProjection {
+    /// Document layout.
+    pub layout: Layout,
+    /// Handlers in source order.
+    pub handlers: Vec<CompiledHandler>,
+    /// Indices into `handlers`, per local event type.
+    pub by_event: Vec<Vec<usize>>,
+    /// Per local event type: whether some handler may change a handle field.
+    pub writes_heap: Vec<bool>,
+    /// A fresh document.
+    pub default_doc: Doc,
+    /// Key component types.
+    pub key: Vec<Type>,
+}
+
+/// A compiled import block.
+#[derive(Debug)]
+pub struct CompiledImport {
+    /// Row layouts of the peer's events.
+    pub rows: Vec<Layout>,
+    /// Rules in source order.
+    pub rules: Vec<CompiledHandler>,
+}
+
+/// Owns the JIT module and frees its code on drop.
+struct Code(Option<JITModule>);
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Code")
+    }
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        if let Some(module) = self.0.take() {
+            // SAFETY: the function pointers into this module are owned by the same
+            // `JitProgram` (or were never handed out), so no code runs after this.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// A program compiled to native code.
+#[derive(Debug)]
+pub struct JitProgram {
+    /// Row layouts of the local events.
+    pub rows: Vec<Layout>,
+    /// Projections, in program order.
+    pub projections: Vec<CompiledProjection>,
+    /// Import blocks, in program order.
+    pub imports: Vec<CompiledImport>,
+    /// Constants and the span table compiled code refers to.
+    pub pool: Pool,
+    /// The Cranelift IR of every function (only when asked for).
+    pub clif: Vec<(String, String)>,
+    // Declared last so the code is freed after everything else.
+    _code: Code,
+}
+
+/// Compiles every handler and import rule of a program.
+///
+/// # Errors
+/// [`CodegenError::Unsupported`] for a construct the generator does not handle;
+/// [`CodegenError::Backend`] if Cranelift fails.
+pub fn compile(program: &Program) -> Result<JitProgram, CodegenError> {
+    Compiler::new(false)?.run(program)
+}
+
+/// Compiles a program and returns the Cranelift IR of every function, labelled.
+///
+/// # Errors
+/// As [`compile`].
+pub fn clif(program: &Program) -> Result<Vec<(String, String)>, CodegenError> {
+    Ok(Compiler::new(true)?.run(program)?.clif)
+}
+
+struct Compiler {
+    code: Code,
+    shims: Shims,
+    pool: Pool,
+    keep_clif: bool,
+    clif: Vec<(String, String)>,
+    fctx: FunctionBuilderContext,
+    next: u32,
+}
+
+/// Function ids of one handler, resolved to pointers after finalization.
+struct Pending {
+    event: usize,
+    key: Option<FuncId>,
+    body: FuncId,
+    span: Span,
+}
+
+impl Compiler {
+    fn new(keep_clif: bool) -> Result<Compiler, CodegenError> {
+        let mut builder =
+            JITBuilder::with_flags(&[("opt_level", "speed")], default_libcall_names())
+                .map_err(backend)?;
+        for shim in abi::shims() {
+            builder.symbol(shim.name, shim.addr);
+        }
+        let mut module = JITModule::new(builder);
+        let shims = translate::declare_shims(&mut module)?;
+        Ok(Compiler {
+            code: Code(Some(module)),
+            shims,
+            pool: Pool::default(),
+            keep_clif,
+            clif: Vec::new(),
+            fctx: FunctionBuilderContext::new(),
+            next: 0,
+        })
+    }
+
+    fn module(&mut self) -> Result<&mut JITModule, CodegenError> {
+        self.code
+            .0
+            .as_mut()
+            .ok_or_else(|| CodegenError::Backend("the module is gone".into()))
+    }
+
+    fn run(mut self, program: &Program) -> Result<JitProgram, CodegenError> {
+        let rows = program
+            .events
+            .iter()
+            .map(|e| Layout::row(&e.fields))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pending_projections = Vec::new();
+        for p in &program.projections {
+            let layout = Layout::doc(&p.state)?;
+            let mut pending = Vec::new();
+            for (j, h) in p.handlers.iter().enumerate() {
+                let row = rows
+                    .get(h.event)
+                    .ok_or_else(|| CodegenError::Backend("unknown event".into()))?;
+                let label = format!("projection {} handler {j}", p.label(program));
+                pending.push(self.define_handler(&label, h, row, Some(&layout))?);
+            }
+            pending_projections.push((layout, pending));
+        }
+        let mut pending_imports = Vec::new();
+        for import in &program.imports {
+            let import_rows = import
+                .events
+                .iter()
+                .map(|e| Layout::row(&e.fields))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut pending = Vec::new();
+            for (j, rule) in import.rules.iter().enumerate() {
+                let row = import_rows
+                    .get(rule.event)
+                    .ok_or_else(|| CodegenError::Backend("unknown event".into()))?;
+                let label = format!("import {} rule {j}", import.peer);
+                pending.push(self.define_handler(&label, rule, row, None)?);
+            }
+            pending_imports.push((import_rows, pending));
+        }
+        self.module()?.finalize_definitions().map_err(backend)?;
+        let mut projections = Vec::new();
+        for ((layout, pending), p) in pending_projections.into_iter().zip(&program.projections) {
+            let handlers = self.resolve(pending)?;
+            projections.push(project(program, p, layout, handlers));
+        }
+        let mut imports = Vec::new();
+        for (rows, pending) in pending_imports {
+            let rules = self.resolve(pending)?;
+            imports.push(CompiledImport { rows, rules });
+        }
+        Ok(JitProgram {
+            rows,
+            projections,
+            imports,
+            pool: self.pool,
+            clif: self.clif,
+            _code: self.code,
+        })
+    }
+
+    fn resolve(&mut self, pending: Vec<Pending>) -> Result<Vec<CompiledHandler>, CodegenError> {
+        let module = self.module()?;
+        let pointer = |id: FuncId| -> HandlerFn {
+            let p = module.get_finalized_function(id);
+            // SAFETY: `id` was defined with `handler_signature`, which is exactly the
+            // C ABI of `HandlerFn`, and the module has been finalized.
+            unsafe { std::mem::transmute::<*const u8, HandlerFn>(p) }
+        };
+        Ok(pending
+            .into_iter()
+            .map(|p| CompiledHandler {
+                event: p.event,
+                key: p.key.map(pointer),
+                body: pointer(p.body),
+                span: p.span,
+            })
+            .collect())
+    }
+
+    fn define_handler(
+        &mut self,
+        label: &str,
+        h: &Handler,
+        row: &Layout,
+        doc: Option<&Layout>,
+    ) -> Result<Pending, CodegenError> {
+        let key = if h.key.is_empty() {
+            None
+        } else {
+            Some(self.define(&format!("{label} key"), h, row, None, Kind::Key)?)
+        };
+        let body = self.define(label, h, row, doc, Kind::Body)?;
+        Ok(Pending {
+            event: h.event,
+            key,
+            body,
+            span: h.span,
+        })
+    }
+
+    fn define(
+        &mut self,
+        label: &str,
+        h: &Handler,
+        row: &Layout,
+        doc: Option<&Layout>,
+        kind: Kind,
+    ) -> Result<FuncId, CodegenError> {
+        self.next += 1;
+        let name = format!("f{}", self.next);
+        let module = self
+            .code
+            .0
+            .as_mut()
+            .ok_or_else(|| CodegenError::Backend("the module is gone".into()))?;
+        let sig = translate::handler_signature(module);
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(backend)?;
+        let mut ctx: Context = module.make_context();
+        ctx.func.signature = sig;
+        ctx.func.name = UserFuncName::user(0, self.next);
+        {
+            let b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
+            let t = Translator::new(b, module, &self.shims, &mut self.pool, row, doc, &h.locals)?;
+            match kind {
+                Kind::Key => t.translate_key(h)?,
+                Kind::Body => t.translate_body(h)?,
+            }
+        }
+        if self.keep_clif {
+            self.clif
+                .push((label.to_owned(), translate::display(&ctx.func)));
+        }
+        module.define_function(id, &mut ctx).map_err(backend)?;
+        module.clear_context(&mut ctx);
+        Ok(id)
+    }
+}
+
+fn project(
+    program: &Program,
+    p: &crate::ir::Projection,
+    layout: Layout,
+    handlers: Vec<CompiledHandler>,
+) -> CompiledProjection {
+    let mut by_event = vec![Vec::new(); program.events.len()];
+    let mut writes_heap = vec![false; program.events.len()];
+    for (j, (h, ir)) in handlers.iter().zip(&p.handlers).enumerate() {
+        if let Some(list) = by_event.get_mut(h.event) {
+            list.push(j);
+        }
+        if let Some(w) = writes_heap.get_mut(h.event) {
+            *w |= block_writes_heap(&ir.body, &layout);
+        }
+    }
+    let default_doc = layout.encode_doc(&crate::interp::default_doc(p));
+    CompiledProjection {
+        layout,
+        handlers,
+        by_event,
+        writes_heap,
+        default_doc,
+        key: p.key.clone(),
+    }
+}
+
+/// Whether statements may change a handle (heap) field of the document.
+fn block_writes_heap(stmts: &[Stmt], layout: &Layout) -> bool {
+    stmts.iter().any(|s| match s {
+        Stmt::Assign {
+            target: Place::State(f),
+            ..
+        } => matches!(layout.slots.get(*f), Some(Slot::Heap { .. })),
+        Stmt::Assign {
+            target: Place::MapEntry(..),
+            ..
+        }
+        | Stmt::Mutate { .. } => true,
+        Stmt::If {
+            then, otherwise, ..
+        } => block_writes_heap(then, layout) || block_writes_heap(otherwise, layout),
+        _ => false,
+    })
+}
