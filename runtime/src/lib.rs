@@ -6,3 +6,9 @@
 //! through `datamesh_compiler`; it knows nothing of syntax.
 
 pub mod log;
+pub mod engine;
+pub mod store;
+pub mod api;
+pub mod node;
+pub mod client;
+pub mod bench;
