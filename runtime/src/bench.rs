@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::api::pb;
-use crate::client::{connect, CliError};
+use crate::client::{CliError, connect};
 
 /// The program the benchmark deploys.
 pub const BENCH_PROGRAM: &str = r#"// Deployed by `datamesh bench`.
@@ -68,7 +68,10 @@ impl Rng {
 fn deposit(rng: &mut Rng, accounts: u64, stream_prefix: &str) -> (u64, pb::Event) {
     let account = rng.next() % accounts;
     let amount = rng.next() % 1000 + 1;
-    let data = format!(r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#, "x".repeat(48));
+    let data = format!(
+        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
+        "x".repeat(48)
+    );
     (
         account,
         pb::Event {
@@ -106,7 +109,11 @@ fn progress(name: &'static str, unit: &'static str, done: Arc<AtomicU64>, stop: 
         while stop.load(Ordering::Relaxed) == 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = done.load(Ordering::Relaxed);
-            eprint!("\r[{name}] {:>5.1} s  {now:>10} {unit}  {:>9} {unit}/s   ", start.elapsed().as_secs_f64(), now - last);
+            eprint!(
+                "\r[{name}] {:>5.1} s  {now:>10} {unit}  {:>9} {unit}/s   ",
+                start.elapsed().as_secs_f64(),
+                now - last
+            );
             last = now;
         }
     });
@@ -118,12 +125,20 @@ fn progress(name: &'static str, unit: &'static str, done: Arc<AtomicU64>, stop: 
 /// Connection failures, rejected requests.
 pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
     let mut client = connect(url).await?;
-    client.deploy(pb::DeployRequest { source: BENCH_PROGRAM.to_owned(), origin: "bench.dmp".to_owned() }).await?;
+    client
+        .deploy(pb::DeployRequest {
+            source: BENCH_PROGRAM.to_owned(),
+            origin: "bench.dmp".to_owned(),
+        })
+        .await?;
     match args.workload.as_str() {
         "w1" => w1(url, &args).await,
         "w2" => w2(url, &args).await,
         "w5" => w5(url, &args).await,
-        other => Err(CliError { message: format!("unknown workload `{other}` (w1, w2, w5)"), code: 2 }),
+        other => Err(CliError {
+            message: format!("unknown workload `{other}` (w1, w2, w5)"),
+            code: 2,
+        }),
     }
 }
 
@@ -138,16 +153,29 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     let mut sent = 0;
     while sent < args.events {
         let n = (args.events - sent).min(args.batch as u64);
-        let events = (0..n).map(|_| deposit(&mut rng, args.accounts, "").1).collect();
+        let events = (0..n)
+            .map(|_| deposit(&mut rng, args.accounts, "").1)
+            .collect();
         let t = Instant::now();
-        client.append(pb::AppendRequest { events, expected: Vec::new() }).await?;
+        client
+            .append(pb::AppendRequest {
+                events,
+                expected: Vec::new(),
+            })
+            .await?;
         let _ = latencies.record(t.elapsed().as_micros() as u64);
         sent += n;
         done.store(sent, Ordering::Relaxed);
     }
     let elapsed = start.elapsed();
     stop.store(1, Ordering::Relaxed);
-    report("w1 durable bulk append", "events", sent, elapsed, &latencies);
+    report(
+        "w1 durable bulk append",
+        "events",
+        sent,
+        elapsed,
+        &latencies,
+    );
     Ok(())
 }
 
@@ -155,7 +183,10 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
     progress("w2", "events", done.clone(), stop.clone());
-    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -167,7 +198,8 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         let prefix = format!("bench-{run_id}-");
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
-            let mut versions: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+            let mut versions: std::collections::HashMap<u64, u64> =
+                std::collections::HashMap::new();
             let mut latencies = histogram();
             while Instant::now() < deadline {
                 // Each client owns the accounts congruent to its number, so it knows
@@ -182,9 +214,17 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
                     None => pb::expected_version::Expect::NoStream(true),
                     Some(v) => pb::expected_version::Expect::Exact(*v),
                 };
-                let expected = vec![pb::ExpectedVersion { stream: event.stream.clone(), expect: Some(expect) }];
+                let expected = vec![pb::ExpectedVersion {
+                    stream: event.stream.clone(),
+                    expect: Some(expect),
+                }];
                 let t = Instant::now();
-                client.append(pb::AppendRequest { events: vec![event], expected }).await?;
+                client
+                    .append(pb::AppendRequest {
+                        events: vec![event],
+                        expected,
+                    })
+                    .await?;
                 let _ = latencies.record(t.elapsed().as_micros() as u64);
                 versions.insert(account, versions.get(&account).map_or(0, |v| v + 1));
                 done.fetch_add(1, Ordering::Relaxed);
@@ -194,12 +234,24 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     }
     let mut all = histogram();
     for task in tasks {
-        let latencies = task.await.map_err(|e| CliError { message: e.to_string(), code: 1 })??;
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
         let _ = all.add(&latencies);
     }
     let elapsed = start.elapsed();
     stop.store(1, Ordering::Relaxed);
-    report(&format!("w2 durable single-event appends with expected version, {} clients", args.clients), "events", done.load(Ordering::Relaxed), elapsed, &all);
+    report(
+        &format!(
+            "w2 durable single-event appends with expected version, {} clients",
+            args.clients
+        ),
+        "events",
+        done.load(Ordering::Relaxed),
+        elapsed,
+        &all,
+    );
     Ok(())
 }
 
@@ -218,10 +270,22 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             })
             .collect();
         account += events.len() as u64;
-        head = client.append(pb::AppendRequest { events, expected: Vec::new() }).await?.into_inner().head;
+        head = client
+            .append(pb::AppendRequest {
+                events,
+                expected: Vec::new(),
+            })
+            .await?
+            .into_inner()
+            .head;
     }
     client
-        .get(pb::GetRequest { projection: "balances".into(), key: "acc-000000".into(), min_position: head, version: 0 })
+        .get(pb::GetRequest {
+            projection: "balances".into(),
+            key: "acc-000000".into(),
+            min_position: head,
+            version: 0,
+        })
         .await?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
@@ -239,7 +303,14 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             while Instant::now() < deadline {
                 let key = format!("acc-{:06}", rng.next() % accounts);
                 let t = Instant::now();
-                client.get(pb::GetRequest { projection: "balances".into(), key, min_position: 0, version: 0 }).await?;
+                client
+                    .get(pb::GetRequest {
+                        projection: "balances".into(),
+                        key,
+                        min_position: 0,
+                        version: 0,
+                    })
+                    .await?;
                 let _ = latencies.record(t.elapsed().as_micros() as u64);
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -248,11 +319,20 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     }
     let mut all = histogram();
     for task in tasks {
-        let latencies = task.await.map_err(|e| CliError { message: e.to_string(), code: 1 })??;
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
         let _ = all.add(&latencies);
     }
     let elapsed = start.elapsed();
     stop.store(1, Ordering::Relaxed);
-    report(&format!("w5 point reads of balances, {} clients", args.clients), "reads", done.load(Ordering::Relaxed), elapsed, &all);
+    report(
+        &format!("w5 point reads of balances, {} clients", args.clients),
+        "reads",
+        done.load(Ordering::Relaxed),
+        elapsed,
+        &all,
+    );
     Ok(())
 }

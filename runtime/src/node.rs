@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::api::{pb, Limits, Service};
+use crate::api::{Limits, Service, pb};
 use crate::engine::Engine;
 use crate::log::{Log, LogConfig};
 use crate::store::Store;
@@ -62,20 +62,30 @@ pub enum NodeError {
 ///
 /// # Errors
 /// [`NodeError`] when something cannot be opened or served.
-pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+pub async fn serve(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data)?;
     let (log, recovery) = Log::open(LogConfig {
         dir: config.data.join("log"),
         segment_bytes: config.segment_bytes,
     })?;
-    tracing::info!(records = recovery.records, segments = recovery.segments, truncated_bytes = recovery.truncated_bytes, "log recovered");
+    tracing::info!(
+        records = recovery.records,
+        segments = recovery.segments,
+        truncated_bytes = recovery.truncated_bytes,
+        "log recovered"
+    );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store)?;
     let service = Service::new(log.clone(), engine, config.strict, config.limits);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::data_mesh_server::DataMeshServer<Service>>().await;
+    health_reporter
+        .set_serving::<pb::data_mesh_server::DataMeshServer<Service>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -95,7 +105,10 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         .add_service(health_service)
         .add_service(reflection)
         .add_service(server)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| NodeError::Server(e.to_string()))?;
     tracing::info!("shutting down: in-flight requests finished");
@@ -108,13 +121,14 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}

@@ -213,7 +213,9 @@ fn apply_to_projection(
     row: &[Value],
     meta: &Meta,
 ) -> Result<(), (Trap, Span)> {
-    let overlay = apply_event(projection, event, row, meta, &mut |key| state.docs.get(key).cloned())?;
+    let overlay = apply_event(projection, event, row, meta, &mut |key| {
+        state.docs.get(key).cloned()
+    })?;
     for (key, doc) in overlay {
         match doc {
             Some(doc) => {
@@ -243,7 +245,8 @@ pub fn apply_event(
 ) -> Result<Overlay, (Trap, Span)> {
     let mut overlay: Overlay = BTreeMap::new();
     for handler in projection.handlers.iter().filter(|h| h.event == event) {
-        run_handler(projection, handler, load, &mut overlay, row, meta).map_err(|t| (t, handler.span))?;
+        run_handler(projection, handler, load, &mut overlay, row, meta)
+            .map_err(|t| (t, handler.span))?;
     }
     Ok(overlay)
 }

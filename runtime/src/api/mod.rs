@@ -8,11 +8,21 @@
 
 pub mod pb {
     //! Generated protobuf and gRPC code.
-    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used
+    )]
     tonic::include_proto!("datamesh.v1");
 
+    /// prost, for clients that decode status details.
+    pub use prost as prost_reexport;
+
     /// The encoded descriptor set, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("datamesh_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("datamesh_descriptor");
 }
 
 use std::pin::Pin;
@@ -51,6 +61,9 @@ impl Default for Limits {
     }
 }
 
+/// A validated append: the events and the expected stream versions.
+type ValidAppend = (Vec<NewEvent>, Vec<(String, Expected)>);
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -63,12 +76,19 @@ pub struct Service {
 impl Service {
     /// A service over a log and its engine. `strict` rejects undeclared event types.
     pub fn new(log: Log, engine: Engine, strict: bool, limits: Limits) -> Service {
-        Service { log, engine, strict, limits }
+        Service {
+            log,
+            engine,
+            strict,
+            limits,
+        }
     }
 
-    fn validate_append(&self, request: &pb::AppendRequest) -> Result<(Vec<NewEvent>, Vec<(String, Expected)>), Status> {
+    fn validate_append(&self, request: &pb::AppendRequest) -> Result<ValidAppend, Status> {
         if request.events.is_empty() {
-            return Err(Status::invalid_argument("an append needs at least one event"));
+            return Err(Status::invalid_argument(
+                "an append needs at least one event",
+            ));
         }
         if request.events.len() > self.limits.max_events {
             return Err(Status::resource_exhausted(format!(
@@ -84,12 +104,19 @@ impl Service {
                 self.limits.max_bytes
             )));
         }
-        let schemas = self.engine.with_registry(|r| r.schemas.clone()).unwrap_or_default();
+        let schemas = self
+            .engine
+            .with_registry(|r| r.schemas.clone())
+            .unwrap_or_default();
         let mut events = Vec::with_capacity(request.events.len());
         for (n, event) in request.events.iter().enumerate() {
-            let at = |msg: String| Status::invalid_argument(format!("event {n} ({}): {msg}", event.r#type));
+            let at = |msg: String| {
+                Status::invalid_argument(format!("event {n} ({}): {msg}", event.r#type))
+            };
             if event.r#type.is_empty() {
-                return Err(Status::invalid_argument(format!("event {n}: `type` is empty")));
+                return Err(Status::invalid_argument(format!(
+                    "event {n}: `type` is empty"
+                )));
             }
             if event.data.len() > self.limits.max_event_bytes {
                 return Err(Status::resource_exhausted(format!(
@@ -99,13 +126,22 @@ impl Service {
                     self.limits.max_event_bytes
                 )));
             }
-            for (what, text) in [("type", &event.r#type), ("stream", &event.stream), ("id", &event.id)] {
+            for (what, text) in [
+                ("type", &event.r#type),
+                ("stream", &event.stream),
+                ("id", &event.id),
+            ] {
                 if text.len() > 1024 {
                     return Err(at(format!("`{what}` is longer than 1024 bytes")));
                 }
             }
-            let data = if event.data.trim().is_empty() { "{}" } else { event.data.as_str() };
-            let json: serde_json::Value = serde_json::from_str(data).map_err(|e| at(format!("`data` is not valid JSON: {e}")))?;
+            let data = if event.data.trim().is_empty() {
+                "{}"
+            } else {
+                event.data.as_str()
+            };
+            let json: serde_json::Value = serde_json::from_str(data)
+                .map_err(|e| at(format!("`data` is not valid JSON: {e}")))?;
             match schemas.get(&event.r#type) {
                 Some(schema) => {
                     decode_payload(schema, &json).map_err(|e| at(e.to_string()))?;
@@ -115,10 +151,16 @@ impl Service {
                     known.sort();
                     return Err(at(format!(
                         "undeclared event type, and this node is strict (declared: {})",
-                        known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
-                None if !json.is_object() => return Err(at("`data` must be a JSON object".to_owned())),
+                None if !json.is_object() => {
+                    return Err(at("`data` must be a JSON object".to_owned()));
+                }
                 None => {}
             }
             events.push(NewEvent {
@@ -131,7 +173,9 @@ impl Service {
         let mut expected = Vec::with_capacity(request.expected.len());
         for e in &request.expected {
             if e.stream.is_empty() {
-                return Err(Status::invalid_argument("an expected version needs a stream"));
+                return Err(Status::invalid_argument(
+                    "an expected version needs a stream",
+                ));
             }
             let kind = match e.expect {
                 Some(pb::expected_version::Expect::Exact(v)) => Expected::Exact(v),
@@ -172,7 +216,10 @@ fn line_col(source: &str, offset: usize) -> (u32, u32) {
     let before = source.get(..offset.min(source.len())).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(column).unwrap_or(u32::MAX))
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
 }
 
 fn diagnostic_to_pb(source: &str, d: &Diagnostic) -> pb::Diagnostic {
@@ -192,7 +239,9 @@ fn diagnostic_to_pb(source: &str, d: &Diagnostic) -> pb::Diagnostic {
 
 /// A projection's fault as one line for people.
 pub fn describe_fault(json: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return json.to_owned() };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
     format!(
         "{} {} at position {} ({})",
         v["code"].as_str().unwrap_or("?"),
@@ -206,19 +255,23 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 fn wait_budget<T>(request: &Request<T>) -> Duration {
     // gRPC deadlines arrive as `grpc-timeout: <n><unit>`.
-    let parsed = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(|t| {
-        let (digits, unit) = t.split_at(t.len().checked_sub(1)?);
-        let n: u64 = digits.parse().ok()?;
-        Some(match unit {
-            "H" => Duration::from_secs(n * 3600),
-            "M" => Duration::from_secs(n * 60),
-            "S" => Duration::from_secs(n),
-            "m" => Duration::from_millis(n),
-            "u" => Duration::from_micros(n),
-            "n" => Duration::from_nanos(n),
-            _ => return None,
-        })
-    });
+    let parsed = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| {
+            let (digits, unit) = t.split_at(t.len().checked_sub(1)?);
+            let n: u64 = digits.parse().ok()?;
+            Some(match unit {
+                "H" => Duration::from_secs(n * 3600),
+                "M" => Duration::from_secs(n * 60),
+                "S" => Duration::from_secs(n),
+                "m" => Duration::from_millis(n),
+                "u" => Duration::from_micros(n),
+                "n" => Duration::from_nanos(n),
+                _ => return None,
+            })
+        });
     parsed.map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
 }
 
@@ -226,9 +279,16 @@ type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::EventRecord, Status>> +
 
 #[tonic::async_trait]
 impl DataMesh for Service {
-    async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
         let (events, expected) = self.validate_append(request.get_ref())?;
-        let appended = self.log.append(events, expected).await.map_err(log_status)?;
+        let appended = self
+            .log
+            .append(events, expected)
+            .await
+            .map_err(log_status)?;
         Ok(Response::new(pb::AppendResponse {
             positions: appended.positions,
             deduplicated: appended.deduplicated,
@@ -236,7 +296,10 @@ impl DataMesh for Service {
         }))
     }
 
-    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 1000,
@@ -261,7 +324,10 @@ impl DataMesh for Service {
 
     type SubscribeStream = RecordStream;
 
-    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let mut position = request.into_inner().from;
         let log = self.log.clone();
         // A small buffer: a slow consumer makes the reader wait, and it then reads from
@@ -279,7 +345,8 @@ impl DataMesh for Service {
                 }
                 let reader = log.clone();
                 let from = position;
-                let batch = match tokio::task::spawn_blocking(move || reader.read(from, 512)).await {
+                let batch = match tokio::task::spawn_blocking(move || reader.read(from, 512)).await
+                {
                     Ok(Ok(batch)) => batch,
                     Ok(Err(e)) => {
                         let _ = tx.send(Err(log_status(e))).await;
@@ -298,22 +365,41 @@ impl DataMesh for Service {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
         let position = self.wait(&info.label, r.min_position, budget).await?;
-        let key = parse_key(&info.key, &r.key).map_err(|e| Status::invalid_argument(format!("key `{}` of `{}`: {e}", r.key, info.label)))?;
-        let keyspace = self.engine.store().keyspace(&info.keyspace).map_err(|e| Status::internal(e.to_string()))?;
-        let stored = self.engine.store().get(&keyspace, &encode_key(&key)).map_err(|e| Status::internal(e.to_string()))?;
+        let key = parse_key(&info.key, &r.key).map_err(|e| {
+            Status::invalid_argument(format!("key `{}` of `{}`: {e}", r.key, info.label))
+        })?;
+        let keyspace = self
+            .engine
+            .store()
+            .keyspace(&info.keyspace)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stored = self
+            .engine
+            .store()
+            .get(&keyspace, &encode_key(&key))
+            .map_err(|e| Status::internal(e.to_string()))?;
         let doc = match stored {
-            Some(bytes) => decode_doc(&bytes).ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
+            Some(bytes) => decode_doc(&bytes)
+                .ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
             None if key.is_empty() => self.default_document(&info)?,
             None => {
-                return Err(Status::not_found(format!("`{}` has no document at key `{}`", info.label, r.key)));
+                return Err(Status::not_found(format!(
+                    "`{}` has no document at key `{}`",
+                    info.label, r.key
+                )));
             }
         };
         Ok(Response::new(pb::GetResponse {
@@ -322,7 +408,10 @@ impl DataMesh for Service {
         }))
     }
 
-    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
@@ -340,22 +429,34 @@ impl DataMesh for Service {
             if text.is_empty() {
                 return Ok(None);
             }
-            let key = parse_key(&info.key, text).map_err(|e| Status::invalid_argument(format!("bound `{text}`: {e}")))?;
+            let key = parse_key(&info.key, text)
+                .map_err(|e| Status::invalid_argument(format!("bound `{text}`: {e}")))?;
             Ok(Some(encode_key(&key)))
         };
         let mut start = bound(&r.start)?;
         let end = bound(&r.end)?;
         if !r.page_token.is_empty() {
-            let mut after = from_hex(&r.page_token).ok_or_else(|| Status::invalid_argument("malformed page token"))?;
+            let mut after = from_hex(&r.page_token)
+                .ok_or_else(|| Status::invalid_argument("malformed page token"))?;
             // Resume just after the last key of the previous page.
             after.push(0);
             start = Some(after);
         }
-        let keyspace = self.engine.store().keyspace(&info.keyspace).map_err(|e| Status::internal(e.to_string()))?;
+        let keyspace = self
+            .engine
+            .store()
+            .keyspace(&info.keyspace)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let rows = self
             .engine
             .store()
-            .scan(&keyspace, &prefix, start.as_deref(), end.as_deref(), limit + 1)
+            .scan(
+                &keyspace,
+                &prefix,
+                start.as_deref(),
+                end.as_deref(),
+                limit + 1,
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         let more = rows.len() > limit;
         let mut documents = Vec::with_capacity(limit);
@@ -371,14 +472,25 @@ impl DataMesh for Service {
         }
         Ok(Response::new(pb::ScanResponse {
             documents,
-            next_page_token: if more { to_hex(&last_key) } else { String::new() },
+            next_page_token: if more {
+                to_hex(&last_key)
+            } else {
+                String::new()
+            },
             position,
         }))
     }
 
-    async fn deploy(&self, request: Request<pb::DeployRequest>) -> Result<Response<pb::DeployResponse>, Status> {
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
         let r = request.into_inner();
-        let origin = if r.origin.is_empty() { "deploy.dmp".to_owned() } else { r.origin.clone() };
+        let origin = if r.origin.is_empty() {
+            "deploy.dmp".to_owned()
+        } else {
+            r.origin.clone()
+        };
         let engine = self.engine.clone();
         let source = r.source.clone();
         let result = tokio::task::spawn_blocking(move || engine.deploy(&source, &origin))
@@ -388,10 +500,17 @@ impl DataMesh for Service {
             Ok(outcome) => Ok(Response::new(pb::DeployResponse {
                 started: outcome.started,
                 unchanged: outcome.unchanged,
-                diagnostics: outcome.warnings.iter().map(|d| diagnostic_to_pb(&r.source, d)).collect(),
+                diagnostics: outcome
+                    .warnings
+                    .iter()
+                    .map(|d| diagnostic_to_pb(&r.source, d))
+                    .collect(),
             })),
             Err(DeployError::Invalid(diagnostics)) => {
-                let listed: Vec<pb::Diagnostic> = diagnostics.iter().map(|d| diagnostic_to_pb(&r.source, d)).collect();
+                let listed: Vec<pb::Diagnostic> = diagnostics
+                    .iter()
+                    .map(|d| diagnostic_to_pb(&r.source, d))
+                    .collect();
                 let summary: Vec<String> = listed
                     .iter()
                     .filter(|d| d.severity == "error")
@@ -413,7 +532,10 @@ impl DataMesh for Service {
         }
     }
 
-    async fn list_projections(&self, _: Request<pb::ListProjectionsRequest>) -> Result<Response<pb::ListProjectionsResponse>, Status> {
+    async fn list_projections(
+        &self,
+        _: Request<pb::ListProjectionsRequest>,
+    ) -> Result<Response<pb::ListProjectionsResponse>, Status> {
         let projections = self
             .engine
             .with_registry(|r| {
@@ -434,7 +556,10 @@ impl DataMesh for Service {
         Ok(Response::new(pb::ListProjectionsResponse { projections }))
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let head = self.log.head();
         let projections = self
             .engine
@@ -457,7 +582,11 @@ impl DataMesh for Service {
             head,
             projections,
             strict: self.strict,
-            log_error: self.log.poisoned().or_else(|| self.engine.failure()).unwrap_or_default(),
+            log_error: self
+                .log
+                .poisoned()
+                .or_else(|| self.engine.failure())
+                .unwrap_or_default(),
         }))
     }
 }
@@ -481,27 +610,58 @@ impl Service {
             .ok_or_else(|| {
                 let known = self
                     .engine
-                    .with_registry(|r| r.projections.iter().map(|p| p.label.clone()).collect::<Vec<_>>().join(", "))
+                    .with_registry(|r| {
+                        r.projections
+                            .iter()
+                            .map(|p| p.label.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default();
                 let what = version.map_or(name.to_owned(), |v| format!("{name}@v{v}"));
-                Status::not_found(format!("no projection `{what}` is deployed (deployed: {known})"))
+                Status::not_found(format!(
+                    "no projection `{what}` is deployed (deployed: {known})"
+                ))
             })
     }
 
     async fn wait(&self, label: &str, min_position: u64, budget: Duration) -> Result<u64, Status> {
-        let position = self.engine.wait_for(label, min_position, budget).await.unwrap_or(0);
+        let position = self
+            .engine
+            .wait_for(label, min_position, budget)
+            .await
+            .unwrap_or(0);
         if position >= min_position {
             return Ok(position);
         }
-        if let Some(fault) = self.engine.with_registry(|r| r.projections.iter().find(|p| p.label == label).and_then(|p| p.fault.clone())).flatten() {
-            return Err(Status::failed_precondition(format!("`{label}` is faulted and will not reach position {min_position}: {}", describe_fault(&fault))));
+        if let Some(fault) = self
+            .engine
+            .with_registry(|r| {
+                r.projections
+                    .iter()
+                    .find(|p| p.label == label)
+                    .and_then(|p| p.fault.clone())
+            })
+            .flatten()
+        {
+            return Err(Status::failed_precondition(format!(
+                "`{label}` is faulted and will not reach position {min_position}: {}",
+                describe_fault(&fault)
+            )));
         }
-        Err(Status::deadline_exceeded(format!("`{label}` is at position {position}, not yet at {min_position}")))
+        Err(Status::deadline_exceeded(format!(
+            "`{label}` is at position {position}, not yet at {min_position}"
+        )))
     }
 
     fn default_document(&self, info: &crate::engine::ProjectionInfo) -> Result<Vec<Value>, Status> {
         self.engine
-            .with_registry(|r| r.programs.get(info.program).and_then(|p| p.projections.get(info.index)).map(default_doc))
+            .with_registry(|r| {
+                r.programs
+                    .get(info.program)
+                    .and_then(|p| p.projections.get(info.index))
+                    .map(default_doc)
+            })
             .flatten()
             .ok_or_else(|| Status::internal("projection program missing"))
     }
@@ -510,10 +670,15 @@ impl Service {
 /// Parses a scan prefix: a JSON array of leading key parts, or one part's text.
 fn parse_prefix(types: &[datamesh_compiler::ir::Type], text: &str) -> Result<Vec<Value>, String> {
     if text.trim_start().starts_with('[') {
-        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("prefix: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("prefix: {e}"))?;
         let items = json.as_array().cloned().unwrap_or_default();
         if items.len() > types.len() {
-            return Err(format!("the prefix has {} parts, the key only {}", items.len(), types.len()));
+            return Err(format!(
+                "the prefix has {} parts, the key only {}",
+                items.len(),
+                types.len()
+            ));
         }
         types
             .iter()
@@ -521,7 +686,9 @@ fn parse_prefix(types: &[datamesh_compiler::ir::Type], text: &str) -> Result<Vec
             .map(|(ty, item)| datamesh_compiler::codec::decode_value(ty, item))
             .collect()
     } else {
-        let first = types.first().ok_or("this projection has a single document and no key")?;
+        let first = types
+            .first()
+            .ok_or("this projection has a single document and no key")?;
         parse_key(std::slice::from_ref(first), text)
     }
 }
@@ -531,7 +698,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

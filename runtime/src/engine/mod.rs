@@ -18,9 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datamesh_compiler::codec::decode_payload;
-use datamesh_compiler::interp::{apply_event, Meta};
+use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_stdlib::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::log::{Log, Record};
 use crate::store::encoding::{decode_doc, encode_doc, encode_key};
@@ -98,7 +98,11 @@ impl Engine {
     /// [`DeployError`]: diagnostics, conflicts with deployed definitions, store errors.
     pub fn deploy(&self, source: &str, origin: &str) -> Result<DeployOutcome, DeployError> {
         let outcome = {
-            let mut registry = self.shared.registry.write().map_err(|_| DeployError::Internal("registry lock".into()))?;
+            let mut registry = self
+                .shared
+                .registry
+                .write()
+                .map_err(|_| DeployError::Internal("registry lock".into()))?;
             registry.deploy(&self.shared.store, source, origin)?
         };
         self.shared.progress.send_modify(|p| *p += 1);
@@ -147,7 +151,11 @@ async fn run(shared: Arc<Shared>) {
     let mut head = shared.log.watch_head();
     let mut caches: HashMap<String, Cache> = HashMap::new();
     loop {
-        let work = shared.registry.read().ok().and_then(|r| r.lowest_pending(shared.log.head()));
+        let work = shared
+            .registry
+            .read()
+            .ok()
+            .and_then(|r| r.lowest_pending(shared.log.head()));
         let Some(from) = work else {
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
@@ -184,17 +192,32 @@ async fn run(shared: Arc<Shared>) {
 }
 
 /// Reads one batch from `from` and applies it to every projection behind.
-fn apply_batch(shared: &Shared, from: u64, caches: &mut HashMap<String, Cache>) -> Result<(), EngineError> {
+fn apply_batch(
+    shared: &Shared,
+    from: u64,
+    caches: &mut HashMap<String, Cache>,
+) -> Result<(), EngineError> {
     let records = shared.log.read(from, BATCH)?;
-    let Some(last) = records.last().map(|r| r.position) else { return Ok(()) };
+    let Some(last) = records.last().map(|r| r.position) else {
+        return Ok(());
+    };
     let registry = shared.registry.read().map_err(|_| StoreError::Lock)?;
     let mut commit = Commit::default();
     let mut faults: Vec<(usize, String)> = Vec::new();
     // Touched documents per projection in this batch.
-    let mut touched: Vec<BTreeMap<Vec<Value>, Option<Vec<Value>>>> = vec![BTreeMap::new(); registry.projections.len()];
+    let mut touched: Vec<BTreeMap<Vec<Value>, Option<Vec<Value>>>> =
+        vec![BTreeMap::new(); registry.projections.len()];
     let mut stopped: Vec<Option<u64>> = vec![None; registry.projections.len()];
     for record in &records {
-        apply_record(shared, &registry, record, caches, &mut touched, &mut stopped, &mut faults)?;
+        apply_record(
+            shared,
+            &registry,
+            record,
+            caches,
+            &mut touched,
+            &mut stopped,
+            &mut faults,
+        )?;
     }
     for (i, projection) in registry.projections.iter().enumerate() {
         if projection.fault.is_some() || projection.position > last {
@@ -206,13 +229,19 @@ fn apply_batch(shared: &Shared, from: u64, caches: &mut HashMap<String, Cache>) 
             cache.clear();
         }
         for (key, doc) in std::mem::take(&mut touched[i]) {
-            commit.docs.push((projection.keyspace.clone(), encode_key(&key), doc.as_ref().map(|d| encode_doc(d))));
+            commit.docs.push((
+                projection.keyspace.clone(),
+                encode_key(&key),
+                doc.as_ref().map(|d| encode_doc(d)),
+            ));
             cache.insert(key, doc);
         }
         commit.checkpoints.push((projection.label.clone(), next));
     }
     for (i, fault) in &faults {
-        commit.faults.push((registry.projections[*i].label.clone(), fault.clone()));
+        commit
+            .faults
+            .push((registry.projections[*i].label.clone(), fault.clone()));
     }
     drop(registry);
     shared.store.commit(commit)?;
@@ -254,7 +283,9 @@ fn apply_record(
         id: Arc::from(record.id.as_str()),
     };
     for (program_index, program) in registry.programs.iter().enumerate() {
-        let Some(event) = program.event_id(&record.event_type) else { continue };
+        let Some(event) = program.event_id(&record.event_type) else {
+            continue;
+        };
         let interested: Vec<usize> = registry
             .projections
             .iter()
@@ -264,7 +295,10 @@ fn apply_record(
                     && p.fault.is_none()
                     && stopped[*i].is_none()
                     && p.position <= record.position
-                    && program.projections[p.index].handlers.iter().any(|h| h.event == event)
+                    && program.projections[p.index]
+                        .handlers
+                        .iter()
+                        .any(|h| h.event == event)
             })
             .map(|(i, _)| i)
             .collect();
@@ -274,7 +308,9 @@ fn apply_record(
         // Decode once for every projection of this program.
         let row = serde_json::from_slice::<serde_json::Value>(&record.payload)
             .map_err(|e| e.to_string())
-            .and_then(|json| decode_payload(&program.events[event], &json).map_err(|e| e.to_string()));
+            .and_then(|json| {
+                decode_payload(&program.events[event], &json).map_err(|e| e.to_string())
+            });
         let row = match row {
             Ok(row) => row,
             Err(message) => {
@@ -318,7 +354,15 @@ fn apply_record(
                 Ok(overlay) => touched[i].extend(overlay),
                 Err((trap, handler)) => {
                     stopped[i] = Some(record.position);
-                    faults.push((i, fault_json(record, trap.code(), &trap.to_string(), Some((trap.span, handler)))));
+                    faults.push((
+                        i,
+                        fault_json(
+                            record,
+                            trap.code(),
+                            &trap.to_string(),
+                            Some((trap.span, handler)),
+                        ),
+                    ));
                 }
             }
         }
@@ -326,7 +370,12 @@ fn apply_record(
     Ok(())
 }
 
-fn fault_json(record: &Record, code: &str, message: &str, spans: Option<(datamesh_compiler::ast::Span, datamesh_compiler::ast::Span)>) -> String {
+fn fault_json(
+    record: &Record,
+    code: &str,
+    message: &str,
+    spans: Option<(datamesh_compiler::ast::Span, datamesh_compiler::ast::Span)>,
+) -> String {
     let mut json = serde_json::json!({
         "position": record.position,
         "event_type": record.event_type,

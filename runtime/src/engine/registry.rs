@@ -11,7 +11,7 @@ use datamesh_compiler::check::check_source;
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::ir::{EventType, Field, Program, Type};
 
-use crate::store::{keyspace_name, Store, StoreError};
+use crate::store::{Store, StoreError, keyspace_name};
 
 /// One deployed projection version.
 #[derive(Debug, Clone)]
@@ -96,7 +96,9 @@ fn definitions(source: &str) -> HashMap<(String, u32), String> {
                 .as_ref()
                 .and_then(|v| v.name.strip_prefix('v')?.parse().ok())
                 .unwrap_or(1);
-            let text = source.get(p.span.start as usize..p.span.end as usize).unwrap_or_default();
+            let text = source
+                .get(p.span.start as usize..p.span.end as usize)
+                .unwrap_or_default();
             out.insert((p.name.name.clone(), version), normalise(text));
         }
     }
@@ -113,7 +115,9 @@ impl Registry {
         for deployment in store.deployments()? {
             match registry.add(store, &deployment.source, false) {
                 Ok(_) => {}
-                Err(e) => tracing::error!(origin = %deployment.origin, error = %e, "a deployed program no longer loads"),
+                Err(e) => {
+                    tracing::error!(origin = %deployment.origin, error = %e, "a deployed program no longer loads")
+                }
             }
         }
         Ok(registry)
@@ -123,7 +127,12 @@ impl Registry {
     ///
     /// # Errors
     /// [`DeployError`].
-    pub fn deploy(&mut self, store: &Store, source: &str, origin: &str) -> Result<DeployOutcome, DeployError> {
+    pub fn deploy(
+        &mut self,
+        store: &Store,
+        source: &str,
+        origin: &str,
+    ) -> Result<DeployOutcome, DeployError> {
         let seq = store.deployments()?.len() as u64;
         let outcome = self.plan(source)?;
         if outcome.started.is_empty() {
@@ -141,12 +150,11 @@ impl Registry {
         };
         for event in &program.events {
             if let Some(existing) = self.schemas.get(&event.name) {
-                let same = existing.fields.len() == event.fields.len()
-                    && existing
-                        .fields
-                        .iter()
-                        .zip(&event.fields)
-                        .all(|(a, b)| a.name == b.name && a.ty == b.ty && a.default == b.default);
+                let same =
+                    existing.fields.len() == event.fields.len()
+                        && existing.fields.iter().zip(&event.fields).all(|(a, b)| {
+                            a.name == b.name && a.ty == b.ty && a.default == b.default
+                        });
                 if !same {
                     return Err(DeployError::Conflict(format!(
                         "event `{}` is already declared with different fields by a deployed program; every program on a node must declare an event type the same way",
@@ -162,14 +170,23 @@ impl Registry {
         };
         for projection in &program.projections {
             let label = format!("{}@v{}", projection.name, projection.version);
-            let text = texts.get(&(projection.name.clone(), projection.version)).cloned().unwrap_or_default();
+            let text = texts
+                .get(&(projection.name.clone(), projection.version))
+                .cloned()
+                .unwrap_or_default();
             match self.projections.iter().find(|p| p.label == label) {
                 Some(existing) if existing.definition == text => outcome.unchanged.push(label),
                 Some(_) => {
                     return Err(DeployError::Conflict(format!(
                         "projection `{label}` is already deployed with a different definition; deploy the change as a new version (v{})",
-                        self.projections.iter().filter(|p| p.name == projection.name).map(|p| p.version).max().unwrap_or(0) + 1
-                    )))
+                        self.projections
+                            .iter()
+                            .filter(|p| p.name == projection.name)
+                            .map(|p| p.version)
+                            .max()
+                            .unwrap_or(0)
+                            + 1
+                    )));
                 }
                 None => outcome.started.push(label),
             }
@@ -177,7 +194,12 @@ impl Registry {
         Ok(outcome)
     }
 
-    fn add(&mut self, store: &Store, source: &str, _persisted: bool) -> Result<DeployOutcome, DeployError> {
+    fn add(
+        &mut self,
+        store: &Store,
+        source: &str,
+        _persisted: bool,
+    ) -> Result<DeployOutcome, DeployError> {
         let outcome = self.plan(source)?;
         let checked = check_source(source);
         let Some(program) = checked.program else {
@@ -204,11 +226,16 @@ impl Registry {
                 caught_up: false,
                 key: projection.key.clone(),
                 state: projection.state.clone(),
-                definition: texts.get(&(projection.name.clone(), projection.version)).cloned().unwrap_or_default(),
+                definition: texts
+                    .get(&(projection.name.clone(), projection.version))
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         for event in &program.events {
-            self.schemas.entry(event.name.clone()).or_insert_with(|| event.clone());
+            self.schemas
+                .entry(event.name.clone())
+                .or_insert_with(|| event.clone());
         }
         self.programs.push(program);
         Ok(outcome)
@@ -226,12 +253,18 @@ impl Registry {
 
     /// A projection's position by label.
     pub fn position(&self, label: &str) -> Option<u64> {
-        self.projections.iter().find(|p| p.label == label).map(|p| p.position)
+        self.projections
+            .iter()
+            .find(|p| p.label == label)
+            .map(|p| p.position)
     }
 
     /// Whether a projection is faulted (unknown labels count as faulted).
     pub fn is_faulted(&self, label: &str) -> bool {
-        self.projections.iter().find(|p| p.label == label).is_none_or(|p| p.fault.is_some())
+        self.projections
+            .iter()
+            .find(|p| p.label == label)
+            .is_none_or(|p| p.fault.is_some())
     }
 
     /// The version a read addresses: the given one, or the active one — the newest
@@ -255,6 +288,7 @@ impl Registry {
 
     /// Whether `info` is the version reads go to by default.
     pub fn is_active(&self, info: &ProjectionInfo) -> bool {
-        self.resolve(&info.name, None).is_some_and(|p| p.label == info.label)
+        self.resolve(&info.name, None)
+            .is_some_and(|p| p.label == info.label)
     }
 }

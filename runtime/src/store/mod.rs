@@ -30,6 +30,9 @@ pub enum StoreError {
     Lock,
 }
 
+/// A stored key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A deployed program as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
@@ -112,8 +115,8 @@ impl Store {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt("deployment key".to_owned()))?;
-            let json: serde_json::Value =
-                serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("deployment {seq}: {e}")))?;
+            let json: serde_json::Value = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt(format!("deployment {seq}: {e}")))?;
             out.push(Deployment {
                 seq,
                 origin: json["origin"].as_str().unwrap_or_default().to_owned(),
@@ -163,7 +166,11 @@ impl Store {
     ///
     /// # Errors
     /// fjall errors.
-    pub fn get(&self, keyspace: &SingleWriterTxKeyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(
+        &self,
+        keyspace: &SingleWriterTxKeyspace,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(keyspace.get(key)?.map(|v| v.to_vec()))
     }
 
@@ -179,7 +186,7 @@ impl Store {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let snapshot = self.db.read_tx();
         let mut out = Vec::new();
         let lower: Vec<u8> = match start {
@@ -188,7 +195,8 @@ impl Store {
         };
         for guard in snapshot.range(keyspace, lower..) {
             let (key, value) = guard.into_inner()?;
-            if !key.starts_with(prefix) || end.is_some_and(|e| &key[..] >= e) || out.len() >= limit {
+            if !key.starts_with(prefix) || end.is_some_and(|e| &key[..] >= e) || out.len() >= limit
+            {
                 break;
             }
             out.push((key.to_vec(), value.to_vec()));
@@ -209,14 +217,20 @@ impl Store {
         }
         let mut tx = self.db.write_tx();
         for (name, key, doc) in commit.docs {
-            let Some(ks) = spaces.get(&name) else { continue };
+            let Some(ks) = spaces.get(&name) else {
+                continue;
+            };
             match doc {
                 Some(doc) => tx.insert(ks, key, doc),
                 None => tx.remove(ks, key),
             }
         }
         for (label, position) in commit.checkpoints {
-            tx.insert(&self.meta, format!("checkpoint/{label}"), position.to_le_bytes().to_vec());
+            tx.insert(
+                &self.meta,
+                format!("checkpoint/{label}"),
+                position.to_le_bytes().to_vec(),
+            );
         }
         for (label, fault) in commit.faults {
             tx.insert(&self.meta, format!("fault/{label}"), fault);
