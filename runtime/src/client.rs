@@ -46,6 +46,7 @@ pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| CliError::new(format!("invalid node URL `{url}`: {e}")))?;
     let channel = endpoint
+        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| CliError::new(format!("cannot reach a node at {url}: {e} (is `datamesh serve` running? set --node or DATAMESH_NODE)")))?;

@@ -93,6 +93,9 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let local = listener.local_addr()?;
+    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames
+    // back for tens of milliseconds per request.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(address = %local, data = %config.data.display(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
@@ -105,10 +108,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(server)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| NodeError::Server(e.to_string()))?;
     tracing::info!("shutting down: in-flight requests finished");
