@@ -5,4 +5,11 @@
 //! Dependency direction: the runtime uses the compiler's typed IR and interpreter
 //! through `datamesh_compiler`; it knows nothing of syntax.
 
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod engine;
 pub mod log;
+pub mod node;
+pub mod store;

@@ -1,1 +1,2 @@
-//! End-to-end tests of DataMesh live in `tests/tests/`; this library is empty.
+//! End-to-end tests of DataMesh live in `tests/tests/`; this crate's binary is the node
+//! under test.

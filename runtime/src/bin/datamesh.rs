@@ -1,2 +1,5 @@
-//! `datamesh`: the node binary.
-fn main() {}
+//! `datamesh`: the DataMesh node and its client (see `datamesh_runtime::cli`).
+
+fn main() -> std::process::ExitCode {
+    datamesh_runtime::cli::main()
+}

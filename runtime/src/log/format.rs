@@ -60,7 +60,8 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&record.payload);
     let body_len = out.len() - start - FRAME_HEADER;
     let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
-    out[start..start + 4].copy_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
+    out[start..start + 4]
+        .copy_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -76,7 +77,9 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
     if len == 0 || len > MAX_BODY {
         return Err(FrameError::Corrupt);
     }
-    let body = bytes.get(FRAME_HEADER..FRAME_HEADER + len).ok_or(FrameError::Incomplete)?;
+    let body = bytes
+        .get(FRAME_HEADER..FRAME_HEADER + len)
+        .ok_or(FrameError::Incomplete)?;
     if crc32fast::hash(body) != crc {
         return Err(FrameError::Corrupt);
     }
@@ -150,7 +153,11 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&record(), &mut buf);
         for cut in 0..buf.len() {
-            assert_eq!(decode_frame(&buf[..cut]).map(|_| ()), Err(FrameError::Incomplete), "cut at {cut}");
+            assert_eq!(
+                decode_frame(&buf[..cut]).map(|_| ()),
+                Err(FrameError::Incomplete),
+                "cut at {cut}"
+            );
         }
         for i in 0..buf.len() {
             let mut bad = buf.clone();

@@ -103,7 +103,9 @@ pub enum LogError {
         actual: Option<u64>,
     },
     /// Some but not all ids of the request are already in the log.
-    #[error("event id `{id}` is already in the log at position {position}, but other events of this request are not: a retried request must be identical")]
+    #[error(
+        "event id `{id}` is already in the log at position {position}, but other events of this request are not: a retried request must be identical"
+    )]
     PartialDuplicate {
         /// An id already present.
         id: String,
@@ -244,10 +246,18 @@ impl Log {
     ///
     /// # Errors
     /// See [`LogError`]; on error nothing of the batch is in the log.
-    pub async fn append(&self, events: Vec<NewEvent>, expected: Vec<(String, Expected)>) -> Result<Appended, LogError> {
+    pub async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        expected: Vec<(String, Expected)>,
+    ) -> Result<Appended, LogError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { events, expected, reply })
+            .send(Job {
+                events,
+                expected,
+                reply,
+            })
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
@@ -270,7 +280,10 @@ impl Log {
     /// The last version of a stream, `None` when it has no events.
     pub fn stream_version(&self, stream: &str) -> Option<u64> {
         let index = self.shared.index.read().ok()?;
-        index.streams.get(stream).and_then(|p| (p.len() as u64).checked_sub(1))
+        index
+            .streams
+            .get(stream)
+            .and_then(|p| (p.len() as u64).checked_sub(1))
     }
 
     /// Reads up to `max` records from position `from`.
@@ -283,20 +296,27 @@ impl Log {
         let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
         let mut position = from;
         while position < end {
-            let Some(segment) = segment_for(&index.segments, position) else { break };
+            let Some(segment) = segment_for(&index.segments, position) else {
+                break;
+            };
             let local = (position - segment.first) as usize;
             let last_local = ((end - segment.first) as usize).min(segment.offsets.len());
             let start_byte = segment.offsets[local];
-            let end_byte = segment.offsets.get(last_local).copied().unwrap_or(segment.len);
+            let end_byte = segment
+                .offsets
+                .get(last_local)
+                .copied()
+                .unwrap_or(segment.len);
             let mut bytes = vec![0; (end_byte - start_byte) as usize];
             segment.file.read_exact_at(&mut bytes, start_byte)?;
             let mut at = 0;
             while at < bytes.len() {
-                let (record, used) = format::decode_frame(&bytes[at..]).map_err(|e| LogError::Corrupt {
-                    segment: segment_name(segment.first),
-                    offset: start_byte + at as u64,
-                    reason: format!("{e:?} record on read"),
-                })?;
+                let (record, used) =
+                    format::decode_frame(&bytes[at..]).map_err(|e| LogError::Corrupt {
+                        segment: segment_name(segment.first),
+                        offset: start_byte + at as u64,
+                        reason: format!("{e:?} record on read"),
+                    })?;
                 at += used;
                 out.push(record);
             }
@@ -309,13 +329,24 @@ impl Log {
     ///
     /// # Errors
     /// As [`Log::read`].
-    pub fn read_stream(&self, stream: &str, from_version: u64, max: usize) -> Result<Vec<Record>, LogError> {
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<Record>, LogError> {
         let positions: Vec<u64> = {
             let index = self.shared.index.read().map_err(lock_poisoned)?;
             index
                 .streams
                 .get(stream)
-                .map(|p| p.iter().skip(from_version as usize).take(max).copied().collect())
+                .map(|p| {
+                    p.iter()
+                        .skip(from_version as usize)
+                        .take(max)
+                        .copied()
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let mut out = Vec::with_capacity(positions.len());
@@ -341,7 +372,9 @@ impl Log {
 }
 
 fn segment_for(segments: &[Segment], position: u64) -> Option<&Segment> {
-    let i = segments.partition_point(|s| s.first <= position).checked_sub(1)?;
+    let i = segments
+        .partition_point(|s| s.first <= position)
+        .checked_sub(1)?;
     let segment = &segments[i];
     (position < segment.first + segment.offsets.len() as u64).then_some(segment)
 }
@@ -387,7 +420,11 @@ fn recover(dir: &Path) -> Result<(Index, Recovery, File), LogError> {
                     offsets.push(at as u64);
                     index.last_time = index.last_time.max(record.time);
                     if !record.stream.is_empty() {
-                        index.streams.entry(record.stream).or_default().push(record.position);
+                        index
+                            .streams
+                            .entry(record.stream)
+                            .or_default()
+                            .push(record.position);
                     }
                     if !record.id.is_empty() {
                         index.ids.insert(record.id, record.position);
@@ -397,11 +434,18 @@ fn recover(dir: &Path) -> Result<(Index, Recovery, File), LogError> {
                 }
                 outcome => {
                     let reason = match outcome {
-                        Ok((record, _)) => format!("record has position {}, expected {}", record.position, index.head),
+                        Ok((record, _)) => format!(
+                            "record has position {}, expected {}",
+                            record.position, index.head
+                        ),
                         Err(e) => format!("{e:?} frame"),
                     };
                     if !last {
-                        return Err(LogError::Corrupt { segment: name, offset: at as u64, reason });
+                        return Err(LogError::Corrupt {
+                            segment: name,
+                            offset: at as u64,
+                            reason,
+                        });
                     }
                     let cut = (bytes.len() - at) as u64;
                     tracing::warn!(segment = %name, offset = at, bytes = cut, %reason, "cutting the torn tail of the log");
@@ -421,7 +465,10 @@ fn recover(dir: &Path) -> Result<(Index, Recovery, File), LogError> {
             len: at.min(bytes.len()) as u64,
         });
     }
-    let active_path = names.last().map(|(_, p)| p.clone()).unwrap_or_else(|| dir.join(segment_name(0)));
+    let active_path = names
+        .last()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| dir.join(segment_name(0)));
     let active = std::fs::OpenOptions::new().append(true).open(active_path)?;
     Ok((index, recovery, active))
 }

@@ -18,7 +18,10 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 #[test]
@@ -27,17 +30,27 @@ fn appends_are_dense_ordered_and_readable() {
     let rt = runtime();
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("open");
     assert_eq!(recovery.records, 0);
-    let a = rt.block_on(log.append(vec![event("s1", "", 1), event("s2", "", 2)], vec![])).expect("append");
+    let a = rt
+        .block_on(log.append(vec![event("s1", "", 1), event("s2", "", 2)], vec![]))
+        .expect("append");
     assert_eq!(a.positions, vec![0, 1]);
-    let b = rt.block_on(log.append(vec![event("s1", "", 3)], vec![])).expect("append");
+    let b = rt
+        .block_on(log.append(vec![event("s1", "", 3)], vec![]))
+        .expect("append");
     assert_eq!(b.positions, vec![2]);
     assert_eq!(log.head(), 3);
     let records = log.read(0, 10).expect("read");
-    assert_eq!(records.iter().map(|r| r.position).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        records.iter().map(|r| r.position).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(records[2].stream_version, 1);
     assert_eq!(log.read(1, 1).expect("read")[0].payload, b"{\"n\":2}");
     let s1 = log.read_stream("s1", 0, 10).expect("stream");
-    assert_eq!(s1.iter().map(|r| r.position).collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(
+        s1.iter().map(|r| r.position).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
     assert_eq!(log.stream_version("s1"), Some(1));
     assert_eq!(log.stream_version("nope"), None);
 }
@@ -47,13 +60,40 @@ fn expected_versions_fail_the_whole_request() {
     let dir = temp_dir("versions");
     let rt = runtime();
     let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
-    rt.block_on(log.append(vec![event("acc", "", 1)], vec![("acc".into(), Expected::NoStream)])).expect("first");
-    let conflict = rt.block_on(log.append(vec![event("acc", "", 2), event("other", "", 3)], vec![("acc".into(), Expected::NoStream)]));
-    assert_eq!(conflict, Err(LogError::VersionConflict { stream: "acc".into(), expected: Expected::NoStream, actual: Some(0) }));
+    rt.block_on(log.append(
+        vec![event("acc", "", 1)],
+        vec![("acc".into(), Expected::NoStream)],
+    ))
+    .expect("first");
+    let conflict = rt.block_on(log.append(
+        vec![event("acc", "", 2), event("other", "", 3)],
+        vec![("acc".into(), Expected::NoStream)],
+    ));
+    assert_eq!(
+        conflict,
+        Err(LogError::VersionConflict {
+            stream: "acc".into(),
+            expected: Expected::NoStream,
+            actual: Some(0)
+        })
+    );
     assert_eq!(log.head(), 1, "nothing of the failed request was appended");
-    rt.block_on(log.append(vec![event("acc", "", 2)], vec![("acc".into(), Expected::Exact(0))])).expect("exact");
-    let stale = rt.block_on(log.append(vec![event("acc", "", 3)], vec![("acc".into(), Expected::Exact(0))]));
-    assert!(matches!(stale, Err(LogError::VersionConflict { actual: Some(1), .. })));
+    rt.block_on(log.append(
+        vec![event("acc", "", 2)],
+        vec![("acc".into(), Expected::Exact(0))],
+    ))
+    .expect("exact");
+    let stale = rt.block_on(log.append(
+        vec![event("acc", "", 3)],
+        vec![("acc".into(), Expected::Exact(0))],
+    ));
+    assert!(matches!(
+        stale,
+        Err(LogError::VersionConflict {
+            actual: Some(1),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -62,21 +102,30 @@ fn appends_are_idempotent_by_id_across_restarts() {
     let rt = runtime();
     {
         let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
-        let first = rt.block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![])).expect("append");
+        let first = rt
+            .block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![]))
+            .expect("append");
         assert_eq!(first.positions, vec![0, 1]);
-        let again = rt.block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![])).expect("retry");
+        let again = rt
+            .block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![]))
+            .expect("retry");
         assert!(again.deduplicated);
         assert_eq!(again.positions, vec![0, 1]);
         log.close();
     }
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
     assert_eq!(recovery.records, 2);
-    let retry = rt.block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![])).expect("retry after restart");
+    let retry = rt
+        .block_on(log.append(vec![event("s", "a", 1), event("s", "b", 2)], vec![]))
+        .expect("retry after restart");
     assert!(retry.deduplicated);
     assert_eq!(retry.positions, vec![0, 1]);
     assert_eq!(log.head(), 2);
     let partial = rt.block_on(log.append(vec![event("s", "a", 1), event("s", "c", 3)], vec![]));
-    assert!(matches!(partial, Err(LogError::PartialDuplicate { position: 0, .. })));
+    assert!(matches!(
+        partial,
+        Err(LogError::PartialDuplicate { position: 0, .. })
+    ));
     let twice = rt.block_on(log.append(vec![event("s", "x", 1), event("s", "x", 3)], vec![]));
     assert_eq!(twice, Err(LogError::DuplicateIdInRequest("x".into())));
     assert_eq!(log.head(), 2);
@@ -89,20 +138,28 @@ fn a_torn_tail_is_cut_on_open() {
     {
         let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
         for n in 0..5 {
-            rt.block_on(log.append(vec![event("s", "", n)], vec![])).expect("append");
+            rt.block_on(log.append(vec![event("s", "", n)], vec![]))
+                .expect("append");
         }
         log.close();
     }
     let segment = dir.join(segment_name(0));
     let len = std::fs::metadata(&segment).expect("segment").len();
     // Cut the last record in half.
-    std::fs::OpenOptions::new().write(true).open(&segment).expect("open").set_len(len - 7).expect("truncate");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open")
+        .set_len(len - 7)
+        .expect("truncate");
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
     assert_eq!(recovery.records, 4);
     assert!(recovery.truncated_bytes > 0);
     assert_eq!(log.head(), 4);
     // The log goes on from the cut, densely.
-    let next = rt.block_on(log.append(vec![event("s", "", 9)], vec![])).expect("append");
+    let next = rt
+        .block_on(log.append(vec![event("s", "", 9)], vec![]))
+        .expect("append");
     assert_eq!(next.positions, vec![4]);
     log.close();
     // Garbage after the last record is cut too.
@@ -118,11 +175,15 @@ fn a_torn_tail_is_cut_on_open() {
 fn segments_roll_and_reads_span_them() {
     let dir = temp_dir("roll");
     let rt = runtime();
-    let config = LogConfig { dir: dir.clone(), segment_bytes: 512 };
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 512,
+    };
     {
         let (log, _) = Log::open(config.clone()).expect("open");
         for n in 0..40 {
-            rt.block_on(log.append(vec![event("s", &format!("id{n}"), n)], vec![])).expect("append");
+            rt.block_on(log.append(vec![event("s", &format!("id{n}"), n)], vec![]))
+                .expect("append");
         }
         let all = log.read(0, 100).expect("read");
         assert_eq!(all.len(), 40);
@@ -141,11 +202,15 @@ fn segments_roll_and_reads_span_them() {
 fn corruption_before_the_last_segment_refuses_to_open() {
     let dir = temp_dir("corrupt");
     let rt = runtime();
-    let config = LogConfig { dir: dir.clone(), segment_bytes: 256 };
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 256,
+    };
     {
         let (log, _) = Log::open(config.clone()).expect("open");
         for n in 0..20 {
-            rt.block_on(log.append(vec![event("s", "", n)], vec![])).expect("append");
+            rt.block_on(log.append(vec![event("s", "", n)], vec![]))
+                .expect("append");
         }
         log.close();
     }

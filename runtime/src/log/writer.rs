@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::mpsc::Receiver;
 
-use super::format::{encode_frame, Record};
-use super::{segment_name, Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared};
+use super::format::{Record, encode_frame};
+use super::{Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared, segment_name};
 
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -38,7 +38,11 @@ pub(super) fn run(config: &LogConfig, shared: &Shared, mut active: File, jobs: &
         while size < MAX_GROUP_BYTES {
             match jobs.try_recv() {
                 Ok(job) => {
-                    size += job.events.iter().map(|e| e.payload.len() + 64).sum::<usize>();
+                    size += job
+                        .events
+                        .iter()
+                        .map(|e| e.payload.len() + 64)
+                        .sum::<usize>();
                     group.push(job);
                 }
                 Err(_) => break,
@@ -64,7 +68,9 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
     }
     let Ok(index) = shared.index.read() else {
         for job in group {
-            let _ = job.reply.send(Err(LogError::Io("internal lock poisoned".to_owned())));
+            let _ = job
+                .reply
+                .send(Err(LogError::Io("internal lock poisoned".to_owned())));
         }
         return;
     };
@@ -80,7 +86,11 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
-            Ok(Some(positions)) => accepted.push(Accepted { reply: job.reply, positions, deduplicated: true }),
+            Ok(Some(positions)) => accepted.push(Accepted {
+                reply: job.reply,
+                positions,
+                deduplicated: true,
+            }),
             Ok(None) => {
                 let mut positions = Vec::with_capacity(job.events.len());
                 for event in job.events {
@@ -111,7 +121,11 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
                     positions.push(next);
                     next += 1;
                 }
-                accepted.push(Accepted { reply: job.reply, positions, deduplicated: false });
+                accepted.push(Accepted {
+                    reply: job.reply,
+                    positions,
+                    deduplicated: false,
+                });
             }
         }
     }
@@ -148,10 +162,17 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
         return fail(shared, accepted, "internal lock poisoned");
     };
     if let Some(file) = read_handle {
-        index.segments.push(Segment { first: head, file, offsets: Vec::new(), len: 0 });
+        index.segments.push(Segment {
+            first: head,
+            file,
+            offsets: Vec::new(),
+            len: 0,
+        });
     }
     if let Some(segment) = index.segments.last_mut() {
-        segment.offsets.extend(pending.offsets.iter().map(|o| o + base));
+        segment
+            .offsets
+            .extend(pending.offsets.iter().map(|o| o + base));
         segment.len = base + buffer.len() as u64;
     }
     for (stream, positions) in pending.streams {
@@ -177,17 +198,30 @@ fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u6
     }
     let with_ids = job.events.iter().filter(|e| !e.id.is_empty()).count();
     if with_ids > 0 {
-        let found: Vec<Option<u64>> = job.events.iter().map(|e| (!e.id.is_empty()).then(|| lookup(&e.id)).flatten()).collect();
+        let found: Vec<Option<u64>> = job
+            .events
+            .iter()
+            .map(|e| (!e.id.is_empty()).then(|| lookup(&e.id)).flatten())
+            .collect();
         let present = found.iter().filter(|f| f.is_some()).count();
         if present == job.events.len() {
             return Ok(Some(found.into_iter().flatten().collect()));
         }
-        if let Some((event, position)) = job.events.iter().zip(&found).find_map(|(e, f)| f.map(|p| (e, p))) {
-            return Err(LogError::PartialDuplicate { id: event.id.clone(), position });
+        if let Some((event, position)) = job
+            .events
+            .iter()
+            .zip(&found)
+            .find_map(|(e, f)| f.map(|p| (e, p)))
+        {
+            return Err(LogError::PartialDuplicate {
+                id: event.id.clone(),
+                position,
+            });
         }
     }
     for (stream, expected) in &job.expected {
-        let count = index.streams.get(stream).map_or(0, Vec::len) + pending.streams.get(stream).map_or(0, Vec::len);
+        let count = index.streams.get(stream).map_or(0, Vec::len)
+            + pending.streams.get(stream).map_or(0, Vec::len);
         let actual = (count as u64).checked_sub(1);
         let holds = match expected {
             Expected::Any => true,
@@ -195,7 +229,11 @@ fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u6
             Expected::Exact(v) => actual == Some(*v),
         };
         if !holds {
-            return Err(LogError::VersionConflict { stream: stream.clone(), expected: *expected, actual });
+            return Err(LogError::VersionConflict {
+                stream: stream.clone(),
+                expected: *expected,
+                actual,
+            });
         }
     }
     Ok(None)
@@ -203,7 +241,10 @@ fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u6
 
 fn roll(config: &LogConfig, first: u64) -> std::io::Result<File> {
     let path = config.dir.join(segment_name(first));
-    let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
     file.sync_all()?;
     File::open(&config.dir)?.sync_all()?;
     Ok(file)
@@ -211,7 +252,11 @@ fn roll(config: &LogConfig, first: u64) -> std::io::Result<File> {
 
 fn reply_all(accepted: Vec<Accepted>, head: u64) {
     for a in accepted {
-        let _ = a.reply.send(Ok(Appended { positions: a.positions, deduplicated: a.deduplicated, head }));
+        let _ = a.reply.send(Ok(Appended {
+            positions: a.positions,
+            deduplicated: a.deduplicated,
+            head,
+        }));
     }
 }
 
@@ -225,7 +270,11 @@ fn fail(shared: &Shared, accepted: Vec<Accepted>, reason: &str) {
     for a in accepted {
         // A duplicate of events already durable is still a success.
         let result = if a.deduplicated && a.positions.iter().all(|p| *p < durable) {
-            Ok(Appended { positions: a.positions, deduplicated: true, head: durable })
+            Ok(Appended {
+                positions: a.positions,
+                deduplicated: true,
+                head: durable,
+            })
         } else {
             Err(LogError::Poisoned(reason.to_owned()))
         };

@@ -1,0 +1,95 @@
+//! W4: rebuild the `balances` projection from a log of 1,000,000 `Deposited` events
+//! (10,000 accounts, ~100-byte payloads), through the real log reader, engine and fjall
+//! store. Each iteration starts a fresh store, deploys the program and waits until the
+//! projection has caught up.
+//!
+//! Run with `cargo bench -p datamesh-runtime --bench w4` (set `W4_EVENTS` to change the
+//! log size).
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datamesh_runtime::bench::BENCH_PROGRAM;
+use datamesh_runtime::engine::Engine;
+use datamesh_runtime::log::{Log, LogConfig, NewEvent};
+use datamesh_runtime::store::Store;
+
+fn events() -> u64 {
+    std::env::var("W4_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn build_log(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, n: u64) -> Log {
+    let (log, recovery) = Log::open(LogConfig::new(dir)).expect("log opens");
+    if recovery.records >= n {
+        return log;
+    }
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut appended = recovery.records;
+    while appended < n {
+        let batch: Vec<NewEvent> = (0..1000.min(n - appended))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let account = x % 10_000;
+                let amount = (x >> 20) % 1000 + 1;
+                NewEvent {
+                    event_type: "Deposited".into(),
+                    payload: format!(
+                        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
+                        "x".repeat(48)
+                    )
+                    .into_bytes(),
+                    stream: String::new(),
+                    id: String::new(),
+                }
+            })
+            .collect();
+        appended += batch.len() as u64;
+        runtime
+            .block_on(log.append(batch, Vec::new()))
+            .expect("append");
+    }
+    log
+}
+
+fn w4(c: &mut Criterion) {
+    let n = events();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let base = std::env::temp_dir().join("datamesh-w4");
+    let log = build_log(&runtime, &base.join(format!("log-{n}")), n);
+    let mut group = c.benchmark_group("w4");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(n));
+    let mut round = 0;
+    group.bench_function(format!("rebuild_balances_{n}_events"), |b| {
+        b.iter(|| {
+            round += 1;
+            let store_dir = base.join(format!("store-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&store_dir);
+            let store = std::sync::Arc::new(Store::open(&store_dir).expect("store"));
+            runtime.block_on(async {
+                let engine = Engine::start(log.clone(), store).expect("engine");
+                engine.deploy(BENCH_PROGRAM, "bench.dmp").expect("deploy");
+                let reached = engine
+                    .wait_for("balances@v1", n, Duration::from_secs(600))
+                    .await;
+                assert_eq!(reached, Some(n));
+            });
+            let _ = std::fs::remove_dir_all(&store_dir);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, w4);
+criterion_main!(benches);

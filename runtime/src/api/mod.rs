@@ -1,0 +1,708 @@
+//! The gRPC API `datamesh.v1`: the service implementation over the log and the engine.
+//!
+//! Invariant: a request that fails validation changes nothing, and every error carries
+//! the gRPC code a client can act on — INVALID_ARGUMENT (malformed or mismatching
+//! input), FAILED_PRECONDITION (version conflicts, faulted projections, deploy
+//! conflicts), ALREADY_EXISTS (partially repeated ids), NOT_FOUND, RESOURCE_EXHAUSTED
+//! (oversized requests), UNAVAILABLE (the log refuses writes), DEADLINE_EXCEEDED.
+
+pub mod pb {
+    //! Generated protobuf and gRPC code.
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used
+    )]
+    tonic::include_proto!("datamesh.v1");
+
+    /// prost, for clients that decode status details.
+    pub use prost as prost_reexport;
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("datamesh_descriptor");
+}
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use datamesh_compiler::codec::{decode_payload, doc_to_json, key_string, parse_key};
+use datamesh_compiler::diag::Diagnostic;
+use datamesh_compiler::interp::default_doc;
+use datamesh_stdlib::Value;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{DeployError, Engine};
+use crate::log::{Expected, Log, LogError, NewEvent, Record};
+use crate::store::encoding::{decode_doc, decode_key, encode_key};
+use pb::data_mesh_server::DataMesh;
+
+/// Limits on what one request may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events per append.
+    pub max_events: usize,
+    /// Payload bytes per append.
+    pub max_bytes: usize,
+    /// Bytes of one event payload.
+    pub max_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_events: 10_000,
+            max_bytes: 16 << 20,
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A validated append: the events and the expected stream versions.
+type ValidAppend = (Vec<NewEvent>, Vec<(String, Expected)>);
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    log: Log,
+    engine: Engine,
+    strict: bool,
+    limits: Limits,
+}
+
+impl Service {
+    /// A service over a log and its engine. `strict` rejects undeclared event types.
+    pub fn new(log: Log, engine: Engine, strict: bool, limits: Limits) -> Service {
+        Service {
+            log,
+            engine,
+            strict,
+            limits,
+        }
+    }
+
+    fn validate_append(&self, request: &pb::AppendRequest) -> Result<ValidAppend, Status> {
+        if request.events.is_empty() {
+            return Err(Status::invalid_argument(
+                "an append needs at least one event",
+            ));
+        }
+        if request.events.len() > self.limits.max_events {
+            return Err(Status::resource_exhausted(format!(
+                "{} events in one request; the limit is {}: split the batch",
+                request.events.len(),
+                self.limits.max_events
+            )));
+        }
+        let total: usize = request.events.iter().map(|e| e.data.len()).sum();
+        if total > self.limits.max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "{total} payload bytes in one request; the limit is {}: split the batch",
+                self.limits.max_bytes
+            )));
+        }
+        let schemas = self
+            .engine
+            .with_registry(|r| r.schemas.clone())
+            .unwrap_or_default();
+        let mut events = Vec::with_capacity(request.events.len());
+        for (n, event) in request.events.iter().enumerate() {
+            let at = |msg: String| {
+                Status::invalid_argument(format!("event {n} ({}): {msg}", event.r#type))
+            };
+            if event.r#type.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "event {n}: `type` is empty"
+                )));
+            }
+            if event.data.len() > self.limits.max_event_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "event {n} ({}): payload of {} bytes; the limit is {}",
+                    event.r#type,
+                    event.data.len(),
+                    self.limits.max_event_bytes
+                )));
+            }
+            for (what, text) in [
+                ("type", &event.r#type),
+                ("stream", &event.stream),
+                ("id", &event.id),
+            ] {
+                if text.len() > 1024 {
+                    return Err(at(format!("`{what}` is longer than 1024 bytes")));
+                }
+            }
+            let data = if event.data.trim().is_empty() {
+                "{}"
+            } else {
+                event.data.as_str()
+            };
+            let json: serde_json::Value = serde_json::from_str(data)
+                .map_err(|e| at(format!("`data` is not valid JSON: {e}")))?;
+            match schemas.get(&event.r#type) {
+                Some(schema) => {
+                    decode_payload(schema, &json).map_err(|e| at(e.to_string()))?;
+                }
+                None if self.strict => {
+                    let mut known: Vec<&String> = schemas.keys().collect();
+                    known.sort();
+                    return Err(at(format!(
+                        "undeclared event type, and this node is strict (declared: {})",
+                        known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                None if !json.is_object() => {
+                    return Err(at("`data` must be a JSON object".to_owned()));
+                }
+                None => {}
+            }
+            events.push(NewEvent {
+                event_type: event.r#type.clone(),
+                payload: json.to_string().into_bytes(),
+                stream: event.stream.clone(),
+                id: event.id.clone(),
+            });
+        }
+        let mut expected = Vec::with_capacity(request.expected.len());
+        for e in &request.expected {
+            if e.stream.is_empty() {
+                return Err(Status::invalid_argument(
+                    "an expected version needs a stream",
+                ));
+            }
+            let kind = match e.expect {
+                Some(pb::expected_version::Expect::Exact(v)) => Expected::Exact(v),
+                Some(pb::expected_version::Expect::NoStream(true)) => Expected::NoStream,
+                _ => Expected::Any,
+            };
+            expected.push((e.stream.clone(), kind));
+        }
+        Ok((events, expected))
+    }
+}
+
+fn log_status(error: LogError) -> Status {
+    match error {
+        LogError::VersionConflict { .. } => Status::failed_precondition(error.to_string()),
+        LogError::PartialDuplicate { .. } => Status::already_exists(error.to_string()),
+        LogError::DuplicateIdInRequest(_) => Status::invalid_argument(error.to_string()),
+        LogError::Poisoned(_) | LogError::Closed => Status::unavailable(error.to_string()),
+        LogError::Io(_) | LogError::Corrupt { .. } => Status::internal(error.to_string()),
+    }
+}
+
+/// An event record as the API shows it.
+pub fn record_to_pb(record: Record) -> pb::EventRecord {
+    pb::EventRecord {
+        position: record.position,
+        r#type: record.event_type,
+        data: String::from_utf8(record.payload).unwrap_or_default(),
+        stream: record.stream,
+        stream_version: record.stream_version,
+        id: record.id,
+        time: datamesh_stdlib::time::format_rfc3339(record.time),
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(source: &str, offset: usize) -> (u32, u32) {
+    let before = source.get(..offset.min(source.len())).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}
+
+fn diagnostic_to_pb(source: &str, d: &Diagnostic) -> pb::Diagnostic {
+    let (line, column) = line_col(source, d.span.start as usize);
+    pb::Diagnostic {
+        code: d.code.to_owned(),
+        severity: if d.is_error() { "error" } else { "warning" }.to_owned(),
+        message: d.message.clone(),
+        line,
+        column,
+        start: d.span.start,
+        end: d.span.end,
+        label: d.label.clone(),
+        help: d.help.clone().unwrap_or_default(),
+    }
+}
+
+/// A projection's fault as one line for people.
+pub fn describe_fault(json: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    format!(
+        "{} {} at position {} ({})",
+        v["code"].as_str().unwrap_or("?"),
+        v["message"].as_str().unwrap_or("?"),
+        v["position"],
+        v["event_type"].as_str().unwrap_or("?")
+    )
+}
+
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+fn wait_budget<T>(request: &Request<T>) -> Duration {
+    // gRPC deadlines arrive as `grpc-timeout: <n><unit>`.
+    let parsed = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| {
+            let (digits, unit) = t.split_at(t.len().checked_sub(1)?);
+            let n: u64 = digits.parse().ok()?;
+            Some(match unit {
+                "H" => Duration::from_secs(n * 3600),
+                "M" => Duration::from_secs(n * 60),
+                "S" => Duration::from_secs(n),
+                "m" => Duration::from_millis(n),
+                "u" => Duration::from_micros(n),
+                "n" => Duration::from_nanos(n),
+                _ => return None,
+            })
+        });
+    parsed.map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::EventRecord, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl DataMesh for Service {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let (events, expected) = self.validate_append(request.get_ref())?;
+        let appended = self
+            .log
+            .append(events, expected)
+            .await
+            .map_err(log_status)?;
+        Ok(Response::new(pb::AppendResponse {
+            positions: appended.positions,
+            deduplicated: appended.deduplicated,
+            head: appended.head,
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 1000,
+            n => (n as usize).min(10_000),
+        };
+        let log = self.log.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            if r.stream.is_empty() {
+                log.read(r.from, limit)
+            } else {
+                log.read_stream(&r.stream, r.from, limit)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(log_status)?;
+        Ok(Response::new(pb::ReadResponse {
+            events: records.into_iter().map(record_to_pb).collect(),
+            head: self.log.head(),
+        }))
+    }
+
+    type SubscribeStream = RecordStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut position = request.into_inner().from;
+        let log = self.log.clone();
+        // A small buffer: a slow consumer makes the reader wait, and it then reads from
+        // the log (catch-up) instead of buffering live events without bound.
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut head = log.watch_head();
+            loop {
+                if position >= log.head() {
+                    tokio::select! {
+                        changed = head.changed() => if changed.is_err() { return },
+                        () = tx.closed() => return,
+                    }
+                    continue;
+                }
+                let reader = log.clone();
+                let from = position;
+                let batch = match tokio::task::spawn_blocking(move || reader.read(from, 512)).await
+                {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(log_status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                for record in batch {
+                    position = record.position + 1;
+                    if tx.send(Ok(record_to_pb(record))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let budget = wait_budget(&request);
+        let r = request.into_inner();
+        let info = self.resolve(&r.projection, r.version)?;
+        let position = self.wait(&info.label, r.min_position, budget).await?;
+        let key = parse_key(&info.key, &r.key).map_err(|e| {
+            Status::invalid_argument(format!("key `{}` of `{}`: {e}", r.key, info.label))
+        })?;
+        let keyspace = self
+            .engine
+            .store()
+            .keyspace(&info.keyspace)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stored = self
+            .engine
+            .store()
+            .get(&keyspace, &encode_key(&key))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let doc = match stored {
+            Some(bytes) => decode_doc(&bytes)
+                .ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
+            None if key.is_empty() => self.default_document(&info)?,
+            None => {
+                return Err(Status::not_found(format!(
+                    "`{}` has no document at key `{}`",
+                    info.label, r.key
+                )));
+            }
+        };
+        Ok(Response::new(pb::GetResponse {
+            document: doc_to_json(&info.state, &doc).to_string(),
+            position,
+        }))
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let budget = wait_budget(&request);
+        let r = request.into_inner();
+        let info = self.resolve(&r.projection, r.version)?;
+        let position = self.wait(&info.label, r.min_position, budget).await?;
+        let limit = match r.limit {
+            0 => 100,
+            n => (n as usize).min(10_000),
+        };
+        let prefix = if r.prefix.is_empty() {
+            Vec::new()
+        } else {
+            encode_key(&parse_prefix(&info.key, &r.prefix).map_err(Status::invalid_argument)?)
+        };
+        let bound = |text: &str| -> Result<Option<Vec<u8>>, Status> {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            let key = parse_key(&info.key, text)
+                .map_err(|e| Status::invalid_argument(format!("bound `{text}`: {e}")))?;
+            Ok(Some(encode_key(&key)))
+        };
+        let mut start = bound(&r.start)?;
+        let end = bound(&r.end)?;
+        if !r.page_token.is_empty() {
+            let mut after = from_hex(&r.page_token)
+                .ok_or_else(|| Status::invalid_argument("malformed page token"))?;
+            // Resume just after the last key of the previous page.
+            after.push(0);
+            start = Some(after);
+        }
+        let keyspace = self
+            .engine
+            .store()
+            .keyspace(&info.keyspace)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let rows = self
+            .engine
+            .store()
+            .scan(
+                &keyspace,
+                &prefix,
+                start.as_deref(),
+                end.as_deref(),
+                limit + 1,
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let more = rows.len() > limit;
+        let mut documents = Vec::with_capacity(limit);
+        let mut last_key = Vec::new();
+        for (key, value) in rows.into_iter().take(limit) {
+            let parts = decode_key(&key).ok_or_else(|| Status::internal("corrupt key"))?;
+            let doc = decode_doc(&value).ok_or_else(|| Status::internal("corrupt document"))?;
+            documents.push(pb::Document {
+                key: key_string(&parts),
+                document: doc_to_json(&info.state, &doc).to_string(),
+            });
+            last_key = key;
+        }
+        Ok(Response::new(pb::ScanResponse {
+            documents,
+            next_page_token: if more {
+                to_hex(&last_key)
+            } else {
+                String::new()
+            },
+            position,
+        }))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let r = request.into_inner();
+        let origin = if r.origin.is_empty() {
+            "deploy.dmp".to_owned()
+        } else {
+            r.origin.clone()
+        };
+        let engine = self.engine.clone();
+        let source = r.source.clone();
+        let result = tokio::task::spawn_blocking(move || engine.deploy(&source, &origin))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match result {
+            Ok(outcome) => Ok(Response::new(pb::DeployResponse {
+                started: outcome.started,
+                unchanged: outcome.unchanged,
+                diagnostics: outcome
+                    .warnings
+                    .iter()
+                    .map(|d| diagnostic_to_pb(&r.source, d))
+                    .collect(),
+            })),
+            Err(DeployError::Invalid(diagnostics)) => {
+                let listed: Vec<pb::Diagnostic> = diagnostics
+                    .iter()
+                    .map(|d| diagnostic_to_pb(&r.source, d))
+                    .collect();
+                let summary: Vec<String> = listed
+                    .iter()
+                    .filter(|d| d.severity == "error")
+                    .map(|d| format!("{}:{}: {} {}", d.line, d.column, d.code, d.message))
+                    .collect();
+                let details = prost::Message::encode_to_vec(&pb::DeployResponse {
+                    started: Vec::new(),
+                    unchanged: Vec::new(),
+                    diagnostics: listed,
+                });
+                Err(Status::with_details(
+                    tonic::Code::InvalidArgument,
+                    format!("the program does not compile: {}", summary.join("; ")),
+                    details.into(),
+                ))
+            }
+            Err(DeployError::Conflict(message)) => Err(Status::failed_precondition(message)),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn list_projections(
+        &self,
+        _: Request<pb::ListProjectionsRequest>,
+    ) -> Result<Response<pb::ListProjectionsResponse>, Status> {
+        let projections = self
+            .engine
+            .with_registry(|r| {
+                r.projections
+                    .iter()
+                    .map(|p| pb::ProjectionInfo {
+                        name: p.name.clone(),
+                        version: p.version,
+                        active: r.is_active(p),
+                        position: p.position,
+                        state: state_name(p, self.log.head()).to_owned(),
+                        fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
+                        key: p.key.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListProjectionsResponse { projections }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let head = self.log.head();
+        let projections = self
+            .engine
+            .with_registry(|r| {
+                r.projections
+                    .iter()
+                    .map(|p| pb::ProjectionStatus {
+                        name: p.name.clone(),
+                        version: p.version,
+                        active: r.is_active(p),
+                        position: p.position,
+                        lag: head.saturating_sub(p.position),
+                        state: state_name(p, head).to_owned(),
+                        fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::StatusResponse {
+            head,
+            projections,
+            strict: self.strict,
+            log_error: self
+                .log
+                .poisoned()
+                .or_else(|| self.engine.failure())
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+fn state_name(p: &crate::engine::ProjectionInfo, head: u64) -> &'static str {
+    if p.fault.is_some() {
+        "faulted"
+    } else if p.position >= head {
+        "running"
+    } else {
+        "catching-up"
+    }
+}
+
+impl Service {
+    fn resolve(&self, name: &str, version: u32) -> Result<crate::engine::ProjectionInfo, Status> {
+        let version = (version > 0).then_some(version);
+        self.engine
+            .with_registry(|r| r.resolve(name, version).cloned())
+            .flatten()
+            .ok_or_else(|| {
+                let known = self
+                    .engine
+                    .with_registry(|r| {
+                        r.projections
+                            .iter()
+                            .map(|p| p.label.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let what = version.map_or(name.to_owned(), |v| format!("{name}@v{v}"));
+                Status::not_found(format!(
+                    "no projection `{what}` is deployed (deployed: {known})"
+                ))
+            })
+    }
+
+    async fn wait(&self, label: &str, min_position: u64, budget: Duration) -> Result<u64, Status> {
+        let position = self
+            .engine
+            .wait_for(label, min_position, budget)
+            .await
+            .unwrap_or(0);
+        if position >= min_position {
+            return Ok(position);
+        }
+        if let Some(fault) = self
+            .engine
+            .with_registry(|r| {
+                r.projections
+                    .iter()
+                    .find(|p| p.label == label)
+                    .and_then(|p| p.fault.clone())
+            })
+            .flatten()
+        {
+            return Err(Status::failed_precondition(format!(
+                "`{label}` is faulted and will not reach position {min_position}: {}",
+                describe_fault(&fault)
+            )));
+        }
+        Err(Status::deadline_exceeded(format!(
+            "`{label}` is at position {position}, not yet at {min_position}"
+        )))
+    }
+
+    fn default_document(&self, info: &crate::engine::ProjectionInfo) -> Result<Vec<Value>, Status> {
+        self.engine
+            .with_registry(|r| {
+                r.programs
+                    .get(info.program)
+                    .and_then(|p| p.projections.get(info.index))
+                    .map(default_doc)
+            })
+            .flatten()
+            .ok_or_else(|| Status::internal("projection program missing"))
+    }
+}
+
+/// Parses a scan prefix: a JSON array of leading key parts, or one part's text.
+fn parse_prefix(types: &[datamesh_compiler::ir::Type], text: &str) -> Result<Vec<Value>, String> {
+    if text.trim_start().starts_with('[') {
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("prefix: {e}"))?;
+        let items = json.as_array().cloned().unwrap_or_default();
+        if items.len() > types.len() {
+            return Err(format!(
+                "the prefix has {} parts, the key only {}",
+                items.len(),
+                types.len()
+            ));
+        }
+        types
+            .iter()
+            .zip(&items)
+            .map(|(ty, item)| datamesh_compiler::codec::decode_value(ty, item))
+            .collect()
+    } else {
+        let first = types
+            .first()
+            .ok_or("this projection has a single document and no key")?;
+        parse_key(std::slice::from_ref(first), text)
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,338 @@
+//! `datamesh bench`: a load generator in the spirit of `pgbench` and `redis-benchmark`,
+//! driving a running node over gRPC with the workloads of `shared/bench/WORKLOADS.md`:
+//!
+//! - `w1`: bulk append, requests of `--batch` (1,000) events, one client;
+//! - `w2`: single-event appends with an expected stream version, `--clients` (8)
+//!   clients, for `--seconds` (30);
+//! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`.
+//!
+//! It deploys its own small program (a `Deposited` event with the workload's ~100-byte
+//! payload and a `balances` projection), so run it against a fresh node. It prints a
+//! progress line every second, then throughput and latency percentiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::api::pb;
+use crate::client::{CliError, connect};
+
+/// The program the benchmark deploys.
+pub const BENCH_PROGRAM: &str = r#"// Deployed by `datamesh bench`.
+event Deposited { account: string, amount: int, note: string = "" }
+
+projection balances v1 {
+  key account
+  state { balance: int = 0, tx_count: int = 0 }
+  on Deposited { balance += event.amount; tx_count += 1 }
+}
+"#;
+
+/// Options of `datamesh bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Workload: w1, w2 or w5.
+    #[arg(long, default_value = "w1")]
+    pub workload: String,
+    /// Events to append (w1).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Events per request (w1).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent clients (w2, w5).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Duration (w2, w5).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Distinct accounts.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: u64,
+}
+
+/// A small deterministic generator (xorshift), so runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn deposit(rng: &mut Rng, accounts: u64, stream_prefix: &str) -> (u64, pb::Event) {
+    let account = rng.next() % accounts;
+    let amount = rng.next() % 1000 + 1;
+    let data = format!(
+        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
+        "x".repeat(48)
+    );
+    (
+        account,
+        pb::Event {
+            r#type: "Deposited".to_owned(),
+            data,
+            stream: format!("{stream_prefix}acc-{account:06}"),
+            id: String::new(),
+        },
+    )
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to 60 s at 3 significant figures: fixed, valid bounds.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn report(name: &str, unit: &str, count: u64, elapsed: Duration, latencies: &Histogram<u64>) {
+    let rate = count as f64 / elapsed.as_secs_f64();
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!();
+    println!(
+        "{name}: {count} {unit} in {:.2} s = {rate:.0} {unit}/s; latency p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms",
+        elapsed.as_secs_f64(),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999)
+    );
+}
+
+/// Prints a progress line every second until `stop` is set.
+fn progress(name: &'static str, unit: &'static str, done: Arc<AtomicU64>, stop: Arc<AtomicU64>) {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = 0;
+        while stop.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = done.load(Ordering::Relaxed);
+            eprint!(
+                "\r[{name}] {:>5.1} s  {now:>10} {unit}  {:>9} {unit}/s   ",
+                start.elapsed().as_secs_f64(),
+                now - last
+            );
+            last = now;
+        }
+    });
+}
+
+/// Runs a workload against the node at `url`.
+///
+/// # Errors
+/// Connection failures, rejected requests.
+pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
+    let mut client = connect(url).await?;
+    client
+        .deploy(pb::DeployRequest {
+            source: BENCH_PROGRAM.to_owned(),
+            origin: "bench.dmp".to_owned(),
+        })
+        .await?;
+    match args.workload.as_str() {
+        "w1" => w1(url, &args).await,
+        "w2" => w2(url, &args).await,
+        "w5" => w5(url, &args).await,
+        other => Err(CliError {
+            message: format!("unknown workload `{other}` (w1, w2, w5)"),
+            code: 2,
+        }),
+    }
+}
+
+async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
+    let mut client = connect(url).await?;
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    progress("w1", "events", done.clone(), stop.clone());
+    let mut latencies = histogram();
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < args.events {
+        let n = (args.events - sent).min(args.batch as u64);
+        let events = (0..n)
+            .map(|_| deposit(&mut rng, args.accounts, "").1)
+            .collect();
+        let t = Instant::now();
+        client
+            .append(pb::AppendRequest {
+                events,
+                expected: Vec::new(),
+            })
+            .await?;
+        let _ = latencies.record(t.elapsed().as_micros() as u64);
+        sent += n;
+        done.store(sent, Ordering::Relaxed);
+    }
+    let elapsed = start.elapsed();
+    stop.store(1, Ordering::Relaxed);
+    report(
+        "w1 durable bulk append",
+        "events",
+        sent,
+        elapsed,
+        &latencies,
+    );
+    Ok(())
+}
+
+async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    progress("w2", "events", done.clone(), stop.clone());
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let mut client = connect(url).await?;
+        let done = done.clone();
+        let accounts = args.accounts;
+        let clients = args.clients as u64;
+        let prefix = format!("bench-{run_id}-");
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut versions: std::collections::HashMap<u64, u64> =
+                std::collections::HashMap::new();
+            let mut latencies = histogram();
+            while Instant::now() < deadline {
+                // Each client owns the accounts congruent to its number, so it knows
+                // every stream's version without asking.
+                let (account, mut event) = deposit(&mut rng, accounts, &prefix);
+                let account = account - account % clients + c as u64;
+                if account >= accounts {
+                    continue;
+                }
+                event.stream = format!("{prefix}acc-{account:06}");
+                let expect = match versions.get(&account) {
+                    None => pb::expected_version::Expect::NoStream(true),
+                    Some(v) => pb::expected_version::Expect::Exact(*v),
+                };
+                let expected = vec![pb::ExpectedVersion {
+                    stream: event.stream.clone(),
+                    expect: Some(expect),
+                }];
+                let t = Instant::now();
+                client
+                    .append(pb::AppendRequest {
+                        events: vec![event],
+                        expected,
+                    })
+                    .await?;
+                let _ = latencies.record(t.elapsed().as_micros() as u64);
+                versions.insert(account, versions.get(&account).map_or(0, |v| v + 1));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, tonic::Status>(latencies)
+        }));
+    }
+    let mut all = histogram();
+    for task in tasks {
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
+        let _ = all.add(&latencies);
+    }
+    let elapsed = start.elapsed();
+    stop.store(1, Ordering::Relaxed);
+    report(
+        &format!(
+            "w2 durable single-event appends with expected version, {} clients",
+            args.clients
+        ),
+        "events",
+        done.load(Ordering::Relaxed),
+        elapsed,
+        &all,
+    );
+    Ok(())
+}
+
+async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
+    // Make sure every account has a document, then read them.
+    let mut client = connect(url).await?;
+    let mut head = 0;
+    let mut account = 0;
+    while account < args.accounts {
+        let events: Vec<pb::Event> = (account..(account + 1000).min(args.accounts))
+            .map(|a| pb::Event {
+                r#type: "Deposited".to_owned(),
+                data: format!(r#"{{"account":"acc-{a:06}","amount":1}}"#),
+                stream: String::new(),
+                id: format!("w5-setup-{a}"),
+            })
+            .collect();
+        account += events.len() as u64;
+        head = client
+            .append(pb::AppendRequest {
+                events,
+                expected: Vec::new(),
+            })
+            .await?
+            .into_inner()
+            .head;
+    }
+    client
+        .get(pb::GetRequest {
+            projection: "balances".into(),
+            key: "acc-000000".into(),
+            min_position: head,
+            version: 0,
+        })
+        .await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    progress("w5", "reads", done.clone(), stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let mut client = connect(url).await?;
+        let done = done.clone();
+        let accounts = args.accounts;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (c as u64 + 1));
+            let mut latencies = histogram();
+            while Instant::now() < deadline {
+                let key = format!("acc-{:06}", rng.next() % accounts);
+                let t = Instant::now();
+                client
+                    .get(pb::GetRequest {
+                        projection: "balances".into(),
+                        key,
+                        min_position: 0,
+                        version: 0,
+                    })
+                    .await?;
+                let _ = latencies.record(t.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, tonic::Status>(latencies)
+        }));
+    }
+    let mut all = histogram();
+    for task in tasks {
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
+        let _ = all.add(&latencies);
+    }
+    let elapsed = start.elapsed();
+    stop.store(1, Ordering::Relaxed);
+    report(
+        &format!("w5 point reads of balances, {} clients", args.clients),
+        "reads",
+        done.load(Ordering::Relaxed),
+        elapsed,
+        &all,
+    );
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The `datamesh` command line: run a node (`serve`) or talk to one (`deploy`,
+//! `append`, `get`, `scan`, `tail`, `status`, `bench`). The binary is a one-line
+//! wrapper around [`main`], so tests can run the very same code as a process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::api::pb;
+use crate::client::{self, CliError};
+use crate::node::{NodeConfig, serve, shutdown_signal};
+use clap::{Parser, Subcommand};
+
+/// The DataMesh node and its client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "datamesh",
+    version,
+    about = "An event datastore: a durable log and projections folded from it"
+)]
+struct Cli {
+    /// The node to talk to (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "DATAMESH_NODE",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    node: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// Data directory.
+        #[arg(long, default_value = "datamesh-data")]
+        data: PathBuf,
+        /// gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Reject events of types no deployed program declares.
+        #[arg(long)]
+        strict: bool,
+        /// Log segment size in MiB.
+        #[arg(long, default_value_t = 128)]
+        segment_mib: u64,
+    },
+    /// Compile a `.dmp` program on the node and start its projections.
+    Deploy {
+        /// The program.
+        file: PathBuf,
+    },
+    /// Append one event (`append TYPE JSON`) or a file of events (`append --file F`).
+    Append {
+        /// Event type.
+        #[arg(required_unless_present = "file")]
+        r#type: Option<String>,
+        /// Payload as a JSON object.
+        #[arg(required_unless_present = "file")]
+        data: Option<String>,
+        /// Stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Expected last version of the stream (-1: the stream must not exist yet).
+        #[arg(long, allow_hyphen_values = true)]
+        expect_version: Option<i64>,
+        /// Client event id (appends are idempotent by it).
+        #[arg(long)]
+        id: Option<String>,
+        /// Events, one JSON object per line (type, data, stream, id).
+        #[arg(long, conflicts_with_all = ["type", "data"])]
+        file: Option<PathBuf>,
+    },
+    /// Print one document as JSON; exit 1 when there is none.
+    Get {
+        /// Projection name.
+        projection: String,
+        /// Key (composite keys as a JSON array); omit for single-document projections.
+        #[arg(default_value = "")]
+        key: String,
+        /// A specific version instead of the active one.
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+        /// Wait until the projection has applied every event before this position.
+        #[arg(long, default_value_t = 0)]
+        min_position: u64,
+    },
+    /// Print documents in key order, one JSON line each.
+    Scan {
+        /// Projection name.
+        projection: String,
+        /// Leading key parts (JSON array) or the first part's text.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many documents.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// A specific version instead of the active one.
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+    /// Print events as JSON lines from a position; exit at the head unless --follow.
+    Tail {
+        /// First position.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing new events as they are appended.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the log head and every projection's position, lag and state.
+    Status,
+    /// Drive a running node with a benchmark workload.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Serve {
+        data,
+        listen,
+        strict,
+        segment_mib,
+    } = cli.command
+    {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let config = NodeConfig {
+            data,
+            listen,
+            strict,
+            segment_bytes: segment_mib << 20,
+            ..NodeConfig::default()
+        };
+        return serve(config, shutdown_signal())
+            .await
+            .map_err(|e| CliError {
+                message: e.to_string(),
+                code: 1,
+            });
+    }
+    if let Command::Bench(args) = cli.command {
+        return crate::bench::run(&cli.node, args).await;
+    }
+    let mut node = client::connect(&cli.node).await?;
+    match cli.command {
+        Command::Deploy { file } => client::deploy(&mut node, &file).await,
+        Command::Append {
+            r#type,
+            data,
+            stream,
+            expect_version,
+            id,
+            file,
+        } => match file {
+            Some(file) => client::append_file(&mut node, &file).await,
+            None => {
+                let event = pb::Event {
+                    r#type: r#type.unwrap_or_default(),
+                    data: data.unwrap_or_default(),
+                    stream: stream.unwrap_or_default(),
+                    id: id.unwrap_or_default(),
+                };
+                client::append_one(&mut node, event, expect_version).await
+            }
+        },
+        Command::Get {
+            projection,
+            key,
+            version,
+            min_position,
+        } => client::get(&mut node, projection, key, version, min_position).await,
+        Command::Scan {
+            projection,
+            prefix,
+            limit,
+            version,
+        } => client::scan(&mut node, projection, prefix, limit, version).await,
+        Command::Tail { from, follow } => client::tail(&mut node, from, follow).await,
+        Command::Status => client::status(&mut node).await,
+        Command::Serve { .. } | Command::Bench(_) => Ok(()),
+    }
+}

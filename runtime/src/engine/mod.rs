@@ -1,0 +1,390 @@
+//! The projection engine: folds the log into every deployed projection.
+//!
+//! A background task waits for the log head to move, reads a batch of events from the
+//! lowest projection position, decodes each event once per program, runs the handlers
+//! of every projection that has not yet applied it (through the reference interpreter,
+//! behind the compiler's `apply_event`), and commits the touched documents of all
+//! projections together with their new checkpoints in one fjall transaction.
+//!
+//! Invariants: a projection applies each event exactly once (checkpoint and documents
+//! commit together); projections that are caught up advance together, so a reader sees
+//! them at one position; a trap faults only its projection, at the event that trapped,
+//! leaving its documents as they were before that event.
+
+mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datamesh_compiler::codec::decode_payload;
+use datamesh_compiler::interp::{Meta, apply_event};
+use datamesh_stdlib::Value;
+use tokio::sync::{Notify, watch};
+
+use crate::log::{Log, Record};
+use crate::store::encoding::{decode_doc, encode_doc, encode_key};
+use crate::store::{Commit, Store, StoreError};
+pub use registry::{DeployError, DeployOutcome, ProjectionInfo, Registry};
+
+/// Events read per batch.
+const BATCH: usize = 4096;
+
+/// Documents kept in memory per projection between batches (the engine is the only
+/// writer, so its cache is always coherent with the store).
+const CACHE_DOCS: usize = 200_000;
+
+/// The engine of one node.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    log: Log,
+    store: Arc<Store>,
+    registry: RwLock<Registry>,
+    /// Bumped after every committed batch and every deploy.
+    progress: watch::Sender<u64>,
+    wake: Notify,
+    /// Set when the store failed: the engine stops rather than diverge.
+    failure: RwLock<Option<String>>,
+}
+
+/// An engine error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+}
+
+/// Per-projection document cache: `None` caches "no document".
+type Cache = BTreeMap<Vec<Value>, Option<Vec<Value>>>;
+
+impl Engine {
+    /// Loads the deployed programs from the store and starts folding.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn start(log: Log, store: Arc<Store>) -> Result<Engine, EngineError> {
+        let registry = Registry::load(&store)?;
+        let (progress, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            log,
+            store,
+            registry: RwLock::new(registry),
+            progress,
+            wake: Notify::new(),
+            failure: RwLock::new(None),
+        });
+        let task = shared.clone();
+        tokio::spawn(async move { run(task).await });
+        Ok(Engine { shared })
+    }
+
+    /// Compiles and deploys a program; its new projections start from position 0.
+    ///
+    /// # Errors
+    /// [`DeployError`]: diagnostics, conflicts with deployed definitions, store errors.
+    pub fn deploy(&self, source: &str, origin: &str) -> Result<DeployOutcome, DeployError> {
+        let outcome = {
+            let mut registry = self
+                .shared
+                .registry
+                .write()
+                .map_err(|_| DeployError::Internal("registry lock".into()))?;
+            registry.deploy(&self.shared.store, source, origin)?
+        };
+        self.shared.progress.send_modify(|p| *p += 1);
+        self.shared.wake.notify_one();
+        Ok(outcome)
+    }
+
+    /// Runs `f` with the registry (projections, schemas, positions).
+    pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Option<T> {
+        self.shared.registry.read().ok().map(|r| f(&r))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// Why the engine stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.read().ok().and_then(|f| f.clone())
+    }
+
+    /// Waits until projection `label` has applied every event before `position`, or
+    /// until `timeout`. Returns its position then.
+    pub async fn wait_for(&self, label: &str, position: u64, timeout: Duration) -> Option<u64> {
+        let mut progress = self.shared.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = self.with_registry(|r| r.position(label)).flatten()?;
+            if current >= position {
+                return Some(current);
+            }
+            let faulted = self.with_registry(|r| r.is_faulted(label)).unwrap_or(true);
+            if faulted {
+                return Some(current);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Some(current),
+            }
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>) {
+    let mut head = shared.log.watch_head();
+    let mut caches: HashMap<String, Cache> = HashMap::new();
+    loop {
+        let work = shared
+            .registry
+            .read()
+            .ok()
+            .and_then(|r| r.lowest_pending(shared.log.head()));
+        let Some(from) = work else {
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return },
+                () = shared.wake.notified() => {}
+            }
+            continue;
+        };
+        let task = shared.clone();
+        let mut owned = std::mem::take(&mut caches);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = apply_batch(&task, from, &mut owned);
+            (r, owned)
+        })
+        .await;
+        match result {
+            Ok((Ok(()), returned)) => caches = returned,
+            Ok((Err(e), _)) => {
+                tracing::error!(error = %e, "projection engine stopped");
+                if let Ok(mut f) = shared.failure.write() {
+                    *f = Some(e.to_string());
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "projection engine task failed");
+                if let Ok(mut f) = shared.failure.write() {
+                    *f = Some(format!("projection engine failed: {e}"));
+                }
+                return;
+            }
+        }
+        shared.progress.send_modify(|p| *p += 1);
+    }
+}
+
+/// Reads one batch from `from` and applies it to every projection behind.
+fn apply_batch(
+    shared: &Shared,
+    from: u64,
+    caches: &mut HashMap<String, Cache>,
+) -> Result<(), EngineError> {
+    let records = shared.log.read(from, BATCH)?;
+    let Some(last) = records.last().map(|r| r.position) else {
+        return Ok(());
+    };
+    let registry = shared.registry.read().map_err(|_| StoreError::Lock)?;
+    let mut commit = Commit::default();
+    let mut faults: Vec<(usize, String)> = Vec::new();
+    // Touched documents per projection in this batch.
+    let mut touched: Vec<BTreeMap<Vec<Value>, Option<Vec<Value>>>> =
+        vec![BTreeMap::new(); registry.projections.len()];
+    let mut stopped: Vec<Option<u64>> = vec![None; registry.projections.len()];
+    for record in &records {
+        apply_record(
+            shared,
+            &registry,
+            record,
+            caches,
+            &mut touched,
+            &mut stopped,
+            &mut faults,
+        )?;
+    }
+    for (i, projection) in registry.projections.iter().enumerate() {
+        if projection.fault.is_some() || projection.position > last {
+            continue;
+        }
+        let next = stopped[i].unwrap_or(last + 1);
+        let cache = caches.entry(projection.label.clone()).or_default();
+        if cache.len() > CACHE_DOCS {
+            cache.clear();
+        }
+        for (key, doc) in std::mem::take(&mut touched[i]) {
+            commit.docs.push((
+                projection.keyspace.clone(),
+                encode_key(&key),
+                doc.as_ref().map(|d| encode_doc(d)),
+            ));
+            cache.insert(key, doc);
+        }
+        commit.checkpoints.push((projection.label.clone(), next));
+    }
+    for (i, fault) in &faults {
+        commit
+            .faults
+            .push((registry.projections[*i].label.clone(), fault.clone()));
+    }
+    drop(registry);
+    shared.store.commit(commit)?;
+    let mut registry = shared.registry.write().map_err(|_| StoreError::Lock)?;
+    let head = shared.log.head();
+    for (i, projection) in registry.projections.iter_mut().enumerate() {
+        if projection.fault.is_some() || projection.position > last {
+            continue;
+        }
+        projection.position = stopped[i].unwrap_or(last + 1);
+        if projection.position >= head {
+            projection.caught_up = true;
+        }
+    }
+    for (i, fault) in faults {
+        if let Some(p) = registry.projections.get_mut(i) {
+            caches.remove(&p.label);
+            p.fault = Some(fault);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_record(
+    shared: &Shared,
+    registry: &Registry,
+    record: &Record,
+    caches: &mut HashMap<String, Cache>,
+    touched: &mut [BTreeMap<Vec<Value>, Option<Vec<Value>>>],
+    stopped: &mut [Option<u64>],
+    faults: &mut Vec<(usize, String)>,
+) -> Result<(), EngineError> {
+    let meta = Meta {
+        position: i64::try_from(record.position).unwrap_or(i64::MAX),
+        time: record.time,
+        stream: Arc::from(record.stream.as_str()),
+        event_type: Arc::from(record.event_type.as_str()),
+        id: Arc::from(record.id.as_str()),
+    };
+    for (program_index, program) in registry.programs.iter().enumerate() {
+        let Some(event) = program.event_id(&record.event_type) else {
+            continue;
+        };
+        let interested: Vec<usize> = registry
+            .projections
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                p.program == program_index
+                    && p.fault.is_none()
+                    && stopped[*i].is_none()
+                    && p.position <= record.position
+                    && program.projections[p.index]
+                        .handlers
+                        .iter()
+                        .any(|h| h.event == event)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if interested.is_empty() {
+            continue;
+        }
+        // Decode once for every projection of this program.
+        let row = serde_json::from_slice::<serde_json::Value>(&record.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                decode_payload(&program.events[event], &json).map_err(|e| e.to_string())
+            });
+        let row = match row {
+            Ok(row) => row,
+            Err(message) => {
+                for i in interested {
+                    stopped[i] = Some(record.position);
+                    faults.push((i, fault_json(record, "R0006", &format!("the event does not match `{}` as this program declares it: {message}", record.event_type), None)));
+                }
+                continue;
+            }
+        };
+        for i in interested {
+            let projection = &registry.projections[i];
+            let ir = &program.projections[projection.index];
+            let keyspace = shared.store.keyspace(&projection.keyspace)?;
+            let cache = caches.entry(projection.label.clone()).or_default();
+            let batch = &touched[i];
+            let mut load_error = None;
+            let outcome = {
+                let mut load = |key: &[Value]| -> Option<Vec<Value>> {
+                    if let Some(doc) = batch.get(key) {
+                        return doc.clone();
+                    }
+                    if let Some(doc) = cache.get(key) {
+                        return doc.clone();
+                    }
+                    match shared.store.get(&keyspace, &encode_key(key)) {
+                        Ok(Some(bytes)) => decode_doc(&bytes),
+                        Ok(None) => None,
+                        Err(e) => {
+                            load_error = Some(e);
+                            None
+                        }
+                    }
+                };
+                apply_event(ir, event, &row, &meta, &mut load)
+            };
+            if let Some(e) = load_error {
+                return Err(e.into());
+            }
+            match outcome {
+                Ok(overlay) => touched[i].extend(overlay),
+                Err((trap, handler)) => {
+                    stopped[i] = Some(record.position);
+                    faults.push((
+                        i,
+                        fault_json(
+                            record,
+                            trap.code(),
+                            &trap.to_string(),
+                            Some((trap.span, handler)),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fault_json(
+    record: &Record,
+    code: &str,
+    message: &str,
+    spans: Option<(datamesh_compiler::ast::Span, datamesh_compiler::ast::Span)>,
+) -> String {
+    let mut json = serde_json::json!({
+        "position": record.position,
+        "event_type": record.event_type,
+        "code": code,
+        "message": message,
+    });
+    if let Some((at, handler)) = spans {
+        json["span"] = serde_json::json!([at.start, at.end]);
+        json["handler"] = serde_json::json!([handler.start, handler.end]);
+    }
+    json.to_string()
+}

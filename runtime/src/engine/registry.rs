@@ -1,0 +1,294 @@
+//! The deployed programs and their projections, with each projection's position.
+//!
+//! Invariant: a projection version (`name@vN`) has exactly one definition for the life of
+//! a node: deploying the same text again is a no-op, deploying a different one under the
+//! same version is refused (deploy it as a new version, which rebuilds beside the old).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datamesh_compiler::check::check_source;
+use datamesh_compiler::diag::Diagnostic;
+use datamesh_compiler::ir::{EventType, Field, Program, Type};
+
+use crate::store::{Store, StoreError, keyspace_name};
+
+/// One deployed projection version.
+#[derive(Debug, Clone)]
+pub struct ProjectionInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u32,
+    /// `name@vN`.
+    pub label: String,
+    /// Its fjall keyspace.
+    pub keyspace: String,
+    /// Index of its program in [`Registry::programs`].
+    pub program: usize,
+    /// Index of the projection in that program.
+    pub index: usize,
+    /// Next log position to apply.
+    pub position: u64,
+    /// The fault (JSON) that stopped it.
+    pub fault: Option<String>,
+    /// It has reached the log head at least once.
+    pub caught_up: bool,
+    /// Key component types.
+    pub key: Vec<Type>,
+    /// State fields.
+    pub state: Vec<Field>,
+    /// Normalised definition text, to recognise re-deploys.
+    definition: String,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOutcome {
+    /// Projection versions started.
+    pub started: Vec<String>,
+    /// Versions already deployed with the same definition.
+    pub unchanged: Vec<String>,
+    /// Warnings.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The program has errors.
+    #[error("the program has {} error(s)", .0.iter().filter(|d| d.is_error()).count())]
+    Invalid(Vec<Diagnostic>),
+    /// It conflicts with what is deployed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Deployed programs and projections.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Programs in deploy order.
+    pub programs: Vec<Arc<Program>>,
+    /// Projections in deploy order.
+    pub projections: Vec<ProjectionInfo>,
+    /// Every declared event type (the union of all programs).
+    pub schemas: HashMap<String, EventType>,
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The text of each projection declaration, by (name, version).
+fn definitions(source: &str) -> HashMap<(String, u32), String> {
+    let (file, _) = datamesh_compiler::parser::parse(source);
+    let mut out = HashMap::new();
+    for item in &file.items {
+        if let datamesh_compiler::ast::Item::Projection(p) = item {
+            let version = p
+                .version
+                .as_ref()
+                .and_then(|v| v.name.strip_prefix('v')?.parse().ok())
+                .unwrap_or(1);
+            let text = source
+                .get(p.span.start as usize..p.span.end as usize)
+                .unwrap_or_default();
+            out.insert((p.name.name.clone(), version), normalise(text));
+        }
+    }
+    out
+}
+
+impl Registry {
+    /// Rebuilds the registry from the store's deployments and checkpoints.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn load(store: &Store) -> Result<Registry, StoreError> {
+        let mut registry = Registry::default();
+        for deployment in store.deployments()? {
+            match registry.add(store, &deployment.source, false) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(origin = %deployment.origin, error = %e, "a deployed program no longer loads")
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Checks and registers a program; with `persist`, records it in the store first.
+    ///
+    /// # Errors
+    /// [`DeployError`].
+    pub fn deploy(
+        &mut self,
+        store: &Store,
+        source: &str,
+        origin: &str,
+    ) -> Result<DeployOutcome, DeployError> {
+        let seq = store.deployments()?.len() as u64;
+        let outcome = self.plan(source)?;
+        if outcome.started.is_empty() {
+            return Ok(outcome);
+        }
+        store.add_deployment(seq, origin, source)?;
+        self.add(store, source, true)
+    }
+
+    /// Checks a program against the deployed ones without changing anything.
+    fn plan(&self, source: &str) -> Result<DeployOutcome, DeployError> {
+        let checked = check_source(source);
+        let Some(program) = checked.program else {
+            return Err(DeployError::Invalid(checked.diagnostics));
+        };
+        for event in &program.events {
+            if let Some(existing) = self.schemas.get(&event.name) {
+                let same =
+                    existing.fields.len() == event.fields.len()
+                        && existing.fields.iter().zip(&event.fields).all(|(a, b)| {
+                            a.name == b.name && a.ty == b.ty && a.default == b.default
+                        });
+                if !same {
+                    return Err(DeployError::Conflict(format!(
+                        "event `{}` is already declared with different fields by a deployed program; every program on a node must declare an event type the same way",
+                        event.name
+                    )));
+                }
+            }
+        }
+        let texts = definitions(source);
+        let mut outcome = DeployOutcome {
+            warnings: checked.diagnostics,
+            ..DeployOutcome::default()
+        };
+        for projection in &program.projections {
+            let label = format!("{}@v{}", projection.name, projection.version);
+            let text = texts
+                .get(&(projection.name.clone(), projection.version))
+                .cloned()
+                .unwrap_or_default();
+            match self.projections.iter().find(|p| p.label == label) {
+                Some(existing) if existing.definition == text => outcome.unchanged.push(label),
+                Some(_) => {
+                    return Err(DeployError::Conflict(format!(
+                        "projection `{label}` is already deployed with a different definition; deploy the change as a new version (v{})",
+                        self.projections
+                            .iter()
+                            .filter(|p| p.name == projection.name)
+                            .map(|p| p.version)
+                            .max()
+                            .unwrap_or(0)
+                            + 1
+                    )));
+                }
+                None => outcome.started.push(label),
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn add(
+        &mut self,
+        store: &Store,
+        source: &str,
+        _persisted: bool,
+    ) -> Result<DeployOutcome, DeployError> {
+        let outcome = self.plan(source)?;
+        let checked = check_source(source);
+        let Some(program) = checked.program else {
+            return Err(DeployError::Invalid(checked.diagnostics));
+        };
+        let texts = definitions(source);
+        let program = Arc::new(program);
+        let program_index = self.programs.len();
+        for (index, projection) in program.projections.iter().enumerate() {
+            let label = format!("{}@v{}", projection.name, projection.version);
+            if !outcome.started.contains(&label) {
+                continue;
+            }
+            let fault = store.fault(&label)?;
+            self.projections.push(ProjectionInfo {
+                name: projection.name.clone(),
+                version: projection.version,
+                keyspace: keyspace_name(&projection.name, projection.version),
+                position: store.checkpoint(&label)?,
+                label,
+                program: program_index,
+                index,
+                fault,
+                caught_up: false,
+                key: projection.key.clone(),
+                state: projection.state.clone(),
+                definition: texts
+                    .get(&(projection.name.clone(), projection.version))
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+        for event in &program.events {
+            self.schemas
+                .entry(event.name.clone())
+                .or_insert_with(|| event.clone());
+        }
+        self.programs.push(program);
+        Ok(outcome)
+    }
+
+    /// The lowest position some non-faulted projection still has to apply, if below
+    /// `head`.
+    pub fn lowest_pending(&self, head: u64) -> Option<u64> {
+        self.projections
+            .iter()
+            .filter(|p| p.fault.is_none() && p.position < head)
+            .map(|p| p.position)
+            .min()
+    }
+
+    /// A projection's position by label.
+    pub fn position(&self, label: &str) -> Option<u64> {
+        self.projections
+            .iter()
+            .find(|p| p.label == label)
+            .map(|p| p.position)
+    }
+
+    /// Whether a projection is faulted (unknown labels count as faulted).
+    pub fn is_faulted(&self, label: &str) -> bool {
+        self.projections
+            .iter()
+            .find(|p| p.label == label)
+            .is_none_or(|p| p.fault.is_some())
+    }
+
+    /// The version a read addresses: the given one, or the active one — the newest
+    /// version that has caught up with the log and is not faulted (so a new version
+    /// rebuilding in the background does not serve reads until it is complete), else
+    /// the newest version.
+    pub fn resolve(&self, name: &str, version: Option<u32>) -> Option<&ProjectionInfo> {
+        let versions = self.projections.iter().filter(|p| p.name == name);
+        match version {
+            Some(v) => versions.into_iter().find(|p| p.version == v),
+            None => {
+                let all: Vec<&ProjectionInfo> = versions.collect();
+                all.iter()
+                    .filter(|p| p.caught_up && p.fault.is_none())
+                    .max_by_key(|p| p.version)
+                    .or_else(|| all.iter().max_by_key(|p| p.version))
+                    .copied()
+            }
+        }
+    }
+
+    /// Whether `info` is the version reads go to by default.
+    pub fn is_active(&self, info: &ProjectionInfo) -> bool {
+        self.resolve(&info.name, None)
+            .is_some_and(|p| p.label == info.label)
+    }
+}

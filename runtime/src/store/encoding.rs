@@ -1,0 +1,346 @@
+//! Byte encodings of keys and documents in fjall.
+//!
+//! Keys use an order-preserving tuple encoding: each component is a type tag followed
+//! by a big-endian form whose byte order is the value order (signed integers with the
+//! sign bit flipped; strings with 0x00 escaped as 0x00 0xFF and terminated by 0x00 0x01).
+//! So the encoding of a key's first components is a byte prefix of the whole key, and
+//! byte order equals key order: prefix and range scans are fjall prefix and range scans.
+//!
+//! Documents use a compact self-describing binary form of [`Value`]s.
+//!
+//! Invariant: `decode(encode(x)) == x` for every value; decoding untrusted bytes
+//! returns `None` instead of panicking.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datamesh_stdlib::Value;
+
+const BOOL: u8 = 1;
+const INT: u8 = 2;
+const STR: u8 = 3;
+const TIMESTAMP: u8 = 4;
+const DURATION: u8 = 5;
+
+fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn from_ordered(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// The stored key of a single-document projection (fjall keys cannot be empty, and
+/// no component tag is 0, so it cannot collide with a real key).
+const SINGLE_DOCUMENT: u8 = 0;
+
+/// Encodes key components (scalars only) in order-preserving form.
+pub fn encode_key(parts: &[Value]) -> Vec<u8> {
+    if parts.is_empty() {
+        return vec![SINGLE_DOCUMENT];
+    }
+    let mut out = Vec::with_capacity(parts.len() * 10);
+    for part in parts {
+        encode_key_part(part, &mut out);
+    }
+    out
+}
+
+fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
+    match part {
+        Value::Bool(b) => out.extend_from_slice(&[BOOL, u8::from(*b)]),
+        Value::Int(i) => {
+            out.push(INT);
+            out.extend_from_slice(&ordered_i64(*i));
+        }
+        Value::Timestamp(t) => {
+            out.push(TIMESTAMP);
+            out.extend_from_slice(&ordered_i64(*t));
+        }
+        Value::Duration(d) => {
+            out.push(DURATION);
+            out.extend_from_slice(&ordered_i64(*d));
+        }
+        other => {
+            let text = match other {
+                Value::Str(s) => s.to_string(),
+                v => datamesh_stdlib::string::to_string(v),
+            };
+            out.push(STR);
+            for &b in text.as_bytes() {
+                if b == 0 {
+                    out.extend_from_slice(&[0, 0xFF]);
+                } else {
+                    out.push(b);
+                }
+            }
+            out.extend_from_slice(&[0, 1]);
+        }
+    }
+}
+
+/// Decodes an encoded key back into its components.
+pub fn decode_key(mut bytes: &[u8]) -> Option<Vec<Value>> {
+    if bytes == [SINGLE_DOCUMENT] {
+        return Some(Vec::new());
+    }
+    let mut parts = Vec::new();
+    while let Some((&tag, rest)) = bytes.split_first() {
+        bytes = rest;
+        match tag {
+            BOOL => {
+                let (&b, rest) = bytes.split_first()?;
+                parts.push(Value::Bool(b != 0));
+                bytes = rest;
+            }
+            INT | TIMESTAMP | DURATION => {
+                let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+                let v = from_ordered(raw);
+                parts.push(match tag {
+                    INT => Value::Int(v),
+                    TIMESTAMP => Value::Timestamp(v),
+                    _ => Value::Duration(v),
+                });
+                bytes = &bytes[8..];
+            }
+            STR => {
+                let mut text = Vec::new();
+                loop {
+                    let (&b, rest) = bytes.split_first()?;
+                    bytes = rest;
+                    if b != 0 {
+                        text.push(b);
+                        continue;
+                    }
+                    let (&next, rest) = bytes.split_first()?;
+                    bytes = rest;
+                    match next {
+                        0xFF => text.push(0),
+                        1 => break,
+                        _ => return None,
+                    }
+                }
+                parts.push(Value::str(String::from_utf8(text).ok()?));
+            }
+            _ => return None,
+        }
+    }
+    Some(parts)
+}
+
+// Document value tags.
+const V_NONE: u8 = 0;
+const V_FALSE: u8 = 1;
+const V_TRUE: u8 = 2;
+const V_INT: u8 = 3;
+const V_FLOAT: u8 = 4;
+const V_STR: u8 = 5;
+const V_TIMESTAMP: u8 = 6;
+const V_DURATION: u8 = 7;
+const V_LIST: u8 = 8;
+const V_SET: u8 = 9;
+const V_MAP: u8 = 10;
+
+/// Encodes a document (its state fields in order).
+pub fn encode_doc(fields: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.len() * 9);
+    write_len(fields.len(), &mut out);
+    for v in fields {
+        encode_value(v, &mut out);
+    }
+    out
+}
+
+/// Decodes a document.
+pub fn decode_doc(bytes: &[u8]) -> Option<Vec<Value>> {
+    let mut r = Reader { bytes, at: 0 };
+    let n = r.len()?;
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        out.push(r.value()?);
+    }
+    (r.at == bytes.len()).then_some(out)
+}
+
+fn write_len(n: usize, out: &mut Vec<u8>) {
+    let mut n = n as u64;
+    loop {
+        let byte = (n & 0x7F) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn encode_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::None => out.push(V_NONE),
+        Value::Bool(false) => out.push(V_FALSE),
+        Value::Bool(true) => out.push(V_TRUE),
+        Value::Int(i) => {
+            out.push(V_INT);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Float(f) => {
+            out.push(V_FLOAT);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::Str(s) => {
+            out.push(V_STR);
+            write_len(s.len(), out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Timestamp(t) => {
+            out.push(V_TIMESTAMP);
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        Value::Duration(d) => {
+            out.push(V_DURATION);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        Value::List(items) => {
+            out.push(V_LIST);
+            write_len(items.len(), out);
+            items.iter().for_each(|i| encode_value(i, out));
+        }
+        Value::Set(items) => {
+            out.push(V_SET);
+            write_len(items.len(), out);
+            items.iter().for_each(|i| encode_value(i, out));
+        }
+        Value::Map(entries) => {
+            out.push(V_MAP);
+            write_len(entries.len(), out);
+            for (k, v) in entries {
+                encode_value(k, out);
+                encode_value(v, out);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return usize::try_from(n).ok();
+            }
+        }
+        None
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        Some(match self.byte()? {
+            V_NONE => Value::None,
+            V_FALSE => Value::Bool(false),
+            V_TRUE => Value::Bool(true),
+            V_INT => Value::Int(self.i64()?),
+            V_FLOAT => Value::Float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            V_STR => {
+                let n = self.len()?;
+                Value::str(std::str::from_utf8(self.take(n)?).ok()?)
+            }
+            V_TIMESTAMP => Value::Timestamp(self.i64()?),
+            V_DURATION => Value::Duration(self.i64()?),
+            V_LIST => {
+                let n = self.len()?;
+                let mut items = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    items.push(self.value()?);
+                }
+                Value::List(items)
+            }
+            V_SET => {
+                let n = self.len()?;
+                let mut items = BTreeSet::new();
+                for _ in 0..n {
+                    items.insert(self.value()?);
+                }
+                Value::Set(items)
+            }
+            V_MAP => {
+                let n = self.len()?;
+                let mut entries = BTreeMap::new();
+                for _ in 0..n {
+                    let k = self.value()?;
+                    entries.insert(k, self.value()?);
+                }
+                Value::Map(entries)
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_is_byte_order() {
+        let keys = [
+            vec![Value::str("a"), Value::Int(-5)],
+            vec![Value::str("a"), Value::Int(3)],
+            vec![Value::str("a\0b"), Value::Int(0)],
+            vec![Value::str("ab"), Value::Int(i64::MIN)],
+            vec![Value::str("b"), Value::Int(0)],
+        ];
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
+        for pair in encoded.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        for (k, e) in keys.iter().zip(&encoded) {
+            assert_eq!(decode_key(e).as_ref(), Some(k));
+        }
+        // A prefix of the components is a byte prefix.
+        assert!(encoded[1].starts_with(&encode_key(&[Value::str("a")])));
+        assert!(!encoded[3].starts_with(&encode_key(&[Value::str("a")])));
+    }
+
+    #[test]
+    fn documents_round_trip() {
+        let mut map = BTreeMap::new();
+        map.insert(Value::str("k"), Value::Int(2));
+        let doc = vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Float(2.5),
+            Value::str("héllo"),
+            Value::Timestamp(1_700_000_000_000_000),
+            Value::Duration(-3),
+            Value::List(vec![Value::Int(1), Value::Int(1)]),
+            Value::Set([Value::str("x")].into_iter().collect()),
+            Value::Map(map),
+        ];
+        let bytes = encode_doc(&doc);
+        assert_eq!(decode_doc(&bytes), Some(doc));
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_doc(&bytes[..cut]), None);
+        }
+    }
+}

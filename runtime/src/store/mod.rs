@@ -1,0 +1,241 @@
+//! The projection store: documents and engine metadata in fjall.
+//!
+//! One keyspace per projection version (`p.<name>.v<N>`) holds its documents under
+//! order-preserving keys ([`encoding`]); the `meta` keyspace holds deployed sources,
+//! each projection's checkpoint (the next log position it will apply) and faults.
+//! Invariant: the engine writes a batch's documents and checkpoints in one fjall
+//! transaction, so after any crash every projection's documents match its checkpoint
+//! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
+//! back, and the engine re-applies from there).
+
+pub mod encoding;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use fjall::{KeyspaceCreateOptions, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// fjall failed.
+    #[error("projection store: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// Stored bytes do not decode.
+    #[error("projection store: corrupt entry {0}")]
+    Corrupt(String),
+    /// An internal lock was poisoned by a panic.
+    #[error("projection store: internal lock poisoned")]
+    Lock,
+}
+
+/// A stored key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A deployed program as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Sequence number, in deploy order.
+    pub seq: u64,
+    /// Where it came from (file name).
+    pub origin: String,
+    /// The source text.
+    pub source: String,
+}
+
+/// Writes of one engine batch, committed atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// (keyspace name, key bytes, `Some(doc bytes)` or `None` to delete).
+    pub docs: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    /// (projection label, next position).
+    pub checkpoints: Vec<(String, u64)>,
+    /// (projection label, fault JSON).
+    pub faults: Vec<(String, String)>,
+}
+
+/// The fjall database of a node.
+pub struct Store {
+    db: SingleWriterTxDatabase,
+    meta: SingleWriterTxKeyspace,
+    spaces: Mutex<HashMap<String, SingleWriterTxKeyspace>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// The keyspace name of a projection version.
+pub fn keyspace_name(projection: &str, version: u32) -> String {
+    format!("p.{projection}.v{version}")
+}
+
+impl Store {
+    /// Opens or creates the store in `dir`.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = SingleWriterTxDatabase::builder(dir).open()?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        Ok(Store {
+            db,
+            meta,
+            spaces: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The keyspace of a projection version, created on first use.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn keyspace(&self, name: &str) -> Result<SingleWriterTxKeyspace, StoreError> {
+        let mut spaces = self.spaces.lock().map_err(|_| StoreError::Lock)?;
+        if let Some(ks) = spaces.get(name) {
+            return Ok(ks.clone());
+        }
+        let ks = self.db.keyspace(name, KeyspaceCreateOptions::default)?;
+        spaces.insert(name.to_owned(), ks.clone());
+        Ok(ks)
+    }
+
+    /// Every deployed program, in deploy order.
+    ///
+    /// # Errors
+    /// fjall errors or corrupt entries.
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let snapshot = self.db.read_tx();
+        let mut out = Vec::new();
+        for guard in snapshot.prefix(&self.meta, b"deploy/") {
+            let (key, value) = guard.into_inner()?;
+            let seq = std::str::from_utf8(&key[b"deploy/".len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt("deployment key".to_owned()))?;
+            let json: serde_json::Value = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt(format!("deployment {seq}: {e}")))?;
+            out.push(Deployment {
+                seq,
+                origin: json["origin"].as_str().unwrap_or_default().to_owned(),
+                source: json["source"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a deployed program durably.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn add_deployment(&self, seq: u64, origin: &str, source: &str) -> Result<(), StoreError> {
+        let value = serde_json::json!({ "origin": origin, "source": source }).to_string();
+        let mut tx = self.db.write_tx();
+        tx.insert(&self.meta, format!("deploy/{seq:010}"), value);
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// A projection's checkpoint: the next log position it will apply.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn checkpoint(&self, label: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("checkpoint/{label}"))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0))
+    }
+
+    /// A projection's recorded fault (JSON), if any.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn fault(&self, label: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("fault/{label}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Reads one document.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn get(
+        &self,
+        keyspace: &SingleWriterTxKeyspace,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(keyspace.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Reads documents in key order: those whose key starts with `prefix`, from `start`
+    /// (inclusive) to `end` (exclusive), at most `limit`.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn scan(
+        &self,
+        keyspace: &SingleWriterTxKeyspace,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let snapshot = self.db.read_tx();
+        let mut out = Vec::new();
+        let lower: Vec<u8> = match start {
+            Some(s) if s > prefix => s.to_vec(),
+            _ => prefix.to_vec(),
+        };
+        for guard in snapshot.range(keyspace, lower..) {
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(prefix) || end.is_some_and(|e| &key[..] >= e) || out.len() >= limit
+            {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Commits one engine batch atomically.
+    ///
+    /// # Errors
+    /// fjall errors; nothing of the batch is visible then.
+    pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let mut spaces = HashMap::new();
+        for (name, _, _) in &commit.docs {
+            if !spaces.contains_key(name) {
+                spaces.insert(name.clone(), self.keyspace(name)?);
+            }
+        }
+        let mut tx = self.db.write_tx();
+        for (name, key, doc) in commit.docs {
+            let Some(ks) = spaces.get(&name) else {
+                continue;
+            };
+            match doc {
+                Some(doc) => tx.insert(ks, key, doc),
+                None => tx.remove(ks, key),
+            }
+        }
+        for (label, position) in commit.checkpoints {
+            tx.insert(
+                &self.meta,
+                format!("checkpoint/{label}"),
+                position.to_le_bytes().to_vec(),
+            );
+        }
+        for (label, fault) in commit.faults {
+            tx.insert(&self.meta, format!("fault/{label}"), fault);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}

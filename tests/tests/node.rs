@@ -1,0 +1,899 @@
+//! The node as users run it: real `datamesh` processes on loopback ports, driven over
+//! gRPC and through the CLI, killed with SIGKILL, restarted and checked.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datamesh_runtime::api::pb;
+use datamesh_runtime::api::pb::data_mesh_client::DataMeshClient;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_datamesh-under-test");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("datamesh-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A node process.
+struct Node {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    fn start(data: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--data",
+                data.to_str().expect("utf-8 path"),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("datamesh listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+                if let Ok(mut l) = collected.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node did not start: {:?}",
+                    lines.lock().map(|l| l.clone()).unwrap_or_default()
+                )
+            });
+        Node {
+            child,
+            url: format!("http://{addr}"),
+            stderr: lines,
+        }
+    }
+
+    async fn client(&self) -> DataMeshClient<Channel> {
+        DataMeshClient::connect(self.url.clone())
+            .await
+            .expect("connect")
+    }
+
+    /// `datamesh <args>` against this node: (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("DATAMESH_NODE", &self.url)
+            .current_dir(root())
+            .output()
+            .expect("cli runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.kill9();
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn event(ty: &str, data: &str, stream: &str, id: &str) -> pb::Event {
+    pb::Event {
+        r#type: ty.into(),
+        data: data.into(),
+        stream: stream.into(),
+        id: id.into(),
+    }
+}
+
+async fn head(client: &mut DataMeshClient<Channel>) -> u64 {
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .head
+}
+
+async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventRecord> {
+    let mut out = Vec::new();
+    loop {
+        let r = client
+            .read(pb::ReadRequest {
+                from: out.len() as u64,
+                limit: 5000,
+                stream: String::new(),
+            })
+            .await
+            .expect("read")
+            .into_inner();
+        if r.events.is_empty() {
+            return out;
+        }
+        out.extend(r.events);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_end_to_end_through_the_cli() {
+    let data = temp_dir("bank");
+    let node = Node::start(&data, &[]);
+    let (code, out, err) = node.cli(&["deploy", "examples/bank/bank.dmp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("balances@v1"), "{out}");
+    let events = data.join("events.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(root().join("examples/bank/events.jsonl"))
+        .expect("bank events")
+        .lines()
+        .filter(|l| !l.contains("PaymentSettled"))
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&events, lines.join("\n")).expect("write");
+    let (code, out, err) = node.cli(&["append", "--file", events.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"appended\":7"), "{out}");
+    let (code, out, err) = node.cli(&["get", "balances", "a1", "--min-position", "7"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["balance"], 140);
+    assert_eq!(doc["tx_count"], 3);
+    assert_eq!(doc["owner"], "ann");
+    let (code, out, _) = node.cli(&["get", "totals", "--min-position", "7"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["deposited"],
+        370
+    );
+    let (code, _, err) = node.cli(&["get", "balances", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no document at key `nobody`"), "{err}");
+    // Single appends with an expected version, and their conflicts.
+    let (code, out, err) = node.cli(&[
+        "append",
+        "Deposited",
+        r#"{"account":"a1","amount":5}"#,
+        "--stream",
+        "account-a1",
+        "--expect-version",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"positions\":[7]"), "{out}");
+    let (code, _, err) = node.cli(&[
+        "append",
+        "Deposited",
+        r#"{"account":"a1","amount":5}"#,
+        "--stream",
+        "account-a1",
+        "--expect-version",
+        "3",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("stream `account-a1`: expected version 3, but its last version is 4"),
+        "{err}"
+    );
+    let (code, out, _) = node.cli(&["scan", "balances", "--limit", "10"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2);
+    let (code, out, _) = node.cli(&["tail", "--from", "6"]);
+    assert_eq!(code, 0);
+    let tail: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[1]["position"], 7);
+    assert_eq!(tail[1]["stream_version"], 4);
+    let (code, out, _) = node.cli(&["status"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["head"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_by_prefix_and_range() {
+    let data = temp_dir("scan");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
+    client
+        .deploy(pb::DeployRequest {
+            source,
+            origin: "bank.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    let events: Vec<pb::Event> = (0..30)
+        .map(|i| {
+            event(
+                "Deposited",
+                &format!(r#"{{"account":"acc-{:02}","amount":{}}}"#, i % 10, i + 1),
+                "",
+                "",
+            )
+        })
+        .collect();
+    let head = client
+        .append(pb::AppendRequest {
+            events,
+            expected: vec![],
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .head;
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .scan(pb::ScanRequest {
+                projection: "balances".into(),
+                limit: 4,
+                page_token: token,
+                min_position: head,
+                ..Default::default()
+            })
+            .await
+            .expect("scan")
+            .into_inner();
+        keys.extend(page.documents.iter().map(|d| d.key.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("acc-{i:02}")).collect();
+    assert_eq!(
+        keys, expected,
+        "every document once, in key order, across pages"
+    );
+    let range = client
+        .scan(pb::ScanRequest {
+            projection: "balances".into(),
+            start: "acc-03".into(),
+            end: "acc-06".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(
+        range
+            .documents
+            .iter()
+            .map(|d| d.key.as_str())
+            .collect::<Vec<_>>(),
+        ["acc-03", "acc-04", "acc-05"]
+    );
+    let composite = client
+        .scan(pb::ScanRequest {
+            projection: "daily_volume".into(),
+            prefix: r#"["acc-07"]"#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("prefix")
+        .into_inner();
+    assert_eq!(composite.documents.len(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_str(&composite.documents[0].document).expect("json");
+    assert_eq!(doc["volume"], 8 + 18 + 28);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_precise_status_and_changes_nothing() {
+    let data = temp_dir("bad");
+    let node = Node::start(&data, &["--strict"]);
+    let mut client = node.client().await;
+    let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
+    client
+        .deploy(pb::DeployRequest {
+            source: source.clone(),
+            origin: "bank.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    client
+        .append(pb::AppendRequest {
+            events: vec![event(
+                "Deposited",
+                r#"{"account":"a","amount":1}"#,
+                "s",
+                "id-1",
+            )],
+            expected: vec![],
+        })
+        .await
+        .expect("good append");
+    let before = head(&mut client).await;
+    let append = |events: Vec<pb::Event>, expected: Vec<pb::ExpectedVersion>| pb::AppendRequest {
+        events,
+        expected,
+    };
+    let cases: Vec<(&str, pb::AppendRequest, tonic::Code, &str)> = vec![
+        (
+            "malformed JSON",
+            append(vec![event("Deposited", "{nope", "", "")], vec![]),
+            tonic::Code::InvalidArgument,
+            "not valid JSON",
+        ),
+        (
+            "wrong field type",
+            append(
+                vec![event(
+                    "Deposited",
+                    r#"{"account":"a","amount":"1"}"#,
+                    "",
+                    "",
+                )],
+                vec![],
+            ),
+            tonic::Code::InvalidArgument,
+            "field `amount`: expected int",
+        ),
+        (
+            "missing field",
+            append(
+                vec![event("Deposited", r#"{"account":"a"}"#, "", "")],
+                vec![],
+            ),
+            tonic::Code::InvalidArgument,
+            "field `amount`: missing",
+        ),
+        (
+            "unknown field",
+            append(
+                vec![event(
+                    "Deposited",
+                    r#"{"account":"a","amount":1,"x":2}"#,
+                    "",
+                    "",
+                )],
+                vec![],
+            ),
+            tonic::Code::InvalidArgument,
+            "field `x`",
+        ),
+        (
+            "undeclared type, strict",
+            append(vec![event("Refunded", "{}", "", "")], vec![]),
+            tonic::Code::InvalidArgument,
+            "undeclared event type",
+        ),
+        (
+            "one bad event fails the whole batch",
+            append(
+                vec![
+                    event("Deposited", r#"{"account":"a","amount":1}"#, "", ""),
+                    event("Deposited", r#"{"account":"a","amount":true}"#, "", ""),
+                ],
+                vec![],
+            ),
+            tonic::Code::InvalidArgument,
+            "event 1 (Deposited)",
+        ),
+        (
+            "version conflict",
+            append(
+                vec![event("Deposited", r#"{"account":"a","amount":1}"#, "s", "")],
+                vec![pb::ExpectedVersion {
+                    stream: "s".into(),
+                    expect: Some(pb::expected_version::Expect::NoStream(true)),
+                }],
+            ),
+            tonic::Code::FailedPrecondition,
+            "stream `s`: expected no stream, but its last version is 0",
+        ),
+        (
+            "partially repeated ids",
+            append(
+                vec![
+                    event("Deposited", r#"{"account":"a","amount":1}"#, "", "id-1"),
+                    event("Deposited", r#"{"account":"a","amount":1}"#, "", "id-2"),
+                ],
+                vec![],
+            ),
+            tonic::Code::AlreadyExists,
+            "`id-1` is already in the log at position 0",
+        ),
+        (
+            "the same id twice",
+            append(
+                vec![
+                    event("Deposited", r#"{"account":"a","amount":1}"#, "", "d"),
+                    event("Deposited", r#"{"account":"a","amount":1}"#, "", "d"),
+                ],
+                vec![],
+            ),
+            tonic::Code::InvalidArgument,
+            "appears twice",
+        ),
+        (
+            "oversized batch",
+            append(
+                (0..10_001)
+                    .map(|_| event("Deposited", r#"{"account":"a","amount":1}"#, "", ""))
+                    .collect(),
+                vec![],
+            ),
+            tonic::Code::ResourceExhausted,
+            "the limit is 10000",
+        ),
+        (
+            "empty request",
+            append(vec![], vec![]),
+            tonic::Code::InvalidArgument,
+            "at least one event",
+        ),
+    ];
+    for (name, request, code, message) in cases {
+        let status = client.append(request).await.expect_err(name);
+        assert_eq!(status.code(), code, "{name}: {}", status.message());
+        assert!(
+            status.message().contains(message),
+            "{name}: `{}` lacks `{message}`",
+            status.message()
+        );
+        assert_eq!(head(&mut client).await, before, "{name} moved the log head");
+    }
+    // A retried request returns the original positions and appends nothing.
+    let retry = client
+        .append(append(
+            vec![event(
+                "Deposited",
+                r#"{"account":"a","amount":1}"#,
+                "s",
+                "id-1",
+            )],
+            vec![],
+        ))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(retry.deduplicated);
+    assert_eq!(retry.positions, vec![0]);
+    assert_eq!(head(&mut client).await, before);
+
+    let invalid = client
+        .deploy(pb::DeployRequest {
+            source:
+                "event E { n: int }\nprojection p { state { n: int = 0 } on E { n += event.m } }"
+                    .into(),
+            origin: "bad.dmp".into(),
+        })
+        .await
+        .expect_err("invalid program");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    assert!(invalid.message().contains("E0105"), "{}", invalid.message());
+    let details: pb::DeployResponse = prost_decode(invalid.details());
+    assert_eq!(details.diagnostics[0].code, "E0105");
+    assert_eq!(
+        (details.diagnostics[0].line, details.diagnostics[0].column),
+        (2, 55)
+    );
+    let changed = source.replace(
+        "balance += event.amount; tx_count += 1",
+        "balance += event.amount * 2; tx_count += 1",
+    );
+    let conflict = client
+        .deploy(pb::DeployRequest {
+            source: changed,
+            origin: "bank.dmp".into(),
+        })
+        .await
+        .expect_err("conflict");
+    assert_eq!(conflict.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        conflict
+            .message()
+            .contains("deploy the change as a new version (v2)"),
+        "{}",
+        conflict.message()
+    );
+    let again = client
+        .deploy(pb::DeployRequest {
+            source,
+            origin: "bank.dmp".into(),
+        })
+        .await
+        .expect("same source")
+        .into_inner();
+    assert!(again.started.is_empty() && again.unchanged.len() == 3);
+
+    let missing = client
+        .get(pb::GetRequest {
+            projection: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no projection");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let bad_key = client
+        .get(pb::GetRequest {
+            projection: "daily_volume".into(),
+            key: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad key");
+    assert_eq!(bad_key.code(), tonic::Code::InvalidArgument);
+    assert_eq!(head(&mut client).await, before);
+}
+
+fn prost_decode(bytes: &[u8]) -> pb::DeployResponse {
+    <pb::DeployResponse as datamesh_runtime::api::pb::prost_reexport::Message>::decode(bytes)
+        .expect("details decode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild() {
+    let data = temp_dir("crash");
+    let mut node = Node::start(&data, &[]);
+    let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
+    node.client()
+        .await
+        .deploy(pb::DeployRequest {
+            source: source.clone(),
+            origin: "bank.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut client = node.client().await;
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("w{w}-{i}");
+                let data = format!(r#"{{"account":"acc-{}","amount":{}}}"#, i % 13, i % 97 + 1);
+                let request = pb::AppendRequest {
+                    events: vec![event("Deposited", &data, "", &id)],
+                    expected: vec![],
+                };
+                match client.append(request).await {
+                    Ok(r) => acked
+                        .lock()
+                        .expect("lock")
+                        .push((id, r.into_inner().positions[0])),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill9();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 100,
+        "only {} appends acknowledged before the kill",
+        acked.len()
+    );
+
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let events = read_all(&mut client).await;
+    let head = head(&mut client).await;
+    assert_eq!(events.len() as u64, head);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.position, i as u64, "positions are dense and ordered");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        assert!(seen.insert(e.id.clone()), "id {} appears twice", e.id);
+    }
+    for (id, position) in &acked {
+        let e = events
+            .get(*position as usize)
+            .unwrap_or_else(|| panic!("acknowledged {id} at {position} is lost"));
+        assert_eq!(&e.id, id, "acknowledged event at {position} changed");
+    }
+    // The projections after restart equal a fresh fold of the log.
+    let checked = datamesh_compiler::check::check_source(&source);
+    let program = checked.program.expect("bank checks");
+    let mut fold = datamesh_compiler::interp::Fold::new(&program);
+    for e in &events {
+        let id = program.event_id(&e.r#type).expect("declared");
+        let json: serde_json::Value = serde_json::from_str(&e.data).expect("json");
+        let row =
+            datamesh_compiler::codec::decode_payload(&program.events[id], &json).expect("row");
+        let meta = datamesh_compiler::interp::Meta {
+            time: datamesh_stdlib::time::parse_rfc3339(&e.time).expect("time"),
+            ..Default::default()
+        };
+        fold.apply_local(id, &row, meta);
+    }
+    let expected = datamesh_compiler::codec::documents_json(&program, &fold.projections);
+    let mut actual = serde_json::Map::new();
+    for doc in client
+        .scan(pb::ScanRequest {
+            projection: "balances".into(),
+            limit: 1000,
+            min_position: head,
+            ..Default::default()
+        })
+        .await
+        .expect("scan")
+        .into_inner()
+        .documents
+    {
+        actual.insert(doc.key, serde_json::from_str(&doc.document).expect("json"));
+    }
+    assert_eq!(serde_json::Value::Object(actual), expected["balances"]);
+    let totals: serde_json::Value = serde_json::from_str(
+        &client
+            .get(pb::GetRequest {
+                projection: "totals".into(),
+                min_position: head,
+                ..Default::default()
+            })
+            .await
+            .expect("totals")
+            .into_inner()
+            .document,
+    )
+    .expect("json");
+    assert_eq!(totals, expected["totals"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_on_restart_and_never_served() {
+    let data = temp_dir("torn");
+    let mut node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    for i in 0..10 {
+        client
+            .append(pb::AppendRequest {
+                events: vec![event("Noted", &format!(r#"{{"n":{i}}}"#), "", "")],
+                expected: vec![],
+            })
+            .await
+            .expect("append");
+    }
+    assert_eq!(node.terminate(), Some(0), "SIGTERM shuts down cleanly");
+    let segment = std::fs::read_dir(data.join("log"))
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .max()
+        .expect("a segment");
+    let len = std::fs::metadata(&segment).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open")
+        .set_len(len - 5)
+        .expect("truncate");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let events = read_all(&mut client).await;
+    assert_eq!(
+        events.len(),
+        9,
+        "the torn record is cut, the rest is intact"
+    );
+    assert_eq!(events[8].data, r#"{"n":8}"#);
+    let next = client
+        .append(pb::AppendRequest {
+            events: vec![event("Noted", r#"{"n":99}"#, "", "")],
+            expected: vec![],
+        })
+        .await
+        .expect("append after recovery")
+        .into_inner();
+    assert_eq!(next.positions, vec![9]);
+    assert!(
+        node.stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains("cutting the torn tail"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_rebuilds_beside_the_old_one() {
+    let data = temp_dir("versions");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let v1 = "event Deposited { account: string, amount: int }\nprojection balances v1 { key account state { balance: int = 0 } on Deposited { balance += event.amount } }\n";
+    client
+        .deploy(pb::DeployRequest {
+            source: v1.into(),
+            origin: "v1.dmp".into(),
+        })
+        .await
+        .expect("v1");
+    let events: Vec<pb::Event> = (1..=50)
+        .map(|i| {
+            event(
+                "Deposited",
+                &format!(r#"{{"account":"a","amount":{i}}}"#),
+                "",
+                "",
+            )
+        })
+        .collect();
+    let head = client
+        .append(pb::AppendRequest {
+            events,
+            expected: vec![],
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .head;
+    let v2 = v1
+        .replace("v1", "v2")
+        .replace("balance += event.amount", "balance += event.amount * 2");
+    let deployed = client
+        .deploy(pb::DeployRequest {
+            source: v2,
+            origin: "v2.dmp".into(),
+        })
+        .await
+        .expect("v2")
+        .into_inner();
+    assert_eq!(deployed.started, vec!["balances@v2"]);
+    let get = |version: u32| pb::GetRequest {
+        projection: "balances".into(),
+        key: "a".into(),
+        min_position: head,
+        version,
+    };
+    let doc = |r: pb::GetResponse| {
+        serde_json::from_str::<serde_json::Value>(&r.document).expect("json")["balance"].clone()
+    };
+    assert_eq!(
+        doc(client.get(get(1)).await.expect("v1").into_inner()),
+        1275
+    );
+    assert_eq!(
+        doc(client.get(get(2)).await.expect("v2").into_inner()),
+        2550
+    );
+    // Once v2 has caught up it is the default.
+    assert_eq!(
+        doc(client.get(get(0)).await.expect("active").into_inner()),
+        2550
+    );
+    let list = client
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    let active: Vec<(u32, bool)> = list
+        .projections
+        .iter()
+        .map(|p| (p.version, p.active))
+        .collect();
+    assert_eq!(active, vec![(1, false), (2, true)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_stops_only_its_projection() {
+    let data = temp_dir("fault");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let source = "event E { n: int }\nprojection ratio { state { v: int = 0 } on E { v = 100 / event.n } }\nprojection count { state { n: int = 0 } on E { n += 1 } }\n";
+    client
+        .deploy(pb::DeployRequest {
+            source: source.into(),
+            origin: "f.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    let events = ["4", "0", "5"]
+        .iter()
+        .map(|n| event("E", &format!(r#"{{"n":{n}}}"#), "", ""))
+        .collect();
+    let head = client
+        .append(pb::AppendRequest {
+            events,
+            expected: vec![],
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .head;
+    let count = client
+        .get(pb::GetRequest {
+            projection: "count".into(),
+            min_position: head,
+            ..Default::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&count.into_inner().document).expect("json")["n"],
+        3
+    );
+    let waiting = client
+        .get(pb::GetRequest {
+            projection: "ratio".into(),
+            min_position: head,
+            ..Default::default()
+        })
+        .await
+        .expect_err("faulted");
+    assert_eq!(waiting.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        waiting
+            .message()
+            .contains("R0002 division by zero at position 1"),
+        "{}",
+        waiting.message()
+    );
+    let ratio = client
+        .get(pb::GetRequest {
+            projection: "ratio".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("stale read");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ratio.into_inner().document).expect("json")["v"],
+        25
+    );
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let ratio = status
+        .projections
+        .iter()
+        .find(|p| p.name == "ratio")
+        .expect("listed");
+    assert_eq!((ratio.state.as_str(), ratio.position), ("faulted", 1));
+}
