@@ -112,7 +112,13 @@ impl Engine {
 
     /// Runs `f` with the registry (projections, schemas, positions).
     pub fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> T) -> Option<T> {
-        self.shared.registry.read().ok().map(|r| f(&r))
+        // A panic elsewhere must not hide the registry from readers.
+        let guard = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(f(&guard))
     }
 
     /// The store.
@@ -247,11 +253,14 @@ fn apply_batch(
     shared.store.commit(commit)?;
     let mut registry = shared.registry.write().map_err(|_| StoreError::Lock)?;
     let head = shared.log.head();
-    for (i, projection) in registry.projections.iter_mut().enumerate() {
+    // Projections deployed while this batch ran are not part of it: they start from
+    // their own checkpoint on the next batch.
+    let known = stopped.len();
+    for (i, projection) in registry.projections.iter_mut().enumerate().take(known) {
         if projection.fault.is_some() || projection.position > last {
             continue;
         }
-        projection.position = stopped[i].unwrap_or(last + 1);
+        projection.position = stopped.get(i).copied().flatten().unwrap_or(last + 1);
         if projection.position >= head {
             projection.caught_up = true;
         }
