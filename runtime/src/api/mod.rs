@@ -165,7 +165,8 @@ impl Service {
             }
             events.push(NewEvent {
                 event_type: event.r#type.clone(),
-                payload: json.to_string().into_bytes(),
+                // The text was just parsed and validated: store it as sent.
+                payload: data.as_bytes().to_vec(),
                 stream: event.stream.clone(),
                 id: event.id.clone(),
             });

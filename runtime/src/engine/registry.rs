@@ -35,11 +35,11 @@ pub struct ProjectionInfo {
     /// It has reached the log head at least once.
     pub caught_up: bool,
     /// Key component types.
-    pub key: Vec<Type>,
+    pub key: Arc<[Type]>,
     /// State fields.
-    pub state: Vec<Field>,
+    pub state: Arc<[Field]>,
     /// Normalised definition text, to recognise re-deploys.
-    definition: String,
+    definition: Arc<str>,
 }
 
 /// What a deploy did.
@@ -78,7 +78,7 @@ pub struct Registry {
     /// Projections in deploy order.
     pub projections: Vec<ProjectionInfo>,
     /// Every declared event type (the union of all programs).
-    pub schemas: HashMap<String, EventType>,
+    pub schemas: Arc<HashMap<String, EventType>>,
 }
 
 fn normalise(text: &str) -> String {
@@ -175,7 +175,7 @@ impl Registry {
                 .cloned()
                 .unwrap_or_default();
             match self.projections.iter().find(|p| p.label == label) {
-                Some(existing) if existing.definition == text => outcome.unchanged.push(label),
+                Some(existing) if *existing.definition == *text => outcome.unchanged.push(label),
                 Some(_) => {
                     return Err(DeployError::Conflict(format!(
                         "projection `{label}` is already deployed with a different definition; deploy the change as a new version (v{})",
@@ -224,16 +224,17 @@ impl Registry {
                 index,
                 fault,
                 caught_up: false,
-                key: projection.key.clone(),
-                state: projection.state.clone(),
+                key: projection.key.clone().into(),
+                state: projection.state.clone().into(),
                 definition: texts
                     .get(&(projection.name.clone(), projection.version))
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
             });
         }
         for event in &program.events {
-            self.schemas
+            Arc::make_mut(&mut self.schemas)
                 .entry(event.name.clone())
                 .or_insert_with(|| event.clone());
         }
