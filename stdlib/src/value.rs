@@ -88,6 +88,23 @@ impl Value {
     }
 }
 
+impl std::hash::Hash for Value {
+    /// Consistent with `Eq` (which uses the total order): floats hash by their bits.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Value::None => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) | Value::Timestamp(i) | Value::Duration(i) => i.hash(state),
+            Value::Float(f) => f.to_bits().hash(state),
+            Value::Str(s) => s.hash(state),
+            Value::List(items) => items.hash(state),
+            Value::Set(items) => items.hash(state),
+            Value::Map(entries) => entries.hash(state),
+        }
+    }
+}
+
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal

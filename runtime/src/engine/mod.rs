@@ -27,8 +27,9 @@ use crate::store::encoding::{decode_doc, encode_doc, encode_key};
 use crate::store::{Commit, Store, StoreError};
 pub use registry::{DeployError, DeployOutcome, ProjectionInfo, Registry};
 
-/// Events read per batch.
-const BATCH: usize = 4096;
+/// Events read per batch. Large batches matter when catching up: a document touched
+/// many times in a batch is written to fjall once. A live engine reads whatever is new.
+const BATCH: usize = 32_768;
 
 /// Documents kept in memory per projection between batches (the engine is the only
 /// writer, so its cache is always coherent with the store).
@@ -69,7 +70,42 @@ pub enum EngineError {
 }
 
 /// Per-projection document cache: `None` caches "no document".
-type Cache = BTreeMap<Vec<Value>, Option<Vec<Value>>>;
+type Cache = HashMap<Vec<Value>, Option<Vec<Value>>, BuildFxHasher>;
+
+/// A fast, non-cryptographic hasher for the engine's in-memory maps (their keys come
+/// from the log the node owns; no untrusted party chooses them to collide).
+#[derive(Default, Clone, Copy)]
+struct BuildFxHasher;
+
+impl std::hash::BuildHasher for BuildFxHasher {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+/// The multiply-rotate hash of rustc (FxHash), with a final mix so the low bits that
+/// index the table depend on every input byte.
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+}
 
 impl Engine {
     /// Loads the deployed programs from the store and starts folding.
