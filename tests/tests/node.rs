@@ -897,3 +897,81 @@ async fn a_fault_stops_only_its_projection() {
         .expect("listed");
     assert_eq!((ratio.state.as_str(), ratio.position), ("faulted", 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_catches_up_then_follows_live_appends_and_health_answers() {
+    let data = temp_dir("subscribe");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    let noted = |i: u32| event("Noted", &format!(r#"{{"n":{i}}}"#), "", "");
+    client
+        .append(pb::AppendRequest {
+            events: (0..3).map(noted).collect(),
+            expected: vec![],
+        })
+        .await
+        .expect("append");
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest { from: 1 })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(
+            stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("event")
+                .position,
+        );
+    }
+    // Live: appended after the subscription started.
+    let mut writer = node.client().await;
+    writer
+        .append(pb::AppendRequest {
+            events: (3..6).map(noted).collect(),
+            expected: vec![],
+        })
+        .await
+        .expect("append");
+    for _ in 0..3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("live event in time");
+        seen.push(next.expect("stream").expect("event").position);
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+
+    // `tail --follow` prints the same events as JSON lines.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--from", "4", "--follow", "--node", &node.url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tail runs");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("utf-8")).expect("json");
+    assert_eq!(first["position"], 4);
+    assert_eq!(first["data"]["n"], 4);
+    let _ = tail.kill();
+
+    let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "datamesh.v1.DataMesh".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
