@@ -956,6 +956,7 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers() {
     assert_eq!(first["position"], 4);
     assert_eq!(first["data"]["n"], 4);
     let _ = tail.kill();
+    let _ = tail.wait();
 
     let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
         .expect("url")
