@@ -284,3 +284,164 @@ pub fn documents_json(
     }
     Json::Object(top)
 }
+
+/// Decodes a JSON payload straight from its bytes into a row, without building a
+/// `serde_json::Value` first: the hot path of a node's engine, which decodes every event
+/// it folds. Accepts exactly what [`decode_payload`] accepts.
+///
+/// # Errors
+/// [`PayloadError`], as [`decode_payload`].
+pub fn decode_payload_bytes(event: &EventType, bytes: &[u8]) -> Result<Vec<Value>, PayloadError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut slots: Vec<Option<Value>> = vec![None; event.fields.len()];
+    let outcome = RowSeed {
+        event,
+        slots: &mut slots,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if let Err(e) = outcome {
+        // Fall back to the tree decoder for its precise message.
+        let json: Json = serde_json::from_slice(bytes).map_err(|_| PayloadError {
+            field: None,
+            message: format!("not valid JSON: {e}"),
+        })?;
+        return decode_payload(event, &json);
+    }
+    event
+        .fields
+        .iter()
+        .zip(slots)
+        .map(|(field, slot)| match slot {
+            Some(value) => Ok(value),
+            None => field.default.clone().ok_or_else(|| {
+                PayloadError::at(
+                    &field.name,
+                    format!("missing (required, of type `{}`)", field.ty),
+                )
+            }),
+        })
+        .collect()
+}
+
+struct RowSeed<'a> {
+    event: &'a EventType,
+    slots: &'a mut Vec<Option<Value>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(i) = self.event.field(&key) else {
+                return Err(A::Error::custom(format!("unknown field `{key}`")));
+            };
+            let ty = &self.event.fields[i].ty;
+            let value = map.next_value_seed(TypedSeed(ty))?;
+            if matches!(value, Value::None) && !matches!(ty, Type::Optional(_)) {
+                return Err(A::Error::custom(format!("`{key}` is null")));
+            }
+            self.slots[i] = Some(value);
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes one JSON value as a value of a language type.
+struct TypedSeed<'a>(&'a Type);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TypedSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        use serde::de::Error;
+        let ty = self.0;
+        match ty.unwrap_optional() {
+            Type::Int
+            | Type::Float
+            | Type::Bool
+            | Type::String
+            | Type::Timestamp
+            | Type::Duration => deserializer.deserialize_any(ScalarVisitor(ty)),
+            _ => {
+                // Collections are rare in payloads: decode through the tree.
+                let json = <Json as serde::Deserialize>::deserialize(deserializer)?;
+                decode_value(ty, &json).map_err(D::Error::custom)
+            }
+        }
+    }
+}
+
+struct ScalarVisitor<'a>(&'a Type);
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a value of type {}", self.0)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::None)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        match self.0.unwrap_optional() {
+            Type::Bool => Ok(Value::Bool(v)),
+            ty => Err(E::custom(format!("expected {ty}, found a bool"))),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        match self.0.unwrap_optional() {
+            Type::Int => Ok(Value::Int(v)),
+            Type::Timestamp => Ok(Value::Timestamp(v)),
+            Type::Duration => Ok(Value::Duration(v)),
+            Type::Float => Ok(Value::Float(v as f64)),
+            ty => Err(E::custom(format!("expected {ty}, found a number"))),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        match i64::try_from(v) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) if matches!(self.0.unwrap_optional(), Type::Float) => Ok(Value::Float(v as f64)),
+            Err(_) => Err(E::custom(format!("{v} is out of range for {}", self.0))),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        match self.0.unwrap_optional() {
+            Type::Float if v.is_finite() => Ok(Value::Float(v)),
+            ty => Err(E::custom(format!("expected {ty}, found the number {v}"))),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        match self.0.unwrap_optional() {
+            Type::String => Ok(Value::str(v)),
+            Type::Timestamp => time::parse_rfc3339(v)
+                .map(Value::Timestamp)
+                .map_err(E::custom),
+            Type::Duration => time::parse_duration(v)
+                .map(Value::Duration)
+                .map_err(E::custom),
+            ty => Err(E::custom(format!("expected {ty}, found a string"))),
+        }
+    }
+}

@@ -639,3 +639,36 @@ fn equal_programs_fold_to_identical_documents() {
     let second = serde_json::to_string(&docs(&src, &events)).expect("json");
     assert_eq!(first, second);
 }
+
+#[test]
+fn decoding_from_bytes_agrees_with_the_tree_decoder() {
+    use datamesh_compiler::codec::decode_payload_bytes;
+    let program = compile(
+        "event E { n: int, f: float = 1.5, t: timestamp, d: duration = 0s, o: string?, tags: list<string>, m: map<string, int> }\n\
+         projection p { state { v: int = 0 } on E { v = event.n } }",
+    );
+    let e = &program.events[0];
+    let cases = [
+        r#"{"n": 1, "t": "2024-01-01T00:00:00Z", "tags": [], "m": {}}"#,
+        r#"{"n": -5, "f": 2, "t": 1700000000000000, "d": "1h30m", "o": "x", "tags": ["a", "b"], "m": {"k": 3}}"#,
+        r#"{"n": 1, "n": 2, "t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": 1.5, "t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": "1", "t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": 18446744073709551615, "t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": null, "t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": 1, "t": "yesterday", "tags": [], "m": {}}"#,
+        r#"{"n": 1, "t": 0, "tags": [1], "m": {}}"#,
+        r#"{"n": 1, "t": 0, "tags": [], "m": {}, "extra": true}"#,
+        r#"{"t": 0, "tags": [], "m": {}}"#,
+        r#"{"n": 1, "t": 0, "o": null, "tags": [], "m": {}}"#,
+        r#"[1, 2]"#,
+        r#"{"n": 1"#,
+    ];
+    for case in cases {
+        let tree = serde_json::from_str::<Json>(case)
+            .map_err(|_| ())
+            .and_then(|json| decode_payload(e, &json).map_err(|_| ()));
+        let bytes = decode_payload_bytes(e, case.as_bytes()).map_err(|_| ());
+        assert_eq!(bytes, tree, "{case}");
+    }
+}

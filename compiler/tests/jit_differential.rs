@@ -873,7 +873,7 @@ fn cases() -> u32 {
     std::env::var("JIT_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1200)
+        .unwrap_or(2000)
 }
 
 proptest! {
