@@ -220,3 +220,83 @@ fn corruption_before_the_last_segment_refuses_to_open() {
     std::fs::write(&first, &bytes).expect("write");
     assert!(matches!(Log::open(config), Err(LogError::Corrupt { .. })));
 }
+
+#[test]
+fn concurrent_appends_group_commit_and_keep_versions_exact() {
+    let dir = temp_dir("concurrent");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 16 << 10,
+    };
+    let (log, _) = Log::open(config.clone()).expect("open");
+    let acked = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..8u32 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("own-{w}");
+                let mut acked = Vec::new();
+                for i in 0..150u32 {
+                    let expect = if i == 0 {
+                        Expected::NoStream
+                    } else {
+                        Expected::Exact(u64::from(i) - 1)
+                    };
+                    let batch = vec![
+                        event(&stream, &format!("{w}-{i}"), i),
+                        event("shared", "", i),
+                    ];
+                    let appended = log
+                        .append(batch, vec![(stream.clone(), expect)])
+                        .await
+                        .expect("no conflict on an own stream");
+                    acked.extend(appended.positions);
+                }
+                acked
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        all
+    });
+    let mut sorted = acked.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..2400).collect::<Vec<u64>>(),
+        "every position acknowledged exactly once"
+    );
+    assert_eq!(log.head(), 2400);
+    for w in 0..8 {
+        let records = log
+            .read_stream(&format!("own-{w}"), 0, 1000)
+            .expect("stream");
+        assert_eq!(records.len(), 150);
+        assert!(
+            records
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.stream_version == i as u64)
+        );
+    }
+    let shared = log.read_stream("shared", 0, 5000).expect("shared");
+    assert!(
+        shared
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.stream_version == i as u64)
+    );
+    log.close();
+    // Everything acknowledged survives a reopen, across the rolled segments.
+    let (log, recovery) = Log::open(config).expect("reopen");
+    assert_eq!(recovery.records, 2400);
+    assert!(recovery.segments > 2);
+    assert_eq!(log.read(0, 3000).expect("read").len(), 2400);
+}

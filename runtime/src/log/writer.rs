@@ -1,14 +1,26 @@
-//! The writer thread: group commit.
+//! The writer and syncer threads: pipelined group commit.
 //!
-//! Invariant: a group is acknowledged only after its bytes are written and
-//! `fdatasync`ed; its records become visible to readers (index and head) at the same
-//! moment. Validation sees the durable log plus the earlier requests of the same group,
-//! so requests in one group are ordered exactly as if they had been committed one by one.
+//! The writer thread takes every append request waiting in its queue (a group),
+//! validates each one against the published log plus everything written before it
+//! (earlier groups still being synced, earlier requests of the same group), encodes
+//! the accepted events and writes them to the active segment — without syncing — then
+//! hands the group to the syncer and goes on with the next group. The syncer takes
+//! every written group waiting, makes them durable with one `fdatasync` per segment
+//! file, publishes them to readers (index and head) and only then acknowledges them.
+//! So while one group is being synced, the next one is being validated and written, and
+//! one sync covers every group written before it started.
+//!
+//! Invariants: a request is acknowledged only after its bytes are synced; records
+//! become visible to readers in position order, exactly when they are durable;
+//! validation orders requests exactly as if they had been committed one by one; after
+//! an I/O error (write or sync) the log is poisoned and every later request, and every
+//! written but unsynced group, fails.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
 
 use super::format::{Record, encode_frame};
 use super::{Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared, segment_name};
@@ -16,24 +28,97 @@ use super::{Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 16 << 20;
 
-/// A request accepted into the current group.
+/// A request accepted into a group, waiting for its sync.
 struct Accepted {
     reply: tokio::sync::oneshot::Sender<Result<Appended, LogError>>,
     positions: Vec<u64>,
     deduplicated: bool,
 }
 
-/// What the group adds to the index once it is durable.
-#[derive(Default)]
-struct Pending {
-    streams: HashMap<String, Vec<u64>>,
-    ids: HashMap<String, u64>,
+/// A group written to its segment, on its way to the syncer.
+struct Written {
+    /// The segment file the bytes went to.
+    file: Arc<File>,
+    /// First position of that segment.
+    segment_first: u64,
+    /// A read handle when this group starts a new segment.
+    new_segment: Option<File>,
+    /// Byte offset of each record in the segment.
     offsets: Vec<u64>,
+    /// Segment length after this group.
+    segment_len: u64,
+    /// (stream, position) and (id, position) of the records, in order.
+    streams: Vec<(String, u64)>,
+    ids: Vec<(String, u64)>,
+    /// Head after this group, and its append time.
+    head: u64,
+    time: i64,
+    accepted: Vec<Accepted>,
 }
 
-pub(super) fn run(config: &LogConfig, shared: &Shared, mut active: File, jobs: &Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
+/// Streams and ids of records written but perhaps not yet published. Entries below the
+/// published head are also in the index and are ignored (then pruned).
+#[derive(Default)]
+struct Inflight {
+    streams: HashMap<String, Vec<u64>>,
+    ids: HashMap<String, u64>,
+}
+
+impl Inflight {
+    fn prune(&mut self, published: u64) {
+        self.streams.retain(|_, positions| {
+            positions.retain(|p| *p >= published);
+            !positions.is_empty()
+        });
+        self.ids.retain(|_, p| *p >= published);
+    }
+
+    fn stream_count(&self, stream: &str, published: u64) -> usize {
+        self.streams
+            .get(stream)
+            .map_or(0, |p| p.iter().filter(|p| **p >= published).count())
+    }
+}
+
+/// The writer's own view of the active segment.
+struct Active {
+    file: Arc<File>,
+    first: u64,
+    len: u64,
+}
+
+pub(super) fn run(config: &LogConfig, shared: &Arc<Shared>, file: File, jobs: &Receiver<Job>) {
+    let (to_syncer, written) = std::sync::mpsc::channel::<Written>();
+    let syncer_shared = shared.clone();
+    let syncer = std::thread::Builder::new()
+        .name("datamesh-log-sync".to_owned())
+        .spawn(move || sync_loop(&syncer_shared, &written));
+    let Ok(syncer) = syncer else {
+        poison(shared, "cannot start the log sync thread");
+        while let Ok(job) = jobs.recv() {
+            let _ = job.reply.send(Err(LogError::Poisoned(
+                "cannot start the log sync thread".to_owned(),
+            )));
+        }
+        return;
+    };
+    let (mut next, first, len, mut last_time) = match shared.index.read() {
+        Ok(index) => (
+            index.head,
+            index.segments.last().map_or(0, |s| s.first),
+            index.segments.last().map_or(0, |s| s.len),
+            index.last_time,
+        ),
+        Err(_) => (0, 0, 0, 0),
+    };
+    let mut active = Active {
+        file: Arc::new(file),
+        first,
+        len,
+    };
+    let mut inflight = Inflight::default();
+    while let Ok(first_job) = jobs.recv() {
+        let mut group = vec![first_job];
         let mut size: usize = group[0].events.iter().map(|e| e.payload.len() + 64).sum();
         while size < MAX_GROUP_BYTES {
             match jobs.try_recv() {
@@ -48,8 +133,19 @@ pub(super) fn run(config: &LogConfig, shared: &Shared, mut active: File, jobs: &
                 Err(_) => break,
             }
         }
-        commit_group(config, shared, &mut active, group);
+        write_group(
+            config,
+            shared,
+            &mut active,
+            &mut inflight,
+            &mut next,
+            &mut last_time,
+            group,
+            &to_syncer,
+        );
     }
+    drop(to_syncer);
+    let _ = syncer.join();
 }
 
 fn now_micros() -> i64 {
@@ -59,8 +155,37 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: Vec<Job>) {
-    if let Some(reason) = shared.poison.lock().ok().and_then(|p| p.clone()) {
+fn poisoned(shared: &Shared) -> Option<String> {
+    shared.poison.lock().ok().and_then(|p| p.clone())
+}
+
+fn poison(shared: &Shared, reason: &str) {
+    tracing::error!(%reason, "log I/O failed; refusing further writes");
+    if let Ok(mut p) = shared.poison.lock()
+        && p.is_none()
+    {
+        *p = Some(reason.to_owned());
+    }
+}
+
+fn fail_all(accepted: Vec<Accepted>, reason: &str) {
+    for a in accepted {
+        let _ = a.reply.send(Err(LogError::Poisoned(reason.to_owned())));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_group(
+    config: &LogConfig,
+    shared: &Shared,
+    active: &mut Active,
+    inflight: &mut Inflight,
+    next: &mut u64,
+    last_time: &mut i64,
+    group: Vec<Job>,
+    to_syncer: &Sender<Written>,
+) {
+    if let Some(reason) = poisoned(shared) {
         for job in group {
             let _ = job.reply.send(Err(LogError::Poisoned(reason.clone())));
         }
@@ -74,15 +199,16 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
         }
         return;
     };
-    let head = index.head;
-    let segment_len = index.segments.last().map_or(0, |s| s.len);
-    let time = now_micros().max(index.last_time);
+    let published = index.head;
+    inflight.prune(published);
+    let time = now_micros().max(*last_time);
     let mut buffer = Vec::new();
-    let mut pending = Pending::default();
+    let mut relative = Vec::new();
+    let mut streams = Vec::new();
+    let mut ids = Vec::new();
     let mut accepted = Vec::new();
-    let mut next = head;
     for job in group {
-        match validate(&index, &pending, &job) {
+        match validate(&index, inflight, published, &job) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -97,12 +223,12 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
-                        let before = index.streams.get(&event.stream).map_or(0, Vec::len)
-                            + pending.streams.get(&event.stream).map_or(0, Vec::len);
-                        before as u64
+                        (index.streams.get(&event.stream).map_or(0, Vec::len)
+                            + inflight.stream_count(&event.stream, published))
+                            as u64
                     };
                     let record = Record {
-                        position: next,
+                        position: *next,
                         time,
                         stream_version,
                         event_type: event.event_type,
@@ -110,16 +236,22 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
                         id: event.id,
                         payload: event.payload,
                     };
-                    pending.offsets.push(buffer.len() as u64);
+                    relative.push(buffer.len() as u64);
                     encode_frame(&record, &mut buffer);
                     if !record.stream.is_empty() {
-                        pending.streams.entry(record.stream).or_default().push(next);
+                        inflight
+                            .streams
+                            .entry(record.stream.clone())
+                            .or_default()
+                            .push(*next);
+                        streams.push((record.stream, *next));
                     }
                     if !record.id.is_empty() {
-                        pending.ids.insert(record.id, next);
+                        inflight.ids.insert(record.id.clone(), *next);
+                        ids.push((record.id, *next));
                     }
-                    positions.push(next);
-                    next += 1;
+                    positions.push(*next);
+                    *next += 1;
                 }
                 accepted.push(Accepted {
                     reply: job.reply,
@@ -130,81 +262,153 @@ fn commit_group(config: &LogConfig, shared: &Shared, active: &mut File, group: V
         }
     }
     drop(index);
-    if buffer.is_empty() {
-        reply_all(accepted, head);
+    if accepted.is_empty() {
         return;
     }
-    // Roll to a new segment when this group would overfill the active one.
-    let mut rolled = false;
-    let mut base = segment_len;
-    if segment_len > 0 && segment_len + buffer.len() as u64 > config.segment_bytes {
-        match roll(config, head) {
-            Ok(file) => {
-                *active = file;
-                rolled = true;
-                base = 0;
+    let mut new_segment = None;
+    if !buffer.is_empty() {
+        // Roll to a new segment when this group would overfill the active one.
+        let first_here = *next - relative.len() as u64;
+        if active.len > 0 && active.len + buffer.len() as u64 > config.segment_bytes {
+            match roll(config, first_here) {
+                Ok((file, read)) => {
+                    *active = Active {
+                        file: Arc::new(file),
+                        first: first_here,
+                        len: 0,
+                    };
+                    new_segment = Some(read);
+                }
+                Err(e) => {
+                    poison(shared, &e.to_string());
+                    return fail_all(accepted, &e.to_string());
+                }
             }
-            Err(e) => return fail(shared, accepted, &e.to_string()),
+        }
+        if let Err(e) = (&*active.file).write_all(&buffer) {
+            poison(shared, &e.to_string());
+            return fail_all(accepted, &e.to_string());
         }
     }
-    if let Err(e) = active.write_all(&buffer).and_then(|()| active.sync_data()) {
-        return fail(shared, accepted, &e.to_string());
-    }
-    let read_handle = if rolled {
-        match File::open(config.dir.join(segment_name(head))) {
-            Ok(f) => Some(f),
-            Err(e) => return fail(shared, accepted, &e.to_string()),
-        }
-    } else {
-        None
+    let base = active.len;
+    active.len += buffer.len() as u64;
+    *last_time = time;
+    let written = Written {
+        file: active.file.clone(),
+        segment_first: active.first,
+        new_segment,
+        offsets: relative.into_iter().map(|o| o + base).collect(),
+        segment_len: active.len,
+        streams,
+        ids,
+        head: *next,
+        time,
+        accepted,
     };
-    let Ok(mut index) = shared.index.write() else {
-        return fail(shared, accepted, "internal lock poisoned");
-    };
-    if let Some(file) = read_handle {
-        index.segments.push(Segment {
-            first: head,
-            file,
-            offsets: Vec::new(),
-            len: 0,
-        });
+    if let Err(unsent) = to_syncer.send(written) {
+        fail_all(unsent.0.accepted, "the log sync thread stopped");
     }
-    if let Some(segment) = index.segments.last_mut() {
-        segment
-            .offsets
-            .extend(pending.offsets.iter().map(|o| o + base));
-        segment.len = base + buffer.len() as u64;
-    }
-    for (stream, positions) in pending.streams {
-        index.streams.entry(stream).or_default().extend(positions);
-    }
-    index.ids.extend(pending.ids);
-    index.head = next;
-    index.last_time = time;
-    drop(index);
-    shared.head.send_replace(next);
-    reply_all(accepted, next);
 }
 
-/// Checks one request against the durable log and the group so far. `Ok(Some(..))` is
-/// a full duplicate (the original positions); `Ok(None)` means append it.
-fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
-    let lookup = |id: &str| index.ids.get(id).or_else(|| pending.ids.get(id)).copied();
+/// Makes written groups durable, publishes them, acknowledges them.
+fn sync_loop(shared: &Shared, written: &Receiver<Written>) {
+    while let Ok(first) = written.recv() {
+        let mut batch = vec![first];
+        while let Ok(w) = written.try_recv() {
+            batch.push(w);
+        }
+        if let Some(reason) = poisoned(shared) {
+            for w in batch {
+                fail_all(w.accepted, &reason);
+            }
+            continue;
+        }
+        // One sync per segment file touched (more than one only across a roll).
+        let mut synced: Vec<u64> = Vec::new();
+        let mut failure = None;
+        for w in &batch {
+            if !synced.contains(&w.segment_first) {
+                if let Err(e) = w.file.sync_data() {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                synced.push(w.segment_first);
+            }
+        }
+        if let Some(reason) = failure {
+            poison(shared, &reason);
+            for w in batch {
+                fail_all(w.accepted, &reason);
+            }
+            continue;
+        }
+        let head = publish(shared, &mut batch);
+        for w in batch {
+            for a in w.accepted {
+                let _ = a.reply.send(Ok(Appended {
+                    positions: a.positions,
+                    deduplicated: a.deduplicated,
+                    head,
+                }));
+            }
+        }
+    }
+}
+
+/// Makes synced groups visible to readers, in order; returns the new head.
+fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
+    let Ok(mut index) = shared.index.write() else {
+        return 0;
+    };
+    for w in batch.iter_mut() {
+        if let Some(file) = w.new_segment.take() {
+            index.segments.push(Segment {
+                first: w.segment_first,
+                file,
+                offsets: Vec::new(),
+                len: 0,
+            });
+        }
+        if let Some(segment) = index.segments.last_mut() {
+            segment.offsets.append(&mut w.offsets);
+            segment.len = segment.len.max(w.segment_len);
+        }
+        for (stream, position) in w.streams.drain(..) {
+            index.streams.entry(stream).or_default().push(position);
+        }
+        index.ids.extend(w.ids.drain(..));
+        index.head = index.head.max(w.head);
+        index.last_time = index.last_time.max(w.time);
+    }
+    let head = index.head;
+    drop(index);
+    shared.head.send_replace(head);
+    head
+}
+
+/// Checks one request against the published log, the written-but-unpublished records
+/// and the group so far. `Ok(Some(..))` is a full duplicate (the original positions);
+/// `Ok(None)` means append it.
+fn validate(
+    index: &Index,
+    inflight: &Inflight,
+    published: u64,
+    job: &Job,
+) -> Result<Option<Vec<u64>>, LogError> {
+    let lookup = |id: &str| index.ids.get(id).or_else(|| inflight.ids.get(id)).copied();
     let mut seen = std::collections::HashSet::new();
     for event in &job.events {
         if !event.id.is_empty() && !seen.insert(event.id.as_str()) {
             return Err(LogError::DuplicateIdInRequest(event.id.clone()));
         }
     }
-    let with_ids = job.events.iter().filter(|e| !e.id.is_empty()).count();
-    if with_ids > 0 {
+    if job.events.iter().any(|e| !e.id.is_empty()) {
         let found: Vec<Option<u64>> = job
             .events
             .iter()
             .map(|e| (!e.id.is_empty()).then(|| lookup(&e.id)).flatten())
             .collect();
-        let present = found.iter().filter(|f| f.is_some()).count();
-        if present == job.events.len() {
+        if found.iter().all(Option::is_some) {
             return Ok(Some(found.into_iter().flatten().collect()));
         }
         if let Some((event, position)) = job
@@ -221,7 +425,7 @@ fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u6
     }
     for (stream, expected) in &job.expected {
         let count = index.streams.get(stream).map_or(0, Vec::len)
-            + pending.streams.get(stream).map_or(0, Vec::len);
+            + inflight.stream_count(stream, published);
         let actual = (count as u64).checked_sub(1);
         let holds = match expected {
             Expected::Any => true,
@@ -239,7 +443,8 @@ fn validate(index: &Index, pending: &Pending, job: &Job) -> Result<Option<Vec<u6
     Ok(None)
 }
 
-fn roll(config: &LogConfig, first: u64) -> std::io::Result<File> {
+/// Creates the next segment (synced, with its directory entry) and a read handle.
+fn roll(config: &LogConfig, first: u64) -> std::io::Result<(File, File)> {
     let path = config.dir.join(segment_name(first));
     let file = std::fs::OpenOptions::new()
         .create_new(true)
@@ -247,37 +452,6 @@ fn roll(config: &LogConfig, first: u64) -> std::io::Result<File> {
         .open(&path)?;
     file.sync_all()?;
     File::open(&config.dir)?.sync_all()?;
-    Ok(file)
-}
-
-fn reply_all(accepted: Vec<Accepted>, head: u64) {
-    for a in accepted {
-        let _ = a.reply.send(Ok(Appended {
-            positions: a.positions,
-            deduplicated: a.deduplicated,
-            head,
-        }));
-    }
-}
-
-/// Poisons the log and fails every request of the group that was to be written.
-fn fail(shared: &Shared, accepted: Vec<Accepted>, reason: &str) {
-    tracing::error!(%reason, "log write failed; refusing further writes");
-    if let Ok(mut poison) = shared.poison.lock() {
-        *poison = Some(reason.to_owned());
-    }
-    let durable = *shared.head.borrow();
-    for a in accepted {
-        // A duplicate of events already durable is still a success.
-        let result = if a.deduplicated && a.positions.iter().all(|p| *p < durable) {
-            Ok(Appended {
-                positions: a.positions,
-                deduplicated: true,
-                head: durable,
-            })
-        } else {
-            Err(LogError::Poisoned(reason.to_owned()))
-        };
-        let _ = a.reply.send(result);
-    }
+    let read = File::open(&path)?;
+    Ok((file, read))
 }
