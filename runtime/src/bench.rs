@@ -126,6 +126,52 @@ fn progress(name: &'static str, unit: &'static str, done: Arc<AtomicU64>, stop: 
     });
 }
 
+/// The shared scaffolding of a timed multi-client workload: progress line, deadline,
+/// and the merge of every client's latencies into one report.
+struct Timed {
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicU64>,
+    deadline: Instant,
+    start: Instant,
+}
+
+type ClientTask = tokio::task::JoinHandle<Result<Histogram<u64>, tonic::Status>>;
+
+impl Timed {
+    fn begin(name: &'static str, unit: &'static str, seconds: u64) -> Timed {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicU64::new(0));
+        progress(name, unit, done.clone(), stop.clone());
+        Timed {
+            done,
+            stop,
+            deadline: Instant::now() + Duration::from_secs(seconds),
+            start: Instant::now(),
+        }
+    }
+
+    async fn finish(self, tasks: Vec<ClientTask>, label: &str, unit: &str) -> Result<(), CliError> {
+        let mut all = histogram();
+        for task in tasks {
+            let latencies = task.await.map_err(|e| CliError {
+                message: e.to_string(),
+                code: 1,
+            })??;
+            let _ = all.add(&latencies);
+        }
+        let elapsed = self.start.elapsed();
+        self.stop.store(1, Ordering::Relaxed);
+        report(
+            label,
+            unit,
+            self.done.load(Ordering::Relaxed),
+            elapsed,
+            &all,
+        );
+        Ok(())
+    }
+}
+
 /// Runs a workload against the node at `url`.
 ///
 /// # Errors
@@ -192,19 +238,16 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
 }
 
 async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicU64::new(0));
-    progress("w2", "events", done.clone(), stop.clone());
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let start = Instant::now();
+    let timed = Timed::begin("w2", "events", args.seconds);
+    let deadline = timed.deadline;
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let mut client = connect(url).await?;
-        let done = done.clone();
+        let done = timed.done.clone();
         let accounts = args.accounts;
         let clients = args.clients as u64;
         let prefix = format!("bench-{run_id}-");
@@ -244,27 +287,16 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             Ok::<_, tonic::Status>(latencies)
         }));
     }
-    let mut all = histogram();
-    for task in tasks {
-        let latencies = task.await.map_err(|e| CliError {
-            message: e.to_string(),
-            code: 1,
-        })??;
-        let _ = all.add(&latencies);
-    }
-    let elapsed = start.elapsed();
-    stop.store(1, Ordering::Relaxed);
-    report(
-        &format!(
-            "w2 durable single-event appends with expected version, {} clients",
-            args.clients
-        ),
-        "events",
-        done.load(Ordering::Relaxed),
-        elapsed,
-        &all,
-    );
-    Ok(())
+    timed
+        .finish(
+            tasks,
+            &format!(
+                "w2 durable single-event appends with expected version, {} clients",
+                args.clients
+            ),
+            "events",
+        )
+        .await
 }
 
 async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
@@ -299,15 +331,12 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             version: 0,
         })
         .await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicU64::new(0));
-    progress("w5", "reads", done.clone(), stop.clone());
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let start = Instant::now();
+    let timed = Timed::begin("w5", "reads", args.seconds);
+    let deadline = timed.deadline;
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let mut client = connect(url).await?;
-        let done = done.clone();
+        let done = timed.done.clone();
         let accounts = args.accounts;
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (c as u64 + 1));
@@ -329,22 +358,11 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             Ok::<_, tonic::Status>(latencies)
         }));
     }
-    let mut all = histogram();
-    for task in tasks {
-        let latencies = task.await.map_err(|e| CliError {
-            message: e.to_string(),
-            code: 1,
-        })??;
-        let _ = all.add(&latencies);
-    }
-    let elapsed = start.elapsed();
-    stop.store(1, Ordering::Relaxed);
-    report(
-        &format!("w5 point reads of balances, {} clients", args.clients),
-        "reads",
-        done.load(Ordering::Relaxed),
-        elapsed,
-        &all,
-    );
-    Ok(())
+    timed
+        .finish(
+            tasks,
+            &format!("w5 point reads of balances, {} clients", args.clients),
+            "reads",
+        )
+        .await
 }
