@@ -258,7 +258,8 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
                 .iter()
                 .map(|a| eval(a, frame, doc))
                 .collect::<R<Vec<_>>>()?;
-            call(*f, args, &expr.ty).map_err(|k| trap(k, span))?
+            let refs: Vec<&Value> = args.iter().collect();
+            call_builtin(*f, &refs, expr.ty == Type::Float).map_err(|k| trap(k, span))?
         }
         ExprKind::Index(base, index) => {
             let base = eval(base, frame, doc)?;
@@ -409,10 +410,16 @@ fn strings(list: Vec<String>) -> Value {
 }
 
 /// Calls a standard-library function on evaluated arguments.
-fn call(f: Builtin, args: Vec<Value>, ret: &Type) -> Result<Value, std_::Trap> {
-    let a = args.first().unwrap_or(&Value::None);
-    let b = args.get(1).unwrap_or(&Value::None);
-    let c = args.get(2).unwrap_or(&Value::None);
+/// Calls a standard-library function on evaluated arguments. Both engines call this
+/// one dispatch (the JIT through a shim), so a builtin cannot mean two things.
+///
+/// # Errors
+/// The trap the function raised.
+pub fn call_builtin(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Value, std_::Trap> {
+    let none = Value::None;
+    let a = args.first().copied().unwrap_or(&none);
+    let b = args.get(1).copied().unwrap_or(&none);
+    let c = args.get(2).copied().unwrap_or(&none);
     Ok(match f {
         Builtin::Lower => Value::str(string::lower(as_str(a))),
         Builtin::Upper => Value::str(string::upper(as_str(a))),
@@ -422,7 +429,7 @@ fn call(f: Builtin, args: Vec<Value>, ret: &Type) -> Result<Value, std_::Trap> {
         Builtin::StartsWith => Value::Bool(string::starts_with(as_str(a), as_str(b))),
         Builtin::EndsWith => Value::Bool(string::ends_with(as_str(a), as_str(b))),
         Builtin::Concat => {
-            let parts: Vec<&str> = args.iter().map(as_str).collect();
+            let parts: Vec<&str> = args.iter().map(|v| as_str(v)).collect();
             Value::str(string::concat(&parts))
         }
         Builtin::Substring => Value::str(string::substring(as_str(a), as_int(b), as_int(c))?),
@@ -486,7 +493,7 @@ fn call(f: Builtin, args: Vec<Value>, ret: &Type) -> Result<Value, std_::Trap> {
             _ => Value::None,
         },
         Builtin::Sum => match a {
-            Value::List(l) if *ret == Type::Float => Value::Float(collections::sum_float(l)?),
+            Value::List(l) if ret_float => Value::Float(collections::sum_float(l)?),
             Value::List(l) => Value::Int(collections::sum_int(l)?),
             _ => Value::Int(0),
         },

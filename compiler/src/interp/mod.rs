@@ -9,7 +9,7 @@ mod eval;
 mod fold;
 mod tests;
 
-pub use eval::eval_const;
+pub use eval::{call_builtin, eval_const};
 pub use fold::{Fault, Fold, Meta, Overlay, ProjectionState, apply_event, default_doc};
 pub use tests::{TestFailure, TestResult, run_tests};
 
