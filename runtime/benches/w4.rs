@@ -1,7 +1,8 @@
 //! W4: rebuild the `balances` projection from a log of 1,000,000 `Deposited` events
 //! (10,000 accounts, ~100-byte payloads), through the real log reader, engine and fjall
 //! store. Each iteration starts a fresh store, deploys the program and waits until the
-//! projection has caught up.
+//! projection has caught up. It runs once per engine (`jit`, then `interp`) over the
+//! same log, so one report shows both side by side.
 //!
 //! Run with `cargo bench -p datamesh-runtime --bench w4` (set `W4_EVENTS` to change the
 //! log size).
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datamesh_runtime::bench::BENCH_PROGRAM;
-use datamesh_runtime::engine::Engine;
+use datamesh_runtime::engine::{Engine, EngineKind};
 use datamesh_runtime::log::{Log, LogConfig, NewEvent};
 use datamesh_runtime::store::Store;
 
@@ -71,23 +72,25 @@ fn w4(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20))
         .throughput(Throughput::Elements(n));
     let mut round = 0;
-    group.bench_function(format!("rebuild_balances_{n}_events"), |b| {
-        b.iter(|| {
-            round += 1;
-            let store_dir = base.join(format!("store-{}-{round}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&store_dir);
-            let store = std::sync::Arc::new(Store::open(&store_dir).expect("store"));
-            runtime.block_on(async {
-                let engine = Engine::start(log.clone(), store).expect("engine");
-                engine.deploy(BENCH_PROGRAM, "bench.dmp").expect("deploy");
-                let reached = engine
-                    .wait_for("balances@v1", n, Duration::from_secs(600))
-                    .await;
-                assert_eq!(reached, Some(n));
-            });
-            let _ = std::fs::remove_dir_all(&store_dir);
-        })
-    });
+    for kind in [EngineKind::Jit, EngineKind::Interp] {
+        group.bench_function(format!("rebuild_balances_{n}_events/{kind}"), |b| {
+            b.iter(|| {
+                round += 1;
+                let store_dir = base.join(format!("store-{}-{round}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&store_dir);
+                let store = std::sync::Arc::new(Store::open(&store_dir).expect("store"));
+                runtime.block_on(async {
+                    let engine = Engine::start(log.clone(), store, kind).expect("engine");
+                    engine.deploy(BENCH_PROGRAM, "bench.dmp").expect("deploy");
+                    let reached = engine
+                        .wait_for("balances@v1", n, Duration::from_secs(600))
+                        .await;
+                    assert_eq!(reached, Some(n));
+                });
+                let _ = std::fs::remove_dir_all(&store_dir);
+            })
+        });
+    }
     group.finish();
 }
 

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use crate::api::pb;
 use crate::client::{self, CliError};
+use crate::engine::EngineKind;
 use crate::node::{NodeConfig, serve, shutdown_signal};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// The DataMesh node and its client.
 #[derive(Debug, Parser)]
@@ -47,6 +48,11 @@ enum Command {
         /// Log segment size in MiB.
         #[arg(long, default_value_t = 128)]
         segment_mib: u64,
+        /// The engine projection handlers run on: native code from the JIT, or the
+        /// reference interpreter (a program the JIT cannot compile always runs on the
+        /// interpreter).
+        #[arg(long, value_enum, default_value_t = EngineArg::Jit)]
+        engine: EngineArg,
     },
     /// Compile a `.dmp` program on the node and start its projections.
     Deploy {
@@ -117,6 +123,25 @@ enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// `--engine` values (kept apart from [`EngineKind`] so the engine does not depend on
+/// the command-line parser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// The Cranelift JIT.
+    Jit,
+    /// The reference interpreter.
+    Interp,
+}
+
+impl From<EngineArg> for EngineKind {
+    fn from(arg: EngineArg) -> EngineKind {
+        match arg {
+            EngineArg::Jit => EngineKind::Jit,
+            EngineArg::Interp => EngineKind::Interp,
+        }
+    }
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -145,6 +170,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         listen,
         strict,
         segment_mib,
+        engine,
     } = cli.command
     {
         tracing_subscriber::fmt()
@@ -159,6 +185,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             listen,
             strict,
             segment_bytes: segment_mib << 20,
+            engine: engine.into(),
             ..NodeConfig::default()
         };
         return serve(config, shutdown_signal())

@@ -396,6 +396,7 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         .collect();
     let out = serde_json::json!({
         "head": r.head,
+        "engine": r.engine,
         "strict": r.strict,
         "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
         "projections": projections,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::{Limits, Service, pb};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineKind};
 use crate::log::{Log, LogConfig};
 use crate::store::Store;
 
@@ -24,6 +24,8 @@ pub struct NodeConfig {
     pub segment_bytes: u64,
     /// Request limits.
     pub limits: Limits,
+    /// The engine handlers run on.
+    pub engine: EngineKind,
 }
 
 impl Default for NodeConfig {
@@ -34,6 +36,7 @@ impl Default for NodeConfig {
             strict: false,
             segment_bytes: 128 << 20,
             limits: Limits::default(),
+            engine: EngineKind::default(),
         }
     }
 }
@@ -79,7 +82,7 @@ pub async fn serve(
         "log recovered"
     );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
-    let engine = Engine::start(log.clone(), store)?;
+    let engine = Engine::start(log.clone(), store, config.engine)?;
     let service = Service::new(log.clone(), engine, config.strict, config.limits);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -96,7 +99,7 @@ pub async fn serve(
     // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames
     // back for tens of milliseconds per request.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(address = %local, data = %config.data.display(), startup_ms = started.elapsed().as_millis() as u64, "serving");
+    tracing::info!(address = %local, data = %config.data.display(), engine = %config.engine, startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
 

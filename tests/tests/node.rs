@@ -17,11 +17,34 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("datamesh-e2e-{name}-{}", std::process::id()));
+/// A fresh directory per test and engine (both engines' variants run concurrently).
+fn temp_dir(name: &str, engine: Engine) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "datamesh-e2e-{name}-{}-{}",
+        engine.name(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// The engine a node runs handlers on. Every test runs once per engine (see
+/// `on_both_engines!` at the end), so both give the same results end to end.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Jit,
+    Interp,
+}
+
+impl Engine {
+    /// The `--engine` value.
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Jit => "jit",
+            Engine::Interp => "interp",
+        }
+    }
 }
 
 /// A node process.
@@ -32,7 +55,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(data: &Path, extra: &[&str]) -> Node {
+    fn start(data: &Path, engine: Engine, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -40,6 +63,8 @@ impl Node {
                 data.to_str().expect("utf-8 path"),
                 "--listen",
                 "127.0.0.1:0",
+                "--engine",
+                engine.name(),
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -160,10 +185,9 @@ async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventRecord> 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bank_end_to_end_through_the_cli() {
-    let data = temp_dir("bank");
-    let node = Node::start(&data, &[]);
+async fn bank_end_to_end_through_the_cli(engine: Engine) {
+    let data = temp_dir("bank", engine);
+    let node = Node::start(&data, engine, &[]);
     let (code, out, err) = node.cli(&["deploy", "examples/bank/bank.dmp"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("balances@v1"), "{out}");
@@ -235,12 +259,19 @@ async fn bank_end_to_end_through_the_cli() {
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(status["head"], 8);
+    let status = node
+        .client()
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.engine, engine.name());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scan_pages_by_prefix_and_range() {
-    let data = temp_dir("scan");
-    let node = Node::start(&data, &[]);
+async fn scan_pages_by_prefix_and_range(engine: Engine) {
+    let data = temp_dir("scan", engine);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
     client
@@ -327,10 +358,9 @@ async fn scan_pages_by_prefix_and_range() {
     assert_eq!(doc["volume"], 8 + 18 + 28);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_precise_status_and_changes_nothing() {
-    let data = temp_dir("bad");
-    let node = Node::start(&data, &["--strict"]);
+async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
+    let data = temp_dir("bad", engine);
+    let node = Node::start(&data, engine, &["--strict"]);
     let mut client = node.client().await;
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
     client
@@ -572,10 +602,9 @@ fn prost_decode(bytes: &[u8]) -> pb::DeployResponse {
         .expect("details decode")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild() {
-    let data = temp_dir("crash");
-    let mut node = Node::start(&data, &[]);
+async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engine: Engine) {
+    let data = temp_dir("crash", engine);
+    let mut node = Node::start(&data, engine, &[]);
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
     node.client()
         .await
@@ -620,7 +649,7 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild() {
         acked.len()
     );
 
-    let node = Node::start(&data, &[]);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let events = read_all(&mut client).await;
     let head = head(&mut client).await;
@@ -686,10 +715,9 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild() {
     assert_eq!(totals, expected["totals"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torn_tail_is_cut_on_restart_and_never_served() {
-    let data = temp_dir("torn");
-    let mut node = Node::start(&data, &[]);
+async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
+    let data = temp_dir("torn", engine);
+    let mut node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     for i in 0..10 {
         client
@@ -714,7 +742,7 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served() {
         .expect("open")
         .set_len(len - 5)
         .expect("truncate");
-    let node = Node::start(&data, &[]);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let events = read_all(&mut client).await;
     assert_eq!(
@@ -741,10 +769,9 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_version_rebuilds_beside_the_old_one() {
-    let data = temp_dir("versions");
-    let node = Node::start(&data, &[]);
+async fn a_new_version_rebuilds_beside_the_old_one(engine: Engine) {
+    let data = temp_dir("versions", engine);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let v1 = "event Deposited { account: string, amount: int }\nprojection balances v1 { key account state { balance: int = 0 } on Deposited { balance += event.amount } }\n";
     client
@@ -820,10 +847,9 @@ async fn a_new_version_rebuilds_beside_the_old_one() {
     assert_eq!(active, vec![(1, false), (2, true)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fault_stops_only_its_projection() {
-    let data = temp_dir("fault");
-    let node = Node::start(&data, &[]);
+async fn a_fault_stops_only_its_projection(engine: Engine) {
+    let data = temp_dir("fault", engine);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let source = "event E { n: int }\nprojection ratio { state { v: int = 0 } on E { v = 100 / event.n } }\nprojection count { state { n: int = 0 } on E { n += 1 } }\n";
     client
@@ -898,10 +924,9 @@ async fn a_fault_stops_only_its_projection() {
     assert_eq!((ratio.state.as_str(), ratio.position), ("faulted", 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_catches_up_then_follows_live_appends_and_health_answers() {
-    let data = temp_dir("subscribe");
-    let node = Node::start(&data, &[]);
+async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engine: Engine) {
+    let data = temp_dir("subscribe", engine);
+    let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let noted = |i: u32| event("Noted", &format!(r#"{{"n":{i}}}"#), "", "");
     client
@@ -976,3 +1001,36 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }
+
+/// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod jit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Jit).await;
+                }
+            )*
+        }
+        mod interp {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Interp).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    bank_end_to_end_through_the_cli,
+    scan_pages_by_prefix_and_range,
+    bad_input_gets_a_precise_status_and_changes_nothing,
+    kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild,
+    a_torn_tail_is_cut_on_restart_and_never_served,
+    a_new_version_rebuilds_beside_the_old_one,
+    a_fault_stops_only_its_projection,
+    subscribe_catches_up_then_follows_live_appends_and_health_answers
+);

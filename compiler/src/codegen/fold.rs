@@ -126,7 +126,7 @@ pub struct JitFold<'p> {
 }
 
 /// The envelope strings as values, alive for one event.
-struct MetaValues {
+pub(super) struct MetaValues {
     stream: Value,
     event_type: Value,
     id: Value,
@@ -535,7 +535,7 @@ impl<'p> JitFold<'p> {
     }
 }
 
-fn meta_values(meta: &Meta) -> MetaValues {
+pub(super) fn meta_values(meta: &Meta) -> MetaValues {
     MetaValues {
         stream: Value::Str(meta.stream.clone()),
         event_type: Value::Str(meta.event_type.clone()),
@@ -543,7 +543,7 @@ fn meta_values(meta: &Meta) -> MetaValues {
     }
 }
 
-fn meta_abi(meta: &Meta, values: &MetaValues) -> MetaAbi {
+pub(super) fn meta_abi(meta: &Meta, values: &MetaValues) -> MetaAbi {
     MetaAbi {
         position: meta.position,
         time: meta.time,
@@ -554,7 +554,7 @@ fn meta_abi(meta: &Meta, values: &MetaValues) -> MetaAbi {
 }
 
 /// A key component from the word a key function wrote.
-fn key_value(ty: &Type, word: u64) -> Value {
+pub(super) fn key_value(ty: &Type, word: u64) -> Value {
     match ty {
         Type::String => {
             let p = word as usize as *const Value;
@@ -567,12 +567,18 @@ fn key_value(ty: &Type, word: u64) -> Value {
     }
 }
 
-fn run_body(f: HandlerFn, doc: &mut Doc, row: &[u64], meta: &MetaAbi, ctx: &mut Ctx) -> u32 {
+pub(super) fn run_body(
+    f: HandlerFn,
+    doc: &mut Doc,
+    row: &[u64],
+    meta: &MetaAbi,
+    ctx: &mut Ctx,
+) -> u32 {
     let heap = doc.heap.as_mut_ptr();
     call(f, doc.slots.as_mut_ptr(), row, meta, ctx, heap)
 }
 
-fn call(
+pub(super) fn call(
     f: HandlerFn,
     doc: *mut u64,
     row: &[u64],

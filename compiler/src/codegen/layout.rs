@@ -174,6 +174,45 @@ impl Layout {
         }
     }
 
+    /// Builds a document from owned values in field order, moving handle values into
+    /// the heap instead of cloning them (the node's load path converts every document
+    /// it reads). A missing trailing field gets its type's zero value, so the heap
+    /// always has exactly [`Layout::heap`] entries, which generated code relies on.
+    pub fn encode_doc_owned(&self, values: Vec<Value>) -> Doc {
+        let mut words = vec![0; self.words];
+        let mut heap = Vec::with_capacity(self.heap);
+        let mut values = values.into_iter();
+        for (slot, ty) in self.slots.iter().zip(&self.types) {
+            let value = values.next().unwrap_or_else(|| ty.zero_value());
+            match slot {
+                Slot::Inline { offset, repr } => {
+                    write_inline(&mut words, *offset, *repr, ty, &value)
+                }
+                Slot::Heap { .. } => heap.push(value),
+            }
+        }
+        Doc {
+            slots: words.into_boxed_slice(),
+            heap: heap.into_boxed_slice(),
+        }
+    }
+
+    /// Reads a document back into values in field order, moving its handle values out
+    /// instead of cloning them.
+    pub fn decode_doc_owned(&self, doc: Doc) -> Vec<Value> {
+        let mut heap = doc.heap.into_vec();
+        self.slots
+            .iter()
+            .zip(&self.types)
+            .map(|(slot, ty)| match slot {
+                Slot::Inline { offset, repr } => read_inline(&doc.slots, *offset, *repr, ty),
+                Slot::Heap { index } => heap
+                    .get_mut(*index)
+                    .map_or(Value::None, |v| std::mem::replace(v, Value::None)),
+            })
+            .collect()
+    }
+
     /// Reads a document back into values in field order.
     pub fn decode_doc(&self, doc: &Doc) -> Vec<Value> {
         self.slots

@@ -3,7 +3,8 @@
 //!
 //! Split by concern: [`layout`] (fixed row and document layouts), [`abi`] (the context,
 //! the envelope and the helpers compiled code calls), [`translate`] (IR to Cranelift IR),
-//! [`fold`] (the engine). Each handler becomes two functions of the same signature
+//! [`fold`] (the engine over in-memory documents), [`store`] (one event applied to one
+//! projection over an external document store, as the node runs it). Each handler becomes two functions of the same signature
 //! ([`abi::HandlerFn`]): one writing the key components into the context, one running
 //! guard and body against a document.
 //!
@@ -14,6 +15,7 @@
 pub mod abi;
 pub mod fold;
 pub mod layout;
+pub mod store;
 pub mod translate;
 
 use cranelift_codegen::Context;
@@ -23,6 +25,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
 pub use fold::JitFold;
+pub use store::JitScratch;
 
 use abi::HandlerFn;
 use layout::{Doc, Layout, Slot};
@@ -93,6 +96,20 @@ impl std::fmt::Debug for Code {
         f.write_str("Code")
     }
 }
+
+// SAFETY: `Code` only owns the JIT module so that its memory is freed on drop; nothing
+// reads or changes the module through a shared `&Code` (the field is private and no
+// method uses it), so sharing references across threads is sound (`Sync`). Moving it
+// to another thread (`Send`) only moves where `free_memory` runs: unmapping the code
+// and data pages is not tied to the thread that mapped them, and the module holds no
+// thread-local state (its symbol table is plain addresses of `extern "C"` shims, its
+// lookup and libcall-name functions capture nothing). The finalized machine code itself
+// is immutable and re-entrant: every compiled function works only on the pointers it
+// is passed (document, row, envelope, a per-call `Ctx`) and reads the constant pool,
+// which the `JitProgram` owns and nothing mutates after compilation.
+unsafe impl Send for Code {}
+// SAFETY: see `Send` above.
+unsafe impl Sync for Code {}
 
 impl Drop for Code {
     fn drop(&mut self) {

@@ -588,6 +588,7 @@ impl DataMesh for Service {
                 .poisoned()
                 .or_else(|| self.engine.failure())
                 .unwrap_or_default(),
+            engine: self.engine.kind().name().to_owned(),
         }))
     }
 }

@@ -2,9 +2,15 @@
 //!
 //! A background task waits for the log head to move, reads a batch of events from the
 //! lowest projection position, decodes each event once per program, runs the handlers
-//! of every projection that has not yet applied it (through the reference interpreter,
-//! behind the compiler's `apply_event`), and commits the touched documents of all
+//! of every projection that has not yet applied it, and commits the touched documents of all
 //! projections together with their new checkpoints in one fjall transaction.
+//!
+//! Handlers run on the engine chosen at start ([`EngineKind`]): by default the Cranelift
+//! JIT (each program is compiled once, when it is registered, and its code is freed when
+//! no projection of it can run any more), or the reference interpreter. A program the
+//! JIT cannot compile runs on the interpreter. Both go through the same `apply_event`
+//! contract (one event, one projection, documents loaded by key, an overlay or a trap),
+//! so the rest of the engine does not know which one ran.
 //!
 //! Invariants: a projection applies each event exactly once (checkpoint and documents
 //! commit together); projections that are caught up advance together, so a reader sees
@@ -18,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datamesh_compiler::codec::decode_payload;
+use datamesh_compiler::codegen::JitScratch;
 use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
@@ -34,6 +41,33 @@ const BATCH: usize = 32_768;
 /// Documents kept in memory per projection between batches (the engine is the only
 /// writer, so its cache is always coherent with the store).
 const CACHE_DOCS: usize = 200_000;
+
+/// Which engine runs the handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// Native code from the Cranelift JIT (the interpreter for programs it cannot
+    /// compile).
+    #[default]
+    Jit,
+    /// The reference interpreter.
+    Interp,
+}
+
+impl EngineKind {
+    /// The name used on the command line and in `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Jit => "jit",
+            EngineKind::Interp => "interp",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The engine of one node.
 #[derive(Clone)]
@@ -56,6 +90,8 @@ struct Shared {
     wake: Notify,
     /// Set when the store failed: the engine stops rather than diverge.
     failure: RwLock<Option<String>>,
+    /// The engine handlers run on.
+    kind: EngineKind,
 }
 
 /// An engine error.
@@ -108,12 +144,13 @@ impl std::hash::Hasher for FxHasher {
 }
 
 impl Engine {
-    /// Loads the deployed programs from the store and starts folding.
+    /// Loads the deployed programs from the store (compiling them for `kind`) and
+    /// starts folding.
     ///
     /// # Errors
     /// Store errors.
-    pub fn start(log: Log, store: Arc<Store>) -> Result<Engine, EngineError> {
-        let registry = Registry::load(&store)?;
+    pub fn start(log: Log, store: Arc<Store>, kind: EngineKind) -> Result<Engine, EngineError> {
+        let registry = Registry::load(&store, kind)?;
         let (progress, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             log,
@@ -122,6 +159,7 @@ impl Engine {
             progress,
             wake: Notify::new(),
             failure: RwLock::new(None),
+            kind,
         });
         let task = shared.clone();
         tokio::spawn(async move { run(task).await });
@@ -155,6 +193,11 @@ impl Engine {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(f(&guard))
+    }
+
+    /// The engine handlers run on (programs the JIT cannot compile excepted).
+    pub fn kind(&self) -> EngineKind {
+        self.shared.kind
     }
 
     /// The store.
@@ -250,11 +293,15 @@ fn apply_batch(
     let mut touched: Vec<BTreeMap<Vec<Value>, Option<Vec<Value>>>> =
         vec![BTreeMap::new(); registry.projections.len()];
     let mut stopped: Vec<Option<u64>> = vec![None; registry.projections.len()];
+    // Made here, inside the blocking task, because compiled code's scratch state is
+    // tied to one thread; one per batch of up to `BATCH` events costs nothing.
+    let mut scratch = JitScratch::new();
     for record in &records {
         apply_record(
             shared,
             &registry,
             record,
+            &mut scratch,
             caches,
             &mut touched,
             &mut stopped,
@@ -301,11 +348,15 @@ fn apply_batch(
             projection.caught_up = true;
         }
     }
+    let faulted = !faults.is_empty();
     for (i, fault) in faults {
         if let Some(p) = registry.projections.get_mut(i) {
             caches.remove(&p.label);
             p.fault = Some(fault);
         }
+    }
+    if faulted {
+        registry.release_unused_code();
     }
     Ok(())
 }
@@ -315,6 +366,7 @@ fn apply_record(
     shared: &Shared,
     registry: &Registry,
     record: &Record,
+    scratch: &mut JitScratch,
     caches: &mut HashMap<String, Cache>,
     touched: &mut [BTreeMap<Vec<Value>, Option<Vec<Value>>>],
     stopped: &mut [Option<u64>],
@@ -331,6 +383,9 @@ fn apply_record(
         let Some(event) = program.event_id(&record.event_type) else {
             continue;
         };
+        // `None`: the interpreter runs this program (chosen, or the JIT could not
+        // compile it).
+        let jit = registry.jit(program_index);
         let interested: Vec<usize> = registry
             .projections
             .iter()
@@ -390,7 +445,12 @@ fn apply_record(
                         }
                     }
                 };
-                apply_event(ir, event, &row, &meta, &mut load)
+                match jit {
+                    Some(code) => {
+                        code.apply_event(scratch, projection.index, event, &row, &meta, &mut load)
+                    }
+                    None => apply_event(ir, event, &row, &meta, &mut load),
+                }
             };
             if let Some(e) = load_error {
                 return Err(e.into());

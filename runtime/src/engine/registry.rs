@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datamesh_compiler::check::check_source;
+use datamesh_compiler::codegen::{JitProgram, compile};
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::ir::{EventType, Field, Program, Type};
 
+use super::EngineKind;
 use crate::store::{Store, StoreError, keyspace_name};
 
 /// One deployed projection version.
@@ -79,6 +81,12 @@ pub struct Registry {
     pub projections: Vec<ProjectionInfo>,
     /// Every declared event type (the union of all programs).
     pub schemas: Arc<HashMap<String, EventType>>,
+    /// The engine programs are compiled for.
+    kind: EngineKind,
+    /// Per program (same index as `programs`): its native code, or `None` when the
+    /// interpreter runs it (chosen, the JIT could not compile it, or every projection of
+    /// it is faulted and its code was freed).
+    jit: Vec<Option<JitProgram>>,
 }
 
 fn normalise(text: &str) -> String {
@@ -110,8 +118,11 @@ impl Registry {
     ///
     /// # Errors
     /// Store errors.
-    pub fn load(store: &Store) -> Result<Registry, StoreError> {
-        let mut registry = Registry::default();
+    pub fn load(store: &Store, kind: EngineKind) -> Result<Registry, StoreError> {
+        let mut registry = Registry {
+            kind,
+            ..Registry::default()
+        };
         for deployment in store.deployments()? {
             match registry.add(store, &deployment.source, false) {
                 Ok(_) => {}
@@ -120,6 +131,8 @@ impl Registry {
                 }
             }
         }
+        // Programs whose projections were all faulted before the restart never run.
+        registry.release_unused_code();
         Ok(registry)
     }
 
@@ -208,6 +221,16 @@ impl Registry {
         let texts = definitions(source);
         let program = Arc::new(program);
         let program_index = self.programs.len();
+        let jit = match self.kind {
+            EngineKind::Interp => None,
+            EngineKind::Jit => match compile(&program) {
+                Ok(code) => Some(code),
+                Err(e) => {
+                    tracing::warn!(projections = ?outcome.started, reason = %e, "the JIT cannot compile this program; its projections run on the interpreter");
+                    None
+                }
+            },
+        };
         for (index, projection) in program.projections.iter().enumerate() {
             let label = format!("{}@v{}", projection.name, projection.version);
             if !outcome.started.contains(&label) {
@@ -239,7 +262,34 @@ impl Registry {
                 .or_insert_with(|| event.clone());
         }
         self.programs.push(program);
+        self.jit.push(jit);
         Ok(outcome)
+    }
+
+    /// The native code of program number `program`, if the JIT runs it.
+    pub fn jit(&self, program: usize) -> Option<&JitProgram> {
+        self.jit.get(program).and_then(Option::as_ref)
+    }
+
+    /// Frees the native code of every program whose projections are all faulted: a
+    /// faulted projection never applies another event, so that code can never run
+    /// again.
+    pub fn release_unused_code(&mut self) {
+        for (index, code) in self.jit.iter_mut().enumerate() {
+            if code.is_some()
+                && self
+                    .projections
+                    .iter()
+                    .filter(|p| p.program == index)
+                    .all(|p| p.fault.is_some())
+            {
+                tracing::debug!(
+                    program = index,
+                    "freeing the native code of a program whose projections are all faulted"
+                );
+                *code = None;
+            }
+        }
     }
 
     /// The lowest position some non-faulted projection still has to apply, if below

@@ -1,0 +1,414 @@
+//! Differential tests of the JIT's store-backed `apply_event` (what the node runs)
+//! against the interpreter's `interp::apply_event`: on every event and projection both
+//! must return the same overlay or the same trap and handler span, given the same
+//! documents. The folded stores must also equal what `interp::Fold` produces (and so
+//! the examples' `expected.json`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datamesh_compiler::ast::Span;
+use datamesh_compiler::check::check_source;
+use datamesh_compiler::codec::{decode_payload, documents_json};
+use datamesh_compiler::codegen::{JitProgram, JitScratch, compile as jit_compile};
+use datamesh_compiler::interp::{self, Fault, Fold, Meta, Overlay, ProjectionState, Trap};
+use datamesh_compiler::ir::{EventId, Program};
+use datamesh_stdlib::Value;
+use datamesh_stdlib::time::parse_rfc3339;
+use serde_json::{Value as Json, json};
+
+fn compile(src: &str) -> Program {
+    let checked = check_source(src);
+    let errors: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{} {} at {:?}", d.code, d.message, d.span))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "program does not check: {errors:#?}\n{src}"
+    );
+    checked.program.expect("a program without errors")
+}
+
+/// A local event as the node sees it: type, decoded row, envelope (position and type
+/// name are filled in by [`fold_both`]).
+type Local = (EventId, Vec<Value>, Meta);
+
+type Docs = BTreeMap<Vec<Value>, Vec<Value>>;
+
+fn commit(docs: &mut Docs, overlay: Overlay) {
+    for (key, doc) in overlay {
+        match doc {
+            Some(doc) => docs.insert(key, doc),
+            None => docs.remove(&key),
+        };
+    }
+}
+
+/// Folds `events` into two stores, one per engine, asserting at every event and
+/// projection that both engines return the same result; then asserts the stores equal
+/// `interp::Fold`'s. Returns the final states and every trap (projection, position).
+fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<Fault>) {
+    let jit = jit_compile(program).expect("the program compiles");
+    let mut scratch = JitScratch::new();
+    let n = program.projections.len();
+    let mut by_interp: Vec<Docs> = vec![Docs::new(); n];
+    let mut by_jit: Vec<Docs> = vec![Docs::new(); n];
+    let mut faults: Vec<Option<Fault>> = vec![None; n];
+    let mut reference = Fold::new(program);
+    for (position, (event, row, meta)) in events.iter().enumerate() {
+        let meta = Meta {
+            position: i64::try_from(position).expect("small"),
+            event_type: Arc::from(program.events[*event].name.as_str()),
+            ..meta.clone()
+        };
+        reference.apply_local(*event, row, meta.clone());
+        for (index, projection) in program.projections.iter().enumerate() {
+            if faults[index].is_some() {
+                continue;
+            }
+            let expected = interp::apply_event(projection, *event, row, &meta, &mut |k| {
+                by_interp[index].get(k).cloned()
+            });
+            let got = jit.apply_event(&mut scratch, index, *event, row, &meta, &mut |k| {
+                by_jit[index].get(k).cloned()
+            });
+            assert_eq!(
+                got, expected,
+                "projection {index}, event {position} ({})",
+                meta.event_type
+            );
+            match (expected, got) {
+                (Ok(a), Ok(b)) => {
+                    commit(&mut by_interp[index], a);
+                    commit(&mut by_jit[index], b);
+                }
+                (Err((trap, handler)), _) => {
+                    faults[index] = Some(Fault {
+                        projection: index,
+                        position: meta.position,
+                        event_type: meta.event_type.to_string(),
+                        trap,
+                        handler,
+                    });
+                }
+                (Ok(_), Err(_)) => unreachable!("compared equal above"),
+            }
+        }
+    }
+    assert_eq!(by_jit, by_interp, "stores differ");
+    let states: Vec<ProjectionState> = by_jit
+        .into_iter()
+        .zip(&faults)
+        .map(|(docs, fault)| ProjectionState {
+            docs,
+            fault: fault.clone(),
+        })
+        .collect();
+    assert_eq!(
+        states, reference.projections,
+        "store-backed folding differs from interp::Fold"
+    );
+    (states, faults.into_iter().flatten().collect())
+}
+
+fn meta(time: &str) -> Meta {
+    Meta {
+        time: parse_rfc3339(time).expect("valid time"),
+        stream: Arc::from("s-1"),
+        id: Arc::from("id-1"),
+        ..Meta::default()
+    }
+}
+
+fn local(program: &Program, ty: &str, data: Json) -> Local {
+    let id = program.event_id(ty).expect("declared event");
+    let row = decode_payload(&program.events[id], &data).expect("payload decodes");
+    (id, row, meta("2024-05-01T10:00:00Z"))
+}
+
+/// Reads an example's `events.jsonl` the way `dmc run` does; peer events go through the
+/// import rules (interpreter) and become the local events they emit, with the ids
+/// `Fold::apply_import` gives them.
+fn example_events(program: &Program, text: &str) -> Vec<Local> {
+    let rules = Fold::new(program);
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let json: Json = serde_json::from_str(line).expect("a JSON line");
+        let ty = json["type"].as_str().expect("a type");
+        let text = |k: &str| json[k].as_str().unwrap_or("").to_owned();
+        let time = match &json["time"] {
+            Json::String(s) => parse_rfc3339(s).expect("time"),
+            Json::Number(n) => n.as_i64().expect("int time"),
+            _ => 0,
+        };
+        let meta = Meta {
+            position: i64::try_from(out.len()).expect("small"),
+            time,
+            stream: Arc::from(text("stream")),
+            event_type: Arc::from(ty),
+            id: Arc::from(text("id")),
+        };
+        let empty = json!({});
+        let data = json.get("data").unwrap_or(&empty);
+        match json.get("from").and_then(Json::as_str) {
+            None => {
+                let id = program.event_id(ty).expect("declared");
+                let row = decode_payload(&program.events[id], data).expect("payload");
+                out.push((id, row, meta));
+            }
+            Some(peer) => {
+                let import = program
+                    .imports
+                    .iter()
+                    .position(|i| i.peer == peer)
+                    .expect("import");
+                let block = &program.imports[import];
+                let event = block.event_id(ty).expect("peer event");
+                let row = decode_payload(&block.events[event], data).expect("payload");
+                let Ok(emitted) = rules.run_import(import, event, &row, &meta) else {
+                    continue;
+                };
+                let count = emitted.len();
+                let source = if meta.id.is_empty() {
+                    meta.position.to_string()
+                } else {
+                    meta.id.to_string()
+                };
+                for (n, (local, row)) in emitted.into_iter().enumerate() {
+                    let id = if count > 1 {
+                        format!("{peer}/{source}/{n}")
+                    } else {
+                        format!("{peer}/{source}")
+                    };
+                    let meta = Meta {
+                        id: Arc::from(id),
+                        ..meta.clone()
+                    };
+                    out.push((local, row, meta));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_example(name: &str) {
+    let dir = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(format!("{dir}/{name}.dmp")).expect("program");
+    let events = std::fs::read_to_string(format!("{dir}/events.jsonl")).expect("events");
+    let expected: Json = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/expected.json")).expect("expected"),
+    )
+    .expect("expected JSON");
+    let program = compile(&src);
+    let (states, _) = fold_both(&program, &example_events(&program, &events));
+    assert_eq!(
+        documents_json(&program, &states),
+        expected,
+        "store-backed JIT output of {name} differs from expected.json"
+    );
+}
+
+#[test]
+fn bank_example_agrees_and_matches_expected_json() {
+    check_example("bank");
+}
+
+#[test]
+fn shop_example_agrees_and_matches_expected_json() {
+    check_example("shop");
+}
+
+#[test]
+fn iot_example_agrees_and_matches_expected_json() {
+    check_example("iot");
+}
+
+/// Runs one body over `E { a: int, b: int }` with both engines; returns the trap text.
+fn trap_of(body: &str, a: i64, b: i64) -> String {
+    let src = format!(
+        "event E {{ a: int, b: int }}\n\
+         projection p {{ state {{ n: int = 0, x: float = 0.0, t: string = \"\", d: duration = 0s, l: list<int>, m: map<string, int> }}\n\
+         on E {{ {body} }} }}"
+    );
+    let program = compile(&src);
+    let (_, faults) = fold_both(&program, &[local(&program, "E", json!({"a": a, "b": b}))]);
+    assert_eq!(faults.len(), 1, "expected a trap for `{body}` a={a} b={b}");
+    format!("{} {}", faults[0].trap.code(), faults[0].trap)
+}
+
+#[test]
+fn traps_agree_with_the_interpreter() {
+    let (min, max) = (i64::MIN, i64::MAX);
+    let cases: &[(&str, i64, i64, &str)] = &[
+        ("n = event.a + event.b", max, 1, "R0001"),
+        ("n = event.a - event.b", min, 1, "R0001"),
+        ("n = event.a * event.b", max, 2, "R0001"),
+        ("n = event.a / event.b", min, -1, "R0001"),
+        ("n = -event.a", min, 0, "R0001"),
+        ("n = event.a; n += event.b", max, 1, "R0001"),
+        ("m[\"k\"] = event.a; m[\"k\"] += event.b", max, 1, "R0001"),
+        ("m[\"k\"] /= event.b", 0, 0, "R0002"),
+        ("n = event.a / event.b", 1, 0, "R0002"),
+        ("n = event.a % event.b", 1, 0, "R0002"),
+        ("x = to_float(event.a) * 1e300 * 1e300", 1, 0, "R0005"),
+        ("l.push(1); n = l[event.a]", -1, 0, "R0004"),
+        ("t = substring(\"abc\", event.a, event.b)", 2, 5, "R0004"),
+        ("n = parse_int(\"12x\")", 0, 0, "R0003"),
+    ];
+    for (body, a, b, code) in cases {
+        let text = trap_of(body, *a, *b);
+        assert!(text.starts_with(code), "`{body}`: got {text}, want {code}");
+    }
+}
+
+#[test]
+fn a_trap_in_a_later_handler_discards_the_earlier_handlers_writes() {
+    let src = r#"
+        event E { k: string, a: int, b: int }
+        projection p { key k state { x: int = 0, y: int = 0, t: set<string> }
+          on E { x += 1; t.insert("seen") }
+          on E key "other" { y = 1 }
+          on E { y = event.a / event.b } }
+        projection q { state { n: int = 0 } on E { n += 1 } }"#;
+    let program = compile(src);
+    let events = vec![
+        local(&program, "E", json!({"k": "a", "a": 6, "b": 3})),
+        local(&program, "E", json!({"k": "a", "a": i64::MIN, "b": -1})),
+        local(&program, "E", json!({"k": "a", "a": 1, "b": 1})),
+    ];
+    let (states, faults) = fold_both(&program, &events);
+    assert_eq!(faults.len(), 1);
+    assert_eq!((faults[0].projection, faults[0].position), (0, 1));
+    // The trapping event changed nothing in p; q went on.
+    assert_eq!(
+        states[0]
+            .docs
+            .get(&vec![Value::str("a")])
+            .map(|d| d[0].clone()),
+        Some(Value::Int(1))
+    );
+    assert_eq!(
+        states[1].docs.get(&Vec::new()).map(|d| d[0].clone()),
+        Some(Value::Int(3))
+    );
+}
+
+#[test]
+fn delete_guards_and_per_handler_keys_agree() {
+    let src = r#"
+        event Open { k: string }
+        event Close { k: string }
+        event Move { from: string, to: string, n: int }
+        projection p { key k state { n: int = 0, tags: list<string> }
+          on Open { n += 1; tags.push("open") }
+          on Close where n > 1 { delete }
+          on Close { n -= 1; if n < 0 { delete } else { tags.push("close") } }
+          on Move key event.from { n -= event.n }
+          on Move key event.to where event.n > 0 { n += event.n } }
+        projection single { state { seen: int = 0 } on Close where false { seen += 1 } on Open { seen += 1 } }"#;
+    let program = compile(src);
+    let events = vec![
+        local(&program, "Open", json!({"k": "a"})),
+        local(&program, "Close", json!({"k": "b"})),
+        local(&program, "Open", json!({"k": "a"})),
+        local(&program, "Close", json!({"k": "a"})),
+        local(&program, "Move", json!({"from": "a", "to": "a", "n": 5})),
+        local(&program, "Move", json!({"from": "c", "to": "d", "n": 0})),
+        local(&program, "Close", json!({"k": "c"})),
+        local(&program, "Open", json!({"k": "a"})),
+    ];
+    fold_both(&program, &events);
+}
+
+#[test]
+fn a_false_guard_leaves_the_overlay_empty() {
+    let src = r#"
+        event E { k: string, ok: bool }
+        projection p { key k state { n: int = 0 } on E where event.ok { n += 1 } }"#;
+    let program = compile(src);
+    let jit = jit_compile(&program).expect("compiles");
+    let (event, row, meta) = local(&program, "E", json!({"k": "a", "ok": false}));
+    let stored = vec![Value::Int(7)];
+    let got = jit.apply_event(&mut JitScratch::new(), 0, event, &row, &meta, &mut |_| {
+        Some(stored.clone())
+    });
+    assert_eq!(got, Ok(Overlay::new()));
+}
+
+#[test]
+fn trap_spans_point_at_the_failing_expression_and_handler() {
+    let src = "event E { n: int }\nprojection p { state { v: int = 0 } on E { v = 10 / event.n } }";
+    let program = compile(src);
+    let jit = jit_compile(&program).expect("compiles");
+    let (event, row, meta) = local(&program, "E", json!({"n": 0}));
+    let got: Result<Overlay, (Trap, Span)> =
+        jit.apply_event(&mut JitScratch::new(), 0, event, &row, &meta, &mut |_| None);
+    let Err((trap, handler)) = got else {
+        panic!("expected a trap, got {got:?}");
+    };
+    assert_eq!(
+        &src[trap.span.start as usize..trap.span.end as usize],
+        "10 / event.n"
+    );
+    assert_eq!(handler, program.projections[0].handlers[0].span);
+}
+
+#[test]
+fn one_scratch_serves_programs_with_wider_keys() {
+    let narrow = compile(
+        "event E { a: string }\nprojection p { key a state { n: int = 0 } on E { n += 1 } }",
+    );
+    let wide = compile(
+        "event E { a: string, b: int, c: bool }\nprojection p { key (event.a, event.b, event.c) state { n: int = 0 } on E { n += event.b } }",
+    );
+    let mut scratch = JitScratch::new();
+    let narrow_jit = jit_compile(&narrow).expect("compiles");
+    let wide_jit = jit_compile(&wide).expect("compiles");
+    let (e, row, meta) = local(&narrow, "E", json!({"a": "x"}));
+    let got = narrow_jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
+    assert_eq!(
+        got.ok().and_then(|o| o.into_keys().next()),
+        Some(vec![Value::str("x")])
+    );
+    let (e, row, meta) = local(&wide, "E", json!({"a": "x", "b": 4, "c": true}));
+    let got = wide_jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
+    let expected = interp::apply_event(&wide.projections[0], e, &row, &meta, &mut |_| None);
+    assert_eq!(got, expected);
+}
+
+/// The node compiles a program on one thread and runs it from blocking workers.
+#[test]
+fn a_program_compiled_on_one_thread_runs_on_others() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let program = compile(
+        "event E { a: string, n: int }\nprojection p { key a state { n: int = 0, s: list<string> } on E { n += event.n; s.push(event.a) } }",
+    );
+    let jit: JitProgram = jit_compile(&program).expect("compiles");
+    send_sync(&jit);
+    let (e, row, meta) = local(&program, "E", json!({"a": "k", "n": 2}));
+    let expected = interp::apply_event(&program.projections[0], e, &row, &meta, &mut |_| None);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut scratch = JitScratch::new();
+                for _ in 0..100 {
+                    let got = jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
+                    assert_eq!(got, expected);
+                }
+            });
+        }
+    });
+    // Moved to another thread and dropped there: its code is freed on that thread.
+    let (row2, meta2) = (row.clone(), meta.clone());
+    std::thread::spawn(move || {
+        let got = jit.apply_event(&mut JitScratch::new(), 0, e, &row2, &meta2, &mut |_| None);
+        assert!(got.is_ok());
+        drop(jit);
+    })
+    .join()
+    .expect("the thread ran");
+}
