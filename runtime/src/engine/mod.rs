@@ -19,11 +19,11 @@
 
 mod registry;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use datamesh_compiler::codec::decode_payload;
+use datamesh_compiler::codec::decode_payload_bytes;
 use datamesh_compiler::codegen::JitScratch;
 use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_stdlib::Value;
@@ -290,8 +290,7 @@ fn apply_batch(
     let mut commit = Commit::default();
     let mut faults: Vec<(usize, String)> = Vec::new();
     // Touched documents per projection in this batch.
-    let mut touched: Vec<BTreeMap<Vec<Value>, Option<Vec<Value>>>> =
-        vec![BTreeMap::new(); registry.projections.len()];
+    let mut touched: Vec<Cache> = vec![Cache::default(); registry.projections.len()];
     let mut stopped: Vec<Option<u64>> = vec![None; registry.projections.len()];
     // Made here, inside the blocking task, because compiled code's scratch state is
     // tied to one thread; one per batch of up to `BATCH` events costs nothing.
@@ -368,7 +367,7 @@ fn apply_record(
     record: &Record,
     scratch: &mut JitScratch,
     caches: &mut HashMap<String, Cache>,
-    touched: &mut [BTreeMap<Vec<Value>, Option<Vec<Value>>>],
+    touched: &mut [Cache],
     stopped: &mut [Option<u64>],
     faults: &mut Vec<(usize, String)>,
 ) -> Result<(), EngineError> {
@@ -406,11 +405,8 @@ fn apply_record(
             continue;
         }
         // Decode once for every projection of this program.
-        let row = serde_json::from_slice::<serde_json::Value>(&record.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|json| {
-                decode_payload(&program.events[event], &json).map_err(|e| e.to_string())
-            });
+        let row = decode_payload_bytes(&program.events[event], &record.payload)
+            .map_err(|e| e.to_string());
         let row = match row {
             Ok(row) => row,
             Err(message) => {
@@ -424,8 +420,12 @@ fn apply_record(
         for i in interested {
             let projection = &registry.projections[i];
             let ir = &program.projections[projection.index];
-            let keyspace = shared.store.keyspace(&projection.keyspace)?;
-            let cache = caches.entry(projection.label.clone()).or_default();
+            if !caches.contains_key(&projection.label) {
+                caches.insert(projection.label.clone(), Cache::default());
+            }
+            let Some(cache) = caches.get_mut(&projection.label) else {
+                continue;
+            };
             let batch = &touched[i];
             let mut load_error = None;
             let outcome = {
@@ -436,7 +436,11 @@ fn apply_record(
                     if let Some(doc) = cache.get(key) {
                         return doc.clone();
                     }
-                    match shared.store.get(&keyspace, &encode_key(key)) {
+                    let stored = shared
+                        .store
+                        .keyspace(&projection.keyspace)
+                        .and_then(|ks| shared.store.get(&ks, &encode_key(key)));
+                    match stored {
                         Ok(Some(bytes)) => decode_doc(&bytes),
                         Ok(None) => None,
                         Err(e) => {
