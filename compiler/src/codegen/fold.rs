@@ -496,23 +496,7 @@ impl<'p> JitFold<'p> {
                 .imports
                 .get(import)
                 .map_or("", |i| i.peer.as_str());
-            let source = if meta.id.is_empty() {
-                meta.position.to_string()
-            } else {
-                meta.id.to_string()
-            };
-            let id = if count > 1 {
-                format!("{peer}/{source}/{n}")
-            } else {
-                format!("{peer}/{source}")
-            };
-            let local_meta = Meta {
-                position: 0,
-                time: meta.time,
-                stream: meta.stream.clone(),
-                event_type: Arc::from(""),
-                id: Arc::from(id),
-            };
+            let local_meta = crate::interp::imported_meta(peer, &meta, n, count);
             faults.extend(self.apply_local(local, &row, local_meta));
         }
         Ok(faults)

@@ -134,23 +134,7 @@ impl<'p> Fold<'p> {
         let count = emitted.len();
         for (n, (local, row)) in emitted.into_iter().enumerate() {
             let peer = &self.program.imports[import].peer;
-            let source = if meta.id.is_empty() {
-                meta.position.to_string()
-            } else {
-                meta.id.to_string()
-            };
-            let id = if count > 1 {
-                format!("{peer}/{source}/{n}")
-            } else {
-                format!("{peer}/{source}")
-            };
-            let local_meta = Meta {
-                position: 0,
-                time: meta.time,
-                stream: meta.stream.clone(),
-                event_type: Arc::from(""),
-                id: Arc::from(id),
-            };
+            let local_meta = imported_meta(peer, &meta, n, count);
             faults.extend(self.apply_local(local, &row, local_meta));
         }
         Ok(faults)
@@ -292,4 +276,27 @@ pub fn default_doc(projection: &Projection) -> Vec<Value> {
         .iter()
         .map(|f| f.default.clone().unwrap_or_else(|| f.ty.zero_value()))
         .collect()
+}
+
+/// The envelope of the `n`th of `count` local events an import rule emitted for a peer's
+/// event: the peer event's time and stream, and an id derived from the peer and the
+/// peer event's id (or position), so re-importing the same event yields the same ids.
+pub fn imported_meta(peer: &str, source: &Meta, n: usize, count: usize) -> Meta {
+    let origin = if source.id.is_empty() {
+        source.position.to_string()
+    } else {
+        source.id.to_string()
+    };
+    let id = if count > 1 {
+        format!("{peer}/{origin}/{n}")
+    } else {
+        format!("{peer}/{origin}")
+    };
+    Meta {
+        position: 0,
+        time: source.time,
+        stream: source.stream.clone(),
+        event_type: Arc::from(""),
+        id: Arc::from(id),
+    }
 }

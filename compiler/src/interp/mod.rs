@@ -10,7 +10,9 @@ mod fold;
 mod tests;
 
 pub use eval::{call_builtin, eval_const};
-pub use fold::{Fault, Fold, Meta, Overlay, ProjectionState, apply_event, default_doc};
+pub use fold::{
+    Fault, Fold, Meta, Overlay, ProjectionState, apply_event, default_doc, imported_meta,
+};
 pub use tests::{TestFailure, TestResult, run_tests};
 
 use crate::ast::Span;
