@@ -124,7 +124,8 @@ impl Registry {
             ..Registry::default()
         };
         for deployment in store.deployments()? {
-            match registry.add(store, &deployment.source, false) {
+            let planned = registry.plan(&deployment.source);
+            match planned.and_then(|p| registry.add(store, &deployment.source, p)) {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(origin = %deployment.origin, error = %e, "a deployed program no longer loads")
@@ -136,7 +137,7 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Checks and registers a program; with `persist`, records it in the store first.
+    /// Checks a program, records it in the store and registers its new projections.
     ///
     /// # Errors
     /// [`DeployError`].
@@ -147,16 +148,16 @@ impl Registry {
         origin: &str,
     ) -> Result<DeployOutcome, DeployError> {
         let seq = store.deployments()?.len() as u64;
-        let outcome = self.plan(source)?;
-        if outcome.started.is_empty() {
-            return Ok(outcome);
+        let planned = self.plan(source)?;
+        if planned.0.started.is_empty() {
+            return Ok(planned.0);
         }
         store.add_deployment(seq, origin, source)?;
-        self.add(store, source, true)
+        self.add(store, source, planned)
     }
 
     /// Checks a program against the deployed ones without changing anything.
-    fn plan(&self, source: &str) -> Result<DeployOutcome, DeployError> {
+    fn plan(&self, source: &str) -> Result<(DeployOutcome, Program), DeployError> {
         let checked = check_source(source);
         let Some(program) = checked.program else {
             return Err(DeployError::Invalid(checked.diagnostics));
@@ -204,20 +205,17 @@ impl Registry {
                 None => outcome.started.push(label),
             }
         }
-        Ok(outcome)
+        Ok((outcome, program))
     }
 
+    /// Registers a planned program: its new projection versions start from their
+    /// checkpoints.
     fn add(
         &mut self,
         store: &Store,
         source: &str,
-        _persisted: bool,
+        (outcome, program): (DeployOutcome, Program),
     ) -> Result<DeployOutcome, DeployError> {
-        let outcome = self.plan(source)?;
-        let checked = check_source(source);
-        let Some(program) = checked.program else {
-            return Err(DeployError::Invalid(checked.diagnostics));
-        };
         let texts = definitions(source);
         let program = Arc::new(program);
         let program_index = self.programs.len();
