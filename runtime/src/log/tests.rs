@@ -300,3 +300,74 @@ fn concurrent_appends_group_commit_and_keep_versions_exact() {
     assert!(recovery.segments > 2);
     assert_eq!(log.read(0, 3000).expect("read").len(), 2400);
 }
+
+/// Unmounts a test file system when the test ends, however it ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
+    let dir = temp_dir("enospc");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A 64 KiB file system fills up after a few appends: a real write error.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let _unmount = Unmount(dir.clone());
+    let rt = runtime();
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 1 << 30,
+    };
+    let (log, _) = Log::open(config.clone()).expect("open");
+    let big = |n: u32| NewEvent {
+        event_type: "Blob".into(),
+        payload: vec![b'x'; 6000],
+        stream: "s".into(),
+        id: format!("b{n}"),
+    };
+    let mut acknowledged = 0;
+    let mut failure = None;
+    for n in 0..100 {
+        match rt.block_on(log.append(vec![big(n)], vec![])) {
+            Ok(a) => acknowledged = a.head,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(failure, Some(LogError::Poisoned(_))),
+        "expected the full disk to poison the log, got {failure:?}"
+    );
+    assert!(acknowledged > 0, "some appends fit before the disk filled");
+    assert!(log.poisoned().is_some());
+    // Every later append is refused, even a tiny one, and nothing moves.
+    let later = rt.block_on(log.append(vec![event("s", "", 1)], vec![]));
+    assert!(matches!(later, Err(LogError::Poisoned(_))));
+    assert_eq!(log.head(), acknowledged);
+    log.close();
+    // A restart cuts whatever part of the failed write reached the disk.
+    let (log, recovery) = Log::open(config).expect("reopen after the failure");
+    assert_eq!(recovery.records, acknowledged);
+    assert_eq!(log.head(), acknowledged);
+    let records = log.read(0, 1000).expect("read");
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.position == i as u64 && r.payload.len() == 6000)
+    );
+}
