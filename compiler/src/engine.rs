@@ -69,3 +69,21 @@ impl FoldEngine for crate::interp::Fold<'_> {
         self.projections.clone()
     }
 }
+
+/// Applies, in order, the local events an import rule emitted for one peer event, each
+/// with the envelope [`crate::interp::imported_meta`] derives; returns the faults. Both
+/// engines' `apply_import` end here, so imported events are applied one way.
+pub fn apply_emitted<E: FoldEngine + ?Sized>(
+    engine: &mut E,
+    peer: &str,
+    source: &Meta,
+    emitted: Vec<(EventId, Vec<Value>)>,
+) -> Vec<Fault> {
+    let count = emitted.len();
+    let mut faults = Vec::new();
+    for (n, (local, row)) in emitted.into_iter().enumerate() {
+        let meta = crate::interp::imported_meta(peer, source, n, count);
+        faults.extend(engine.apply_local(local, &row, meta));
+    }
+    faults
+}

@@ -8,7 +8,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn dmp_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir` (recursively) whose extension is `ext`, sorted.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -16,13 +17,17 @@ fn dmp_files(dir: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            out.extend(dmp_files(&path));
-        } else if path.extension().is_some_and(|e| e == "dmp") {
+            out.extend(files(&path, ext));
+        } else if path.extension().is_some_and(|e| e == ext) {
             out.push(path);
         }
     }
     out.sort();
     out
+}
+
+fn dmp_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "dmp")
 }
 
 #[test]
@@ -135,9 +140,7 @@ fn every_book_snippet_checks() {
 #[test]
 fn book_includes_point_at_existing_files() {
     let book = root().join("book/src");
-    let mut pages = Vec::new();
-    collect_md(&book, &mut pages);
-    for page in pages {
+    for page in files(&book, "md") {
         let text = std::fs::read_to_string(&page).expect("readable page");
         for (n, line) in text.lines().enumerate() {
             let Some(start) = line.find("{{#include ") else {
@@ -153,20 +156,6 @@ fn book_includes_point_at_existing_files() {
                 n + 1,
                 path.display()
             );
-        }
-    }
-}
-
-fn collect_md(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_md(&path, out);
-        } else if path.extension().is_some_and(|e| e == "md") {
-            out.push(path);
         }
     }
 }

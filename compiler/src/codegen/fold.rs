@@ -488,18 +488,9 @@ impl<'p> JitFold<'p> {
         meta: Meta,
     ) -> Result<Vec<Fault>, Fault> {
         let emitted = self.run_import(import, event, row, &meta)?;
-        let mut faults = Vec::new();
-        let count = emitted.len();
-        for (n, (local, row)) in emitted.into_iter().enumerate() {
-            let peer = self
-                .program
-                .imports
-                .get(import)
-                .map_or("", |i| i.peer.as_str());
-            let local_meta = crate::interp::imported_meta(peer, &meta, n, count);
-            faults.extend(self.apply_local(local, &row, local_meta));
-        }
-        Ok(faults)
+        let program = self.program;
+        let peer = program.imports.get(import).map_or("", |i| i.peer.as_str());
+        Ok(crate::engine::apply_emitted(self, peer, &meta, emitted))
     }
 
     /// The documents and fault of every projection, as the interpreter stores them.

@@ -130,14 +130,9 @@ impl<'p> Fold<'p> {
         meta: Meta,
     ) -> Result<Vec<Fault>, Fault> {
         let emitted = self.run_import(import, event, row, &meta)?;
-        let mut faults = Vec::new();
-        let count = emitted.len();
-        for (n, (local, row)) in emitted.into_iter().enumerate() {
-            let peer = &self.program.imports[import].peer;
-            let local_meta = imported_meta(peer, &meta, n, count);
-            faults.extend(self.apply_local(local, &row, local_meta));
-        }
-        Ok(faults)
+        let program = self.program;
+        let peer = program.imports.get(import).map_or("", |i| i.peer.as_str());
+        Ok(crate::engine::apply_emitted(self, peer, &meta, emitted))
     }
 
     /// Runs import rules without applying their output: the local events they emit.
