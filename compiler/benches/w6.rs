@@ -107,7 +107,7 @@ fn w6(c: &mut Criterion) {
                 return;
             };
             for (event, row) in &events {
-                black_box(fold.apply_local(*event, row, meta.clone()));
+                black_box(fold.apply_local(*event, row, &meta));
             }
         });
     });

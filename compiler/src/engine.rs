@@ -19,7 +19,7 @@ pub trait FoldEngine {
 
     /// Appends a local event: it gets the next position and is applied to every
     /// projection that is not faulted. Returns the faults it caused.
-    fn apply_local(&mut self, event: EventId, row: &[Value], meta: Meta) -> Vec<Fault>;
+    fn apply_local(&mut self, event: EventId, row: &[Value], meta: &Meta) -> Vec<Fault>;
 
     /// Runs the import rules of `import` on one of the peer's events (`event` indexes
     /// the import's own event types) and applies what they emit, in order.
@@ -47,8 +47,8 @@ impl FoldEngine for crate::interp::Fold<'_> {
         crate::interp::Fold::program(self)
     }
 
-    fn apply_local(&mut self, event: EventId, row: &[Value], meta: Meta) -> Vec<Fault> {
-        crate::interp::Fold::apply_local(self, event, row, meta)
+    fn apply_local(&mut self, event: EventId, row: &[Value], meta: &Meta) -> Vec<Fault> {
+        crate::interp::Fold::apply_local(self, event, row, meta.clone())
     }
 
     fn apply_import(
@@ -83,7 +83,7 @@ pub fn apply_emitted<E: FoldEngine + ?Sized>(
     let mut faults = Vec::new();
     for (n, (local, row)) in emitted.into_iter().enumerate() {
         let meta = crate::interp::imported_meta(peer, source, n, count);
-        faults.extend(engine.apply_local(local, &row, meta));
+        faults.extend(engine.apply_local(local, &row, &meta));
     }
     faults
 }

@@ -16,3 +16,5 @@ pub mod interp;
 pub mod ir;
 pub mod lexer;
 pub mod parser;
+pub mod storage;
+pub mod table;

@@ -45,7 +45,7 @@ fn feed(engine: &mut dyn FoldEngine, inputs: &[Input]) -> Vec<(Fault, bool)> {
         match input {
             Input::Local(event, row, meta) => faults.extend(
                 engine
-                    .apply_local(*event, row, meta.clone())
+                    .apply_local(*event, row, meta)
                     .into_iter()
                     .map(|f| (f, false)),
             ),
@@ -442,7 +442,7 @@ fn compiled_code_is_freed_and_recompiled_many_times() {
     let program = compile(src);
     for _ in 0..50 {
         let mut jit = JitFold::new(&program).expect("compiles");
-        jit.apply_local(0, &[Value::Int(1)], Meta::default());
+        jit.apply_local(0, &[Value::Int(1)], &Meta::default());
     }
 }
 

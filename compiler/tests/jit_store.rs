@@ -1,8 +1,9 @@
-//! Differential tests of the JIT's store-backed `apply_event` (what the node runs)
-//! against the interpreter's `interp::apply_event`: on every event and projection both
-//! must return the same overlay or the same trap and handler span, given the same
-//! documents. The folded stores must also equal what `interp::Fold` produces (and so
-//! the examples' `expected.json`).
+//! Differential tests of the JIT's table-backed folding (what the node runs:
+//! `JitProgram::fold_event` into a `DocTable`, flushed to stored bytes and reloaded)
+//! against the interpreter's `interp::apply_event`: after every event, the documents
+//! both engines leave in their stores must be equal, and a trap must come back with the
+//! same code, span and handler. The folded stores must also equal what `interp::Fold`
+//! produces (and so the examples' `expected.json`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,9 +11,12 @@ use std::sync::Arc;
 use datamesh_compiler::ast::Span;
 use datamesh_compiler::check::check_source;
 use datamesh_compiler::codec::{decode_payload, documents_json};
+use datamesh_compiler::codegen::layout::Doc;
 use datamesh_compiler::codegen::{JitProgram, JitScratch, compile as jit_compile};
 use datamesh_compiler::interp::{self, Fault, Fold, Meta, Overlay, ProjectionState, Trap};
 use datamesh_compiler::ir::{EventId, Program};
+use datamesh_compiler::storage::{decode_key, encode_key};
+use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
@@ -47,15 +51,76 @@ fn commit(docs: &mut Docs, overlay: Overlay) {
     }
 }
 
-/// Folds `events` into two stores, one per engine, asserting at every event and
-/// projection that both engines return the same result; then asserts the stores equal
-/// `interp::Fold`'s. Returns the final states and every trap (projection, position).
+/// A node-like store for the JIT: a write-back table in front of stored bytes.
+#[derive(Default)]
+struct Backed {
+    table: DocTable<Doc>,
+    stored: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Backed {
+    fn fold(
+        &mut self,
+        jit: &JitProgram,
+        scratch: &mut JitScratch,
+        projection: usize,
+        (event, row, meta): (EventId, &[Value], &Meta),
+    ) -> Result<(), (Trap, Span)> {
+        let stored = &self.stored;
+        jit.fold_event(
+            scratch,
+            projection,
+            (event, row, meta),
+            &mut self.table,
+            &mut |key| {
+                stored
+                    .get(key)
+                    .and_then(|bytes| jit.doc_from_stored(projection, bytes))
+            },
+        )
+    }
+
+    /// Writes the dirty documents back, as the node does at the end of a batch.
+    fn flush(&mut self, jit: &JitProgram, projection: usize) {
+        let stored = &mut self.stored;
+        let flushed: Result<(), ()> = self.table.flush(|key, doc| {
+            match doc {
+                Some(doc) => {
+                    let mut bytes = Vec::new();
+                    jit.doc_to_stored(projection, doc, &mut bytes);
+                    stored.insert(key.to_vec(), bytes)
+                }
+                None => stored.remove(key),
+            };
+            Ok(())
+        });
+        assert!(flushed.is_ok());
+    }
+
+    fn docs(&self) -> Docs {
+        self.stored
+            .iter()
+            .map(|(k, v)| {
+                (
+                    decode_key(k).expect("a stored key decodes"),
+                    datamesh_compiler::storage::decode_doc(v).expect("a stored doc decodes"),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Folds `events` into two stores, one per engine, asserting after every event and
+/// projection that both hold the same documents (the JIT's table is flushed after every
+/// event and emptied after every third, so loads, write-back and rollback are all
+/// exercised); then asserts the stores equal `interp::Fold`'s. Returns the final states
+/// and every trap.
 fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<Fault>) {
     let jit = jit_compile(program).expect("the program compiles");
     let mut scratch = JitScratch::new();
     let n = program.projections.len();
     let mut by_interp: Vec<Docs> = vec![Docs::new(); n];
-    let mut by_jit: Vec<Docs> = vec![Docs::new(); n];
+    let mut by_jit: Vec<Backed> = (0..n).map(|_| Backed::default()).collect();
     let mut faults: Vec<Option<Fault>> = vec![None; n];
     let mut reference = Fold::new(program);
     for (position, (event, row, meta)) in events.iter().enumerate() {
@@ -72,20 +137,12 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
             let expected = interp::apply_event(projection, *event, row, &meta, &mut |k| {
                 by_interp[index].get(k).cloned()
             });
-            let got = jit.apply_event(&mut scratch, index, *event, row, &meta, &mut |k| {
-                by_jit[index].get(k).cloned()
-            });
-            assert_eq!(
-                got, expected,
-                "projection {index}, event {position} ({})",
-                meta.event_type
-            );
+            let got = by_jit[index].fold(&jit, &mut scratch, index, (*event, row, &meta));
+            let context = format!("projection {index}, event {position} ({})", meta.event_type);
             match (expected, got) {
-                (Ok(a), Ok(b)) => {
-                    commit(&mut by_interp[index], a);
-                    commit(&mut by_jit[index], b);
-                }
-                (Err((trap, handler)), _) => {
+                (Ok(overlay), Ok(())) => commit(&mut by_interp[index], overlay),
+                (Err((trap, handler)), Err(got)) => {
+                    assert_eq!(got, (trap.clone(), handler), "{context}");
                     faults[index] = Some(Fault {
                         projection: index,
                         position: meta.position,
@@ -94,24 +151,57 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
                         handler,
                     });
                 }
-                (Ok(_), Err(_)) => unreachable!("compared equal above"),
+                (expected, got) => panic!("{context}: interpreter {expected:?}, JIT {got:?}"),
             }
+            by_jit[index].flush(&jit, index);
+            if position % 3 == 2 {
+                by_jit[index].table.shrink_to(0);
+            }
+            assert_eq!(by_jit[index].docs(), by_interp[index], "{context}");
         }
     }
-    assert_eq!(by_jit, by_interp, "stores differ");
     let states: Vec<ProjectionState> = by_jit
-        .into_iter()
+        .iter()
         .zip(&faults)
-        .map(|(docs, fault)| ProjectionState {
-            docs,
+        .map(|(backed, fault)| ProjectionState {
+            docs: backed.docs(),
             fault: fault.clone(),
         })
         .collect();
     assert_eq!(
         states, reference.projections,
-        "store-backed folding differs from interp::Fold"
+        "table-backed folding differs from interp::Fold"
     );
     (states, faults.into_iter().flatten().collect())
+}
+
+/// Folds one event into projection 0 over one stored document (under the event's own
+/// key) with the JIT; returns the documents the store holds afterwards.
+fn jit_after(
+    jit: &JitProgram,
+    scratch: &mut JitScratch,
+    (event, row, meta): (EventId, &[Value], &Meta),
+    stored: Option<(Vec<Value>, Vec<Value>)>,
+) -> Result<Docs, (Trap, Span)> {
+    let mut backed = Backed::default();
+    if let Some((key, doc)) = stored {
+        backed.stored.insert(
+            encode_key(&key),
+            datamesh_compiler::storage::encode_doc(&doc),
+        );
+    }
+    backed.fold(jit, scratch, 0, (event, row, meta))?;
+    backed.flush(jit, 0);
+    Ok(backed.docs())
+}
+
+/// What the interpreter leaves in an empty store of projection 0 after one event.
+fn interp_after(program: &Program, (event, row, meta): (EventId, &[Value], &Meta)) -> Docs {
+    let overlay = interp::apply_event(&program.projections[0], event, row, meta, &mut |_| None)
+        .expect("no trap");
+    let mut docs = Docs::new();
+    commit(&mut docs, overlay);
+    docs
 }
 
 fn meta(time: &str) -> Meta {
@@ -325,18 +415,33 @@ fn delete_guards_and_per_handler_keys_agree() {
 }
 
 #[test]
-fn a_false_guard_leaves_the_overlay_empty() {
+fn a_false_guard_writes_nothing() {
     let src = r#"
         event E { k: string, ok: bool }
         projection p { key k state { n: int = 0 } on E where event.ok { n += 1 } }"#;
     let program = compile(src);
     let jit = jit_compile(&program).expect("compiles");
     let (event, row, meta) = local(&program, "E", json!({"k": "a", "ok": false}));
-    let stored = vec![Value::Int(7)];
-    let got = jit.apply_event(&mut JitScratch::new(), 0, event, &row, &meta, &mut |_| {
-        Some(stored.clone())
+    let mut table = DocTable::new();
+    let stored = jit.projections[0].layout.encode_doc(&[Value::Int(7)]);
+    let got = jit.fold_event(
+        &mut JitScratch::new(),
+        0,
+        (event, &row, &meta),
+        &mut table,
+        &mut |_| Some(stored.clone()),
+    );
+    assert_eq!(got, Ok(()));
+    let mut written = 0;
+    let flushed: Result<(), ()> = table.flush(|_, _| {
+        written += 1;
+        Ok(())
     });
-    assert_eq!(got, Ok(Overlay::new()));
+    assert!(flushed.is_ok());
+    assert_eq!(
+        written, 0,
+        "a handler whose guard is false wrote a document"
+    );
 }
 
 #[test]
@@ -345,8 +450,7 @@ fn trap_spans_point_at_the_failing_expression_and_handler() {
     let program = compile(src);
     let jit = jit_compile(&program).expect("compiles");
     let (event, row, meta) = local(&program, "E", json!({"n": 0}));
-    let got: Result<Overlay, (Trap, Span)> =
-        jit.apply_event(&mut JitScratch::new(), 0, event, &row, &meta, &mut |_| None);
+    let got = jit_after(&jit, &mut JitScratch::new(), (event, &row, &meta), None);
     let Err((trap, handler)) = got else {
         panic!("expected a trap, got {got:?}");
     };
@@ -369,15 +473,38 @@ fn one_scratch_serves_programs_with_wider_keys() {
     let narrow_jit = jit_compile(&narrow).expect("compiles");
     let wide_jit = jit_compile(&wide).expect("compiles");
     let (e, row, meta) = local(&narrow, "E", json!({"a": "x"}));
-    let got = narrow_jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
+    let got = jit_after(&narrow_jit, &mut scratch, (e, &row, &meta), None);
     assert_eq!(
-        got.ok().and_then(|o| o.into_keys().next()),
+        got.ok().and_then(|d| d.into_keys().next()),
         Some(vec![Value::str("x")])
     );
     let (e, row, meta) = local(&wide, "E", json!({"a": "x", "b": 4, "c": true}));
-    let got = wide_jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
-    let expected = interp::apply_event(&wide.projections[0], e, &row, &meta, &mut |_| None);
-    assert_eq!(got, expected);
+    let got = jit_after(&wide_jit, &mut scratch, (e, &row, &meta), None);
+    assert_eq!(got, Ok(interp_after(&wide, (e, &row, &meta))));
+}
+
+#[test]
+fn a_stored_document_is_loaded_changed_and_written_back() {
+    let program = compile(
+        "event E { a: string, n: int }\nprojection p { key a state { n: int = 0, s: list<string> } on E { n += event.n; s.push(event.a) } }",
+    );
+    let jit = jit_compile(&program).expect("compiles");
+    let (e, row, meta) = local(&program, "E", json!({"a": "k", "n": 2}));
+    let stored = (
+        vec![Value::str("k")],
+        vec![Value::Int(40), Value::List(vec![Value::str("old")])],
+    );
+    let got = jit_after(&jit, &mut JitScratch::new(), (e, &row, &meta), Some(stored));
+    let want: Docs = [(
+        vec![Value::str("k")],
+        vec![
+            Value::Int(42),
+            Value::List(vec![Value::str("old"), Value::str("k")]),
+        ],
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(got, Ok(want));
 }
 
 /// The node compiles a program on one thread and runs it from blocking workers.
@@ -390,14 +517,14 @@ fn a_program_compiled_on_one_thread_runs_on_others() {
     let jit: JitProgram = jit_compile(&program).expect("compiles");
     send_sync(&jit);
     let (e, row, meta) = local(&program, "E", json!({"a": "k", "n": 2}));
-    let expected = interp::apply_event(&program.projections[0], e, &row, &meta, &mut |_| None);
+    let expected = interp_after(&program, (e, &row, &meta));
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
                 let mut scratch = JitScratch::new();
                 for _ in 0..100 {
-                    let got = jit.apply_event(&mut scratch, 0, e, &row, &meta, &mut |_| None);
-                    assert_eq!(got, expected);
+                    let got = jit_after(&jit, &mut scratch, (e, &row, &meta), None);
+                    assert_eq!(got.as_ref(), Ok(&expected));
                 }
             });
         }
@@ -405,7 +532,7 @@ fn a_program_compiled_on_one_thread_runs_on_others() {
     // Moved to another thread and dropped there: its code is freed on that thread.
     let (row2, meta2) = (row.clone(), meta.clone());
     std::thread::spawn(move || {
-        let got = jit.apply_event(&mut JitScratch::new(), 0, e, &row2, &meta2, &mut |_| None);
+        let got = jit_after(&jit, &mut JitScratch::new(), (e, &row2, &meta2), None);
         assert!(got.is_ok());
         drop(jit);
     })

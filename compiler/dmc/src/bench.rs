@@ -88,7 +88,7 @@ fn time_fold(
     let start = Instant::now();
     let mut faults = 0;
     for (event, row, meta) in events {
-        faults += engine.apply_local(*event, row, meta.clone()).len();
+        faults += engine.apply_local(*event, row, meta).len();
     }
     (start.elapsed(), faults)
 }

@@ -212,7 +212,7 @@ pub fn run_with_engine(
         match event {
             EventLine::Local { event, row, meta } => {
                 faults.extend(
-                    fold.apply_local(event, &row, meta)
+                    fold.apply_local(event, &row, &meta)
                         .into_iter()
                         .map(|f| (f, false)),
                 );

@@ -12,6 +12,7 @@
 //! back yields the same values.
 
 use datamesh_stdlib::Value;
+use smallvec::SmallVec;
 
 use super::CodegenError;
 use crate::ir::{Field, Type};
@@ -158,7 +159,7 @@ impl Layout {
 
     /// Builds a document from values in field order.
     pub fn encode_doc(&self, values: &[Value]) -> Doc {
-        let mut words = vec![0; self.words];
+        let mut words = Words::from_elem(0, self.words);
         let mut heap = Vec::with_capacity(self.heap);
         for ((slot, ty), value) in self.slots.iter().zip(&self.types).zip(values) {
             match slot {
@@ -169,7 +170,7 @@ impl Layout {
             }
         }
         Doc {
-            slots: words.into_boxed_slice(),
+            slots: words,
             heap: heap.into_boxed_slice(),
         }
     }
@@ -179,7 +180,7 @@ impl Layout {
     /// it reads). A missing trailing field gets its type's zero value, so the heap
     /// always has exactly [`Layout::heap`] entries, which generated code relies on.
     pub fn encode_doc_owned(&self, values: Vec<Value>) -> Doc {
-        let mut words = vec![0; self.words];
+        let mut words = Words::from_elem(0, self.words);
         let mut heap = Vec::with_capacity(self.heap);
         let mut values = values.into_iter();
         for (slot, ty) in self.slots.iter().zip(&self.types) {
@@ -192,7 +193,7 @@ impl Layout {
             }
         }
         Doc {
-            slots: words.into_boxed_slice(),
+            slots: words,
             heap: heap.into_boxed_slice(),
         }
     }
@@ -213,6 +214,14 @@ impl Layout {
             .collect()
     }
 
+    /// The value of one inline field of a document (`Value::None` for a heap slot).
+    pub fn read_slot(&self, doc: &Doc, slot: &Slot, ty: &Type) -> Value {
+        match slot {
+            Slot::Inline { offset, repr } => read_inline(&doc.slots, *offset, *repr, ty),
+            Slot::Heap { index } => doc.heap.get(*index).cloned().unwrap_or(Value::None),
+        }
+    }
+
     /// Reads a document back into values in field order.
     pub fn decode_doc(&self, doc: &Doc) -> Vec<Value> {
         self.slots
@@ -226,11 +235,15 @@ impl Layout {
     }
 }
 
+/// The inline words of a document: stored in place up to four words (most documents),
+/// so a document table keeps small documents in its own memory.
+pub type Words = SmallVec<[u64; 4]>;
+
 /// A projection document in its fixed layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Doc {
     /// Inline words.
-    pub slots: Box<[u64]>,
+    pub slots: Words,
     /// Handle fields (strings, collections), in heap-index order.
     pub heap: Box<[Value]>,
 }

@@ -1,53 +1,95 @@
-//! Applying one event to one projection whose documents live outside the JIT (the
-//! node's store): the compiled counterpart of [`crate::interp::apply_event`], with the
-//! same inputs, the same output ([`Overlay`]) and the same traps.
+//! Folding events into a [`DocTable`] of compiled-layout documents: what both the
+//! in-memory [`super::JitFold`] and the node's engine run.
 //!
-//! Documents cross this boundary as `Vec<Value>` rows in state-field order, as they do
-//! for the interpreter: a loaded document is converted into the JIT's fixed layout by
-//! moving its values (no deep copy), the handlers run on it in place, and each touched
-//! document is converted back the same way.
+//! A handler's key function writes its components into the context; they are encoded
+//! straight into the table's key bytes (the store's key encoding), the document is
+//! found (or loaded once, through the caller's `load`), and the body runs on it in place.
+//! The table remembers which documents changed, so the node writes each one back once
+//! per batch, and only the inline words of a document are copied per event (for
+//! rollback), never its values.
 //!
-//! Invariants: the handlers of the event run in source order, each against the documents
-//! as the previous ones left them; if one traps, nothing is returned but the trap and
-//! the span of that handler (all-or-nothing); a handler whose guard is false touches
-//! nothing; `delete` yields `None`. Only documents a handler wrote appear in the overlay,
-//! exactly as with the interpreter.
+//! Invariants: the handlers of the event run in source order, each against the
+//! documents as the previous ones left them; if one traps, every document the event
+//! touched in this projection is exactly as before the event (all-or-nothing) and the
+//! trap comes back with the span of its handler; a handler whose guard is false touches
+//! nothing; `delete` leaves the key with no document; a new document is kept only if
+//! its handler ran to completion.
 //!
 //! Threads: a [`JitProgram`] is `Send + Sync` (see `Code` in the parent module), so the
 //! node compiles a program once and runs it from any blocking worker; the mutable state
 //! of a call lives in a [`JitScratch`], one per thread of execution.
 
+use std::sync::Arc;
+
 use datamesh_stdlib::Value;
 
-use super::abi::{self, Ctx};
-use super::fold::{call, key_value, meta_abi, meta_values, run_body};
-use super::layout::Doc;
+use super::abi::{self, Ctx, MetaAbi};
+use super::layout::{Doc, Slot, scalar_value};
 use super::{CompiledHandler, CompiledProjection, JitProgram};
 use crate::ast::Span;
-use crate::interp::{Meta, Overlay, Trap};
-use crate::ir::EventId;
+use crate::interp::{Meta, Trap};
+use crate::ir::{EventId, Type};
+use crate::storage;
+use crate::table::{DocTable, Entry};
 
-/// One document a call has looked at: loaded, or written by a handler.
+/// The envelope strings as values, reused while they do not change (an engine folding
+/// one stream, or events without stream and id, builds them once).
 #[derive(Debug)]
-struct Work {
-    key: Vec<Value>,
-    /// `None`: no document (absent from the store, or deleted by an earlier handler).
-    doc: Option<Doc>,
-    /// A handler wrote (or deleted) it, so it belongs in the overlay.
-    touched: bool,
+struct MetaValues {
+    stream: Value,
+    event_type: Value,
+    id: Value,
 }
 
-/// The reusable buffers of [`JitProgram::apply_event`]: the context block compiled code
-/// writes to, the encoded row and the working documents.
+impl MetaValues {
+    fn new() -> MetaValues {
+        MetaValues {
+            stream: Value::None,
+            event_type: Value::None,
+            id: Value::None,
+        }
+    }
+
+    fn update(&mut self, meta: &Meta, event_type: &Arc<str>) {
+        fn set(slot: &mut Value, text: &Arc<str>) {
+            if !matches!(slot, Value::Str(s) if Arc::ptr_eq(s, text)) {
+                *slot = Value::Str(text.clone());
+            }
+        }
+        set(&mut self.stream, &meta.stream);
+        set(&mut self.event_type, event_type);
+        set(&mut self.id, &meta.id);
+    }
+
+    fn abi(&self, position: i64, meta: &Meta) -> MetaAbi {
+        MetaAbi {
+            position,
+            time: meta.time,
+            stream: &raw const self.stream,
+            event_type: &raw const self.event_type,
+            id: &raw const self.id,
+        }
+    }
+}
+
+/// An entry as it was before an event touched it (`None`: the table had none).
+type Saved = (Box<[u8]>, Option<Entry<Doc>>);
+
+/// The reusable buffers of a fold: the context block compiled code writes to, the
+/// encoded row and key, the saved words of the document being changed, and the undo
+/// log of a multi-handler event.
 ///
 /// It holds raw pointers (the context points into itself and, during a call, into a
 /// document), so it is neither `Send` nor `Sync`: create one per thread (the node makes
 /// one per batch, inside its blocking task). One scratch serves any number of programs.
 #[derive(Debug)]
 pub struct JitScratch {
-    ctx: Box<Ctx>,
+    pub(super) ctx: Box<Ctx>,
     row: Vec<u64>,
-    work: Vec<Work>,
+    key: Vec<u8>,
+    saved: Vec<u64>,
+    undo: Vec<Saved>,
+    meta: MetaValues,
 }
 
 impl Default for JitScratch {
@@ -62,149 +104,308 @@ impl JitScratch {
         JitScratch {
             ctx: Ctx::new(1),
             row: Vec::new(),
-            work: Vec::new(),
+            key: Vec::new(),
+            saved: Vec::new(),
+            undo: Vec::new(),
+            meta: MetaValues::new(),
         }
+    }
+
+    /// Encodes an event's row and envelope for the calls that follow (the row's handle
+    /// words point into `row`, which must outlive them); `position` and `event_type`
+    /// override the envelope's.
+    pub(super) fn prepare(
+        &mut self,
+        program: &JitProgram,
+        event: EventId,
+        row: &[Value],
+        (position, event_type): (i64, &Arc<str>),
+        meta: &Meta,
+    ) -> Option<MetaAbi> {
+        let layout = program.rows.get(event)?;
+        layout.encode_row(row, &mut self.row);
+        self.meta.update(meta, event_type);
+        Some(self.meta.abi(position, meta))
     }
 }
 
+/// What a load returns: the stored document of a key, already in the compiled layout.
+pub type Load<'a> = dyn FnMut(&[u8]) -> Option<Doc> + 'a;
+
 impl JitProgram {
-    /// Applies one event (its decoded `row` and envelope) to projection number
-    /// `projection` of the program, whose documents `load` fetches by key. Returns every
-    /// document the handlers wrote (`None` when deleted), to be committed together.
-    /// An unknown projection or event type handles nothing.
+    /// Applies one event (its type, decoded `row` and envelope) to projection number
+    /// `projection`, whose documents are in `table`; `load` supplies those the table
+    /// does not hold yet (`None`: no such document). An unknown projection or event
+    /// type handles nothing.
     ///
     /// # Errors
-    /// The trap and the span of the handler that raised it; nothing is to be committed.
-    pub fn apply_event(
+    /// The trap and the span of the handler that raised it; the table is then as it
+    /// was before the event.
+    pub fn fold_event(
+        &self,
+        scratch: &mut JitScratch,
+        projection: usize,
+        (event, row, meta): (EventId, &[Value], &Meta),
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+    ) -> Result<(), (Trap, Span)> {
+        let Some(p) = self.projections.get(projection) else {
+            return Ok(());
+        };
+        if p.by_event.get(event).is_none_or(Vec::is_empty) {
+            return Ok(());
+        }
+        let envelope = (meta.position, &meta.event_type);
+        let Some(abi_meta) = scratch.prepare(self, event, row, envelope, meta) else {
+            return Ok(());
+        };
+        self.fold_prepared(scratch, projection, event, &abi_meta, table, load)
+    }
+
+    /// [`JitProgram::fold_event`] for a row and envelope already encoded by
+    /// [`JitScratch::prepare`] (shared by every projection the event reaches).
+    pub(super) fn fold_prepared(
         &self,
         scratch: &mut JitScratch,
         projection: usize,
         event: EventId,
-        row: &[Value],
-        meta: &Meta,
-        load: &mut dyn FnMut(&[Value]) -> Option<Vec<Value>>,
-    ) -> Result<Overlay, (Trap, Span)> {
-        let mut overlay = Overlay::new();
+        meta: &MetaAbi,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+    ) -> Result<(), (Trap, Span)> {
         let Some(p) = self.projections.get(projection) else {
-            return Ok(overlay);
+            return Ok(());
         };
-        let (Some(handlers), Some(layout)) = (p.by_event.get(event), self.rows.get(event)) else {
-            return Ok(overlay);
-        };
-        if handlers.is_empty() {
-            return Ok(overlay);
-        }
+        let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
         // Key functions write one word per component into the context: it must be wide
         // enough for this projection's key (a scratch may have served narrower keys).
         if scratch.ctx.key_words().len() < p.key.len() {
             scratch.ctx = Ctx::new(p.key.len());
         }
-        // Handle fields of the encoded row point into `row`, which outlives this call.
-        layout.encode_row(row, &mut scratch.row);
-        let values = meta_values(meta);
-        let abi_meta = meta_abi(meta, &values);
-        scratch.work.clear();
-        let result = self.run_handlers(scratch, p, handlers, &abi_meta, load);
-        // Values compiled code created live in the arena until the run is over: the
-        // documents and keys taken from it have been cloned or moved out by now.
-        scratch.ctx.arena.clear();
-        result?;
-        for work in scratch.work.drain(..) {
-            if work.touched {
-                overlay.insert(work.key, work.doc.map(|d| p.layout.decode_doc_owned(d)));
+        let result = match handlers {
+            [] => Ok(()),
+            [one] => {
+                let writes_heap = p.writes_heap.get(event).copied().unwrap_or(true);
+                self.run_single(scratch, p, *one, writes_heap, meta, table, &mut *load)
             }
-        }
-        Ok(overlay)
+            many => self.run_many(scratch, p, many, meta, table, load),
+        };
+        // Values compiled code created live in the arena until the run is over: the
+        // documents and keys taken from it have been cloned or encoded by now.
+        scratch.ctx.arena.clear();
+        result
     }
 
-    fn run_handlers(
+    /// The common case: one handler. It runs in place on the document, whose inline
+    /// words (and, if the handler may change them, handle fields) are saved first.
+    #[allow(clippy::too_many_arguments)]
+    fn run_single(
+        &self,
+        scratch: &mut JitScratch,
+        p: &CompiledProjection,
+        h: usize,
+        writes_heap: bool,
+        meta: &MetaAbi,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+    ) -> Result<(), (Trap, Span)> {
+        let Some(handler) = p.handlers.get(h) else {
+            return Ok(());
+        };
+        self.key_of(scratch, p, handler, meta)
+            .map_err(|t| (t, handler.span))?;
+        let JitScratch {
+            ctx,
+            row,
+            key,
+            saved,
+            ..
+        } = scratch;
+        table
+            .update(key, load, |slot| match slot {
+                Some(doc) => {
+                    saved.clear();
+                    saved.extend_from_slice(&doc.slots);
+                    let heap = writes_heap.then(|| doc.heap.clone());
+                    match run_body(handler.body, doc, row, meta, ctx) {
+                        abi::STATUS_TRAP => {
+                            doc.slots.copy_from_slice(saved);
+                            if let Some(heap) = heap {
+                                doc.heap = heap;
+                            }
+                            (Err(trap_from(ctx, self)), false)
+                        }
+                        abi::STATUS_DELETE => {
+                            *slot = None;
+                            (Ok(()), true)
+                        }
+                        abi::STATUS_SKIP => (Ok(()), false),
+                        _ => (Ok(()), true),
+                    }
+                }
+                None => {
+                    let mut doc = p.default_doc.clone();
+                    match run_body(handler.body, &mut doc, row, meta, ctx) {
+                        abi::STATUS_TRAP => (Err(trap_from(ctx, self)), false),
+                        abi::STATUS_OK => {
+                            *slot = Some(doc);
+                            (Ok(()), true)
+                        }
+                        _ => (Ok(()), false),
+                    }
+                }
+            })
+            .map_err(|t| (t, handler.span))
+    }
+
+    /// Several handlers: each touched entry is saved whole the first time, and every
+    /// saved entry is put back if any handler traps.
+    fn run_many(
         &self,
         scratch: &mut JitScratch,
         p: &CompiledProjection,
         handlers: &[usize],
-        meta: &abi::MetaAbi,
-        load: &mut dyn FnMut(&[Value]) -> Option<Vec<Value>>,
+        meta: &MetaAbi,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
     ) -> Result<(), (Trap, Span)> {
-        let JitScratch { ctx, row, work } = scratch;
+        scratch.undo.clear();
         for handler in handlers.iter().filter_map(|&h| p.handlers.get(h)) {
-            let key = self
-                .key_of(ctx, p, handler, row, meta)
-                .map_err(|t| (t, handler.span))?;
-            let slot = match work.iter().position(|w| w.key == key) {
-                Some(slot) => slot,
-                None => {
-                    let doc = load(&key).map(|d| p.layout.encode_doc_owned(d));
-                    work.push(Work {
-                        key,
-                        doc,
-                        touched: false,
-                    });
-                    work.len() - 1
-                }
-            };
-            let Some(entry) = work.get_mut(slot) else {
-                continue;
-            };
-            // A missing (or deleted) document starts from the defaults; it is kept only
-            // if the handler runs to completion.
-            let mut fresh = None;
-            let doc = match &mut entry.doc {
-                Some(doc) => doc,
-                None => fresh.insert(p.default_doc.clone()),
-            };
-            // On a trap the document may be half-written, but the whole working set is
-            // discarded with it, so nothing needs restoring.
-            match run_body(handler.body, doc, row, meta, ctx) {
-                abi::STATUS_TRAP => return Err((trap_from(ctx, self), handler.span)),
-                abi::STATUS_SKIP => {}
-                abi::STATUS_DELETE => {
-                    entry.doc = None;
-                    entry.touched = true;
-                }
-                _ => {
-                    if let Some(doc) = fresh {
-                        entry.doc = Some(doc);
+            if let Err(trap) = self.run_touching(scratch, p, handler, meta, table, load) {
+                for (key, before) in scratch.undo.drain(..).rev() {
+                    match before {
+                        Some(entry) => table.restore(&key, entry),
+                        None => table.forget(&key),
                     }
-                    entry.touched = true;
                 }
+                return Err((trap, handler.span));
             }
         }
         Ok(())
     }
 
-    /// Runs a handler's key function (an empty key when it has none).
-    fn key_of(
+    fn run_touching(
         &self,
-        ctx: &mut Ctx,
+        scratch: &mut JitScratch,
         p: &CompiledProjection,
         handler: &CompiledHandler,
-        row: &[u64],
-        meta: &abi::MetaAbi,
-    ) -> Result<Vec<Value>, Trap> {
+        meta: &MetaAbi,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+    ) -> Result<(), Trap> {
+        self.key_of(scratch, p, handler, meta)?;
+        let JitScratch {
+            ctx,
+            row,
+            key,
+            undo,
+            ..
+        } = scratch;
+        if !undo.iter().any(|(k, _)| **k == **key) {
+            undo.push((key.as_slice().into(), table.get(key).cloned()));
+        }
+        table.update(key, load, |slot| {
+            let (mut fresh, existed) = match slot {
+                Some(_) => (None, true),
+                None => (Some(p.default_doc.clone()), false),
+            };
+            let Some(doc) = fresh.as_mut().or(slot.as_mut()) else {
+                return (Ok(()), false);
+            };
+            match run_body(handler.body, doc, row, meta, ctx) {
+                abi::STATUS_TRAP => (Err(trap_from(ctx, self)), false),
+                abi::STATUS_DELETE => {
+                    *slot = None;
+                    (Ok(()), existed)
+                }
+                abi::STATUS_SKIP => (Ok(()), false),
+                _ => {
+                    if let Some(doc) = fresh {
+                        *slot = Some(doc);
+                    }
+                    (Ok(()), true)
+                }
+            }
+        })
+    }
+
+    /// Runs a handler's key function and encodes the key into `scratch.key`.
+    fn key_of(
+        &self,
+        scratch: &mut JitScratch,
+        p: &CompiledProjection,
+        handler: &CompiledHandler,
+        meta: &MetaAbi,
+    ) -> Result<(), Trap> {
+        scratch.key.clear();
         let Some(f) = handler.key else {
-            return Ok(Vec::new());
+            scratch
+                .key
+                .extend_from_slice(storage::single_document_key());
+            return Ok(());
         };
         let status = call(
             f,
             std::ptr::null_mut(),
-            row,
+            &scratch.row,
             meta,
-            ctx,
+            &mut scratch.ctx,
             std::ptr::null_mut(),
         );
         if status == abi::STATUS_TRAP {
-            return Err(trap_from(ctx, self));
+            return Err(trap_from(&mut scratch.ctx, self));
         }
-        Ok(p.key
-            .iter()
-            .zip(ctx.key_words())
-            .map(|(ty, word)| key_value(ty, *word))
-            .collect())
+        for (ty, word) in p.key.iter().zip(scratch.ctx.key_words()) {
+            encode_key_word(ty, *word, &mut scratch.key);
+        }
+        Ok(())
+    }
+
+    /// The document of projection `projection` that the store holds as `bytes`
+    /// ([`storage::encode_doc`] of its fields), in the compiled layout.
+    pub fn doc_from_stored(&self, projection: usize, bytes: &[u8]) -> Option<Doc> {
+        let p = self.projections.get(projection)?;
+        Some(p.layout.encode_doc_owned(storage::decode_doc(bytes)?))
+    }
+
+    /// Appends the stored form of a compiled-layout document to `out` (the bytes
+    /// [`storage::encode_doc`] gives for its fields), without building its values.
+    pub fn doc_to_stored(&self, projection: usize, doc: &Doc, out: &mut Vec<u8>) {
+        let Some(p) = self.projections.get(projection) else {
+            return;
+        };
+        storage::write_len(p.layout.slots.len(), out);
+        for (slot, ty) in p.layout.slots.iter().zip(&p.layout.types) {
+            match slot {
+                Slot::Heap { index } => {
+                    storage::encode_value(doc.heap.get(*index).unwrap_or(&Value::None), out);
+                }
+                Slot::Inline { .. } => {
+                    storage::encode_value(&p.layout.read_slot(doc, slot, ty), out);
+                }
+            }
+        }
+    }
+}
+
+/// Appends the key component a key function wrote as `word` (a scalar, or a pointer to
+/// a live string value for a `string` component) to `out`.
+fn encode_key_word(ty: &Type, word: u64, out: &mut Vec<u8>) {
+    match ty {
+        Type::String => {
+            let p = word as usize as *const Value;
+            // SAFETY: for a string key component the key function stores a pointer to a
+            // live string value (row, constant pool or arena), valid until the arena is
+            // cleared after this projection's run.
+            let value = unsafe { p.as_ref() }.unwrap_or(&Value::None);
+            storage::encode_key_part(value, out);
+        }
+        other => storage::encode_key_part(&scalar_value(other, word), out),
     }
 }
 
 /// The trap a helper recorded in the context, with its span resolved.
-fn trap_from(ctx: &mut Ctx, program: &JitProgram) -> Trap {
+pub(super) fn trap_from(ctx: &mut Ctx, program: &JitProgram) -> Trap {
     match ctx.trap.take() {
         Some((kind, index)) => Trap {
             kind,
@@ -219,4 +420,32 @@ fn trap_from(ctx: &mut Ctx, program: &JitProgram) -> Trap {
             span: Span::default(),
         },
     }
+}
+
+pub(super) fn run_body(
+    f: super::abi::HandlerFn,
+    doc: &mut Doc,
+    row: &[u64],
+    meta: &MetaAbi,
+    ctx: &mut Ctx,
+) -> u32 {
+    let heap = doc.heap.as_mut_ptr();
+    call(f, doc.slots.as_mut_ptr(), row, meta, ctx, heap)
+}
+
+pub(super) fn call(
+    f: super::abi::HandlerFn,
+    doc: *mut u64,
+    row: &[u64],
+    meta: &MetaAbi,
+    ctx: &mut Ctx,
+    heap: *mut Value,
+) -> u32 {
+    ctx.reset(heap);
+    // SAFETY: `f` was compiled for this program with the `HandlerFn` ABI; `doc` and
+    // `heap` are the document's inline words and heap array laid out by the layout the
+    // function was compiled against (or null for key functions and import rules, which
+    // never touch state); `row` was encoded with the event's row layout and the values
+    // it points to outlive the call; `meta` and `ctx` are live for the call.
+    unsafe { f(doc, row.as_ptr(), meta, ctx) }
 }

@@ -24,13 +24,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datamesh_compiler::codec::decode_payload_bytes;
-use datamesh_compiler::codegen::JitScratch;
+use datamesh_compiler::codegen::layout::Doc;
+use datamesh_compiler::codegen::{JitProgram, JitScratch};
 use datamesh_compiler::interp::{Meta, apply_event};
+use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::log::{Log, Record};
-use crate::store::encoding::{decode_doc, encode_doc, encode_key};
+use crate::store::encoding::{decode_doc, encode_doc, encode_key, encode_key_into};
 use crate::store::{Commit, Store, StoreError};
 pub use registry::{DeployError, DeployOutcome, ProjectionInfo, Registry};
 
@@ -105,41 +107,25 @@ pub enum EngineError {
     Log(#[from] crate::log::LogError),
 }
 
-/// Per-projection document cache: `None` caches "no document".
-type Cache = HashMap<Vec<Value>, Option<Vec<Value>>, BuildFxHasher>;
-
-/// A fast, non-cryptographic hasher for the engine's in-memory maps (their keys come
-/// from the log the node owns; no untrusted party chooses them to collide).
-#[derive(Default, Clone, Copy)]
-struct BuildFxHasher;
-
-impl std::hash::BuildHasher for BuildFxHasher {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
+/// One projection's documents in memory: the write-back cache in front of its
+/// keyspace, in the form its engine works on (the JIT's fixed layout, or the
+/// interpreter's values). Between batches it holds only clean documents.
+enum Docs {
+    Jit(DocTable<Doc>),
+    Interp(DocTable<Vec<Value>>),
 }
 
-/// The multiply-rotate hash of rustc (FxHash), with a final mix so the low bits that
-/// index the table depend on every input byte.
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
+impl Docs {
+    fn new(jit: bool) -> Docs {
+        if jit {
+            Docs::Jit(DocTable::new())
+        } else {
+            Docs::Interp(DocTable::new())
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        let h = self.0;
-        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    fn is_jit(&self) -> bool {
+        matches!(self, Docs::Jit(_))
     }
 }
 
@@ -234,7 +220,7 @@ impl Engine {
 
 async fn run(shared: Arc<Shared>) {
     let mut head = shared.log.watch_head();
-    let mut caches: HashMap<String, Cache> = HashMap::new();
+    let mut caches: HashMap<String, Docs> = HashMap::new();
     loop {
         let work = shared
             .registry
@@ -280,53 +266,34 @@ async fn run(shared: Arc<Shared>) {
 fn apply_batch(
     shared: &Shared,
     from: u64,
-    caches: &mut HashMap<String, Cache>,
+    caches: &mut HashMap<String, Docs>,
 ) -> Result<(), EngineError> {
     let records = shared.log.read(from, BATCH)?;
     let Some(last) = records.last().map(|r| r.position) else {
         return Ok(());
     };
     let registry = shared.registry.read().map_err(|_| StoreError::Lock)?;
-    let mut commit = Commit::default();
-    let mut faults: Vec<(usize, String)> = Vec::new();
-    // Touched documents per projection in this batch.
-    let mut touched: Vec<Cache> = vec![Cache::default(); registry.projections.len()];
-    let mut stopped: Vec<Option<u64>> = vec![None; registry.projections.len()];
+    let mut batch = Batch::plan(&registry, caches, last);
     // Made here, inside the blocking task, because compiled code's scratch state is
     // tied to one thread; one per batch of up to `BATCH` events costs nothing.
     let mut scratch = JitScratch::new();
+    let mut envelope = Envelope::default();
     for record in &records {
-        apply_record(
-            shared,
-            &registry,
-            record,
-            &mut scratch,
-            caches,
-            &mut touched,
-            &mut stopped,
-            &mut faults,
-        )?;
+        let meta = envelope.meta(record);
+        batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
     }
+    let mut commit = Commit::default();
     for (i, projection) in registry.projections.iter().enumerate() {
-        if projection.fault.is_some() || projection.position > last {
+        let Some(docs) = batch.docs[i].as_mut() else {
             continue;
-        }
-        let next = stopped[i].unwrap_or(last + 1);
-        let cache = caches.entry(projection.label.clone()).or_default();
-        if cache.len() > CACHE_DOCS {
-            cache.clear();
-        }
-        for (key, doc) in std::mem::take(&mut touched[i]) {
-            commit.docs.push((
-                projection.keyspace.clone(),
-                encode_key(&key),
-                doc.as_ref().map(|d| encode_doc(d)),
-            ));
-            cache.insert(key, doc);
-        }
-        commit.checkpoints.push((projection.label.clone(), next));
+        };
+        flush(&registry, i, docs, &mut commit);
+        commit.checkpoints.push((
+            projection.label.clone(),
+            batch.stopped[i].unwrap_or(last + 1),
+        ));
     }
-    for (i, fault) in &faults {
+    for (i, fault) in &batch.faults {
         commit
             .faults
             .push((registry.projections[*i].label.clone(), fault.clone()));
@@ -337,18 +304,22 @@ fn apply_batch(
     let head = shared.log.head();
     // Projections deployed while this batch ran are not part of it: they start from
     // their own checkpoint on the next batch.
-    let known = stopped.len();
-    for (i, projection) in registry.projections.iter_mut().enumerate().take(known) {
-        if projection.fault.is_some() || projection.position > last {
+    for (i, docs) in batch.docs.into_iter().enumerate() {
+        let (Some(mut docs), Some(projection)) = (docs, registry.projections.get_mut(i)) else {
             continue;
-        }
-        projection.position = stopped.get(i).copied().flatten().unwrap_or(last + 1);
+        };
+        projection.position = batch.stopped[i].unwrap_or(last + 1);
         if projection.position >= head {
             projection.caught_up = true;
         }
+        match &mut docs {
+            Docs::Jit(table) => table.shrink_to(CACHE_DOCS),
+            Docs::Interp(table) => table.shrink_to(CACHE_DOCS),
+        }
+        caches.insert(projection.label.clone(), docs);
     }
-    let faulted = !faults.is_empty();
-    for (i, fault) in faults {
+    let faulted = !batch.faults.is_empty();
+    for (i, fault) in batch.faults {
         if let Some(p) = registry.projections.get_mut(i) {
             caches.remove(&p.label);
             p.fault = Some(fault);
@@ -360,110 +331,196 @@ fn apply_batch(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply_record(
-    shared: &Shared,
-    registry: &Registry,
-    record: &Record,
-    scratch: &mut JitScratch,
-    caches: &mut HashMap<String, Cache>,
-    touched: &mut [Cache],
-    stopped: &mut [Option<u64>],
-    faults: &mut Vec<(usize, String)>,
-) -> Result<(), EngineError> {
-    let meta = Meta {
-        position: i64::try_from(record.position).unwrap_or(i64::MAX),
-        time: record.time,
-        stream: Arc::from(record.stream.as_str()),
-        event_type: Arc::from(record.event_type.as_str()),
-        id: Arc::from(record.id.as_str()),
+/// Moves projection `i`'s changed documents into the commit, encoded for the store.
+fn flush(registry: &Registry, i: usize, docs: &mut Docs, commit: &mut Commit) {
+    let projection = &registry.projections[i];
+    let keyspace = &projection.keyspace;
+    let mut write = |key: &[u8], bytes: Option<Vec<u8>>| -> Result<(), ()> {
+        commit.docs.push((keyspace.clone(), key.to_vec(), bytes));
+        Ok(())
     };
-    for (program_index, program) in registry.programs.iter().enumerate() {
-        let Some(event) = program.event_id(&record.event_type) else {
-            continue;
-        };
-        // `None`: the interpreter runs this program (chosen, or the JIT could not
-        // compile it).
-        let jit = registry.jit(program_index);
-        let interested: Vec<usize> = registry
-            .projections
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| {
-                p.program == program_index
-                    && p.fault.is_none()
-                    && stopped[*i].is_none()
-                    && p.position <= record.position
-                    && program.projections[p.index]
-                        .handlers
-                        .iter()
-                        .any(|h| h.event == event)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if interested.is_empty() {
-            continue;
+    // Writing into the commit cannot fail.
+    let _ = match docs {
+        Docs::Jit(table) => match registry.jit(projection.program) {
+            Some(code) => table.flush(|key, doc| {
+                write(
+                    key,
+                    doc.map(|d| {
+                        let mut bytes = Vec::with_capacity(64);
+                        code.doc_to_stored(projection.index, d, &mut bytes);
+                        bytes
+                    }),
+                )
+            }),
+            None => Ok(()),
+        },
+        Docs::Interp(table) => table.flush(|key, doc| write(key, doc.map(|d| encode_doc(d)))),
+    };
+}
+
+/// Interns the envelope strings of consecutive records (a batch of one stream, or of
+/// events without stream or id, allocates them once).
+#[derive(Default)]
+struct Envelope {
+    stream: Option<Arc<str>>,
+    event_type: Option<Arc<str>>,
+    empty: Option<Arc<str>>,
+}
+
+impl Envelope {
+    fn meta(&mut self, record: &Record) -> Meta {
+        fn intern(slot: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+            match slot {
+                Some(arc) if **arc == *text => arc.clone(),
+                _ => slot.insert(Arc::from(text)).clone(),
+            }
         }
-        // Decode once for every projection of this program.
-        let row = decode_payload_bytes(&program.events[event], &record.payload)
-            .map_err(|e| e.to_string());
-        let row = match row {
-            Ok(row) => row,
-            Err(message) => {
-                for i in interested {
-                    stopped[i] = Some(record.position);
-                    faults.push((i, fault_json(record, "R0006", &format!("the event does not match `{}` as this program declares it: {message}", record.event_type), None)));
-                }
+        let empty = self.empty.get_or_insert_with(|| Arc::from("")).clone();
+        Meta {
+            position: i64::try_from(record.position).unwrap_or(i64::MAX),
+            time: record.time,
+            stream: intern(&mut self.stream, &record.stream),
+            event_type: intern(&mut self.event_type, &record.event_type),
+            id: if record.id.is_empty() {
+                empty
+            } else {
+                Arc::from(record.id.as_str())
+            },
+        }
+    }
+}
+
+/// The working state of one batch.
+struct Batch {
+    /// Per projection: its documents, when it takes part in this batch.
+    docs: Vec<Option<Docs>>,
+    /// Per projection: the position of the event that faulted it.
+    stopped: Vec<Option<u64>>,
+    /// Per program, per event type of that program: the projections with a handler.
+    targets: Vec<Vec<Vec<usize>>>,
+    faults: Vec<(usize, String)>,
+}
+
+impl Batch {
+    /// Takes the caches of every projection that applies part of this batch (not
+    /// faulted, not ahead of `last`).
+    fn plan(registry: &Registry, caches: &mut HashMap<String, Docs>, last: u64) -> Batch {
+        let n = registry.projections.len();
+        let mut docs: Vec<Option<Docs>> = Vec::with_capacity(n);
+        let mut targets: Vec<Vec<Vec<usize>>> = registry
+            .programs
+            .iter()
+            .map(|p| vec![Vec::new(); p.events.len()])
+            .collect();
+        for (i, projection) in registry.projections.iter().enumerate() {
+            if projection.fault.is_some() || projection.position > last {
+                docs.push(None);
                 continue;
             }
-        };
-        for i in interested {
-            let projection = &registry.projections[i];
-            let ir = &program.projections[projection.index];
-            if !caches.contains_key(&projection.label) {
-                caches.insert(projection.label.clone(), Cache::default());
+            let jit = registry.jit(projection.program).is_some();
+            let cached = caches
+                .remove(&projection.label)
+                .filter(|d| d.is_jit() == jit);
+            docs.push(Some(cached.unwrap_or_else(|| Docs::new(jit))));
+            let program = &registry.programs[projection.program];
+            for handler in &program.projections[projection.index].handlers {
+                if let Some(list) = targets[projection.program].get_mut(handler.event)
+                    && list.last() != Some(&i)
+                {
+                    list.push(i);
+                }
             }
-            let Some(cache) = caches.get_mut(&projection.label) else {
+        }
+        Batch {
+            docs,
+            stopped: vec![None; n],
+            targets,
+            faults: Vec::new(),
+        }
+    }
+
+    fn apply_record(
+        &mut self,
+        shared: &Shared,
+        registry: &Registry,
+        record: &Record,
+        meta: &Meta,
+        scratch: &mut JitScratch,
+    ) -> Result<(), EngineError> {
+        for (program_index, program) in registry.programs.iter().enumerate() {
+            let Some(event) = program.event_id(&record.event_type) else {
                 continue;
             };
-            let batch = &touched[i];
-            let mut load_error = None;
-            let outcome = {
-                let mut load = |key: &[Value]| -> Option<Vec<Value>> {
-                    if let Some(doc) = batch.get(key) {
-                        return doc.clone();
-                    }
-                    if let Some(doc) = cache.get(key) {
-                        return doc.clone();
-                    }
-                    let stored = shared
-                        .store
-                        .keyspace(&projection.keyspace)
-                        .and_then(|ks| shared.store.get(&ks, &encode_key(key)));
-                    match stored {
-                        Ok(Some(bytes)) => decode_doc(&bytes),
-                        Ok(None) => None,
+            let Some(targets) = self.targets[program_index].get(event) else {
+                continue;
+            };
+            let mut row: Option<Vec<Value>> = None;
+            for &i in targets {
+                let projection = &registry.projections[i];
+                if self.stopped[i].is_some() || projection.position > record.position {
+                    continue;
+                }
+                // Decode once for every projection of this program.
+                let row = match &mut row {
+                    Some(row) => &*row,
+                    None => match decode_payload_bytes(&program.events[event], &record.payload) {
+                        Ok(decoded) => &*row.insert(decoded),
                         Err(e) => {
+                            let message = format!(
+                                "the event does not match `{}` as this program declares it: {e}",
+                                record.event_type
+                            );
+                            for &j in targets {
+                                if self.stopped[j].is_none()
+                                    && registry.projections[j].position <= record.position
+                                {
+                                    self.stopped[j] = Some(record.position);
+                                    self.faults
+                                        .push((j, fault_json(record, "R0006", &message, None)));
+                                }
+                            }
+                            break;
+                        }
+                    },
+                };
+                let Some(docs) = self.docs[i].as_mut() else {
+                    continue;
+                };
+                let mut load_error = None;
+                let outcome = {
+                    let mut stored = |key: &[u8]| -> Option<Vec<u8>> {
+                        let found = shared
+                            .store
+                            .keyspace(&projection.keyspace)
+                            .and_then(|ks| shared.store.get(&ks, key));
+                        found.unwrap_or_else(|e| {
                             load_error = Some(e);
                             None
+                        })
+                    };
+                    match (docs, registry.jit(program_index)) {
+                        (Docs::Jit(table), Some(code)) => fold_jit(
+                            code,
+                            scratch,
+                            projection.index,
+                            (event, row, meta),
+                            table,
+                            &mut stored,
+                        ),
+                        (Docs::Interp(table), _) => {
+                            let ir = &program.projections[projection.index];
+                            fold_interp(ir, (event, row, meta), table, &mut stored)
                         }
+                        // The kinds match by construction (see `Batch::plan`).
+                        (Docs::Jit(_), None) => Ok(()),
                     }
                 };
-                match jit {
-                    Some(code) => {
-                        code.apply_event(scratch, projection.index, event, &row, &meta, &mut load)
-                    }
-                    None => apply_event(ir, event, &row, &meta, &mut load),
+                if let Some(e) = load_error {
+                    return Err(e.into());
                 }
-            };
-            if let Some(e) = load_error {
-                return Err(e.into());
-            }
-            match outcome {
-                Ok(overlay) => touched[i].extend(overlay),
-                Err((trap, handler)) => {
-                    stopped[i] = Some(record.position);
-                    faults.push((
+                if let Err((trap, handler)) = outcome {
+                    self.stopped[i] = Some(record.position);
+                    self.faults.push((
                         i,
                         fault_json(
                             record,
@@ -475,6 +532,50 @@ fn apply_record(
                 }
             }
         }
+        Ok(())
+    }
+}
+
+type Outcome = Result<
+    (),
+    (
+        datamesh_compiler::interp::Trap,
+        datamesh_compiler::ast::Span,
+    ),
+>;
+
+/// Runs compiled handlers on the table; documents it lacks come from the store.
+fn fold_jit(
+    code: &JitProgram,
+    scratch: &mut JitScratch,
+    projection: usize,
+    (event, row, meta): (usize, &[Value], &Meta),
+    table: &mut DocTable<Doc>,
+    stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+) -> Outcome {
+    code.fold_event(scratch, projection, (event, row, meta), table, &mut |key| {
+        stored(key).and_then(|bytes| code.doc_from_stored(projection, &bytes))
+    })
+}
+
+/// Runs the interpreter on the table: documents it reads are loaded into the table,
+/// and the documents it writes (its overlay) are put there, dirty.
+fn fold_interp(
+    ir: &datamesh_compiler::ir::Projection,
+    (event, row, meta): (usize, &[Value], &Meta),
+    table: &mut DocTable<Vec<Value>>,
+    stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+) -> Outcome {
+    let mut key_bytes = Vec::new();
+    let overlay = apply_event(ir, event, row, meta, &mut |key| {
+        encode_key_into(key, &mut key_bytes);
+        table
+            .entry_or_load(&key_bytes, |k| stored(k).and_then(|b| decode_doc(&b)))
+            .doc
+            .clone()
+    })?;
+    for (key, doc) in overlay {
+        table.put(&encode_key(&key), doc);
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
 //! back, and the engine re-applies from there).
 
-pub mod encoding;
+pub use datamesh_compiler::storage as encoding;
 
 use std::collections::HashMap;
 use std::path::Path;

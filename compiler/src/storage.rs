@@ -1,4 +1,5 @@
-//! Byte encodings of keys and documents in fjall.
+//! Byte encodings of document keys and documents, as a node stores them (in fjall) and
+//! as the engines' in-memory document tables key them.
 //!
 //! Keys use an order-preserving tuple encoding: each component is a type tag followed
 //! by a big-endian form whose byte order is the value order (signed integers with the
@@ -35,17 +36,25 @@ const SINGLE_DOCUMENT: u8 = 0;
 
 /// Encodes key components (scalars only) in order-preserving form.
 pub fn encode_key(parts: &[Value]) -> Vec<u8> {
-    if parts.is_empty() {
-        return vec![SINGLE_DOCUMENT];
-    }
     let mut out = Vec::with_capacity(parts.len() * 10);
-    for part in parts {
-        encode_key_part(part, &mut out);
-    }
+    encode_key_into(parts, &mut out);
     out
 }
 
-fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
+/// Encodes key components into `out` (cleared first), reusing its buffer.
+pub fn encode_key_into(parts: &[Value], out: &mut Vec<u8>) {
+    out.clear();
+    if parts.is_empty() {
+        out.push(SINGLE_DOCUMENT);
+        return;
+    }
+    for part in parts {
+        encode_key_part(part, out);
+    }
+}
+
+/// Appends one key component to `out`; a key is the concatenation of its components.
+pub fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
     match part {
         Value::Bool(b) => out.extend_from_slice(&[BOOL, u8::from(*b)]),
         Value::Int(i) => {
@@ -60,22 +69,28 @@ fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
             out.push(DURATION);
             out.extend_from_slice(&ordered_i64(*d));
         }
-        other => {
-            let text = match other {
-                Value::Str(s) => s.to_string(),
-                v => datamesh_stdlib::string::to_string(v),
-            };
-            out.push(STR);
-            for &b in text.as_bytes() {
-                if b == 0 {
-                    out.extend_from_slice(&[0, 0xFF]);
-                } else {
-                    out.push(b);
-                }
-            }
-            out.extend_from_slice(&[0, 1]);
+        Value::Str(s) => encode_key_text(s, out),
+        other => encode_key_text(&datamesh_stdlib::string::to_string(other), out),
+    }
+}
+
+fn encode_key_text(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 3);
+    out.push(STR);
+    for &b in bytes {
+        if b == 0 {
+            out.extend_from_slice(&[0, 0xFF]);
+        } else {
+            out.push(b);
         }
     }
+    out.extend_from_slice(&[0, 1]);
+}
+
+/// The stored key of a single-document projection.
+pub fn single_document_key() -> &'static [u8] {
+    &[SINGLE_DOCUMENT]
 }
 
 /// Decodes an encoded key back into its components.
@@ -161,7 +176,8 @@ pub fn decode_doc(bytes: &[u8]) -> Option<Vec<Value>> {
     (r.at == bytes.len()).then_some(out)
 }
 
-fn write_len(n: usize, out: &mut Vec<u8>) {
+/// Appends a length (LEB128).
+pub fn write_len(n: usize, out: &mut Vec<u8>) {
     let mut n = n as u64;
     loop {
         let byte = (n & 0x7F) as u8;
@@ -174,7 +190,8 @@ fn write_len(n: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_value(v: &Value, out: &mut Vec<u8>) {
+/// Appends one value in the document encoding.
+pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::None => out.push(V_NONE),
         Value::Bool(false) => out.push(V_FALSE),

@@ -1,0 +1,311 @@
+//! [`DocTable`]: one projection's documents in memory, keyed by their stored key bytes
+//! ([`crate::storage::encode_key`]), with the set of documents changed since the last
+//! flush.
+//!
+//! Both engines fold into a table: the in-memory folds (`dmc run`, the W6 bench) keep
+//! every document in it, and the node uses it as the write-back cache in front of its
+//! store: a document is loaded at most once per residence, changed in place by every
+//! event of a batch, and written to the store once, when the batch commits.
+//!
+//! Keys are the order-preserving byte encoding the store uses, so a handler's key is
+//! encoded once, straight from what the key function produced, with no intermediate
+//! [`datamesh_stdlib::Value`]s; the same bytes are the fjall key at flush time.
+//!
+//! Invariants: an entry's `doc` is `None` when the document is known not to exist
+//! (never created, or deleted); an entry is dirty exactly when it differs from what the
+//! store holds, and every dirty entry's key is in the dirty list (which may also hold
+//! keys whose change was rolled back: those are skipped at flush).
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+use hashbrown::HashMap;
+use smallvec::SmallVec;
+
+/// A fast multiplicative hasher (FxHash) with a final avalanche. Document keys come
+/// from the log the node owns, and the table is private to one fold, so no untrusted
+/// party picks keys to collide.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply only carries entropy upwards, and tables index by the low bits:
+        // murmur3's fmix64 spreads it over every bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+/// The hasher builder for [`FxHasher`].
+pub type BuildFx = BuildHasherDefault<FxHasher>;
+
+/// One document of a table.
+#[derive(Debug, Clone)]
+pub struct Entry<D> {
+    /// The document, `None` when it does not exist.
+    pub doc: Option<D>,
+    /// Changed since the last flush.
+    pub dirty: bool,
+}
+
+/// Key bytes, inline up to 16 bytes (most keys: an id string, a number, a day), so a
+/// lookup compares keys in the table's own memory instead of following a pointer.
+type Key = SmallVec<[u8; 16]>;
+
+/// A projection's documents by key bytes (see the module documentation).
+#[derive(Debug)]
+pub struct DocTable<D> {
+    map: HashMap<Key, Entry<D>, BuildFx>,
+    dirty: Vec<Key>,
+}
+
+impl<D> Default for DocTable<D> {
+    fn default() -> Self {
+        DocTable {
+            map: HashMap::default(),
+            dirty: Vec::new(),
+        }
+    }
+}
+
+impl<D> DocTable<D> {
+    /// An empty table.
+    pub fn new() -> DocTable<D> {
+        DocTable::default()
+    }
+
+    /// Entries held (documents, and keys known to have none).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The entry of `key`, if the table holds one.
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<&Entry<D>> {
+        self.map.get(key)
+    }
+
+    /// The entry of `key`, if the table holds one.
+    #[inline]
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry<D>> {
+        self.map.get_mut(key)
+    }
+
+    /// The entry of `key`, filled by `load` (which says what the store holds) when the
+    /// table has none yet; the new entry is clean.
+    #[inline]
+    pub fn entry_or_load(
+        &mut self,
+        key: &[u8],
+        load: impl FnOnce(&[u8]) -> Option<D>,
+    ) -> &mut Entry<D> {
+        self.map.entry_ref(key).or_insert_with(|| Entry {
+            doc: load(key),
+            dirty: false,
+        })
+    }
+
+    /// Runs `f` on `key`'s document (loaded by `load` if the table has no entry yet);
+    /// `f` returns its result and whether it changed the document, which then becomes
+    /// dirty. One hash lookup when the entry is present.
+    #[inline]
+    pub fn update<R>(
+        &mut self,
+        key: &[u8],
+        load: impl FnOnce(&[u8]) -> Option<D>,
+        f: impl FnOnce(&mut Option<D>) -> (R, bool),
+    ) -> R {
+        let entry = self.map.entry_ref(key).or_insert_with(|| Entry {
+            doc: load(key),
+            dirty: false,
+        });
+        let (result, changed) = f(&mut entry.doc);
+        if changed && !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(key.into());
+        }
+        result
+    }
+
+    /// Records that `key`'s entry now differs from the store.
+    #[inline]
+    pub fn mark_dirty(&mut self, key: &[u8]) {
+        if let Some(entry) = self.map.get_mut(key)
+            && !entry.dirty
+        {
+            entry.dirty = true;
+            self.dirty.push(key.into());
+        }
+    }
+
+    /// Sets `key`'s document and marks it dirty.
+    pub fn put(&mut self, key: &[u8], doc: Option<D>) {
+        match self.map.get_mut(key) {
+            Some(entry) => entry.doc = doc,
+            None => {
+                self.map.insert(key.into(), Entry { doc, dirty: false });
+            }
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Puts an entry back as it was (rolling back a failed event).
+    pub fn restore(&mut self, key: &[u8], entry: Entry<D>) {
+        let dirty = entry.dirty;
+        self.map.insert(key.into(), entry);
+        if dirty {
+            // Still listed: a dirty entry's key entered the list when it became dirty.
+            debug_assert!(self.dirty.iter().any(|k| &**k == key));
+        }
+    }
+
+    /// Removes `key`'s entry (rolling back an entry that did not exist before).
+    pub fn forget(&mut self, key: &[u8]) {
+        self.map.remove(key);
+    }
+
+    /// Hands every dirty document to `write` (key bytes and document, `None` for a
+    /// deleted one) and marks them clean. Keys whose change was rolled back are skipped.
+    pub fn flush<E>(
+        &mut self,
+        mut write: impl FnMut(&[u8], Option<&D>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.map.get_mut(&key)
+                && entry.dirty
+            {
+                write(&key, entry.doc.as_ref())?;
+                entry.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every clean entry when the table holds more than `max` (a write-back cache
+    /// bounds its memory this way; dirty entries are never dropped).
+    pub fn shrink_to(&mut self, max: usize) {
+        if self.map.len() > max {
+            self.map.retain(|_, e| e.dirty);
+        }
+    }
+
+    /// Every existing document, in no particular order.
+    pub fn documents(&self) -> impl Iterator<Item = (&[u8], &D)> {
+        self.map
+            .iter()
+            .filter_map(|(k, e)| e.doc.as_ref().map(|d| (&**k, d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flushed(table: &mut DocTable<i64>) -> Vec<(Vec<u8>, Option<i64>)> {
+        let mut out = Vec::new();
+        let written: Result<(), ()> = table.flush(|k, d| {
+            out.push((k.to_vec(), d.copied()));
+            Ok(())
+        });
+        assert!(written.is_ok());
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn loads_once_and_flushes_each_changed_document_once() {
+        let mut table = DocTable::new();
+        let mut loads = 0;
+        for _ in 0..3 {
+            let entry = table.entry_or_load(b"a", |_| {
+                loads += 1;
+                Some(1)
+            });
+            if let Some(doc) = &mut entry.doc {
+                *doc += 1;
+            }
+            table.mark_dirty(b"a");
+        }
+        table.entry_or_load(b"b", |_| None);
+        table.put(b"c", None);
+        assert_eq!(loads, 1);
+        assert_eq!(
+            flushed(&mut table),
+            vec![(b"a".to_vec(), Some(4)), (b"c".to_vec(), None)]
+        );
+        // Clean now: nothing more to write, and a clean cache can be shrunk.
+        assert!(flushed(&mut table).is_empty());
+        table.shrink_to(1);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_rolled_back_change_is_not_written() {
+        let mut table = DocTable::new();
+        let before = table.entry_or_load(b"k", |_| Some(7)).clone();
+        table.put(b"k", Some(8));
+        table.restore(b"k", before);
+        table.put(b"n", Some(1));
+        table.forget(b"n");
+        assert!(flushed(&mut table).is_empty());
+        assert_eq!(table.get(b"k").and_then(|e| e.doc), Some(7));
+    }
+
+    #[test]
+    fn shrinking_keeps_dirty_entries() {
+        let mut table = DocTable::new();
+        table.entry_or_load(b"clean", |_| Some(1));
+        table.put(b"dirty", Some(2));
+        table.shrink_to(0);
+        assert_eq!(table.len(), 1);
+        assert_eq!(flushed(&mut table), vec![(b"dirty".to_vec(), Some(2))]);
+    }
+}
