@@ -286,18 +286,41 @@ pub fn documents_json(
 }
 
 /// Decodes a JSON payload straight from its bytes into a row, without building a
-/// `serde_json::Value` first: the hot path of a node's engine, which decodes every event
-/// it folds. Accepts exactly what [`decode_payload`] accepts.
+/// `serde_json::Value` first. Accepts exactly what [`decode_payload`] accepts.
 ///
 /// # Errors
 /// [`PayloadError`], as [`decode_payload`].
 pub fn decode_payload_bytes(event: &EventType, bytes: &[u8]) -> Result<Vec<Value>, PayloadError> {
+    let mut row = Vec::new();
+    decode_payload_into(event, bytes, None, &mut row)?;
+    Ok(row)
+}
+
+/// The hot path of a node's engine, which decodes every event it folds: decodes a
+/// payload into `row` (reusing its buffer). With `read`, a field marked `false` (no
+/// handler reads it, see [`crate::ir::Program::event_fields_read`]) is checked like
+/// any other but left as `Value::None` instead of being built, so an unread string
+/// costs no allocation. Accepts and rejects exactly what [`decode_payload`] does.
+///
+/// # Errors
+/// [`PayloadError`], as [`decode_payload`]; `row` is unspecified then.
+pub fn decode_payload_into(
+    event: &EventType,
+    bytes: &[u8],
+    read: Option<&[bool]>,
+    row: &mut Vec<Value>,
+) -> Result<(), PayloadError> {
     use serde::de::DeserializeSeed;
+    let n = event.fields.len();
+    row.clear();
+    row.resize(n, Value::None);
+    let mut seen: smallvec::SmallVec<[bool; 32]> = smallvec::smallvec![false; n];
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let mut slots: Vec<Option<Value>> = vec![None; event.fields.len()];
     let outcome = RowSeed {
         event,
-        slots: &mut slots,
+        row,
+        seen: &mut seen,
+        read,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
@@ -307,27 +330,28 @@ pub fn decode_payload_bytes(event: &EventType, bytes: &[u8]) -> Result<Vec<Value
             field: None,
             message: format!("not valid JSON: {e}"),
         })?;
-        return decode_payload(event, &json);
+        *row = decode_payload(event, &json)?;
+        return Ok(());
     }
-    event
-        .fields
-        .iter()
-        .zip(slots)
-        .map(|(field, slot)| match slot {
-            Some(value) => Ok(value),
-            None => field.default.clone().ok_or_else(|| {
-                PayloadError::at(
-                    &field.name,
-                    format!("missing (required, of type `{}`)", field.ty),
-                )
-            }),
-        })
-        .collect()
+    for ((field, slot), seen) in event.fields.iter().zip(row.iter_mut()).zip(seen) {
+        if seen {
+            continue;
+        }
+        *slot = field.default.clone().ok_or_else(|| {
+            PayloadError::at(
+                &field.name,
+                format!("missing (required, of type `{}`)", field.ty),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 struct RowSeed<'a> {
     event: &'a EventType,
-    slots: &'a mut Vec<Option<Value>>,
+    row: &'a mut [Value],
+    seen: &'a mut [bool],
+    read: Option<&'a [bool]>,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
@@ -347,99 +371,121 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         use serde::de::Error;
+        // Payloads usually list the fields in declaration order: try the next one first.
+        let mut next = 0;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let Some(i) = self.event.field(&key) else {
-                return Err(A::Error::custom(format!("unknown field `{key}`")));
+            let fields = &self.event.fields;
+            let i = match fields.get(next) {
+                Some(f) if f.name == *key => next,
+                _ => self
+                    .event
+                    .field(&key)
+                    .ok_or_else(|| A::Error::custom(format!("unknown field `{key}`")))?,
             };
-            let ty = &self.event.fields[i].ty;
-            let value = map.next_value_seed(TypedSeed(ty))?;
-            if matches!(value, Value::None) && !matches!(ty, Type::Optional(_)) {
+            next = i + 1;
+            let ty = &fields[i].ty;
+            let build = self.read.is_none_or(|r| r.get(i).copied().unwrap_or(true));
+            let (value, null) = map.next_value_seed(TypedSeed(ty, build))?;
+            if null && !matches!(ty, Type::Optional(_)) {
                 return Err(A::Error::custom(format!("`{key}` is null")));
             }
-            self.slots[i] = Some(value);
+            if let (Some(slot), Some(seen)) = (self.row.get_mut(i), self.seen.get_mut(i)) {
+                *slot = value;
+                *seen = true;
+            }
         }
         Ok(())
     }
 }
 
-/// Deserializes one JSON value as a value of a language type.
-struct TypedSeed<'a>(&'a Type);
+/// Deserializes one JSON value as a value of a language type: the value (or
+/// `Value::None` when it is not to be built) and whether the JSON was `null`.
+struct TypedSeed<'a>(&'a Type, bool);
 
 impl<'de> serde::de::DeserializeSeed<'de> for TypedSeed<'_> {
-    type Value = Value;
+    type Value = (Value, bool);
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<(Value, bool), D::Error> {
         use serde::de::Error;
-        let ty = self.0;
+        let TypedSeed(ty, build) = self;
         match ty.unwrap_optional() {
             Type::Int
             | Type::Float
             | Type::Bool
             | Type::String
             | Type::Timestamp
-            | Type::Duration => deserializer.deserialize_any(ScalarVisitor(ty)),
+            | Type::Duration => deserializer.deserialize_any(ScalarVisitor(ty, build)),
             _ => {
                 // Collections are rare in payloads: decode through the tree.
                 let json = <Json as serde::Deserialize>::deserialize(deserializer)?;
-                decode_value(ty, &json).map_err(D::Error::custom)
+                let null = json.is_null();
+                let value = decode_value(ty, &json).map_err(D::Error::custom)?;
+                Ok((if build { value } else { Value::None }, null))
             }
         }
     }
 }
 
-struct ScalarVisitor<'a>(&'a Type);
+struct ScalarVisitor<'a>(&'a Type, bool);
 
 impl<'de> serde::de::Visitor<'de> for ScalarVisitor<'_> {
-    type Value = Value;
+    type Value = (Value, bool);
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "a value of type {}", self.0)
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
-        Ok(Value::None)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(Value, bool), E> {
+        Ok((Value::None, true))
     }
 
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(Value, bool), E> {
         match self.0.unwrap_optional() {
-            Type::Bool => Ok(Value::Bool(v)),
+            Type::Bool => Ok((Value::Bool(v), false)),
             ty => Err(E::custom(format!("expected {ty}, found a bool"))),
         }
     }
 
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(Value, bool), E> {
         match self.0.unwrap_optional() {
-            Type::Int => Ok(Value::Int(v)),
-            Type::Timestamp => Ok(Value::Timestamp(v)),
-            Type::Duration => Ok(Value::Duration(v)),
-            Type::Float => Ok(Value::Float(v as f64)),
+            Type::Int => Ok((Value::Int(v), false)),
+            Type::Timestamp => Ok((Value::Timestamp(v), false)),
+            Type::Duration => Ok((Value::Duration(v), false)),
+            Type::Float => Ok((Value::Float(v as f64), false)),
             ty => Err(E::custom(format!("expected {ty}, found a number"))),
         }
     }
 
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(Value, bool), E> {
         match i64::try_from(v) {
             Ok(i) => self.visit_i64(i),
-            Err(_) if matches!(self.0.unwrap_optional(), Type::Float) => Ok(Value::Float(v as f64)),
+            Err(_) if matches!(self.0.unwrap_optional(), Type::Float) => {
+                Ok((Value::Float(v as f64), false))
+            }
             Err(_) => Err(E::custom(format!("{v} is out of range for {}", self.0))),
         }
     }
 
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(Value, bool), E> {
         match self.0.unwrap_optional() {
-            Type::Float if v.is_finite() => Ok(Value::Float(v)),
+            Type::Float if v.is_finite() => Ok((Value::Float(v), false)),
             ty => Err(E::custom(format!("expected {ty}, found the number {v}"))),
         }
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(Value, bool), E> {
         match self.0.unwrap_optional() {
-            Type::String => Ok(Value::str(v)),
+            // An unread string is not built: no allocation.
+            Type::String if !self.1 => Ok((Value::None, false)),
+            Type::String => Ok((Value::str(v), false)),
             Type::Timestamp => time::parse_rfc3339(v)
-                .map(Value::Timestamp)
+                .map(|t| (Value::Timestamp(t), false))
                 .map_err(E::custom),
             Type::Duration => time::parse_duration(v)
-                .map(Value::Duration)
+                .map(|d| (Value::Duration(d), false))
                 .map_err(E::custom),
             ty => Err(E::custom(format!("expected {ty}, found a string"))),
         }

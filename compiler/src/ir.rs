@@ -162,6 +162,34 @@ impl Program {
     pub fn import(&self, peer: &str) -> Option<&Import> {
         self.imports.iter().find(|i| i.peer == peer)
     }
+
+    /// Per local event type, per field: whether some projection handler (key, guard or
+    /// body) reads it. An engine may leave the other fields of a row undecoded.
+    pub fn event_fields_read(&self) -> Vec<Vec<bool>> {
+        let mut read: Vec<Vec<bool>> = self
+            .events
+            .iter()
+            .map(|e| vec![false; e.fields.len()])
+            .collect();
+        for handler in self.projections.iter().flat_map(|p| &p.handlers) {
+            let Some(fields) = read.get_mut(handler.event) else {
+                continue;
+            };
+            let mut mark = |e: &Expr| {
+                if let ExprKind::EventField(i) = e.kind
+                    && let Some(f) = fields.get_mut(i)
+                {
+                    *f = true;
+                }
+            };
+            handler.key.iter().for_each(|e| e.walk(&mut mark));
+            if let Some(guard) = &handler.guard {
+                guard.walk(&mut mark);
+            }
+            handler.body.iter().for_each(|s| s.walk_exprs(&mut mark));
+        }
+        read
+    }
 }
 
 /// An event type: the schema of a payload.
@@ -303,6 +331,32 @@ pub enum Stmt {
     },
 }
 
+impl Stmt {
+    /// Calls `f` on every expression of the statement, nested ones included.
+    pub fn walk_exprs(&self, f: &mut impl FnMut(&Expr)) {
+        match self {
+            Stmt::Let { value, .. } => value.walk(f),
+            Stmt::Assign { target, value, .. } => {
+                if let Place::MapEntry(_, key) = target {
+                    key.walk(f);
+                }
+                value.walk(f);
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.walk(f);
+                then.iter().chain(otherwise).for_each(|s| s.walk_exprs(f));
+            }
+            Stmt::Delete => {}
+            Stmt::Emit { fields, .. } => fields.iter().for_each(|e| e.walk(f)),
+            Stmt::Mutate { args, .. } => args.iter().for_each(|e| e.walk(f)),
+        }
+    }
+}
+
 /// The target of an assignment.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Place {
@@ -360,6 +414,33 @@ pub struct Expr {
     pub ty: Type,
     /// Where it was written.
     pub span: Span,
+}
+
+impl Expr {
+    /// Calls `f` on this expression and every expression nested in it.
+    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match &self.kind {
+            ExprKind::Const(_)
+            | ExprKind::EventField(_)
+            | ExprKind::Meta(_)
+            | ExprKind::State(_)
+            | ExprKind::Local(_) => {}
+            ExprKind::Unary(_, a) | ExprKind::DocField(a, _) | ExprKind::DocExists(a) => a.walk(f),
+            ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            ExprKind::If(c, a, b) => {
+                c.walk(f);
+                a.walk(f);
+                b.walk(f);
+            }
+            ExprKind::Call(_, args) | ExprKind::List(args) | ExprKind::Doc { key: args, .. } => {
+                args.iter().for_each(|e| e.walk(f));
+            }
+        }
+    }
 }
 
 /// Expressions.

@@ -122,6 +122,11 @@ impl<D> DocTable<D> {
         self.map.len()
     }
 
+    /// Keys changed since the last flush (an upper bound: rolled-back changes count).
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// Whether the table holds nothing.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

@@ -642,7 +642,7 @@ fn equal_programs_fold_to_identical_documents() {
 
 #[test]
 fn decoding_from_bytes_agrees_with_the_tree_decoder() {
-    use datamesh_compiler::codec::decode_payload_bytes;
+    use datamesh_compiler::codec::{decode_payload_bytes, decode_payload_into};
     let program = compile(
         "event E { n: int, f: float = 1.5, t: timestamp, d: duration = 0s, o: string?, tags: list<string>, m: map<string, int> }\n\
          projection p { state { v: int = 0 } on E { v = event.n } }",
@@ -670,5 +670,23 @@ fn decoding_from_bytes_agrees_with_the_tree_decoder() {
             .and_then(|json| decode_payload(e, &json).map_err(|_| ()));
         let bytes = decode_payload_bytes(e, case.as_bytes()).map_err(|_| ());
         assert_eq!(bytes, tree, "{case}");
+        // The engine's path: only the fields a handler reads (here `n`) are built, but
+        // every field is still checked, so the same payloads are accepted and refused.
+        let read = &program.event_fields_read()[0];
+        assert_eq!(read.iter().filter(|r| **r).count(), 1);
+        let mut row = vec![datamesh_stdlib::Value::str("stale")];
+        let partial = decode_payload_into(e, case.as_bytes(), Some(read), &mut row).map(|()| row);
+        match (&tree, partial) {
+            (Ok(full), Ok(partial)) => {
+                assert_eq!(partial.len(), full.len(), "{case}");
+                for ((got, want), read) in partial.iter().zip(full).zip(read) {
+                    if *read {
+                        assert_eq!(got, want, "{case}");
+                    }
+                }
+            }
+            (Err(()), Err(_)) => {}
+            (tree, partial) => panic!("{case}: tree decoder {tree:?}, engine decoder {partial:?}"),
+        }
     }
 }

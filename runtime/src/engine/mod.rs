@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use datamesh_compiler::codec::decode_payload_bytes;
+use datamesh_compiler::codec::decode_payload_into;
 use datamesh_compiler::codegen::layout::Doc;
 use datamesh_compiler::codegen::{JitProgram, JitScratch};
 use datamesh_compiler::interp::{Meta, apply_event};
@@ -36,9 +36,15 @@ use crate::store::encoding::{decode_doc, encode_doc, encode_key, encode_key_into
 use crate::store::{Commit, Store, StoreError};
 pub use registry::{DeployError, DeployOutcome, ProjectionInfo, Registry};
 
-/// Events read per batch. Large batches matter when catching up: a document touched
-/// many times in a batch is written to fjall once. A live engine reads whatever is new.
-const BATCH: usize = 32_768;
+/// Events read from the log at a time.
+const CHUNK: usize = 32_768;
+
+/// A batch (one store commit) goes on reading chunks while it is catching up, until it
+/// reaches the head, has this many changed documents, or has run this long. Large
+/// batches are what make catching up fast: a document touched many times in a batch is
+/// written to fjall once. A live engine commits whatever is new at once.
+const BATCH_DIRTY: usize = 131_072;
+const BATCH_TIME: Duration = Duration::from_millis(250);
 
 /// Documents kept in memory per projection between batches (the engine is the only
 /// writer, so its cache is always coherent with the store).
@@ -268,23 +274,40 @@ fn apply_batch(
     from: u64,
     caches: &mut HashMap<String, Docs>,
 ) -> Result<(), EngineError> {
-    let records = shared.log.read(from, BATCH)?;
-    let Some(last) = records.last().map(|r| r.position) else {
-        return Ok(());
-    };
     let registry = shared.registry.read().map_err(|_| StoreError::Lock)?;
-    let mut batch = Batch::plan(&registry, caches, last);
+    let mut batch = Batch::plan(&registry, caches);
     // Made here, inside the blocking task, because compiled code's scratch state is
-    // tied to one thread; one per batch of up to `BATCH` events costs nothing.
+    // tied to one thread.
     let mut scratch = JitScratch::new();
     let mut envelope = Envelope::default();
-    for record in &records {
-        let meta = envelope.meta(record);
-        batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
+    let started = std::time::Instant::now();
+    let mut next = from;
+    loop {
+        let records = shared.log.read(next, CHUNK)?;
+        for record in &records {
+            let meta = envelope.meta(record);
+            batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
+        }
+        next += records.len() as u64;
+        if records.len() < CHUNK
+            || batch.pending() >= BATCH_DIRTY
+            || started.elapsed() >= BATCH_TIME
+        {
+            break;
+        }
     }
+    let Some(last) = next.checked_sub(1).filter(|_| next > from) else {
+        batch.return_caches(&registry, caches);
+        return Ok(());
+    };
     let mut commit = Commit::default();
     for (i, projection) in registry.projections.iter().enumerate() {
-        let Some(docs) = batch.docs[i].as_mut() else {
+        // A projection ahead of this batch (deployed earlier, already past it) applied
+        // nothing: its checkpoint stays.
+        let Some(docs) = batch.docs[i]
+            .as_mut()
+            .filter(|_| projection.position <= last)
+        else {
             continue;
         };
         flush(&registry, i, docs, &mut commit);
@@ -308,6 +331,10 @@ fn apply_batch(
         let (Some(mut docs), Some(projection)) = (docs, registry.projections.get_mut(i)) else {
             continue;
         };
+        if projection.position > last {
+            caches.insert(projection.label.clone(), docs);
+            continue;
+        }
         projection.position = batch.stopped[i].unwrap_or(last + 1);
         if projection.position >= head {
             projection.caught_up = true;
@@ -398,13 +425,18 @@ struct Batch {
     stopped: Vec<Option<u64>>,
     /// Per program, per event type of that program: the projections with a handler.
     targets: Vec<Vec<Vec<usize>>>,
+    /// Per program, per event type, per field: whether a handler reads it (the others
+    /// are checked but not built when decoding).
+    reads: Vec<Vec<Vec<bool>>>,
+    /// The decoded row, reused from event to event.
+    row: Vec<Value>,
     faults: Vec<(usize, String)>,
 }
 
 impl Batch {
-    /// Takes the caches of every projection that applies part of this batch (not
-    /// faulted, not ahead of `last`).
-    fn plan(registry: &Registry, caches: &mut HashMap<String, Docs>, last: u64) -> Batch {
+    /// Takes the caches of every projection that may apply part of this batch (every
+    /// one not faulted).
+    fn plan(registry: &Registry, caches: &mut HashMap<String, Docs>) -> Batch {
         let n = registry.projections.len();
         let mut docs: Vec<Option<Docs>> = Vec::with_capacity(n);
         let mut targets: Vec<Vec<Vec<usize>>> = registry
@@ -413,7 +445,7 @@ impl Batch {
             .map(|p| vec![Vec::new(); p.events.len()])
             .collect();
         for (i, projection) in registry.projections.iter().enumerate() {
-            if projection.fault.is_some() || projection.position > last {
+            if projection.fault.is_some() {
                 docs.push(None);
                 continue;
             }
@@ -435,7 +467,34 @@ impl Batch {
             docs,
             stopped: vec![None; n],
             targets,
+            reads: registry
+                .programs
+                .iter()
+                .map(|p| p.event_fields_read())
+                .collect(),
+            row: Vec::new(),
             faults: Vec::new(),
+        }
+    }
+
+    /// Changed documents, over every projection.
+    fn pending(&self) -> usize {
+        self.docs
+            .iter()
+            .flatten()
+            .map(|d| match d {
+                Docs::Jit(t) => t.pending(),
+                Docs::Interp(t) => t.pending(),
+            })
+            .sum()
+    }
+
+    /// Puts the caches back unchanged (when the batch found nothing to apply).
+    fn return_caches(self, registry: &Registry, caches: &mut HashMap<String, Docs>) {
+        for (docs, projection) in self.docs.into_iter().zip(&registry.projections) {
+            if let Some(docs) = docs {
+                caches.insert(projection.label.clone(), docs);
+            }
         }
     }
 
@@ -454,35 +513,36 @@ impl Batch {
             let Some(targets) = self.targets[program_index].get(event) else {
                 continue;
             };
-            let mut row: Option<Vec<Value>> = None;
+            let mut decoded = false;
             for &i in targets {
                 let projection = &registry.projections[i];
                 if self.stopped[i].is_some() || projection.position > record.position {
                     continue;
                 }
                 // Decode once for every projection of this program.
-                let row = match &mut row {
-                    Some(row) => &*row,
-                    None => match decode_payload_bytes(&program.events[event], &record.payload) {
-                        Ok(decoded) => &*row.insert(decoded),
-                        Err(e) => {
-                            let message = format!(
-                                "the event does not match `{}` as this program declares it: {e}",
-                                record.event_type
-                            );
-                            for &j in targets {
-                                if self.stopped[j].is_none()
-                                    && registry.projections[j].position <= record.position
-                                {
-                                    self.stopped[j] = Some(record.position);
-                                    self.faults
-                                        .push((j, fault_json(record, "R0006", &message, None)));
-                                }
+                if !decoded {
+                    let read = self.reads[program_index].get(event).map(Vec::as_slice);
+                    let payload = &record.payload;
+                    let declared = &program.events[event];
+                    if let Err(e) = decode_payload_into(declared, payload, read, &mut self.row) {
+                        let message = format!(
+                            "the event does not match `{}` as this program declares it: {e}",
+                            record.event_type
+                        );
+                        for &j in targets {
+                            if self.stopped[j].is_none()
+                                && registry.projections[j].position <= record.position
+                            {
+                                self.stopped[j] = Some(record.position);
+                                self.faults
+                                    .push((j, fault_json(record, "R0006", &message, None)));
                             }
-                            break;
                         }
-                    },
-                };
+                        break;
+                    }
+                    decoded = true;
+                }
+                let row = &self.row;
                 let Some(docs) = self.docs[i].as_mut() else {
                     continue;
                 };
