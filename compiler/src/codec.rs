@@ -297,10 +297,11 @@ pub fn decode_payload_bytes(event: &EventType, bytes: &[u8]) -> Result<Vec<Value
 }
 
 /// The hot path of a node's engine, which decodes every event it folds: decodes a
-/// payload into `row` (reusing its buffer). With `read`, a field marked `false` (no
+/// payload into `row` (reusing its buffer). With `read`, a field not marked `true` (no
 /// handler reads it, see [`crate::ir::Program::event_fields_read`]) is checked like
 /// any other but left as `Value::None` instead of being built, so an unread string
-/// costs no allocation. Accepts and rejects exactly what [`decode_payload`] does.
+/// costs no allocation; `Some(&[])` only validates. Accepts and rejects exactly what
+/// [`decode_payload`] does.
 ///
 /// # Errors
 /// [`PayloadError`], as [`decode_payload`]; `row` is unspecified then.
@@ -347,6 +348,33 @@ pub fn decode_payload_into(
     Ok(())
 }
 
+/// Checks that a payload is a JSON object, without building anything (for events of a
+/// type no program declares).
+///
+/// # Errors
+/// What is wrong, as a sentence.
+pub fn check_object(bytes: &[u8]) -> Result<(), String> {
+    struct Object;
+    impl<'de> serde::de::Visitor<'de> for Object {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            use serde::de::IgnoredAny;
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let checked = serde::Deserializer::deserialize_map(&mut de, Object).and_then(|()| de.end());
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_data() => Err("`data` must be a JSON object".to_owned()),
+        Err(e) => Err(format!("`data` is not valid JSON: {e}")),
+    }
+}
+
 struct RowSeed<'a> {
     event: &'a EventType,
     row: &'a mut [Value],
@@ -384,7 +412,7 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
             };
             next = i + 1;
             let ty = &fields[i].ty;
-            let build = self.read.is_none_or(|r| r.get(i).copied().unwrap_or(true));
+            let build = self.read.is_none_or(|r| r.get(i).copied().unwrap_or(false));
             let (value, null) = map.next_value_seed(TypedSeed(ty, build))?;
             if null && !matches!(ty, Type::Optional(_)) {
                 return Err(A::Error::custom(format!("`{key}` is null")));

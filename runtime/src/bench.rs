@@ -1,7 +1,9 @@
 //! `datamesh bench`: a load generator in the spirit of `pgbench` and `redis-benchmark`,
 //! driving a running node over gRPC with the workloads of `shared/bench/WORKLOADS.md`:
 //!
-//! - `w1`: bulk append, requests of `--batch` (1,000) events, one client;
+//! - `w1`: bulk append, requests of `--batch` (1,000) events, one client (one
+//!   connection, with `--inflight` (4) requests pipelined on it, as a Kafka producer
+//!   pipelines; the next requests are generated while earlier ones are in flight);
 //! - `w2`: single-event appends with an expected stream version, `--clients` (8)
 //!   clients, for `--seconds` (30);
 //! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`.
@@ -49,6 +51,9 @@ pub struct BenchArgs {
     /// Events per request (w1).
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Requests in flight on the one connection (w1), as a producer pipelines.
+    #[arg(long, default_value_t = 4)]
+    pub inflight: usize,
     /// Concurrent clients (w2, w5).
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
@@ -201,38 +206,67 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
 }
 
 async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
-    let mut client = connect(url).await?;
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let client = connect(url).await?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
     progress("w1", "events", done.clone(), stop.clone());
-    let mut latencies = histogram();
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < args.events {
-        let n = (args.events - sent).min(args.batch as u64);
-        let events = (0..n)
-            .map(|_| deposit(&mut rng, args.accounts, "").1)
-            .collect();
-        let t = Instant::now();
-        client
-            .append(pb::AppendRequest {
+    let inflight = args.inflight.max(1);
+    // The generator runs ahead of the senders by at most `inflight` requests.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::AppendRequest>(inflight);
+    let (total, batch, accounts) = (args.events, args.batch.max(1) as u64, args.accounts);
+    let generator = tokio::spawn(async move {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut made = 0;
+        while made < total {
+            let n = (total - made).min(batch);
+            let events = (0..n).map(|_| deposit(&mut rng, accounts, "").1).collect();
+            let request = pb::AppendRequest {
                 events,
                 expected: Vec::new(),
+            };
+            if tx.send(request).await.is_err() {
+                return;
+            }
+            made += n;
+        }
+    });
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let start = Instant::now();
+    let senders: Vec<ClientTask> = (0..inflight)
+        .map(|_| {
+            let (mut client, rx, done) = (client.clone(), rx.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut latencies = histogram();
+                loop {
+                    let Some(request) = rx.lock().await.recv().await else {
+                        return Ok(latencies);
+                    };
+                    let n = request.events.len() as u64;
+                    let t = Instant::now();
+                    client.append(request).await?;
+                    let _ = latencies.record(t.elapsed().as_micros() as u64);
+                    done.fetch_add(n, Ordering::Relaxed);
+                }
             })
-            .await?;
-        let _ = latencies.record(t.elapsed().as_micros() as u64);
-        sent += n;
-        done.store(sent, Ordering::Relaxed);
+        })
+        .collect();
+    let mut all = histogram();
+    for task in senders {
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
+        let _ = all.add(&latencies);
     }
     let elapsed = start.elapsed();
     stop.store(1, Ordering::Relaxed);
+    let _ = generator.await;
     report(
-        "w1 durable bulk append",
+        &format!("w1 durable bulk append, {batch}-event requests, {inflight} in flight"),
         "events",
-        sent,
+        done.load(Ordering::Relaxed),
         elapsed,
-        &latencies,
+        &all,
     );
     Ok(())
 }

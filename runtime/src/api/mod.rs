@@ -28,7 +28,9 @@ pub mod pb {
 use std::pin::Pin;
 use std::time::Duration;
 
-use datamesh_compiler::codec::{decode_payload, doc_to_json, key_string, parse_key};
+use datamesh_compiler::codec::{
+    check_object, decode_payload_into, doc_to_json, key_string, parse_key,
+};
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::interp::default_doc;
 use datamesh_stdlib::Value;
@@ -84,7 +86,8 @@ impl Service {
         }
     }
 
-    fn validate_append(&self, request: &pb::AppendRequest) -> Result<ValidAppend, Status> {
+    /// Checks an append and takes its events apart (moving, not copying, their text).
+    fn validate_append(&self, request: pb::AppendRequest) -> Result<ValidAppend, Status> {
         if request.events.is_empty() {
             return Err(Status::invalid_argument(
                 "an append needs at least one event",
@@ -109,7 +112,8 @@ impl Service {
             .with_registry(|r| r.schemas.clone())
             .unwrap_or_default();
         let mut events = Vec::with_capacity(request.events.len());
-        for (n, event) in request.events.iter().enumerate() {
+        let mut row = Vec::new();
+        for (n, event) in request.events.into_iter().enumerate() {
             let at = |msg: String| {
                 Status::invalid_argument(format!("event {n} ({}): {msg}", event.r#type))
             };
@@ -135,17 +139,12 @@ impl Service {
                     return Err(at(format!("`{what}` is longer than 1024 bytes")));
                 }
             }
-            let data = if event.data.trim().is_empty() {
-                "{}"
-            } else {
-                event.data.as_str()
-            };
-            let json: serde_json::Value = serde_json::from_str(data)
-                .map_err(|e| at(format!("`data` is not valid JSON: {e}")))?;
+            let blank = event.data.trim().is_empty();
+            let data = if blank { "{}" } else { event.data.as_str() };
             match schemas.get(&event.r#type) {
-                Some(schema) => {
-                    decode_payload(schema, &json).map_err(|e| at(e.to_string()))?;
-                }
+                // Checked field by field against the declaration, building nothing.
+                Some(schema) => decode_payload_into(schema, data.as_bytes(), Some(&[]), &mut row)
+                    .map_err(|e| at(e.to_string()))?,
                 None if self.strict => {
                     let mut known: Vec<&String> = schemas.keys().collect();
                     known.sort();
@@ -158,21 +157,22 @@ impl Service {
                             .join(", ")
                     )));
                 }
-                None if !json.is_object() => {
-                    return Err(at("`data` must be a JSON object".to_owned()));
-                }
-                None => {}
+                None => check_object(data.as_bytes()).map_err(at)?,
             }
             events.push(NewEvent {
-                event_type: event.r#type.clone(),
-                // The text was just parsed and validated: store it as sent.
-                payload: data.as_bytes().to_vec(),
-                stream: event.stream.clone(),
-                id: event.id.clone(),
+                // The text was just validated: it is stored as sent.
+                payload: if blank {
+                    b"{}".to_vec()
+                } else {
+                    event.data.into_bytes()
+                },
+                event_type: event.r#type,
+                stream: event.stream,
+                id: event.id,
             });
         }
         let mut expected = Vec::with_capacity(request.expected.len());
-        for e in &request.expected {
+        for e in request.expected {
             if e.stream.is_empty() {
                 return Err(Status::invalid_argument(
                     "an expected version needs a stream",
@@ -183,7 +183,7 @@ impl Service {
                 Some(pb::expected_version::Expect::NoStream(true)) => Expected::NoStream,
                 _ => Expected::Any,
             };
-            expected.push((e.stream.clone(), kind));
+            expected.push((e.stream, kind));
         }
         Ok((events, expected))
     }
@@ -284,7 +284,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let (events, expected) = self.validate_append(request.get_ref())?;
+        let (events, expected) = self.validate_append(request.into_inner())?;
         let appended = self
             .log
             .append(events, expected)
