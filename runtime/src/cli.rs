@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use crate::api::pb;
 use crate::client::{self, CliError};
+use crate::config::{FileConfig, segment_bytes};
 use crate::engine::EngineKind;
 use crate::node::{NodeConfig, serve, shutdown_signal};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,25 +35,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node.
+    /// Run a node. Settings come from the defaults, then the configuration file (if
+    /// any), then these flags.
     Serve {
-        /// Data directory.
-        #[arg(long, default_value = "datamesh-data")]
-        data: PathBuf,
-        /// gRPC listen address.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: SocketAddr,
+        /// A TOML configuration file (optional; see the book, "Running a node").
+        #[arg(long, env = "DATAMESH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// gRPC listen address [default: 127.0.0.1:7070].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
-        /// Log segment size in MiB.
-        #[arg(long, default_value_t = 128)]
-        segment_mib: u64,
+        /// Log segment size in MiB [default: 128].
+        #[arg(long)]
+        segment_mib: Option<u64>,
         /// The engine projection handlers run on: native code from the JIT, or the
         /// reference interpreter (a program the JIT cannot compile always runs on the
-        /// interpreter).
-        #[arg(long, value_enum, default_value_t = EngineArg::Jit)]
-        engine: EngineArg,
+        /// interpreter) [default: jit].
+        #[arg(long, value_enum)]
+        engine: Option<EngineArg>,
     },
     /// Compile a `.dmp` program on the node and start its projections.
     Deploy {
@@ -166,6 +171,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Serve {
+        config,
         data,
         listen,
         strict,
@@ -173,6 +179,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         engine,
     } = cli.command
     {
+        let mut node = NodeConfig::default();
+        if let Some(path) = &config {
+            let file = FileConfig::load(path).map_err(|e| CliError::usage(e.to_string()))?;
+            node = file.apply(node).map_err(|e| {
+                CliError::usage(format!("configuration file {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(data) = data {
+            node.data = data;
+        }
+        if let Some(listen) = listen {
+            node.listen = listen;
+        }
+        node.strict |= strict;
+        if let Some(mib) = segment_mib {
+            node.segment_bytes = segment_bytes(mib).map_err(CliError::usage)?;
+        }
+        if let Some(engine) = engine {
+            node.engine = engine.into();
+        }
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -180,20 +206,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .with_writer(std::io::stderr)
             .init();
-        let config = NodeConfig {
-            data,
-            listen,
-            strict,
-            segment_bytes: segment_mib << 20,
-            engine: engine.into(),
-            ..NodeConfig::default()
-        };
-        return serve(config, shutdown_signal())
-            .await
-            .map_err(|e| CliError {
-                message: e.to_string(),
-                code: 1,
-            });
+        return serve(node, shutdown_signal()).await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        });
     }
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(&cli.node, args).await;

@@ -24,6 +24,14 @@ impl CliError {
             code: 1,
         }
     }
+
+    /// A mistake in how the command was invoked (its flags or configuration): exit 2.
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
 }
 
 impl From<tonic::Status> for CliError {

@@ -1002,6 +1002,66 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
     );
 }
 
+/// `serve --config FILE`: the file's settings apply (here strict mode and a request
+/// limit), flags override it, and a file with a mistake stops the node before it
+/// starts, with the key named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
+    let data = temp_dir("config", Engine::Jit);
+    let _ = std::fs::create_dir_all(&data);
+    let config = data.with_extension("toml");
+    std::fs::write(
+        &config,
+        "strict = true\nengine = \"interp\"\n[limits]\nmax_events = 2\n",
+    )
+    .expect("config written");
+    let config_path = config.to_str().expect("utf-8 path");
+    // `--engine jit` (from `Node::start`) overrides the file's `interp`.
+    let node = Node::start(&data, Engine::Jit, &["--config", config_path]);
+    let mut client = node.client().await;
+    let status = node.cli(&["status"]);
+    assert!(
+        status.1.contains("jit"),
+        "flags override the file: {status:?}"
+    );
+    let undeclared = client
+        .append(pb::AppendRequest {
+            events: vec![event("Nobody", "{}", "", "")],
+            expected: vec![],
+        })
+        .await
+        .expect_err("strict mode from the file");
+    assert_eq!(undeclared.code(), tonic::Code::InvalidArgument);
+    let source = "event E { n: int }";
+    client
+        .deploy(pb::DeployRequest {
+            source: source.into(),
+            origin: "e.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    let three = client
+        .append(pb::AppendRequest {
+            events: vec![event("E", r#"{"n":1}"#, "", ""); 3],
+            expected: vec![],
+        })
+        .await
+        .expect_err("the file's limit of 2 events");
+    assert_eq!(three.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(head(&mut client).await, 0);
+    drop(node);
+
+    std::fs::write(&config, "strict = true\nlisten = \"localhost\"\n").expect("written");
+    let out = Command::new(BIN)
+        .args(["serve", "--config", config_path])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("listen"), "the key is named: {stderr}");
+    let _ = std::fs::remove_file(&config);
+}
+
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
