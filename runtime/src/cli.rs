@@ -1,5 +1,5 @@
 //! The `datamesh` command line: run a node (`serve`) or talk to one (`deploy`,
-//! `append`, `get`, `scan`, `tail`, `status`, `bench`). The binary is a one-line
+//! `append`, `get`, `scan`, `tail`, `status`, `promote`, `retire`, `bench`). The binary is a one-line
 //! wrapper around [`main`], so tests can run the very same code as a process.
 
 use std::net::SocketAddr;
@@ -124,6 +124,20 @@ enum Command {
     },
     /// Print the log head and every projection's position, lag and state.
     Status,
+    /// Make one version of a projection the one reads go to (it must have caught up).
+    Promote {
+        /// Projection name.
+        name: String,
+        /// Version number (2 for `balances v2`).
+        version: u32,
+    },
+    /// Stop one version of a projection for good and delete its documents.
+    Retire {
+        /// Projection name.
+        name: String,
+        /// Version number.
+        version: u32,
+    },
     /// Drive a running node with a benchmark workload.
     Bench(crate::bench::BenchArgs),
 }
@@ -250,6 +264,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => client::scan(&mut node, projection, prefix, limit, version).await,
         Command::Tail { from, follow } => client::tail(&mut node, from, follow).await,
         Command::Status => client::status(&mut node).await,
+        Command::Promote { name, version } => client::promote(&mut node, name, version).await,
+        Command::Retire { name, version } => client::retire(&mut node, name, version).await,
         Command::Serve { .. } | Command::Bench(_) => Ok(()),
     }
 }

@@ -63,6 +63,45 @@ pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
         .max_encoding_message_size(64 << 20))
 }
 
+/// `datamesh promote NAME VERSION`: prints `{"active": "name@vN"}`.
+///
+/// # Errors
+/// The node's refusal (unknown version, not caught up, faulted).
+pub async fn promote(
+    client: &mut DataMeshClient<Channel>,
+    name: String,
+    version: u32,
+) -> Result<(), CliError> {
+    let r = client
+        .promote(pb::PromoteRequest { name, version })
+        .await?
+        .into_inner();
+    emit(&serde_json::json!({ "active": r.active }));
+    Ok(())
+}
+
+/// `datamesh retire NAME VERSION`: prints `{"retired": ..., "active": ...}`.
+///
+/// # Errors
+/// The node's refusal (unknown version, the promoted version).
+pub async fn retire(
+    client: &mut DataMeshClient<Channel>,
+    name: String,
+    version: u32,
+) -> Result<(), CliError> {
+    let r = client
+        .retire(pb::RetireRequest { name, version })
+        .await?
+        .into_inner();
+    let active = if r.active.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::String(r.active)
+    };
+    emit(&serde_json::json!({ "retired": r.retired, "active": active }));
+    Ok(())
+}
+
 /// `datamesh deploy FILE`.
 ///
 /// # Errors

@@ -769,7 +769,7 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
     );
 }
 
-async fn a_new_version_rebuilds_beside_the_old_one(engine: Engine) {
+async fn a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired(engine: Engine) {
     let data = temp_dir("versions", engine);
     let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
@@ -845,6 +845,101 @@ async fn a_new_version_rebuilds_beside_the_old_one(engine: Engine) {
         .map(|p| (p.version, p.active))
         .collect();
     assert_eq!(active, vec![(1, false), (2, true)]);
+
+    // Promote pins the version reads go to; the promoted one cannot be retired.
+    let promote = |version: u32| pb::PromoteRequest {
+        name: "balances".into(),
+        version,
+    };
+    let retire = |version: u32| pb::RetireRequest {
+        name: "balances".into(),
+        version,
+    };
+    let promoted = client.promote(promote(1)).await.expect("promote v1");
+    assert_eq!(promoted.into_inner().active, "balances@v1");
+    assert_eq!(
+        doc(client.get(get(0)).await.expect("active").into_inner()),
+        1275
+    );
+    let refused = client.retire(retire(1)).await.expect_err("v1 is promoted");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let missing = client.promote(promote(7)).await.expect_err("no v7");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    assert!(missing.message().contains("v1, v2"), "{missing:?}");
+    // Roll forward: promote v2, retire v1; its documents are gone.
+    client.promote(promote(2)).await.expect("promote v2");
+    let retired = client
+        .retire(retire(1))
+        .await
+        .expect("retire v1")
+        .into_inner();
+    assert_eq!(
+        (retired.retired.as_str(), retired.active.as_str()),
+        ("balances@v1", "balances@v2")
+    );
+    let gone = client.get(get(1)).await.expect_err("v1 retired");
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+    let redeploy = client
+        .deploy(pb::DeployRequest {
+            source: v1.into(),
+            origin: "v1.dmp".into(),
+        })
+        .await
+        .expect_err("a retired version stays retired");
+    assert_eq!(
+        redeploy.code(),
+        tonic::Code::FailedPrecondition,
+        "{redeploy:?}"
+    );
+    let versions = |list: pb::ListProjectionsResponse| -> Vec<(u32, bool, bool)> {
+        list.projections
+            .iter()
+            .map(|p| (p.version, p.active, p.promoted))
+            .collect()
+    };
+    let list = client
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(versions(list), vec![(2, true, true)]);
+    // Both survive a restart, and v2 goes on folding.
+    drop(client);
+    drop(node);
+    let node = Node::start(&data, engine, &[]);
+    let mut client = node.client().await;
+    let head = client
+        .append(pb::AppendRequest {
+            events: vec![event("Deposited", r#"{"account":"a","amount":5}"#, "", "")],
+            expected: vec![],
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .head;
+    let now = client
+        .get(pb::GetRequest {
+            projection: "balances".into(),
+            key: "a".into(),
+            min_position: head,
+            version: 0,
+        })
+        .await
+        .expect("v2 after restart")
+        .into_inner();
+    assert_eq!(doc(now), 2560);
+    let gone = client.get(get(1)).await.expect_err("v1 still retired");
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+    let list = client
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(versions(list), vec![(2, true, true)]);
 }
 
 async fn a_fault_stops_only_its_projection(engine: Engine) {
@@ -1090,7 +1185,7 @@ on_both_engines!(
     bad_input_gets_a_precise_status_and_changes_nothing,
     kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild,
     a_torn_tail_is_cut_on_restart_and_never_served,
-    a_new_version_rebuilds_beside_the_old_one,
+    a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired,
     a_fault_stops_only_its_projection,
     subscribe_catches_up_then_follows_live_appends_and_health_answers
 );

@@ -37,7 +37,7 @@ use datamesh_stdlib::Value;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{DeployError, Engine};
+use crate::engine::{DeployError, Engine, LifecycleError};
 use crate::log::{Expected, Log, LogError, NewEvent, Record};
 use crate::store::encoding::{decode_doc, decode_key, encode_key};
 use pb::data_mesh_server::DataMesh;
@@ -186,6 +186,14 @@ impl Service {
             expected.push((e.stream, kind));
         }
         Ok((events, expected))
+    }
+}
+
+fn lifecycle_status(error: LifecycleError) -> Status {
+    match error {
+        LifecycleError::NotFound(m) => Status::not_found(m),
+        LifecycleError::NotReady(m) => Status::failed_precondition(m),
+        LifecycleError::Store(e) => Status::internal(e.to_string()),
     }
 }
 
@@ -542,10 +550,12 @@ impl DataMesh for Service {
             .with_registry(|r| {
                 r.projections
                     .iter()
+                    .filter(|p| !p.retired)
                     .map(|p| pb::ProjectionInfo {
                         name: p.name.clone(),
                         version: p.version,
                         active: r.is_active(p),
+                        promoted: r.promoted_version(&p.name) == Some(p.version),
                         position: p.position,
                         state: state_name(p, self.log.head()).to_owned(),
                         fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
@@ -555,6 +565,35 @@ impl DataMesh for Service {
             })
             .unwrap_or_default();
         Ok(Response::new(pb::ListProjectionsResponse { projections }))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        let r = request.into_inner();
+        let active = self
+            .engine
+            .promote(&r.name, r.version)
+            .map_err(lifecycle_status)?;
+        tracing::info!(%active, "promoted");
+        Ok(Response::new(pb::PromoteResponse { active }))
+    }
+
+    async fn retire(
+        &self,
+        request: Request<pb::RetireRequest>,
+    ) -> Result<Response<pb::RetireResponse>, Status> {
+        let r = request.into_inner();
+        let (retired, active) = self
+            .engine
+            .retire(&r.name, r.version)
+            .map_err(lifecycle_status)?;
+        tracing::info!(%retired, "retired");
+        Ok(Response::new(pb::RetireResponse {
+            retired,
+            active: active.unwrap_or_default(),
+        }))
     }
 
     async fn status(
@@ -567,6 +606,7 @@ impl DataMesh for Service {
             .with_registry(|r| {
                 r.projections
                     .iter()
+                    .filter(|p| !p.retired)
                     .map(|p| pb::ProjectionStatus {
                         name: p.name.clone(),
                         version: p.version,

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 use crate::log::{Log, Record};
 use crate::store::encoding::{decode_doc, encode_doc, encode_key, encode_key_into};
 use crate::store::{Commit, Store, StoreError};
-pub use registry::{DeployError, DeployOutcome, ProjectionInfo, Registry};
+pub use registry::{DeployError, DeployOutcome, LifecycleError, ProjectionInfo, Registry};
 
 /// Events read from the log at a time.
 const CHUNK: usize = 32_768;
@@ -174,6 +174,41 @@ impl Engine {
         self.shared.progress.send_modify(|p| *p += 1);
         self.shared.wake.notify_one();
         Ok(outcome)
+    }
+
+    /// Promotes a projection version (see [`Registry::promote`]).
+    ///
+    /// # Errors
+    /// [`LifecycleError`].
+    pub fn promote(&self, name: &str, version: u32) -> Result<String, LifecycleError> {
+        let mut registry = self
+            .shared
+            .registry
+            .write()
+            .map_err(|_| LifecycleError::Store(StoreError::Lock))?;
+        registry.promote(&self.shared.store, name, version)
+    }
+
+    /// Retires a projection version (see [`Registry::retire`]); returns its label and
+    /// the label reads now go to.
+    ///
+    /// # Errors
+    /// [`LifecycleError`].
+    pub fn retire(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<(String, Option<String>), LifecycleError> {
+        let mut registry = self
+            .shared
+            .registry
+            .write()
+            .map_err(|_| LifecycleError::Store(StoreError::Lock))?;
+        let label = registry.retire(&self.shared.store, name, version)?;
+        let active = registry.resolve(name, None).map(|p| p.label.clone());
+        drop(registry);
+        self.shared.progress.send_modify(|p| *p += 1);
+        Ok((label, active))
     }
 
     /// Runs `f` with the registry (projections, schemas, positions).
@@ -445,7 +480,8 @@ impl Batch {
             .map(|p| vec![Vec::new(); p.events.len()])
             .collect();
         for (i, projection) in registry.projections.iter().enumerate() {
-            if projection.fault.is_some() {
+            if projection.fault.is_some() || projection.retired {
+                caches.remove(&projection.label);
                 docs.push(None);
                 continue;
             }

@@ -36,6 +36,8 @@ pub struct ProjectionInfo {
     pub fault: Option<String>,
     /// It has reached the log head at least once.
     pub caught_up: bool,
+    /// Retired: stopped for good, documents deleted; invisible to reads and lists.
+    pub retired: bool,
     /// Key component types.
     pub key: Arc<[Type]>,
     /// State fields.
@@ -72,6 +74,20 @@ pub enum DeployError {
     Internal(String),
 }
 
+/// Why a promote or retire was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No such projection version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The version cannot take this step now.
+    #[error("{0}")]
+    NotReady(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Deployed programs and projections.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -83,6 +99,8 @@ pub struct Registry {
     pub schemas: Arc<HashMap<String, EventType>>,
     /// The engine programs are compiled for.
     kind: EngineKind,
+    /// The promoted version of each projection name (reads without a version go there).
+    pub promoted: HashMap<String, u32>,
     /// Per program (same index as `programs`): its native code, or `None` when the
     /// interpreter runs it (chosen, the JIT could not compile it, or every projection of
     /// it is faulted and its code was freed).
@@ -121,6 +139,7 @@ impl Registry {
     pub fn load(store: &Store, kind: EngineKind) -> Result<Registry, StoreError> {
         let mut registry = Registry {
             kind,
+            promoted: store.promoted()?,
             ..Registry::default()
         };
         for deployment in store.deployments()? {
@@ -189,6 +208,11 @@ impl Registry {
                 .cloned()
                 .unwrap_or_default();
             match self.projections.iter().find(|p| p.label == label) {
+                Some(existing) if existing.retired => {
+                    return Err(DeployError::Conflict(format!(
+                        "projection `{label}` was retired; deploy it as a new version"
+                    )));
+                }
                 Some(existing) if *existing.definition == *text => outcome.unchanged.push(label),
                 Some(_) => {
                     return Err(DeployError::Conflict(format!(
@@ -235,10 +259,12 @@ impl Registry {
                 continue;
             }
             let fault = store.fault(&label)?;
+            let keyspace = keyspace_name(&projection.name, projection.version);
             self.projections.push(ProjectionInfo {
+                retired: store.is_retired(&keyspace),
                 name: projection.name.clone(),
                 version: projection.version,
-                keyspace: keyspace_name(&projection.name, projection.version),
+                keyspace,
                 position: store.checkpoint(&label)?,
                 label,
                 program: program_index,
@@ -279,7 +305,7 @@ impl Registry {
                     .projections
                     .iter()
                     .filter(|p| p.program == index)
-                    .all(|p| p.fault.is_some())
+                    .all(|p| p.fault.is_some() || p.retired)
             {
                 tracing::debug!(
                     program = index,
@@ -295,7 +321,7 @@ impl Registry {
     pub fn lowest_pending(&self, head: u64) -> Option<u64> {
         self.projections
             .iter()
-            .filter(|p| p.fault.is_none() && p.position < head)
+            .filter(|p| p.fault.is_none() && !p.retired && p.position < head)
             .map(|p| p.position)
             .min()
     }
@@ -313,17 +339,21 @@ impl Registry {
         self.projections
             .iter()
             .find(|p| p.label == label)
-            .is_none_or(|p| p.fault.is_some())
+            .is_none_or(|p| p.fault.is_some() || p.retired)
     }
 
-    /// The version a read addresses: the given one, or the active one — the newest
-    /// version that has caught up with the log and is not faulted (so a new version
-    /// rebuilding in the background does not serve reads until it is complete), else
-    /// the newest version.
+    /// The version a read addresses: the given one, or the active one — the promoted
+    /// version if one was promoted, else the newest version that has caught up with the
+    /// log and is not faulted (so a new version rebuilding in the background does not
+    /// serve reads until it is complete), else the newest version. Retired versions
+    /// are never addressed.
     pub fn resolve(&self, name: &str, version: Option<u32>) -> Option<&ProjectionInfo> {
-        let versions = self.projections.iter().filter(|p| p.name == name);
-        match version {
-            Some(v) => versions.into_iter().find(|p| p.version == v),
+        let mut versions = self
+            .projections
+            .iter()
+            .filter(|p| p.name == name && !p.retired);
+        match version.or_else(|| self.promoted_version(name)) {
+            Some(v) => versions.find(|p| p.version == v),
             None => {
                 let all: Vec<&ProjectionInfo> = versions.collect();
                 all.iter()
@@ -333,6 +363,96 @@ impl Registry {
                     .copied()
             }
         }
+    }
+
+    /// The promoted version of `name`, if it was promoted and is still there.
+    pub fn promoted_version(&self, name: &str) -> Option<u32> {
+        let v = *self.promoted.get(name)?;
+        self.projections
+            .iter()
+            .any(|p| p.name == name && p.version == v && !p.retired)
+            .then_some(v)
+    }
+
+    /// Promotes a version (see [`Registry::resolve`]).
+    ///
+    /// # Errors
+    /// [`LifecycleError`] when it does not exist or cannot serve yet.
+    pub fn promote(
+        &mut self,
+        store: &Store,
+        name: &str,
+        version: u32,
+    ) -> Result<String, LifecycleError> {
+        let p = self.lifecycle_target(name, version)?;
+        if let Some(fault) = &p.fault {
+            return Err(LifecycleError::NotReady(format!(
+                "`{}` is faulted and cannot serve reads ({fault}); deploy a fixed version",
+                p.label
+            )));
+        }
+        if !p.caught_up {
+            return Err(LifecycleError::NotReady(format!(
+                "`{}` is still catching up (at position {}); promote it once it has caught up (see `datamesh status`)",
+                p.label, p.position
+            )));
+        }
+        let label = p.label.clone();
+        store.promote(name, version)?;
+        self.promoted.insert(name.to_owned(), version);
+        Ok(label)
+    }
+
+    /// Retires a version: it stops for good and its documents are deleted.
+    ///
+    /// # Errors
+    /// [`LifecycleError`] when it does not exist or is the promoted version.
+    pub fn retire(
+        &mut self,
+        store: &Store,
+        name: &str,
+        version: u32,
+    ) -> Result<String, LifecycleError> {
+        let p = self.lifecycle_target(name, version)?;
+        if self.promoted_version(name) == Some(version) {
+            return Err(LifecycleError::NotReady(format!(
+                "`{}` is the promoted version; promote another version of `{name}` first",
+                p.label
+            )));
+        }
+        let (label, keyspace) = (p.label.clone(), p.keyspace.clone());
+        store.retire(&keyspace)?;
+        if let Some(p) = self.projections.iter_mut().find(|p| p.label == label) {
+            p.retired = true;
+        }
+        self.release_unused_code();
+        Ok(label)
+    }
+
+    fn lifecycle_target(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<&ProjectionInfo, LifecycleError> {
+        self.projections
+            .iter()
+            .find(|p| p.name == name && p.version == version && !p.retired)
+            .ok_or_else(|| {
+                let known: Vec<String> = self
+                    .projections
+                    .iter()
+                    .filter(|p| p.name == name && !p.retired)
+                    .map(|p| format!("v{}", p.version))
+                    .collect();
+                LifecycleError::NotFound(if known.is_empty() {
+                    format!("no projection `{name}` is deployed")
+                } else {
+                    format!(
+                        "`{name}` has no version {version} (deployed: {})",
+                        known.join(", ")
+                    )
+                })
+            })
     }
 
     /// Whether `info` is the version reads go to by default.

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// An internal lock was poisoned by a panic.
     #[error("projection store: internal lock poisoned")]
     Lock,
+    /// The projection version was retired: its documents are gone.
+    #[error("projection store: `{0}` was retired")]
+    Retired(String),
 }
 
 /// A stored key and value.
@@ -60,6 +63,8 @@ pub struct Store {
     db: SingleWriterTxDatabase,
     meta: SingleWriterTxKeyspace,
     spaces: Mutex<HashMap<String, SingleWriterTxKeyspace>>,
+    /// Keyspaces of retired projection versions: never created again, never written.
+    retired: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,11 +86,95 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = SingleWriterTxDatabase::builder(dir).open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let mut retired = std::collections::HashSet::new();
+        for guard in db.read_tx().prefix(&meta, "retired/") {
+            let (key, _) = guard.into_inner()?;
+            if let Some(name) = key.strip_prefix(b"retired/") {
+                retired.insert(String::from_utf8_lossy(name).into_owned());
+            }
+        }
         Ok(Store {
             db,
             meta,
             spaces: Mutex::new(HashMap::new()),
+            retired: Mutex::new(retired),
         })
+    }
+
+    /// Whether the keyspace of a projection version was retired.
+    pub fn is_retired(&self, keyspace: &str) -> bool {
+        self.retired
+            .lock()
+            .map(|r| r.contains(keyspace))
+            .unwrap_or(true)
+    }
+
+    /// Retires a projection version: records it (so it stays retired across restarts),
+    /// then deletes its keyspace. Later commits skip its documents.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn retire(&self, keyspace: &str) -> Result<(), StoreError> {
+        self.retired
+            .lock()
+            .map_err(|_| StoreError::Lock)?
+            .insert(keyspace.to_owned());
+        let mut tx = self.db.write_tx();
+        tx.insert(&self.meta, format!("retired/{keyspace}"), Vec::new());
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        let handle = self
+            .spaces
+            .lock()
+            .map_err(|_| StoreError::Lock)?
+            .remove(keyspace);
+        let handle = match handle {
+            Some(h) => Some(h),
+            None if self.db.keyspace_exists(keyspace) => {
+                Some(self.db.keyspace(keyspace, KeyspaceCreateOptions::default)?)
+            }
+            None => None,
+        };
+        if let Some(handle) = handle {
+            self.db.inner().delete_keyspace(handle.inner().clone())?;
+        }
+        Ok(())
+    }
+
+    /// The promoted version of each projection name.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn promoted(&self) -> Result<HashMap<String, u32>, StoreError> {
+        let mut out = HashMap::new();
+        for guard in self.db.read_tx().prefix(&self.meta, "promoted/") {
+            let (key, value) = guard.into_inner()?;
+            let name = key.strip_prefix(b"promoted/").unwrap_or_default();
+            let version: [u8; 4] = value[..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("promoted version".into()))?;
+            out.insert(
+                String::from_utf8_lossy(name).into_owned(),
+                u32::from_le_bytes(version),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records the promoted version of a projection.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn promote(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        let mut tx = self.db.write_tx();
+        tx.insert(
+            &self.meta,
+            format!("promoted/{name}"),
+            version.to_le_bytes().to_vec(),
+        );
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// The keyspace of a projection version, created on first use.
@@ -93,6 +182,9 @@ impl Store {
     /// # Errors
     /// fjall errors.
     pub fn keyspace(&self, name: &str) -> Result<SingleWriterTxKeyspace, StoreError> {
+        if self.is_retired(name) {
+            return Err(StoreError::Retired(name.to_owned()));
+        }
         let mut spaces = self.spaces.lock().map_err(|_| StoreError::Lock)?;
         if let Some(ks) = spaces.get(name) {
             return Ok(ks.clone());
@@ -211,7 +303,8 @@ impl Store {
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let mut spaces = HashMap::new();
         for (name, _, _) in &commit.docs {
-            if !spaces.contains_key(name) {
+            // A version retired while its batch ran: its documents are not wanted.
+            if !spaces.contains_key(name) && !self.is_retired(name) {
                 spaces.insert(name.clone(), self.keyspace(name)?);
             }
         }
