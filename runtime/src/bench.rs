@@ -156,14 +156,7 @@ impl Timed {
     }
 
     async fn finish(self, tasks: Vec<ClientTask>, label: &str, unit: &str) -> Result<(), CliError> {
-        let mut all = histogram();
-        for task in tasks {
-            let latencies = task.await.map_err(|e| CliError {
-                message: e.to_string(),
-                code: 1,
-            })??;
-            let _ = all.add(&latencies);
-        }
+        let all = merged(tasks).await?;
         let elapsed = self.start.elapsed();
         self.stop.store(1, Ordering::Relaxed);
         report(
@@ -175,6 +168,19 @@ impl Timed {
         );
         Ok(())
     }
+}
+
+/// Waits for every client task and merges their latencies.
+async fn merged(tasks: Vec<ClientTask>) -> Result<Histogram<u64>, CliError> {
+    let mut all = histogram();
+    for task in tasks {
+        let latencies = task.await.map_err(|e| CliError {
+            message: e.to_string(),
+            code: 1,
+        })??;
+        let _ = all.add(&latencies);
+    }
+    Ok(all)
 }
 
 /// Runs a workload against the node at `url`.
@@ -250,14 +256,7 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             })
         })
         .collect();
-    let mut all = histogram();
-    for task in senders {
-        let latencies = task.await.map_err(|e| CliError {
-            message: e.to_string(),
-            code: 1,
-        })??;
-        let _ = all.add(&latencies);
-    }
+    let all = merged(senders).await?;
     let elapsed = start.elapsed();
     stop.store(1, Ordering::Relaxed);
     let _ = generator.await;
