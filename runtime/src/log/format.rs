@@ -65,12 +65,57 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// One record borrowed from the bytes of its frame, with the frame's checksum: what
+/// recovery needs, without copying strings or the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// Log position.
+    pub position: u64,
+    /// Append time, µs since the epoch.
+    pub time: i64,
+    /// Version within its stream.
+    pub stream_version: u64,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Stream, "" when none.
+    pub stream: &'a str,
+    /// Client id, "" when none.
+    pub id: &'a str,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// The frame's checksum (of its body).
+    pub crc: u32,
+}
+
+impl FrameRef<'_> {
+    /// The owned record.
+    pub fn to_record(self) -> Record {
+        Record {
+            position: self.position,
+            time: self.time,
+            stream_version: self.stream_version,
+            event_type: self.event_type.to_owned(),
+            stream: self.stream.to_owned(),
+            id: self.id.to_owned(),
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
 /// Decodes the frame at the start of `bytes`; returns the record and the frame length.
 ///
 /// # Errors
 /// [`FrameError::Incomplete`] when the bytes end inside the frame, [`FrameError::Corrupt`]
 /// when the checksum or the structure is wrong.
 pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
+    decode_frame_ref(bytes).map(|(frame, used)| (frame.to_record(), used))
+}
+
+/// As [`decode_frame`], borrowing from `bytes`: accepts exactly the same frames.
+///
+/// # Errors
+/// As [`decode_frame`].
+pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameError> {
     let header = bytes.get(..FRAME_HEADER).ok_or(FrameError::Incomplete)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -83,25 +128,25 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
     if crc32fast::hash(body) != crc {
         return Err(FrameError::Corrupt);
     }
-    let record = decode_body(body).ok_or(FrameError::Corrupt)?;
-    Ok((record, FRAME_HEADER + len))
+    let frame = decode_body(body, crc).ok_or(FrameError::Corrupt)?;
+    Ok((frame, FRAME_HEADER + len))
 }
 
-fn decode_body(body: &[u8]) -> Option<Record> {
+fn decode_body(body: &[u8], crc: u32) -> Option<FrameRef<'_>> {
     let mut cursor = Cursor { bytes: body, at: 0 };
     let position = u64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
     let time = i64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
     let stream_version = u64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
-    let mut text = || -> Option<String> {
+    let mut text = || -> Option<&str> {
         let len = u16::from_le_bytes(cursor.take(2)?.try_into().ok()?);
-        String::from_utf8(cursor.take(usize::from(len))?.to_vec()).ok()
+        std::str::from_utf8(cursor.take(usize::from(len))?).ok()
     };
     let event_type = text()?;
     let stream = text()?;
     let id = text()?;
     let len = u32::from_le_bytes(cursor.take(4)?.try_into().ok()?) as usize;
-    let payload = cursor.take(len)?.to_vec();
-    (cursor.at == body.len()).then_some(Record {
+    let payload = cursor.take(len)?;
+    (cursor.at == body.len()).then_some(FrameRef {
         position,
         time,
         stream_version,
@@ -109,6 +154,7 @@ fn decode_body(body: &[u8]) -> Option<Record> {
         stream,
         id,
         payload,
+        crc,
     })
 }
 
@@ -146,6 +192,9 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&record(), &mut buf);
         assert_eq!(decode_frame(&buf), Ok((record(), buf.len())));
+        let (frame, used) = decode_frame_ref(&buf).expect("borrowed decode");
+        assert_eq!((frame.to_record(), used), (record(), buf.len()));
+        assert_eq!(frame.crc.to_le_bytes(), buf[4..8]);
     }
 
     #[test]

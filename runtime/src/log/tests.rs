@@ -190,7 +190,7 @@ fn segments_roll_and_reads_span_them() {
         assert!(all.iter().enumerate().all(|(i, r)| r.position == i as u64));
         log.close();
     }
-    let segments = std::fs::read_dir(&dir).expect("dir").count();
+    let segments = files(&dir, "seg").len();
     assert!(segments > 3, "expected several segments, found {segments}");
     let (log, recovery) = Log::open(config).expect("reopen");
     assert_eq!(recovery.records, 40);
@@ -370,4 +370,445 @@ fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
             .enumerate()
             .all(|(i, r)| r.position == i as u64 && r.payload.len() == 6000)
     );
+}
+
+/// Names of the files in `dir` with this extension, sorted.
+fn files(dir: &Path, extension: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(&format!(".{extension}")))
+        .collect();
+    names.sort();
+    names
+}
+
+fn copy_dir(from: &Path, to: &Path, with_idx: bool) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).expect("dir");
+    for name in
+        files(from, "seg")
+            .into_iter()
+            .chain(if with_idx { files(from, "idx") } else { vec![] })
+    {
+        std::fs::copy(from.join(&name), to.join(&name)).expect("copy");
+    }
+}
+
+fn small_segments(dir: &Path) -> LogConfig {
+    LogConfig {
+        dir: dir.to_owned(),
+        segment_bytes: 600,
+    }
+}
+
+/// Appends a mix of streams, stream-less events and ids over two sessions (the second
+/// one goes on in the active segment the first left), rolling many small segments.
+/// Returns the requests that carried ids.
+fn build_mixed(rt: &tokio::runtime::Runtime, config: &LogConfig, tag: &str) -> Vec<Vec<NewEvent>> {
+    let mut with_ids = Vec::new();
+    for session in 0..2u32 {
+        let (log, _) = Log::open(config.clone()).expect("open");
+        for n in session * 60..(session + 1) * 60 {
+            let batch: Vec<NewEvent> = (0..=n % 3)
+                .map(|k| {
+                    let stream = if (n + k) % 5 == 4 {
+                        String::new()
+                    } else {
+                        format!("{tag}-{}", (n + k) % 7)
+                    };
+                    let id = if n % 3 == 0 {
+                        format!("{tag}-id{n}-{k}")
+                    } else {
+                        String::new()
+                    };
+                    event(&stream, &id, n * 10 + k)
+                })
+                .collect();
+            rt.block_on(log.append(batch.clone(), vec![]))
+                .expect("append");
+            if n % 3 == 0 {
+                with_ids.push(batch);
+            }
+        }
+        log.close();
+    }
+    with_ids
+}
+
+/// Everything a client can observe of a log without changing it.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    head: u64,
+    records: Vec<Record>,
+    streams: Vec<(Option<u64>, Vec<Record>)>,
+    retries: Vec<Result<Appended, LogError>>,
+}
+
+fn observe(
+    rt: &tokio::runtime::Runtime,
+    log: &Log,
+    tag: &str,
+    with_ids: &[Vec<NewEvent>],
+) -> Observed {
+    let head = log.head();
+    let records = log.read(0, 100_000).expect("read");
+    let streams = (0..8)
+        .map(|k| {
+            let stream = format!("{tag}-{k}");
+            let records = log.read_stream(&stream, 0, 10_000).expect("stream");
+            (log.stream_version(&stream), records)
+        })
+        .collect();
+    // Retried requests dedupe (or, for ids not in the log, append).
+    let mut retries: Vec<Result<Appended, LogError>> = with_ids
+        .iter()
+        .map(|batch| rt.block_on(log.append(batch.clone(), vec![])))
+        .collect();
+    // A partial duplicate of an id from the first segment.
+    if let Some(first) = with_ids.first() {
+        let mut partial = first.clone();
+        partial.push(event("", "never-seen", 0));
+        retries.push(rt.block_on(log.append(partial, vec![])));
+    }
+    Observed {
+        head,
+        records,
+        streams,
+        retries,
+    }
+}
+
+/// Opens a copy of `dir` without any idx file: the full verifying scan.
+fn observe_scanned(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    name: &str,
+    tag: &str,
+    with_ids: &[Vec<NewEvent>],
+) -> Observed {
+    let copy = temp_dir(name);
+    copy_dir(dir, &copy, false);
+    let (log, recovery) = Log::open(small_segments(&copy)).expect("scanned open");
+    assert_eq!(recovery.indexed_segments, 0);
+    assert_eq!(recovery.scanned_segments, recovery.segments);
+    let observed = observe(rt, &log, tag, with_ids);
+    log.close();
+    observed
+}
+
+#[test]
+fn sealed_segments_get_an_idx_that_reopen_uses() {
+    // Tiny segments (about one event per stream each: streams copy their positions) and
+    // larger ones (several: streams keep chunks of the idx bytes).
+    for segment_bytes in [600, 4096] {
+        an_idx_is_written_and_used(segment_bytes);
+    }
+}
+
+fn an_idx_is_written_and_used(segment_bytes: u64) {
+    let dir = temp_dir(&format!("idx-used-{segment_bytes}"));
+    let rt = runtime();
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes,
+    };
+    let with_ids = build_mixed(&rt, &config, "u");
+    let segments = files(&dir, "seg");
+    assert!(
+        segments.len() > 3,
+        "expected several segments, found {segments:?}"
+    );
+    // Every sealed segment has its idx, the active one has none.
+    let expected: Vec<String> = segments[..segments.len() - 1]
+        .iter()
+        .map(|s| s.replace(".seg", ".idx"))
+        .collect();
+    assert_eq!(files(&dir, "idx"), expected);
+    assert!(files(&dir, "tmp").is_empty());
+
+    let (log, recovery) = Log::open(config.clone()).expect("reopen");
+    assert_eq!(recovery.segments, segments.len());
+    assert_eq!(recovery.indexed_segments, segments.len() - 1);
+    assert_eq!(recovery.scanned_segments, 1);
+    assert_eq!(recovery.records, 240);
+    let observed = observe(&rt, &log, "u", &with_ids);
+    assert!(
+        observed
+            .retries
+            .iter()
+            .take(with_ids.len())
+            .all(|r| r.as_ref().is_ok_and(|a| a.deduplicated)),
+        "retries of ids in sealed segments dedupe after a restart"
+    );
+    assert!(matches!(
+        observed.retries.last(),
+        Some(Err(LogError::PartialDuplicate { position: 0, .. }))
+    ));
+    assert_eq!(
+        observed,
+        observe_scanned(
+            &rt,
+            &dir,
+            &format!("idx-used-scan-{segment_bytes}"),
+            "u",
+            &with_ids
+        )
+    );
+    // Stream reads from any version, of any length, across the chunks of sealed
+    // segments and the active one's positions.
+    for k in 0..7 {
+        let stream = format!("u-{k}");
+        let all = log.read_stream(&stream, 0, 10_000).expect("stream");
+        for from in [0, 1, 5, 17, all.len() - 1, all.len(), all.len() + 3] {
+            for max in [0, 1, 2, 9, 40, 10_000] {
+                let some = log.read_stream(&stream, from as u64, max).expect("stream");
+                let expected: Vec<Record> = all.iter().skip(from).take(max).cloned().collect();
+                assert_eq!(some, expected, "{stream} from {from} max {max}");
+            }
+        }
+    }
+
+    // The log goes on from an indexed open: versions continue, new rolls get an idx.
+    for n in 0..40 {
+        let appended = rt
+            .block_on(log.append(
+                vec![event("u-3", "", n)],
+                vec![(
+                    "u-3".into(),
+                    Expected::Exact(observed.streams[3].0.expect("u-3") + u64::from(n)),
+                )],
+            ))
+            .expect("append");
+        assert_eq!(appended.positions, vec![240 + u64::from(n)]);
+    }
+    log.close();
+    let (log, recovery) = Log::open(config).expect("reopen");
+    assert_eq!(recovery.indexed_segments, recovery.segments - 1);
+    assert_eq!(recovery.records, 280);
+    let tail = log.read_stream("u-3", 0, 1000).expect("stream");
+    assert!(
+        tail.iter()
+            .enumerate()
+            .all(|(i, r)| r.stream_version == i as u64)
+    );
+    assert_eq!(files(&dir, "idx").len(), recovery.segments - 1);
+}
+
+#[test]
+fn a_bad_idx_is_never_trusted() {
+    let rt = runtime();
+    let base = temp_dir("idx-bad-base");
+    let with_ids = build_mixed(&rt, &small_segments(&base), "b");
+    let reference = observe_scanned(&rt, &base, "idx-bad-ref", "b", &with_ids);
+    let idx = files(&base, "idx");
+    let victim = idx[idx.len() / 2].clone();
+    let other = idx[1].clone();
+    type Damage = Box<dyn Fn(&Path)>;
+    let damages: Vec<(&str, Damage)> = vec![
+        (
+            "flipped",
+            Box::new(|path: &Path| {
+                let mut bytes = std::fs::read(path).expect("idx");
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x10;
+                std::fs::write(path, bytes).expect("write");
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|path: &Path| {
+                let bytes = std::fs::read(path).expect("idx");
+                std::fs::write(path, &bytes[..bytes.len() - 9]).expect("write");
+            }),
+        ),
+        (
+            "deleted",
+            Box::new(|path: &Path| std::fs::remove_file(path).expect("remove")),
+        ),
+        (
+            "another segment's",
+            Box::new(move |path: &Path| {
+                let dir = path.parent().expect("dir");
+                std::fs::copy(dir.join(&other), path).expect("copy");
+            }),
+        ),
+        (
+            "empty",
+            Box::new(|path: &Path| std::fs::write(path, b"").expect("write")),
+        ),
+    ];
+    for (n, (what, damage)) in damages.iter().enumerate() {
+        let dir = temp_dir(&format!("idx-bad-{n}"));
+        copy_dir(&base, &dir, true);
+        damage(&dir.join(&victim));
+        let (log, recovery) = Log::open(small_segments(&dir)).expect("open");
+        assert_eq!(
+            (recovery.indexed_segments, recovery.scanned_segments),
+            (recovery.segments - 2, 2),
+            "a {what} idx must not be used"
+        );
+        assert_eq!(observe(&rt, &log, "b", &with_ids), reference, "{what} idx");
+        log.close();
+        // The scan rewrote the idx.
+        let (log, recovery) = Log::open(small_segments(&dir)).expect("open");
+        assert_eq!(recovery.indexed_segments, recovery.segments - 1, "{what}");
+        assert_eq!(
+            observe(&rt, &log, "b", &with_ids),
+            reference,
+            "{what} idx rewritten"
+        );
+        log.close();
+    }
+}
+
+#[test]
+fn an_idx_whose_segment_changed_is_never_trusted() {
+    let rt = runtime();
+    // Two logs with the same shape: stream names and ids of the same lengths, so the
+    // records have the same sizes and the segments the same lengths and offsets.
+    let one = temp_dir("idx-changed-one");
+    let two = temp_dir("idx-changed-two");
+    let with_ids = build_mixed(&rt, &small_segments(&one), "p");
+    build_mixed(&rt, &small_segments(&two), "q");
+    let segments = files(&one, "seg");
+    assert_eq!(segments, files(&two, "seg"));
+    let victim = segments[segments.len() / 2].clone();
+    assert_eq!(
+        std::fs::metadata(one.join(&victim)).expect("seg").len(),
+        std::fs::metadata(two.join(&victim)).expect("seg").len(),
+    );
+    // Replace one sealed segment of `one` by the same-sized segment of `two`.
+    std::fs::copy(two.join(&victim), one.join(&victim)).expect("replace");
+    let reference = observe_scanned(&rt, &one, "idx-changed-ref", "p", &with_ids);
+    let copy = temp_dir("idx-changed-copy");
+    copy_dir(&one, &copy, true);
+    let (log, recovery) = Log::open(small_segments(&copy)).expect("open");
+    assert_eq!(
+        recovery.scanned_segments, 2,
+        "the replaced segment is scanned"
+    );
+    assert_eq!(observe(&rt, &log, "p", &with_ids), reference);
+    log.close();
+
+    // A sealed segment that grew by a valid record of the next position (which a scan
+    // accepts) is scanned, not trusted: the next segment then starts one position early.
+    let dir = temp_dir("idx-changed-grown");
+    let config = small_segments(&dir);
+    build_mixed(&rt, &config, "g");
+    let names = files(&dir, "seg");
+    let first = names[0].clone();
+    let next: u64 = names[1]
+        .trim_end_matches(".seg")
+        .parse()
+        .expect("segment name");
+    let mut bytes = std::fs::read(dir.join(&first)).expect("seg");
+    let mut frame = Vec::new();
+    format::encode_frame(
+        &Record {
+            position: next,
+            time: 0,
+            stream_version: 0,
+            event_type: "X".into(),
+            stream: String::new(),
+            id: String::new(),
+            payload: b"{}".to_vec(),
+        },
+        &mut frame,
+    );
+    bytes.extend_from_slice(&frame);
+    std::fs::write(dir.join(&first), &bytes).expect("grow");
+    match Log::open(config) {
+        Err(LogError::Corrupt {
+            segment, offset: 0, ..
+        }) => assert_eq!(segment, names[1]),
+        other => panic!("expected the next segment to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn damage_inside_an_indexed_segment_surfaces_on_read() {
+    let dir = temp_dir("idx-damage");
+    let rt = runtime();
+    // Segments of dozens of records, so the spot check reads only a few of them.
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 4096,
+    };
+    build_mixed(&rt, &config, "d");
+    let first = files(&dir, "seg").remove(0);
+    let (log, _) = Log::open(config.clone()).expect("open");
+    let records = log.read(0, 100).expect("read");
+    log.close();
+    // Flip a payload byte of the second record (not one the spot check reads back).
+    let mut frame = Vec::new();
+    format::encode_frame(&records[0], &mut frame);
+    let at = frame.len() + 40;
+    let mut bytes = std::fs::read(dir.join(&first)).expect("seg");
+    bytes[at] ^= 0x01;
+    std::fs::write(dir.join(&first), &bytes).expect("write");
+    let (log, recovery) = Log::open(config.clone()).expect("open from the idx");
+    assert_eq!(recovery.indexed_segments, recovery.segments - 1);
+    assert!(log.read(0, 1).is_ok());
+    assert!(matches!(log.read(0, 2), Err(LogError::Corrupt { .. })));
+    log.close();
+    // Without the idx the scan refuses the damaged sealed segment, as before.
+    std::fs::remove_file(dir.join(first.replace(".seg", ".idx"))).expect("remove");
+    assert!(matches!(Log::open(config), Err(LogError::Corrupt { .. })));
+}
+
+#[test]
+fn a_chunked_scan_finds_what_a_whole_scan_finds() {
+    let dir = temp_dir("chunked");
+    let rt = runtime();
+    let config = LogConfig {
+        dir: dir.clone(),
+        segment_bytes: 1 << 20,
+    };
+    build_mixed(&rt, &config, "c");
+    let path = dir.join(segment_name(0));
+    let mut bytes = std::fs::read(&path).expect("segment");
+    // A torn last frame: its header and half its body.
+    let mut frame = Vec::new();
+    format::encode_frame(
+        &Record {
+            position: 240,
+            time: 1,
+            stream_version: 0,
+            event_type: "T".into(),
+            stream: "c-1".into(),
+            id: String::new(),
+            payload: vec![b'x'; 300],
+        },
+        &mut frame,
+    );
+    bytes.extend_from_slice(&frame[..frame.len() / 2]);
+    std::fs::write(&path, &bytes).expect("write");
+    let file = File::open(&path).expect("open");
+    let whole = index::scan_chunked(0, &file, bytes.len() + 1).expect("scan");
+    assert_eq!(whole.segment.offsets.len(), 240);
+    assert!(whole.stopped.is_some());
+    for chunk in [1, 7, 8, 9, 50, 333, 4096] {
+        let file = File::open(&path).expect("open");
+        let scan = index::scan_chunked(0, &file, chunk).expect("scan");
+        assert_eq!(scan.segment.offsets, whole.segment.offsets, "chunk {chunk}");
+        assert_eq!(scan.segment.streams, whole.segment.streams, "chunk {chunk}");
+        assert_eq!(scan.segment.ids, whole.segment.ids, "chunk {chunk}");
+        assert_eq!(
+            (
+                scan.segment.len,
+                scan.segment.max_time,
+                scan.segment.last_crc
+            ),
+            (
+                whole.segment.len,
+                whole.segment.max_time,
+                whole.segment.last_crc
+            ),
+        );
+        assert_eq!(
+            (scan.stopped.clone(), scan.file_len),
+            (whole.stopped.clone(), whole.file_len)
+        );
+    }
 }

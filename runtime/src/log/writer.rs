@@ -10,11 +10,23 @@
 //! So while one group is being synced, the next one is being validated and written, and
 //! one sync covers every group written before it started.
 //!
+//! Sealing. The writer also keeps the active segment's own index (offsets, streams,
+//! ids, max time) as it writes, from data it already has. When a group would overfill
+//! the active segment it syncs that segment, creates the next one and attaches the
+//! finished index to the first group of the new segment. The syncer, once that group is
+//! synced and published (so every record of the sealed segment is acknowledged),
+//! passes the index to a third thread, which encodes and writes the `.idx` file (and
+//! the idx files recovery found missing). Doing the encoding, the write and its two
+//! syncs there keeps them off the append path: the writer pays one extra `fdatasync`
+//! per segment (at the roll) and a few map updates per record; an idx failure is only
+//! logged, since recovery scans a segment without one.
+//!
 //! Invariants: a request is acknowledged only after its bytes are synced; records
 //! become visible to readers in position order, exactly when they are durable;
 //! validation orders requests exactly as if they had been committed one by one; after
 //! an I/O error (write or sync) the log is poisoned and every later request, and every
-//! written but unsynced group, fails.
+//! written but unsynced group, fails; a segment is sealed only once synced whole, and
+//! an idx is written only for a sealed segment whose records are all acknowledged.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +35,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use super::format::{Record, encode_frame};
+use super::index::{self, Offsets, SegmentIndex, StreamPositions};
 use super::{Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared, segment_name};
 
 /// Largest group written at once.
@@ -54,6 +67,17 @@ struct Written {
     head: u64,
     time: i64,
     accepted: Vec<Accepted>,
+    /// The index of the segment this group's roll sealed, to persist once this group is
+    /// durable.
+    sealed: Option<SegmentIndex>,
+}
+
+/// Work for the idx thread.
+enum IdxJob {
+    /// A sealed segment whose records are all acknowledged.
+    Sealed(SegmentIndex),
+    /// Encoded idx of a sealed segment recovery had to scan.
+    Encoded(u64, Vec<u8>),
 }
 
 /// Streams and ids of records written but perhaps not yet published. Entries below the
@@ -85,14 +109,34 @@ struct Active {
     file: Arc<File>,
     first: u64,
     len: u64,
+    /// Index of the records written to it so far.
+    seal: SegmentIndex,
 }
 
-pub(super) fn run(config: &LogConfig, shared: &Arc<Shared>, file: File, jobs: &Receiver<Job>) {
+pub(super) fn run(
+    config: &LogConfig,
+    shared: &Arc<Shared>,
+    file: File,
+    seal: SegmentIndex,
+    missing: Vec<(u64, Vec<u8>)>,
+    jobs: &Receiver<Job>,
+) {
+    let (to_idx, idx_jobs) = std::sync::mpsc::channel::<IdxJob>();
+    let idx_shared = shared.clone();
+    let dir = config.dir.clone();
+    let idx_thread = std::thread::Builder::new()
+        .name("datamesh-log-idx".to_owned())
+        .spawn(move || idx_loop(&dir, &idx_shared, &idx_jobs))
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the log idx thread; sealed segments will be scanned on open"))
+        .ok();
+    for (first, bytes) in missing {
+        let _ = to_idx.send(IdxJob::Encoded(first, bytes));
+    }
     let (to_syncer, written) = std::sync::mpsc::channel::<Written>();
     let syncer_shared = shared.clone();
     let syncer = std::thread::Builder::new()
         .name("datamesh-log-sync".to_owned())
-        .spawn(move || sync_loop(&syncer_shared, &written));
+        .spawn(move || sync_loop(&syncer_shared, &written, &to_idx));
     let Ok(syncer) = syncer else {
         poison(shared, "cannot start the log sync thread");
         while let Ok(job) = jobs.recv() {
@@ -100,21 +144,20 @@ pub(super) fn run(config: &LogConfig, shared: &Arc<Shared>, file: File, jobs: &R
                 "cannot start the log sync thread".to_owned(),
             )));
         }
+        if let Some(idx_thread) = idx_thread {
+            let _ = idx_thread.join();
+        }
         return;
     };
-    let (mut next, first, len, mut last_time) = match shared.index.read() {
-        Ok(index) => (
-            index.head,
-            index.segments.last().map_or(0, |s| s.first),
-            index.segments.last().map_or(0, |s| s.len),
-            index.last_time,
-        ),
-        Err(_) => (0, 0, 0, 0),
+    let (mut next, mut last_time) = match shared.index.read() {
+        Ok(index) => (index.head, index.last_time),
+        Err(_) => (0, 0),
     };
     let mut active = Active {
         file: Arc::new(file),
-        first,
-        len,
+        first: seal.first,
+        len: seal.len,
+        seal,
     };
     let mut inflight = Inflight::default();
     while let Ok(first_job) = jobs.recv() {
@@ -146,6 +189,31 @@ pub(super) fn run(config: &LogConfig, shared: &Arc<Shared>, file: File, jobs: &R
     }
     drop(to_syncer);
     let _ = syncer.join();
+    if let Some(idx_thread) = idx_thread {
+        let _ = idx_thread.join();
+    }
+}
+
+/// Writes idx files, one after the other.
+fn idx_loop(dir: &std::path::Path, shared: &Shared, jobs: &Receiver<IdxJob>) {
+    while let Ok(job) = jobs.recv() {
+        let (first, bytes) = match job {
+            IdxJob::Sealed(segment) => {
+                if poisoned(shared).is_some() {
+                    continue;
+                }
+                let Some(bytes) = index::encode(&segment) else {
+                    tracing::debug!(first = segment.first, "segment too large for an idx");
+                    continue;
+                };
+                (segment.first, bytes)
+            }
+            IdxJob::Encoded(first, bytes) => (first, bytes),
+        };
+        if let Err(e) = index::write(dir, first, &bytes) {
+            tracing::warn!(segment = %segment_name(first), error = %e, "cannot write the segment idx; the segment will be scanned on open");
+        }
+    }
 }
 
 fn now_micros() -> i64 {
@@ -223,7 +291,10 @@ fn write_group(
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
-                        (index.streams.get(&event.stream).map_or(0, Vec::len)
+                        (index
+                            .streams
+                            .get(&event.stream)
+                            .map_or(0, StreamPositions::len)
                             + inflight.stream_count(&event.stream, published))
                             as u64
                     };
@@ -266,17 +337,23 @@ fn write_group(
         return;
     }
     let mut new_segment = None;
+    let mut sealed = None;
     if !buffer.is_empty() {
         // Roll to a new segment when this group would overfill the active one.
         let first_here = *next - relative.len() as u64;
         if active.len > 0 && active.len + buffer.len() as u64 > config.segment_bytes {
-            match roll(config, first_here) {
+            match roll(config, &active.file, first_here) {
                 Ok((file, read)) => {
-                    *active = Active {
-                        file: Arc::new(file),
-                        first: first_here,
-                        len: 0,
-                    };
+                    let old = std::mem::replace(
+                        active,
+                        Active {
+                            file: Arc::new(file),
+                            first: first_here,
+                            len: 0,
+                            seal: SegmentIndex::new(first_here),
+                        },
+                    );
+                    sealed = Some(old.seal);
                     new_segment = Some(read);
                 }
                 Err(e) => {
@@ -292,6 +369,15 @@ fn write_group(
     }
     let base = active.len;
     active.len += buffer.len() as u64;
+    track(
+        &mut active.seal,
+        base,
+        &relative,
+        &buffer,
+        time,
+        &streams,
+        &ids,
+    );
     *last_time = time;
     let written = Written {
         file: active.file.clone(),
@@ -304,14 +390,45 @@ fn write_group(
         head: *next,
         time,
         accepted,
+        sealed,
     };
     if let Err(unsent) = to_syncer.send(written) {
         fail_all(unsent.0.accepted, "the log sync thread stopped");
     }
 }
 
-/// Makes written groups durable, publishes them, acknowledges them.
-fn sync_loop(shared: &Shared, written: &Receiver<Written>) {
+/// Adds a written group to the active segment's index.
+fn track(
+    seal: &mut SegmentIndex,
+    base: u64,
+    relative: &[u64],
+    buffer: &[u8],
+    time: i64,
+    streams: &[(String, u64)],
+    ids: &[(String, u64)],
+) {
+    let Some(&last) = relative.last() else {
+        return;
+    };
+    seal.offsets.extend(relative.iter().map(|o| base + o));
+    seal.len = base + buffer.len() as u64;
+    seal.max_time = seal.max_time.max(time);
+    let crc = usize::try_from(last)
+        .ok()
+        .and_then(|at| buffer.get(at + 4..at + 8))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok());
+    if let Some(crc) = crc {
+        seal.last_crc = u32::from_le_bytes(crc);
+    }
+    for (stream, position) in streams {
+        seal.add_stream(stream, *position);
+    }
+    seal.ids.extend_from_slice(ids);
+}
+
+/// Makes written groups durable, publishes them, acknowledges them, and hands the
+/// index of each segment sealed by them to the idx thread.
+fn sync_loop(shared: &Shared, written: &Receiver<Written>, to_idx: &Sender<IdxJob>) {
     while let Ok(first) = written.recv() {
         let mut batch = vec![first];
         while let Ok(w) = written.try_recv() {
@@ -344,6 +461,9 @@ fn sync_loop(shared: &Shared, written: &Receiver<Written>) {
         }
         let head = publish(shared, &mut batch);
         for w in batch {
+            if let Some(sealed) = w.sealed {
+                let _ = to_idx.send(IdxJob::Sealed(sealed));
+            }
             for a in w.accepted {
                 let _ = a.reply.send(Ok(Appended {
                     positions: a.positions,
@@ -365,7 +485,7 @@ fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
             index.segments.push(Segment {
                 first: w.segment_first,
                 file,
-                offsets: Vec::new(),
+                offsets: Offsets::Owned(Vec::new()),
                 len: 0,
             });
         }
@@ -424,7 +544,7 @@ fn validate(
         }
     }
     for (stream, expected) in &job.expected {
-        let count = index.streams.get(stream).map_or(0, Vec::len)
+        let count = index.streams.get(stream).map_or(0, StreamPositions::len)
             + inflight.stream_count(stream, published);
         let actual = (count as u64).checked_sub(1);
         let holds = match expected {
@@ -443,8 +563,11 @@ fn validate(
     Ok(None)
 }
 
-/// Creates the next segment (synced, with its directory entry) and a read handle.
-fn roll(config: &LogConfig, first: u64) -> std::io::Result<(File, File)> {
+/// Syncs the active segment (a sealed segment is complete on disk, whatever the
+/// syncer has done yet), then creates the next segment (synced, with its directory
+/// entry) and a read handle.
+fn roll(config: &LogConfig, sealing: &File, first: u64) -> std::io::Result<(File, File)> {
+    sealing.sync_data()?;
     let path = config.dir.join(segment_name(first));
     let file = std::fs::OpenOptions::new()
         .create_new(true)

@@ -1,0 +1,111 @@
+//! W7: restart a node whose log holds 10,000,000 events (10,000 streams `account-<id>`,
+//! ~100-byte payloads as in W4, no ids, default 128 MiB segments): measures
+//! `Log::open` + `Log::close`. The log is built once, in batches of 1000 appends, in a
+//! temp directory reused across runs.
+//!
+//! Sealed segments are loaded from their `.idx` files; only the active segment is
+//! scanned. With `W7_SCAN=1` a second benchmark measures `Log::open` alone after
+//! deleting every `.idx` file first, i.e. a full verifying scan of the whole log (the
+//! recovery rewrites the idx files in the background after `open` returns, outside the
+//! measurement).
+//!
+//! Run with `cargo bench -p datamesh-runtime --bench w7` (set `W7_EVENTS` to change the
+//! log size).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datamesh_runtime::log::{Log, LogConfig, NewEvent};
+
+fn events() -> u64 {
+    std::env::var("W7_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+fn build_log(dir: &Path, n: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (log, recovery) = Log::open(LogConfig::new(dir)).expect("log opens");
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut appended = recovery.records;
+    while appended < n {
+        let batch: Vec<NewEvent> = (0..1000.min(n - appended))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let account = x % 10_000;
+                let amount = (x >> 20) % 1000 + 1;
+                NewEvent {
+                    event_type: "Deposited".into(),
+                    payload: format!(
+                        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
+                        "x".repeat(48)
+                    )
+                    .into_bytes(),
+                    stream: format!("account-{account}"),
+                    id: String::new(),
+                }
+            })
+            .collect();
+        appended += batch.len() as u64;
+        runtime
+            .block_on(log.append(batch, Vec::new()))
+            .expect("append");
+    }
+    log.close();
+}
+
+fn remove_idx_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("log dir").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "idx") {
+            std::fs::remove_file(entry.path()).expect("remove idx");
+        }
+    }
+}
+
+fn w7(c: &mut Criterion) {
+    let n = events();
+    let dir = std::env::temp_dir()
+        .join("datamesh-w7")
+        .join(format!("log-{n}"));
+    build_log(&dir, n);
+    let mut group = c.benchmark_group("w7");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(n));
+    group.bench_function(format!("open_close_{n}_events"), |b| {
+        b.iter(|| {
+            let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("open");
+            assert_eq!(recovery.records, n);
+            log.close();
+        })
+    });
+    if std::env::var_os("W7_SCAN").is_some() {
+        group.bench_function(format!("open_full_scan_{n}_events"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    remove_idx_files(&dir);
+                    let start = Instant::now();
+                    let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("open");
+                    total += start.elapsed();
+                    assert_eq!(recovery.records, n);
+                    assert_eq!(recovery.indexed_segments, 0);
+                    log.close();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, w7);
+criterion_main!(benches);
