@@ -83,7 +83,7 @@ pub async fn serve(
     );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store, config.engine)?;
-    let service = Service::new(log.clone(), engine, config.strict, config.limits);
+    let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -115,6 +115,9 @@ pub async fn serve(
         .await
         .map_err(|e| NodeError::Server(e.to_string()))?;
     tracing::info!("shutting down: in-flight requests finished");
+    // The batch being folded commits (checkpoints with their documents), then the
+    // engine stops; the log closes after its queued appends.
+    engine.stop().await;
     log.close();
     Ok(())
 }

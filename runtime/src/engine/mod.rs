@@ -37,18 +37,28 @@ use crate::store::{Commit, Store, StoreError};
 pub use registry::{DeployError, DeployOutcome, LifecycleError, ProjectionInfo, Registry};
 
 /// Events read from the log at a time.
+#[cfg(not(test))]
 const CHUNK: usize = 32_768;
+/// Tests use tiny chunks, batches and tables, so every boundary is crossed often.
+#[cfg(test)]
+const CHUNK: usize = 97;
 
 /// A batch (one store commit) goes on reading chunks while it is catching up, until it
 /// reaches the head, has this many changed documents, or has run this long. Large
 /// batches are what make catching up fast: a document touched many times in a batch is
 /// written to fjall once. A live engine commits whatever is new at once.
+#[cfg(not(test))]
 const BATCH_DIRTY: usize = 131_072;
+#[cfg(test)]
+const BATCH_DIRTY: usize = 7;
 const BATCH_TIME: Duration = Duration::from_millis(250);
 
 /// Documents kept in memory per projection between batches (the engine is the only
 /// writer, so its cache is always coherent with the store).
+#[cfg(not(test))]
 const CACHE_DOCS: usize = 200_000;
+#[cfg(test)]
+const CACHE_DOCS: usize = 20;
 
 /// Which engine runs the handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +91,7 @@ impl std::fmt::Display for EngineKind {
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,6 +107,8 @@ struct Shared {
     /// Bumped after every committed batch and every deploy.
     progress: watch::Sender<u64>,
     wake: Notify,
+    /// Set by [`Engine::stop`]: the task ends after the batch in progress.
+    stop: std::sync::atomic::AtomicBool,
     /// Set when the store failed: the engine stops rather than diverge.
     failure: RwLock<Option<String>>,
     /// The engine handlers run on.
@@ -150,12 +163,29 @@ impl Engine {
             registry: RwLock::new(registry),
             progress,
             wake: Notify::new(),
+            stop: std::sync::atomic::AtomicBool::new(false),
             failure: RwLock::new(None),
             kind,
         });
         let task = shared.clone();
-        tokio::spawn(async move { run(task).await });
-        Ok(Engine { shared })
+        let task = tokio::spawn(async move { run(task).await });
+        Ok(Engine {
+            shared,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        })
+    }
+
+    /// Stops folding: waits for the batch in progress to commit, then ends the task.
+    /// Reads still work (from what is committed); nothing is folded any more.
+    pub async fn stop(&self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake.notify_one();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Compiles and deploys a program; its new projections start from position 0.
@@ -263,6 +293,9 @@ async fn run(shared: Arc<Shared>) {
     let mut head = shared.log.watch_head();
     let mut caches: HashMap<String, Docs> = HashMap::new();
     loop {
+        if shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let work = shared
             .registry
             .read()
@@ -694,3 +727,6 @@ fn fault_json(
     }
     json.to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,7 +45,9 @@
 //! so a crash leaves either no idx or a complete one.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::Map;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::ops::Range;
@@ -78,7 +80,7 @@ pub(super) struct SegmentIndex {
     /// Byte offset of each record.
     pub offsets: Vec<u64>,
     /// Stream -> positions in this segment, ascending.
-    pub streams: HashMap<String, Vec<u64>>,
+    pub streams: Map<String, Vec<u64>>,
     /// (id, position), in position order.
     pub ids: Vec<(String, u64)>,
     /// Largest record time, `i64::MIN` when empty.
@@ -93,7 +95,7 @@ impl SegmentIndex {
             first,
             len: 0,
             offsets: Vec::new(),
-            streams: HashMap::new(),
+            streams: Map::default(),
             ids: Vec::new(),
             max_time: i64::MIN,
             last_crc: 0,
@@ -724,10 +726,13 @@ pub(super) type StreamList<'a> = Vec<(&'a str, Part<'a>)>;
 pub(super) fn merge_streams(
     sealed: &[StreamList<'_>],
     active: &StreamList<'_>,
-) -> HashMap<String, StreamPositions> {
+) -> Map<String, StreamPositions> {
     let lists: Vec<&StreamList<'_>> = sealed.iter().chain([active]).collect();
     let active_list = sealed.len();
-    let mut streams = HashMap::with_capacity(lists.iter().map(|l| l.len()).max().unwrap_or(0));
+    let mut streams = Map::with_capacity_and_hasher(
+        lists.iter().map(|l| l.len()).max().unwrap_or(0),
+        Default::default(),
+    );
     let mut cursors = vec![0usize; lists.len()];
     // Equal names pop in segment order: the heap orders by (name, segment).
     let mut heap: BinaryHeap<Reverse<(&str, usize)>> = lists

@@ -39,7 +39,6 @@ mod format;
 mod index;
 mod writer;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -48,6 +47,10 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use format::{FrameError, Record};
 use index::{Offsets, SegmentIndex, StreamPositions};
 use tokio::sync::{oneshot, watch};
+
+/// The log's maps of client-chosen strings (streams, ids): foldhash, fast and seeded
+/// per process, so keys a client picks cannot be made to collide.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Where the log lives and how it rolls.
 #[derive(Debug, Clone)]
@@ -183,8 +186,8 @@ struct Segment {
 #[derive(Debug, Default)]
 struct Index {
     segments: Vec<Segment>,
-    streams: HashMap<String, StreamPositions>,
-    ids: HashMap<String, u64>,
+    streams: Map<String, StreamPositions>,
+    ids: Map<String, u64>,
     head: u64,
     last_time: i64,
 }
@@ -541,7 +544,8 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         }
         let streams = index::merge_streams(&lists, &active.stream_list());
         drop(lists);
-        let mut id_index = HashMap::with_capacity(ids + active.ids.len());
+        let mut id_index =
+            Map::with_capacity_and_hasher(ids + active.ids.len(), Default::default());
         let mut segments = Vec::with_capacity(sealed.len() + 1);
         for SealedSegment { first, file, how } in sealed {
             let (offsets, len) = match how {

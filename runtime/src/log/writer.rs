@@ -28,7 +28,6 @@
 //! written but unsynced group, fails; a segment is sealed only once synced whole, and
 //! an idx is written only for a sealed segment whose records are all acknowledged.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -84,8 +83,8 @@ enum IdxJob {
 /// published head are also in the index and are ignored (then pruned).
 #[derive(Default)]
 struct Inflight {
-    streams: HashMap<String, Vec<u64>>,
-    ids: HashMap<String, u64>,
+    streams: super::Map<String, Vec<u64>>,
+    ids: super::Map<String, u64>,
 }
 
 impl Inflight {
