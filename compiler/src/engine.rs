@@ -1,7 +1,9 @@
-//! The interface every fold engine implements: the reference interpreter
-//! ([`crate::interp::Fold`]) today, the Cranelift JIT next. Tools and the node drive
-//! engines through [`FoldEngine`], so switching engines changes no caller, and
-//! differential tests compare engines through the same calls.
+//! The interface every in-memory fold engine implements: the reference interpreter
+//! ([`crate::interp::Fold`]) and the Cranelift JIT ([`crate::codegen::JitFold`]).
+//! Tools drive engines through [`FoldEngine`], so switching engines changes no caller,
+//! and differential tests compare engines through the same calls. (The node folds into
+//! its own document tables instead: `interp::apply_event` and
+//! `codegen::JitProgram::fold_event`.)
 //!
 //! Invariant (the contract every engine keeps): for the same program and the same
 //! events, every engine produces identical documents and identical faults (same

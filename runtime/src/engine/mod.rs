@@ -1,21 +1,26 @@
 //! The projection engine: folds the log into every deployed projection.
 //!
-//! A background task waits for the log head to move, reads a batch of events from the
-//! lowest projection position, decodes each event once per program, runs the handlers
-//! of every projection that has not yet applied it, and commits the touched documents of all
-//! projections together with their new checkpoints in one fjall transaction.
+//! A background task waits for the log head to move, then runs a batch: it reads
+//! chunks of events from the lowest projection position, decodes each event once per
+//! program (building only the fields some handler reads), and folds it into the
+//! document table ([`DocTable`]) of every projection that has not yet applied it. The
+//! tables are write-back caches in front of the projections' keyspaces: a document is
+//! loaded on first use and changed in place. The batch ends at the log head, or once it
+//! holds enough changed documents or has run long enough; then the changed documents of
+//! all projections are written, each once, together with their new checkpoints, in one
+//! fjall transaction.
 //!
 //! Handlers run on the engine chosen at start ([`EngineKind`]): by default the Cranelift
 //! JIT (each program is compiled once, when it is registered, and its code is freed when
-//! no projection of it can run any more), or the reference interpreter. A program the
-//! JIT cannot compile runs on the interpreter. Both go through the same `apply_event`
-//! contract (one event, one projection, documents loaded by key, an overlay or a trap),
-//! so the rest of the engine does not know which one ran.
+//! no projection of it can run any more), with tables of compiled-layout documents; or
+//! the reference interpreter, with tables of values. A program the JIT cannot compile
+//! runs on the interpreter.
 //!
 //! Invariants: a projection applies each event exactly once (checkpoint and documents
 //! commit together); projections that are caught up advance together, so a reader sees
 //! them at one position; a trap faults only its projection, at the event that trapped,
-//! leaving its documents as they were before that event.
+//! leaving its documents as they were before that event; between batches a table holds
+//! only documents equal to the store's (the engine is the keyspaces' only writer).
 
 mod registry;
 
