@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datamesh_runtime::bench::BENCH_PROGRAM;
+use datamesh_runtime::bench::{BENCH_PROGRAM, fill_log};
 use datamesh_runtime::engine::{Engine, EngineKind};
-use datamesh_runtime::log::{Log, LogConfig, NewEvent};
+use datamesh_runtime::log::{Log, LogConfig};
 use datamesh_runtime::store::Store;
 
 fn events() -> u64 {
@@ -23,37 +23,8 @@ fn events() -> u64 {
 }
 
 fn build_log(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, n: u64) -> Log {
-    let (log, recovery) = Log::open(LogConfig::new(dir)).expect("log opens");
-    if recovery.records >= n {
-        return log;
-    }
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut appended = recovery.records;
-    while appended < n {
-        let batch: Vec<NewEvent> = (0..1000.min(n - appended))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let account = x % 10_000;
-                let amount = (x >> 20) % 1000 + 1;
-                NewEvent {
-                    event_type: "Deposited".into(),
-                    payload: format!(
-                        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
-                        "x".repeat(48)
-                    )
-                    .into_bytes(),
-                    stream: String::new(),
-                    id: String::new(),
-                }
-            })
-            .collect();
-        appended += batch.len() as u64;
-        runtime
-            .block_on(log.append(batch, Vec::new()))
-            .expect("append");
-    }
+    let (log, _) = Log::open(LogConfig::new(dir)).expect("log opens");
+    runtime.block_on(fill_log(&log, n, false)).expect("append");
     log
 }
 

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datamesh_runtime::log::{Log, LogConfig, NewEvent};
+use datamesh_runtime::bench::fill_log;
+use datamesh_runtime::log::{Log, LogConfig};
 
 fn events() -> u64 {
     std::env::var("W7_EVENTS")
@@ -30,34 +31,8 @@ fn build_log(dir: &Path, n: u64) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (log, recovery) = Log::open(LogConfig::new(dir)).expect("log opens");
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut appended = recovery.records;
-    while appended < n {
-        let batch: Vec<NewEvent> = (0..1000.min(n - appended))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let account = x % 10_000;
-                let amount = (x >> 20) % 1000 + 1;
-                NewEvent {
-                    event_type: "Deposited".into(),
-                    payload: format!(
-                        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
-                        "x".repeat(48)
-                    )
-                    .into_bytes(),
-                    stream: format!("account-{account}"),
-                    id: String::new(),
-                }
-            })
-            .collect();
-        appended += batch.len() as u64;
-        runtime
-            .block_on(log.append(batch, Vec::new()))
-            .expect("append");
-    }
+    let (log, _) = Log::open(LogConfig::new(dir)).expect("log opens");
+    runtime.block_on(fill_log(&log, n, true)).expect("append");
     log.close();
 }
 

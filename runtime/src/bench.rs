@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 
 use crate::api::pb;
 use crate::client::{CliError, connect};
+use crate::log::{Log, LogError, NewEvent};
 
 /// The schema the append workloads validate against: the event alone, no projection,
 /// so append throughput is measured without the engine folding at the same time.
@@ -38,6 +39,48 @@ projection balances v1 {
   on Deposited { balance += event.amount; tx_count += 1 }
 }
 "#;
+
+/// Fills `log` up to `n` events with the synthetic `Deposited` events of the in-process
+/// benchmarks (W4, W7): 10,000 accounts, amounts 1..=1000, ~100-byte payloads, appended
+/// 1,000 at a time; with `streams`, each in stream `account-<id>`. The sequence is
+/// deterministic, so a log built by an earlier run can be reused.
+///
+/// # Errors
+/// The log's append errors.
+pub async fn fill_log(log: &Log, n: u64, streams: bool) -> Result<(), LogError> {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut appended = log.head();
+    // Skip what an earlier run appended, so the sequence continues where it stopped.
+    for _ in 0..appended {
+        rng.next();
+    }
+    while appended < n {
+        let batch: Vec<NewEvent> = (0..1000.min(n - appended))
+            .map(|_| {
+                let x = rng.next();
+                let account = x % 10_000;
+                let amount = (x >> 20) % 1000 + 1;
+                NewEvent {
+                    event_type: "Deposited".into(),
+                    payload: format!(
+                        r#"{{"account":"acc-{account:06}","amount":{amount},"note":"{}"}}"#,
+                        "x".repeat(48)
+                    )
+                    .into_bytes(),
+                    stream: if streams {
+                        format!("account-{account}")
+                    } else {
+                        String::new()
+                    },
+                    id: String::new(),
+                }
+            })
+            .collect();
+        appended += batch.len() as u64;
+        log.append(batch, Vec::new()).await?;
+    }
+    Ok(())
+}
 
 /// Options of `datamesh bench`.
 #[derive(Debug, Clone, clap::Args)]
