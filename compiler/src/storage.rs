@@ -78,11 +78,15 @@ fn encode_key_text(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 3);
     out.push(STR);
-    for &b in bytes {
-        if b == 0 {
-            out.extend_from_slice(&[0, 0xFF]);
-        } else {
-            out.push(b);
+    if bytes.iter().all(|&b| b != 0) {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            if b == 0 {
+                out.extend_from_slice(&[0, 0xFF]);
+            } else {
+                out.push(b);
+            }
         }
     }
     out.extend_from_slice(&[0, 1]);
