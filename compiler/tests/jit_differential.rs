@@ -3,9 +3,12 @@
 //! random events. Both engines run through `FoldEngine` and must agree on every
 //! document and every fault (position, trap kind and span, handler).
 
+mod common;
+
+use common::{DELETE_GUARDS_AND_KEYS, compile, decoded, delete_guards_and_keys_events, meta};
+
 use std::sync::Arc;
 
-use datamesh_compiler::check::check_source;
 use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::codegen::JitFold;
 use datamesh_compiler::engine::FoldEngine;
@@ -15,21 +18,6 @@ use datamesh_stdlib::Value;
 use datamesh_stdlib::time::parse_rfc3339;
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
-
-fn compile(src: &str) -> Program {
-    let checked = check_source(src);
-    let errors: Vec<String> = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| format!("{} {} at {:?}", d.code, d.message, d.span))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "program does not check: {errors:#?}\n{src}"
-    );
-    checked.program.expect("a program without errors")
-}
 
 /// One input: a local event (type index, row, meta) or a peer event.
 #[derive(Debug, Clone)]
@@ -78,19 +66,9 @@ fn agree(program: &Program, inputs: &[Input]) -> (Json, Vec<(Fault, bool)>) {
     (documents_json(program, &got), faults)
 }
 
-fn meta(time: &str) -> Meta {
-    Meta {
-        time: parse_rfc3339(time).expect("valid time"),
-        stream: Arc::from("s-1"),
-        id: Arc::from("id-1"),
-        ..Meta::default()
-    }
-}
-
 fn local(program: &Program, ty: &str, data: Json) -> Input {
-    let id = program.event_id(ty).expect("declared event");
-    let row = decode_payload(&program.events[id], &data).expect("payload decodes");
-    Input::Local(id, row, meta("2024-05-01T10:00:00Z"))
+    let (id, row, meta) = decoded(program, ty, data);
+    Input::Local(id, row, meta)
 }
 
 /// Reads an example's `events.jsonl` the way `dmc run` does.
@@ -373,27 +351,11 @@ fn min_divided_by_minus_one_traps_and_rolls_back_every_handler() {
 
 #[test]
 fn delete_guards_and_per_handler_keys_agree() {
-    let src = r#"
-        event Open { k: string }
-        event Close { k: string }
-        event Move { from: string, to: string, n: int }
-        projection p { key k state { n: int = 0, tags: list<string> }
-          on Open { n += 1; tags.push("open") }
-          on Close where n > 1 { delete }
-          on Close { n -= 1; if n < 0 { delete } else { tags.push("close") } }
-          on Move key event.from { n -= event.n }
-          on Move key event.to where event.n > 0 { n += event.n } }
-        projection single { state { seen: int = 0 } on Close where false { seen += 1 } on Open { seen += 1 } }"#;
-    let program = compile(src);
-    let inputs = vec![
-        local(&program, "Open", json!({"k": "a"})),
-        local(&program, "Close", json!({"k": "b"})),
-        local(&program, "Open", json!({"k": "a"})),
-        local(&program, "Close", json!({"k": "a"})),
-        local(&program, "Move", json!({"from": "a", "to": "a", "n": 5})),
-        local(&program, "Move", json!({"from": "c", "to": "d", "n": 0})),
-        local(&program, "Close", json!({"k": "c"})),
-    ];
+    let program = compile(DELETE_GUARDS_AND_KEYS);
+    let inputs: Vec<Input> = delete_guards_and_keys_events()
+        .into_iter()
+        .map(|(ty, data)| local(&program, ty, data))
+        .collect();
     agree(&program, &inputs);
 }
 

@@ -5,11 +5,14 @@
 //! same code, span and handler. The folded stores must also equal what `interp::Fold`
 //! produces (and so the examples' `expected.json`).
 
+mod common;
+
+use common::{DELETE_GUARDS_AND_KEYS, compile, decoded, delete_guards_and_keys_events};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datamesh_compiler::ast::Span;
-use datamesh_compiler::check::check_source;
 use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::codegen::layout::Doc;
 use datamesh_compiler::codegen::{JitProgram, JitScratch, compile as jit_compile};
@@ -20,21 +23,6 @@ use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
-
-fn compile(src: &str) -> Program {
-    let checked = check_source(src);
-    let errors: Vec<String> = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| format!("{} {} at {:?}", d.code, d.message, d.span))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "program does not check: {errors:#?}\n{src}"
-    );
-    checked.program.expect("a program without errors")
-}
 
 /// A local event as the node sees it: type, decoded row, envelope (position and type
 /// name are filled in by [`fold_both`]).
@@ -204,19 +192,8 @@ fn interp_after(program: &Program, (event, row, meta): (EventId, &[Value], &Meta
     docs
 }
 
-fn meta(time: &str) -> Meta {
-    Meta {
-        time: parse_rfc3339(time).expect("valid time"),
-        stream: Arc::from("s-1"),
-        id: Arc::from("id-1"),
-        ..Meta::default()
-    }
-}
-
 fn local(program: &Program, ty: &str, data: Json) -> Local {
-    let id = program.event_id(ty).expect("declared event");
-    let row = decode_payload(&program.events[id], &data).expect("payload decodes");
-    (id, row, meta("2024-05-01T10:00:00Z"))
+    decoded(program, ty, data)
 }
 
 /// Reads an example's `events.jsonl` the way `dmc run` does; peer events go through the
@@ -389,28 +366,11 @@ fn a_trap_in_a_later_handler_discards_the_earlier_handlers_writes() {
 
 #[test]
 fn delete_guards_and_per_handler_keys_agree() {
-    let src = r#"
-        event Open { k: string }
-        event Close { k: string }
-        event Move { from: string, to: string, n: int }
-        projection p { key k state { n: int = 0, tags: list<string> }
-          on Open { n += 1; tags.push("open") }
-          on Close where n > 1 { delete }
-          on Close { n -= 1; if n < 0 { delete } else { tags.push("close") } }
-          on Move key event.from { n -= event.n }
-          on Move key event.to where event.n > 0 { n += event.n } }
-        projection single { state { seen: int = 0 } on Close where false { seen += 1 } on Open { seen += 1 } }"#;
-    let program = compile(src);
-    let events = vec![
-        local(&program, "Open", json!({"k": "a"})),
-        local(&program, "Close", json!({"k": "b"})),
-        local(&program, "Open", json!({"k": "a"})),
-        local(&program, "Close", json!({"k": "a"})),
-        local(&program, "Move", json!({"from": "a", "to": "a", "n": 5})),
-        local(&program, "Move", json!({"from": "c", "to": "d", "n": 0})),
-        local(&program, "Close", json!({"k": "c"})),
-        local(&program, "Open", json!({"k": "a"})),
-    ];
+    let program = compile(DELETE_GUARDS_AND_KEYS);
+    let events: Vec<Local> = delete_guards_and_keys_events()
+        .into_iter()
+        .map(|(ty, data)| local(&program, ty, data))
+        .collect();
     fold_both(&program, &events);
 }
 
