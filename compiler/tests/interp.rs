@@ -1,12 +1,13 @@
 //! Interpreter tests: every construct of the language and every trap, run through the
 //! reference interpreter on small programs and checked against hand-computed documents.
 
+mod common;
+
 use std::sync::Arc;
 
-use datamesh_compiler::check::check_source;
+use common::compile;
 use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::interp::{Fault, Fold, Meta};
-use datamesh_compiler::ir::Program;
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
 
@@ -19,18 +20,6 @@ fn ev(ty: &'static str, data: Json) -> Ev {
 
 fn at(ty: &'static str, data: Json, time: &'static str) -> Ev {
     Ev(ty, data, Some(time))
-}
-
-fn compile(src: &str) -> Program {
-    let checked = check_source(src);
-    let errors: Vec<String> = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| format!("{} {} at {:?}", d.code, d.message, d.span))
-        .collect();
-    assert!(errors.is_empty(), "program does not check: {errors:#?}");
-    checked.program.expect("a program without errors")
 }
 
 /// Folds the events and returns the printed documents and every fault.
@@ -67,10 +56,7 @@ fn trap_of(body: &str, a: i64, b: i64) -> String {
          projection p {{ state {{ n: int = 0, x: float = 0.0, t: string = \"\", d: duration = 0s, l: list<int> }}\n\
          on E {{ {body} }} }}"
     );
-    let program = check_source(&src);
-    let program = program
-        .program
-        .unwrap_or_else(|| panic!("does not check: {body}"));
+    let program = compile(&src);
     let mut fold = Fold::new(&program);
     let row = decode_payload(&program.events[0], &json!({"a": a, "b": b})).expect("payload");
     let faults = fold.apply_local(0, &row, Meta::default());
