@@ -24,7 +24,21 @@ pub trait FoldEngine {
     fn apply_local(&mut self, event: EventId, row: &[Value], meta: &Meta) -> Vec<Fault>;
 
     /// Runs the import rules of `import` on one of the peer's events (`event` indexes
-    /// the import's own event types) and applies what they emit, in order.
+    /// the import's own event types) without applying their output: the local events
+    /// they emit, in order.
+    ///
+    /// # Errors
+    /// A [`Fault`] whose `projection` is the import's index when a rule trapped.
+    fn run_import(
+        &mut self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: &Meta,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault>;
+
+    /// Runs the import rules of `import` on one of the peer's events and applies what
+    /// they emit, in order (see [`apply_emitted`]).
     ///
     /// # Errors
     /// A [`Fault`] whose `projection` is the import's index when a rule trapped; nothing
@@ -35,7 +49,15 @@ pub trait FoldEngine {
         event: usize,
         row: &[Value],
         meta: Meta,
-    ) -> Result<Vec<Fault>, Fault>;
+    ) -> Result<Vec<Fault>, Fault> {
+        let emitted = self.run_import(import, event, row, &meta)?;
+        let peer = self
+            .program()
+            .imports
+            .get(import)
+            .map_or(String::new(), |i| i.peer.clone());
+        Ok(apply_emitted(self, &peer, &meta, emitted))
+    }
 
     /// The position the next local event will get.
     fn next_position(&self) -> i64;
@@ -53,14 +75,14 @@ impl FoldEngine for crate::interp::Fold<'_> {
         crate::interp::Fold::apply_local(self, event, row, meta.clone())
     }
 
-    fn apply_import(
+    fn run_import(
         &mut self,
         import: usize,
         event: usize,
         row: &[Value],
-        meta: Meta,
-    ) -> Result<Vec<Fault>, Fault> {
-        crate::interp::Fold::apply_import(self, import, event, row, meta)
+        meta: &Meta,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
+        crate::interp::Fold::run_import(self, import, event, row, meta)
     }
 
     fn next_position(&self) -> i64 {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use datamesh_compiler::engine::FoldEngine;
 use std::sync::Arc;
 
 use common::compile;

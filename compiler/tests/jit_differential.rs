@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{DELETE_GUARDS_AND_KEYS, compile, decoded, delete_guards_and_keys_events, meta};
+use common::{
+    DELETE_GUARDS_AND_KEYS, TRAP_AFTER_WRITES, compile, decoded, delete_guards_and_keys_events,
+    meta, trap_after_writes_events,
+};
 
 use std::sync::Arc;
 
@@ -332,19 +335,11 @@ fn boundaries_that_do_not_trap_agree() {
 
 #[test]
 fn min_divided_by_minus_one_traps_and_rolls_back_every_handler() {
-    let src = r#"
-        event E { k: string, a: int, b: int }
-        projection p { key k state { x: int = 0, y: int = 0, t: set<string> }
-          on E { x += 1; t.insert("seen") }
-          on E key "other" { y = 1 }
-          on E { y = event.a / event.b } }
-        projection q { state { n: int = 0 } on E { n += 1 } }"#;
-    let program = compile(src);
-    let inputs = vec![
-        local(&program, "E", json!({"k": "a", "a": 6, "b": 3})),
-        local(&program, "E", json!({"k": "a", "a": i64::MIN, "b": -1})),
-        local(&program, "E", json!({"k": "a", "a": 1, "b": 1})),
-    ];
+    let program = compile(TRAP_AFTER_WRITES);
+    let inputs: Vec<Input> = trap_after_writes_events()
+        .into_iter()
+        .map(|(ty, data)| local(&program, ty, data))
+        .collect();
     let (_, faults) = agree(&program, &inputs);
     assert_eq!(faults.len(), 1);
 }

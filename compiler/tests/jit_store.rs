@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{DELETE_GUARDS_AND_KEYS, compile, decoded, delete_guards_and_keys_events};
+use common::{
+    DELETE_GUARDS_AND_KEYS, TRAP_AFTER_WRITES, compile, decoded, delete_guards_and_keys_events,
+    trap_after_writes_events,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -334,19 +337,11 @@ fn traps_agree_with_the_interpreter() {
 
 #[test]
 fn a_trap_in_a_later_handler_discards_the_earlier_handlers_writes() {
-    let src = r#"
-        event E { k: string, a: int, b: int }
-        projection p { key k state { x: int = 0, y: int = 0, t: set<string> }
-          on E { x += 1; t.insert("seen") }
-          on E key "other" { y = 1 }
-          on E { y = event.a / event.b } }
-        projection q { state { n: int = 0 } on E { n += 1 } }"#;
-    let program = compile(src);
-    let events = vec![
-        local(&program, "E", json!({"k": "a", "a": 6, "b": 3})),
-        local(&program, "E", json!({"k": "a", "a": i64::MIN, "b": -1})),
-        local(&program, "E", json!({"k": "a", "a": 1, "b": 1})),
-    ];
+    let program = compile(TRAP_AFTER_WRITES);
+    let events: Vec<Local> = trap_after_writes_events()
+        .into_iter()
+        .map(|(ty, data)| local(&program, ty, data))
+        .collect();
     let (states, faults) = fold_both(&program, &events);
     assert_eq!(faults.len(), 1);
     assert_eq!((faults[0].projection, faults[0].position), (0, 1));

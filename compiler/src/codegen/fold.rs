@@ -178,23 +178,6 @@ impl<'p> JitFold<'p> {
         Ok(out)
     }
 
-    /// Runs import rules and applies what they emit (see [`FoldEngine::apply_import`]).
-    ///
-    /// # Errors
-    /// The fault of the rule that trapped; nothing is applied then.
-    pub fn apply_import(
-        &mut self,
-        import: usize,
-        event: usize,
-        row: &[Value],
-        meta: Meta,
-    ) -> Result<Vec<Fault>, Fault> {
-        let emitted = self.run_import(import, event, row, &meta)?;
-        let program = self.program;
-        let peer = program.imports.get(import).map_or("", |i| i.peer.as_str());
-        Ok(crate::engine::apply_emitted(self, peer, &meta, emitted))
-    }
-
     /// The documents and fault of every projection, as the interpreter stores them.
     pub fn snapshot(&self) -> Vec<ProjectionState> {
         self.stores
@@ -226,14 +209,14 @@ impl FoldEngine for JitFold<'_> {
         JitFold::apply_local(self, event, row, meta)
     }
 
-    fn apply_import(
+    fn run_import(
         &mut self,
         import: usize,
         event: usize,
         row: &[Value],
-        meta: Meta,
-    ) -> Result<Vec<Fault>, Fault> {
-        JitFold::apply_import(self, import, event, row, meta)
+        meta: &Meta,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
+        JitFold::run_import(self, import, event, row, meta)
     }
 
     fn next_position(&self) -> i64 {

@@ -116,25 +116,6 @@ impl<'p> Fold<'p> {
         faults
     }
 
-    /// Runs the import rules of `import` on one of the peer's events and applies what
-    /// they emit as local events, in order.
-    ///
-    /// # Errors
-    /// A [`Fault`] (with `projection` = the import's index) when a rule trapped; nothing
-    /// is emitted then.
-    pub fn apply_import(
-        &mut self,
-        import: usize,
-        event: usize,
-        row: &[Value],
-        meta: Meta,
-    ) -> Result<Vec<Fault>, Fault> {
-        let emitted = self.run_import(import, event, row, &meta)?;
-        let program = self.program;
-        let peer = program.imports.get(import).map_or("", |i| i.peer.as_str());
-        Ok(crate::engine::apply_emitted(self, peer, &meta, emitted))
-    }
-
     /// Runs import rules without applying their output: the local events they emit.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 //! Invariant: each test starts from empty projections, and steps run in source order,
 //! so an `expect` sees exactly the events given before it.
 
+use crate::engine::FoldEngine;
 use std::sync::Arc;
 
 use datamesh_stdlib::Value;

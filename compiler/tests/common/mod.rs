@@ -74,3 +74,22 @@ pub fn delete_guards_and_keys_events() -> Vec<(&'static str, Json)> {
         ("Open", json!({"k": "a"})),
     ]
 }
+
+/// A trap (`i64::MIN / -1`) in the last of three handlers, after two others wrote two
+/// documents (one under a per-handler key), beside a projection that does not trap.
+pub const TRAP_AFTER_WRITES: &str = r#"
+    event E { k: string, a: int, b: int }
+    projection p { key k state { x: int = 0, y: int = 0, t: set<string> }
+      on E { x += 1; t.insert("seen") }
+      on E key "other" { y = 1 }
+      on E { y = event.a / event.b } }
+    projection q { state { n: int = 0 } on E { n += 1 } }"#;
+
+/// The events of [`TRAP_AFTER_WRITES`]: the second one traps.
+pub fn trap_after_writes_events() -> Vec<(&'static str, Json)> {
+    vec![
+        ("E", json!({"k": "a", "a": 6, "b": 3})),
+        ("E", json!({"k": "a", "a": i64::MIN, "b": -1})),
+        ("E", json!({"k": "a", "a": 1, "b": 1})),
+    ]
+}
