@@ -113,6 +113,10 @@ pub struct DocTable<D> {
     slots: Vec<Slot<D>>,
     /// Slot numbers of dirty entries (and of entries whose change was rolled back).
     dirty: Vec<u32>,
+    /// The slot the last lookup found: consecutive events of one key (a single-document
+    /// projection, a burst of one aggregate's events) skip hashing and probing. Only a
+    /// hint: it is used after its key compares equal, so a stale value is harmless.
+    recent: u32,
 }
 
 impl<D> Default for DocTable<D> {
@@ -121,7 +125,30 @@ impl<D> Default for DocTable<D> {
             index: hashbrown::HashTable::new(),
             slots: Vec::new(),
             dirty: Vec::new(),
+            recent: u32::MAX,
         }
+    }
+}
+
+/// Key equality without a `memcmp` call for the short keys most documents have: two
+/// overlapping word compares cover 8 to 16 bytes.
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    fn word(bytes: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            w.copy_from_slice(chunk);
+        }
+        u64::from_ne_bytes(w)
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
+    } else {
+        a == b
     }
 }
 
@@ -157,7 +184,7 @@ impl<D> DocTable<D> {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots.get(i as usize).is_some_and(|s| *s.key == *key)
+                slots.get(i as usize).is_some_and(|s| same_key(&s.key, key))
             })
             .map(|&i| i as usize)
     }
@@ -194,14 +221,24 @@ impl<D> DocTable<D> {
     /// table has none yet; a new entry is clean.
     #[inline]
     fn slot_or_load(&mut self, key: &[u8], load: impl FnOnce(&[u8]) -> Option<D>) -> usize {
+        let recent = self.recent as usize;
+        if self
+            .slots
+            .get(recent)
+            .is_some_and(|s| same_key(&s.key, key))
+        {
+            return recent;
+        }
         let hash = hash_key(key);
-        match self.find(key, hash) {
+        let i = match self.find(key, hash) {
             Some(i) => i,
             None => {
                 let doc = load(key);
                 self.push(key, hash, Entry { doc, dirty: false })
             }
-        }
+        };
+        self.recent = i as u32;
+        i
     }
 
     /// The entry of `key`, filled by `load` (which says what the store holds) when the

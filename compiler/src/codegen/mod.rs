@@ -28,11 +28,11 @@ pub use fold::JitFold;
 pub use store::JitScratch;
 
 use abi::HandlerFn;
-use layout::{Doc, Layout, Slot};
+use layout::{Doc, Layout, Repr, Slot};
 use translate::{Kind, Pool, Shims, Translator};
 
 use crate::ast::Span;
-use crate::ir::{Handler, Place, Program, Stmt, Type};
+use crate::ir::{ExprKind, Handler, Place, Program, Stmt, Type};
 
 /// Why a program could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +56,9 @@ pub struct CompiledHandler {
     pub event: usize,
     /// Writes the key components (absent when the handler has no key).
     pub key: Option<HandlerFn>,
+    /// When every key component is an event field, the row words holding them: the
+    /// key is then read straight from the row, without calling `key`.
+    pub key_words: Option<Box<[usize]>>,
     /// Guard and body.
     pub body: HandlerFn,
     /// The handler, for faults.
@@ -169,6 +172,7 @@ struct Compiler {
 struct Pending {
     event: usize,
     key: Option<FuncId>,
+    key_words: Option<Box<[usize]>>,
     body: FuncId,
     span: Span,
 }
@@ -271,6 +275,7 @@ impl Compiler {
             .map(|p| CompiledHandler {
                 event: p.event,
                 key: p.key.map(pointer),
+                key_words: p.key_words,
                 body: pointer(p.body),
                 span: p.span,
             })
@@ -293,6 +298,7 @@ impl Compiler {
         Ok(Pending {
             event: h.event,
             key,
+            key_words: key_row_words(h, row),
             body,
             span: h.span,
         })
@@ -336,6 +342,29 @@ impl Compiler {
         module.clear_context(&mut ctx);
         Ok(id)
     }
+}
+
+/// The row words of a key made only of event fields whose row word is exactly the word
+/// the key function would write (an integer-like value, or a string's handle).
+fn key_row_words(h: &Handler, row: &Layout) -> Option<Box<[usize]>> {
+    if h.key.is_empty() {
+        return None;
+    }
+    h.key
+        .iter()
+        .map(|expr| match (&expr.kind, &expr.ty) {
+            (
+                ExprKind::EventField(field),
+                Type::Int | Type::Timestamp | Type::Duration | Type::String,
+            ) => match row.slots.get(*field)? {
+                Slot::Inline { offset, repr } if matches!(repr, Repr::Int | Repr::Ref) => {
+                    usize::try_from(*offset / 8).ok()
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 fn project(

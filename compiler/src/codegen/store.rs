@@ -177,11 +177,6 @@ impl JitProgram {
             return Ok(());
         };
         let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
-        // Key functions write one word per component into the context: it must be wide
-        // enough for this projection's key (a scratch may have served narrower keys).
-        if scratch.ctx.key_words().len() < p.key.len() {
-            scratch.ctx = Ctx::new(p.key.len());
-        }
         let result = match handlers {
             [] => Ok(()),
             [one] => {
@@ -338,12 +333,24 @@ impl JitProgram {
         meta: &MetaAbi,
     ) -> Result<(), Trap> {
         scratch.key.clear();
+        if let Some(words) = &handler.key_words {
+            for (ty, &word) in p.key.iter().zip(words.iter()) {
+                let word = scratch.row.get(word).copied().unwrap_or_default();
+                encode_key_word(ty, word, &mut scratch.key);
+            }
+            return Ok(());
+        }
         let Some(f) = handler.key else {
             scratch
                 .key
                 .extend_from_slice(storage::single_document_key());
             return Ok(());
         };
+        // Key functions write one word per component into the context: it must be wide
+        // enough for this projection's key (a scratch may have served narrower keys).
+        if scratch.ctx.key_words().len() < p.key.len() {
+            scratch.ctx = Ctx::new(p.key.len());
+        }
         let status = call(
             f,
             std::ptr::null_mut(),
