@@ -357,9 +357,10 @@ fn key_row_words(h: &Handler, row: &Layout) -> Option<Box<[usize]>> {
                 ExprKind::EventField(field),
                 Type::Int | Type::Timestamp | Type::Duration | Type::String,
             ) => match row.slots.get(*field)? {
-                Slot::Inline { offset, repr } if matches!(repr, Repr::Int | Repr::Ref) => {
-                    usize::try_from(*offset / 8).ok()
-                }
+                Slot::Inline {
+                    offset,
+                    repr: Repr::Int | Repr::Ref,
+                } => usize::try_from(*offset / 8).ok(),
                 _ => None,
             },
             _ => None,
