@@ -79,27 +79,66 @@ enum IdxJob {
     Encoded(u64, Vec<u8>),
 }
 
-/// Streams and ids of records written but perhaps not yet published. Entries below the
-/// published head are also in the index and are ignored (then pruned).
+/// The writer's view of streams and ids beyond the published index.
+///
+/// `streams` holds the event count (and last position) of every stream the writer has
+/// appended to: the count includes records written but not yet published, so it is
+/// the version the stream's next event gets. A stream the map does not hold has every
+/// event published, and its count is the index's. Entries whose last event is published
+/// may be dropped at any time for that reason, which bounds the map.
+///
+/// `ids` holds the client ids of records written but perhaps not yet published;
+/// entries below the published head are also in the index and are pruned.
 #[derive(Default)]
 struct Inflight {
-    streams: super::Map<String, Vec<u64>>,
+    streams: super::Map<String, StreamTail>,
     ids: super::Map<String, u64>,
 }
 
+/// Events in a stream so far, and the position of its last one.
+struct StreamTail {
+    count: u64,
+    last: u64,
+}
+
+/// Streams the writer remembers before it forgets fully published ones (tests forget
+/// all the time, so a forgotten stream's count always comes back from the index).
+const REMEMBERED_STREAMS: usize = if cfg!(test) { 2 } else { 1 << 16 };
+
 impl Inflight {
     fn prune(&mut self, published: u64) {
-        self.streams.retain(|_, positions| {
-            positions.retain(|p| *p >= published);
-            !positions.is_empty()
-        });
-        self.ids.retain(|_, p| *p >= published);
+        if self.streams.len() > REMEMBERED_STREAMS {
+            self.streams.retain(|_, tail| tail.last >= published);
+        }
+        if !self.ids.is_empty() {
+            self.ids.retain(|_, p| *p >= published);
+        }
     }
 
-    fn stream_count(&self, stream: &str, published: u64) -> usize {
-        self.streams
-            .get(stream)
-            .map_or(0, |p| p.iter().filter(|p| **p >= published).count())
+    /// Events in `stream`, published or not.
+    fn stream_count(&self, index: &Index, stream: &str) -> u64 {
+        match self.streams.get(stream) {
+            Some(tail) => tail.count,
+            None => index.streams.get(stream).map_or(0, StreamPositions::len) as u64,
+        }
+    }
+
+    /// Records an event of `stream` at `position`; returns its stream version.
+    fn add_to_stream(&mut self, index: &Index, stream: &str, position: u64) -> u64 {
+        if let Some(tail) = self.streams.get_mut(stream) {
+            tail.count += 1;
+            tail.last = position;
+            return tail.count - 1;
+        }
+        let version = index.streams.get(stream).map_or(0, StreamPositions::len) as u64;
+        self.streams.insert(
+            stream.to_owned(),
+            StreamTail {
+                count: version + 1,
+                last: position,
+            },
+        );
+        version
     }
 }
 
@@ -275,7 +314,7 @@ fn write_group(
     let mut ids = Vec::new();
     let mut accepted = Vec::new();
     for job in group {
-        match validate(&index, inflight, published, &job) {
+        match validate(&index, inflight, &job) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -290,12 +329,7 @@ fn write_group(
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
-                        (index
-                            .streams
-                            .get(&event.stream)
-                            .map_or(0, StreamPositions::len)
-                            + inflight.stream_count(&event.stream, published))
-                            as u64
+                        inflight.add_to_stream(&index, &event.stream, *next)
                     };
                     let record = Record {
                         position: *next,
@@ -309,11 +343,6 @@ fn write_group(
                     relative.push(buffer.len() as u64);
                     encode_frame(&record, &mut buffer);
                     if !record.stream.is_empty() {
-                        inflight
-                            .streams
-                            .entry(record.stream.clone())
-                            .or_default()
-                            .push(*next);
                         streams.push((record.stream, *next));
                     }
                     if !record.id.is_empty() {
@@ -508,12 +537,7 @@ fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
 /// Checks one request against the published log, the written-but-unpublished records
 /// and the group so far. `Ok(Some(..))` is a full duplicate (the original positions);
 /// `Ok(None)` means append it.
-fn validate(
-    index: &Index,
-    inflight: &Inflight,
-    published: u64,
-    job: &Job,
-) -> Result<Option<Vec<u64>>, LogError> {
+fn validate(index: &Index, inflight: &Inflight, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
     let lookup = |id: &str| index.ids.get(id).or_else(|| inflight.ids.get(id)).copied();
     let mut seen = std::collections::HashSet::new();
     for event in &job.events {
@@ -543,9 +567,7 @@ fn validate(
         }
     }
     for (stream, expected) in &job.expected {
-        let count = index.streams.get(stream).map_or(0, StreamPositions::len)
-            + inflight.stream_count(stream, published);
-        let actual = (count as u64).checked_sub(1);
+        let actual = inflight.stream_count(index, stream).checked_sub(1);
         let holds = match expected {
             Expected::Any => true,
             Expected::NoStream => actual.is_none(),
