@@ -217,6 +217,7 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
             LexErrorKind::FloatOutOfRange => {
                 Diagnostic::error("E0006", "float literal is not finite", e.span)
                     .label("out of range")
+                    .help("`float` is a 64-bit IEEE double: at most about 1.8e308")
             }
             LexErrorKind::DurationOutOfRange => {
                 Diagnostic::error("E0006", "duration literal is out of range", e.span)
@@ -233,30 +234,66 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
                 .label("unexpected here");
             match expected_help(expected) {
                 Some(help) => d.help(help),
-                None => d,
+                None => d.help("nothing can start here: remove it, or check what comes before it"),
             }
         }
         ParseError::UnexpectedEof { expected, span } => {
             let d = Diagnostic::error("E0002", "unexpected end of file", *span)
                 .label("the file ends here");
             match expected_help(expected) {
-                Some(help) => d.help(help),
-                None => d.help("a `}` may be missing"),
+                Some(help) if !expected.iter().any(|e| e == "`}`") => d.help(help),
+                _ => d.help("a `}` may be missing"),
             }
         }
     }
 }
 
 fn expected_help(expected: &[String]) -> Option<String> {
-    if expected.iter().any(|e| e == "int literal") {
+    let has = |token: &str| expected.iter().any(|e| e == token);
+    if has("int literal") {
         return Some("expected an expression".to_owned());
+    }
+    if has("`+=`") && has("`=`") {
+        return Some(
+            "expected an assignment (`=`, `+=`, `-=`, ...) or a call: a statement is `let`, \
+             an assignment, a call, `if`, `delete` or `emit`"
+                .to_owned(),
+        );
+    }
+    if has("`projection`") && has("`event`") {
+        return Some(
+            "expected a declaration: `event`, `projection`, `import`, `export` or `test`"
+                .to_owned(),
+        );
+    }
+    if has("`+`") && has("`==`") {
+        // After a complete expression: an operator could continue it.
+        // Soft keywords are names too: "identifier" covers them.
+        let names = has("identifier");
+        let word = |e: &str| e.trim_matches('`').chars().all(|c| c.is_ascii_alphabetic());
+        let others: Vec<String> = expected
+            .iter()
+            .filter(|e| !OPERATORS.contains(&e.as_str()) && !(names && word(e)))
+            .cloned()
+            .collect();
+        return Some(match others.len() {
+            0 => "expected an operator".to_owned(),
+            1..=5 => format!("expected an operator, {}", join_or(&others)),
+            _ => format!("expected an operator, {}, ...", others[..5].join(", ")),
+        });
     }
     match expected.len() {
         0 => None,
         1..=8 => Some(format!("expected {}", join_or(expected))),
-        _ => None,
+        _ => Some(format!("expected {}, ...", expected[..6].join(", "))),
     }
 }
+
+/// The tokens that continue an expression, as [`expected_help`] receives them.
+const OPERATORS: &[&str] = &[
+    "`+`", "`-`", "`*`", "`/`", "`%`", "`==`", "`!=`", "`<`", "`<=`", "`>`", "`>=`", "`and`",
+    "`or`", "`??`", "`.`", "`[`", "`(`", "`?`",
+];
 
 /// `a`, `a or b`, `a, b or c`.
 pub fn join_or(items: &[String]) -> String {

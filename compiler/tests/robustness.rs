@@ -1,6 +1,6 @@
 //! The front end never panics on any input: every prefix of every example and many
 //! deterministic random mutations of them are lexed, parsed and checked, and the
-//! diagnostics must point inside the source.
+//! diagnostics must point inside the source (and syntax errors carry a help line).
 
 use datamesh_compiler::check::check_source;
 
@@ -34,6 +34,10 @@ fn check_is_sane(source: &str) {
             source.is_char_boundary(d.span.start as usize),
             "span splits a char: {d:?}"
         );
+        // A syntax error always says what to do about it.
+        if d.code.starts_with("E000") {
+            assert!(d.help.is_some(), "a syntax error without help: {d:?}");
+        }
     }
     if checked.program.is_some() {
         assert!(checked.diagnostics.iter().all(|d| !d.is_error()));
