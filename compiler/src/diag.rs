@@ -273,7 +273,7 @@ fn expected_help(expected: &[String]) -> Option<String> {
         let word = |e: &str| e.trim_matches('`').chars().all(|c| c.is_ascii_alphabetic());
         let others: Vec<String> = expected
             .iter()
-            .filter(|e| !OPERATORS.contains(&e.as_str()) && !(names && word(e)))
+            .filter(|e| !(OPERATORS.contains(&e.as_str()) || (names && word(e))))
             .cloned()
             .collect();
         return Some(match others.len() {
