@@ -54,6 +54,7 @@ pub fn encode_key_into(parts: &[Value], out: &mut Vec<u8>) {
 }
 
 /// Appends one key component to `out`; a key is the concatenation of its components.
+#[inline]
 pub fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
     match part {
         Value::Bool(b) => out.extend_from_slice(&[BOOL, u8::from(*b)]),
@@ -74,6 +75,7 @@ pub fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
     }
 }
 
+#[inline]
 fn encode_key_text(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 3);

@@ -131,7 +131,7 @@ impl<D> Default for DocTable<D> {
 }
 
 /// Key equality without a `memcmp` call for the short keys most documents have: two
-/// overlapping word compares cover 8 to 16 bytes.
+/// overlapping word compares cover 8 to 16 bytes, a byte loop anything shorter.
 #[inline]
 fn same_key(a: &[u8], b: &[u8]) -> bool {
     fn word(bytes: &[u8], at: usize) -> u64 {
@@ -145,10 +145,10 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if (8..=16).contains(&n) {
-        word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
-    } else {
-        a == b
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 

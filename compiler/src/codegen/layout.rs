@@ -147,6 +147,7 @@ impl Layout {
 
     /// Encodes a row into words; handle fields point into `row`, which must outlive
     /// every use of the words.
+    #[inline]
     pub fn encode_row(&self, row: &[Value], words: &mut Vec<u64>) {
         words.clear();
         words.resize(self.words, 0);
@@ -261,6 +262,7 @@ fn scalar_word(value: &Value) -> u64 {
     }
 }
 
+#[inline]
 fn write_inline(words: &mut [u64], offset: i32, repr: Repr, _ty: &Type, value: &Value) {
     let at = word_index(offset);
     let word = match repr {

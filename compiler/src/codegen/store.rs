@@ -50,6 +50,7 @@ impl MetaValues {
         }
     }
 
+    #[inline]
     fn update(&mut self, meta: &Meta, event_type: &Arc<str>) {
         fn set(slot: &mut Value, text: &Arc<str>) {
             if !matches!(slot, Value::Str(s) if Arc::ptr_eq(s, text)) {
@@ -61,6 +62,7 @@ impl MetaValues {
         set(&mut self.id, &meta.id);
     }
 
+    #[inline]
     fn abi(&self, position: i64, meta: &Meta) -> MetaAbi {
         MetaAbi {
             position,
@@ -114,6 +116,7 @@ impl JitScratch {
     /// Encodes an event's row and envelope for the calls that follow (the row's handle
     /// words point into `row`, which must outlive them); `position` and `event_type`
     /// override the envelope's.
+    #[inline]
     pub(super) fn prepare(
         &mut self,
         program: &JitProgram,
@@ -164,6 +167,7 @@ impl JitProgram {
 
     /// [`JitProgram::fold_event`] for a row and envelope already encoded by
     /// [`JitScratch::prepare`] (shared by every projection the event reaches).
+    #[inline]
     pub(super) fn fold_prepared(
         &self,
         scratch: &mut JitScratch,
@@ -194,6 +198,7 @@ impl JitProgram {
     /// The common case: one handler. It runs in place on the document, whose inline
     /// words (and, if the handler may change them, handle fields) are saved first.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn run_single(
         &self,
         scratch: &mut JitScratch,
@@ -325,6 +330,7 @@ impl JitProgram {
     }
 
     /// Runs a handler's key function and encodes the key into `scratch.key`.
+    #[inline]
     fn key_of(
         &self,
         scratch: &mut JitScratch,
@@ -397,6 +403,7 @@ impl JitProgram {
 
 /// Appends the key component a key function wrote as `word` (a scalar, or a pointer to
 /// a live string value for a `string` component) to `out`.
+#[inline]
 fn encode_key_word(ty: &Type, word: u64, out: &mut Vec<u8>) {
     match ty {
         Type::String => {
@@ -429,6 +436,7 @@ pub(super) fn trap_from(ctx: &mut Ctx, program: &JitProgram) -> Trap {
     }
 }
 
+#[inline]
 pub(super) fn run_body(
     f: super::abi::HandlerFn,
     doc: &mut Doc,
@@ -440,6 +448,7 @@ pub(super) fn run_body(
     call(f, doc.slots.as_mut_ptr(), row, meta, ctx, heap)
 }
 
+#[inline]
 pub(super) fn call(
     f: super::abi::HandlerFn,
     doc: *mut u64,
