@@ -16,70 +16,12 @@
 //! store holds, and every dirty entry's key is in the dirty list (which may also hold
 //! keys whose change was rolled back: those are skipped at flush).
 
-use std::hash::{BuildHasherDefault, Hasher};
-
 use smallvec::SmallVec;
 
-/// A fast multiplicative hasher (FxHash) with a final avalanche. Document keys come
-/// from the log the node owns, and the table is private to one fold, so no untrusted
-/// party picks keys to collide.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
+/// The seed of the table's hash (foldhash). Document keys come from the log the node
+/// owns, and a table is private to one fold, so no untrusted party picks keys to
+/// collide, and a fixed seed keeps runs reproducible.
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The multiply only carries entropy upwards, and tables index by the low bits:
-        // murmur3's fmix64 spreads it over every bit.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-}
-
-/// The hasher builder for [`FxHasher`].
-pub type BuildFx = BuildHasherDefault<FxHasher>;
 
 /// One document of a table.
 #[derive(Debug, Clone)]
@@ -154,7 +96,7 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 
 fn hash_key(key: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    BuildFx::default().hash_one(key)
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(key)
 }
 
 impl<D> DocTable<D> {
