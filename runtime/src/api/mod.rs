@@ -386,7 +386,7 @@ impl DataMesh for Service {
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
-        let position = self.wait(&info.label, r.min_position, budget).await?;
+        let position = self.wait(&info, r.min_position, budget).await?;
         let key = parse_key(&info.key, &r.key).map_err(|e| {
             Status::invalid_argument(format!("key `{}` of `{}`: {e}", r.key, info.label))
         })?;
@@ -424,7 +424,7 @@ impl DataMesh for Service {
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
-        let position = self.wait(&info.label, r.min_position, budget).await?;
+        let position = self.wait(&info, r.min_position, budget).await?;
         let limit = match r.limit {
             0 => 100,
             n => (n as usize).min(10_000),
@@ -667,7 +667,19 @@ impl Service {
             })
     }
 
-    async fn wait(&self, label: &str, min_position: u64, budget: Duration) -> Result<u64, Status> {
+    async fn wait(
+        &self,
+        info: &crate::engine::ProjectionInfo,
+        min_position: u64,
+        budget: Duration,
+    ) -> Result<u64, Status> {
+        // Already there (every read without `min_position`): the position resolved with
+        // the projection is a lower bound of what the read sees, since documents commit
+        // before their position is published.
+        if info.position >= min_position {
+            return Ok(info.position);
+        }
+        let label = info.label.as_str();
         let position = self
             .engine
             .wait_for(label, min_position, budget)
