@@ -69,6 +69,44 @@ fn agree(program: &Program, inputs: &[Input]) -> (Json, Vec<(Fault, bool)>) {
     (documents_json(program, &got), faults)
 }
 
+#[test]
+fn a_trap_after_writes_in_one_handler_restores_narrow_and_wide_documents() {
+    // One handler per projection, so the single-handler path saves the inline words
+    // before the body runs: `narrow` fits the fixed save buffer, `wide` (eleven words)
+    // does not. The document was already changed by the first event, so an incomplete
+    // rollback would show in the table (and in what the node would write).
+    let program = compile(
+        r#"
+        event E { k: string, a: int, b: int }
+        projection narrow { key k state { x: int = 0, y: int = 0, o: int? }
+          on E { x += event.a; y += 1; o = event.a; x = x / event.b } }
+        projection wide { key k
+          state { f1: int = 0, f2: int = 0, f3: int = 0, f4: int = 0, f5: int = 0,
+                  f6: int = 0, f7: int = 0, f8: int = 0, f9: int = 0, o: int? }
+          on E { f1 += event.a; f5 += 1; f9 = event.a; o = event.b; f2 = f1 / event.b } }"#,
+    );
+    let inputs: Vec<Input> = [
+        json!({"k": "a", "a": 6, "b": 3}),
+        json!({"k": "a", "a": 5, "b": 0}),
+        json!({"k": "a", "a": 1, "b": 1}),
+    ]
+    .into_iter()
+    .map(|data| local(&program, "E", data))
+    .collect();
+    let (json, faults) = agree(&program, &inputs);
+    assert_eq!(
+        faults
+            .iter()
+            .map(|(f, _)| (f.projection, f.position))
+            .collect::<Vec<_>>(),
+        vec![(0, 1), (1, 1)]
+    );
+    assert_eq!(json["narrow"]["a"], json!({"x": 2, "y": 1, "o": 6}));
+    assert_eq!(json["wide"]["a"]["f1"], json!(6));
+    assert_eq!(json["wide"]["a"]["f9"], json!(6));
+    assert_eq!(json["wide"]["a"]["o"], json!(3));
+}
+
 fn local(program: &Program, ty: &str, data: Json) -> Input {
     let (id, row, meta) = decoded(program, ty, data);
     Input::Local(id, row, meta)

@@ -75,7 +75,41 @@ impl MetaValues {
 }
 
 /// An entry as it was before an event touched it (`None`: the table had none).
-type Saved = (Box<[u8]>, Option<Entry<Doc>>);
+type Before = (Box<[u8]>, Option<Entry<Doc>>);
+
+/// The inline words of the document one handler changes, kept for rollback. Most
+/// documents have a few words: they are copied word by word into a fixed array (a
+/// `memcpy` call per event cost more than the handler); wider ones go to a vector.
+#[derive(Debug, Default)]
+struct Saved {
+    words: [u64; 8],
+    wide: Vec<u64>,
+}
+
+impl Saved {
+    #[inline]
+    fn save(&mut self, slots: &[u64]) {
+        if slots.len() <= self.words.len() {
+            for (to, from) in self.words.iter_mut().zip(slots) {
+                *to = *from;
+            }
+        } else {
+            self.wide.clear();
+            self.wide.extend_from_slice(slots);
+        }
+    }
+
+    #[inline]
+    fn restore(&self, slots: &mut [u64]) {
+        if slots.len() <= self.words.len() {
+            for (to, from) in slots.iter_mut().zip(&self.words) {
+                *to = *from;
+            }
+        } else {
+            slots.copy_from_slice(&self.wide);
+        }
+    }
+}
 
 /// The reusable buffers of a fold: the context block compiled code writes to, the
 /// encoded row and key, the saved words of the document being changed, and the undo
@@ -89,8 +123,8 @@ pub struct JitScratch {
     pub(super) ctx: Box<Ctx>,
     row: Vec<u64>,
     key: Vec<u8>,
-    saved: Vec<u64>,
-    undo: Vec<Saved>,
+    saved: Saved,
+    undo: Vec<Before>,
     meta: MetaValues,
 }
 
@@ -107,7 +141,7 @@ impl JitScratch {
             ctx: Ctx::new(1),
             row: Vec::new(),
             key: Vec::new(),
-            saved: Vec::new(),
+            saved: Saved::default(),
             undo: Vec::new(),
             meta: MetaValues::new(),
         }
@@ -224,12 +258,11 @@ impl JitProgram {
         table
             .update(key, load, |slot| match slot {
                 Some(doc) => {
-                    saved.clear();
-                    saved.extend_from_slice(&doc.slots);
+                    saved.save(&doc.slots);
                     let heap = writes_heap.then(|| doc.heap.clone());
                     match run_body(handler.body, doc, row, meta, ctx) {
                         abi::STATUS_TRAP => {
-                            doc.slots.copy_from_slice(saved);
+                            saved.restore(&mut doc.slots);
                             if let Some(heap) = heap {
                                 doc.heap = heap;
                             }
