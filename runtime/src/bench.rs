@@ -6,10 +6,13 @@
 //!   pipelines; the next requests are generated while earlier ones are in flight);
 //! - `w2`: single-event appends with an expected stream version, `--clients` (8)
 //!   clients, for `--seconds` (30);
+//! - `w3`: `w2` with the `balances` projection kept up to date: after each append the
+//!   client reads its account's document with `min_position` just past its event
+//!   (read-your-writes), and the latency covers both calls;
 //! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`.
 //!
 //! It deploys its own small program (a `Deposited` event with the workload's ~100-byte
-//! payload, validated on every append, and for `w5` a `balances` projection), so run
+//! payload, validated on every append, and for `w3` and `w5` a `balances` projection), so run
 //! it against a fresh node. It prints a
 //! progress line every second, then throughput and latency percentiles.
 
@@ -81,7 +84,7 @@ pub async fn fill_log(log: &Log, n: u64, streams: bool) -> Result<(), LogError> 
 /// Options of `datamesh bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Workload: w1, w2 or w5.
+    /// Workload: w1, w2, w3 or w5.
     #[arg(long, default_value = "w1")]
     pub workload: String,
     /// Events to append (w1).
@@ -116,22 +119,24 @@ impl Rng {
     }
 }
 
-fn deposit(rng: &mut Rng, accounts: u64, stream_prefix: &str) -> (u64, pb::Event) {
+fn deposit(rng: &mut Rng, accounts: u64, stream_prefix: &str) -> pb::Event {
     let account = rng.next() % accounts;
     let amount = rng.next() % 1000 + 1;
+    deposit_event(account, amount, stream_prefix)
+}
+
+/// A deposit of `amount` to `account`, in its stream `<prefix>acc-NNNNNN`.
+fn deposit_event(account: u64, amount: u64, stream_prefix: &str) -> pb::Event {
     let mut stream = String::with_capacity(stream_prefix.len() + 10);
     stream.push_str(stream_prefix);
     stream.push_str("acc-");
     push_digits(&mut stream, account, 6);
-    (
-        account,
-        pb::Event {
-            r#type: "Deposited".to_owned(),
-            data: deposit_payload(account, amount),
-            stream,
-            id: String::new(),
-        },
-    )
+    pb::Event {
+        r#type: "Deposited".to_owned(),
+        data: deposit_payload(account, amount),
+        stream,
+        id: String::new(),
+    }
 }
 
 /// The payload of a benchmark deposit: `{"account":"acc-NNNNNN","amount":N,"note":"x..."}`
@@ -255,8 +260,14 @@ async fn merged(tasks: Vec<ClientTask>) -> Result<Histogram<u64>, CliError> {
 /// # Errors
 /// Connection failures, rejected requests.
 pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
+    if !matches!(args.workload.as_str(), "w1" | "w2" | "w3" | "w5") {
+        return Err(CliError {
+            message: format!("unknown workload `{}` (w1, w2, w3, w5)", args.workload),
+            code: 2,
+        });
+    }
     let mut client = connect(url).await?;
-    let program = if args.workload == "w5" {
+    let program = if matches!(args.workload.as_str(), "w3" | "w5") {
         BENCH_PROGRAM
     } else {
         SCHEMA_PROGRAM
@@ -269,12 +280,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
         .await?;
     match args.workload.as_str() {
         "w1" => w1(url, &args).await,
-        "w2" => w2(url, &args).await,
-        "w5" => w5(url, &args).await,
-        other => Err(CliError {
-            message: format!("unknown workload `{other}` (w1, w2, w5)"),
-            code: 2,
-        }),
+        "w2" => w2(url, &args, false).await,
+        "w3" => w2(url, &args, true).await,
+        _ => w5(url, &args).await,
     }
 }
 
@@ -292,7 +300,7 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         let mut made = 0;
         while made < total {
             let n = (total - made).min(batch);
-            let events = (0..n).map(|_| deposit(&mut rng, accounts, "").1).collect();
+            let events = (0..n).map(|_| deposit(&mut rng, accounts, "")).collect();
             let request = pb::AppendRequest {
                 events,
                 expected: Vec::new(),
@@ -337,12 +345,14 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
+/// W2, and with `read_back` W3: each append is followed by a read-your-writes `Get`.
+async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError> {
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let timed = Timed::begin("w2", "events", args.seconds);
+    let name = if read_back { "w3" } else { "w2" };
+    let timed = Timed::begin(name, "events", args.seconds);
     let deadline = timed.deadline;
     let mut tasks = Vec::new();
     for c in 0..args.clients {
@@ -359,12 +369,12 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             while Instant::now() < deadline {
                 // Each client owns the accounts congruent to its number, so it knows
                 // every stream's version without asking.
-                let (account, mut event) = deposit(&mut rng, accounts, &prefix);
+                let account = rng.next() % accounts;
                 let account = account - account % clients + c as u64;
                 if account >= accounts {
                     continue;
                 }
-                event.stream = format!("{prefix}acc-{account:06}");
+                let event = deposit_event(account, rng.next() % 1000 + 1, &prefix);
                 let expect = match versions.get(&account) {
                     None => pb::expected_version::Expect::NoStream(true),
                     Some(v) => pb::expected_version::Expect::Exact(*v),
@@ -374,12 +384,24 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
                     expect: Some(expect),
                 }];
                 let t = Instant::now();
-                client
+                let appended = client
                     .append(pb::AppendRequest {
                         events: vec![event],
                         expected,
                     })
-                    .await?;
+                    .await?
+                    .into_inner();
+                if read_back {
+                    let position = appended.positions.first().copied().unwrap_or(0);
+                    client
+                        .get(pb::GetRequest {
+                            projection: "balances".into(),
+                            key: format!("acc-{account:06}"),
+                            min_position: position + 1,
+                            version: 0,
+                        })
+                        .await?;
+                }
                 let _ = latencies.record(t.elapsed().as_micros() as u64);
                 versions.insert(account, versions.get(&account).map_or(0, |v| v + 1));
                 done.fetch_add(1, Ordering::Relaxed);
@@ -391,7 +413,12 @@ async fn w2(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         .finish(
             tasks,
             &format!(
-                "w2 durable single-event appends with expected version, {} clients",
+                "{name} durable single-event appends with expected version{}, {} clients",
+                if read_back {
+                    ", each read back from balances (read-your-writes)"
+                } else {
+                    ""
+                },
                 args.clients
             ),
             "events",

@@ -1101,6 +1101,52 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
 /// limit), flags override it, and a file with a mistake stops the node before it
 /// starts, with the key named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bench_workload_runs_against_a_node_and_reports() {
+    let data = temp_dir("bench", Engine::Jit);
+    let node = Node::start(&data, Engine::Jit, &[]);
+    // An unknown workload is a usage error that deploys and appends nothing.
+    let (code, _, stderr) = node.cli(&["bench", "--workload", "w4"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("w1, w2, w3, w5"), "{stderr}");
+    let mut client = node.client().await;
+    assert_eq!(head(&mut client).await, 0);
+    let listed = client
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.projections.is_empty(), "{listed:?}");
+    let runs: [(&str, &[&str], &str); 4] = [
+        ("w1", &["--events", "3000", "--batch", "500"], "3000 events"),
+        ("w2", &["--seconds", "1", "--clients", "2"], "events/s"),
+        (
+            "w3",
+            &["--seconds", "1", "--clients", "2"],
+            "read-your-writes",
+        ),
+        (
+            "w5",
+            &["--seconds", "1", "--clients", "2", "--accounts", "50"],
+            "reads/s",
+        ),
+    ];
+    for (workload, extra, expected) in runs {
+        let mut args = vec!["bench", "--workload", workload];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = node.cli(&args);
+        assert_eq!(code, 0, "{workload}: {stderr}");
+        assert!(
+            stdout.starts_with(workload) && stdout.contains(expected) && stdout.contains("p99"),
+            "{workload}: {stdout}"
+        );
+    }
+    // W3 kept `balances` current: its documents are there, with every deposit counted.
+    let (code, stdout, stderr) = node.cli(&["scan", "balances", "--limit", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("tx_count"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
     let data = temp_dir("config", Engine::Jit);
     let _ = std::fs::create_dir_all(&data);
