@@ -400,6 +400,22 @@ mod tests {
     }
 
     #[test]
+    fn short_key_comparison_is_byte_equality() {
+        for n in 0..=24u8 {
+            let a: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            assert!(same_key(&a, &a.clone()));
+            for at in 0..a.len() {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_key(&a, &b), "length {n}, byte {at}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_key(&a, &longer));
+        }
+    }
+
+    #[test]
     fn shrinking_keeps_dirty_entries() {
         let mut table = DocTable::new();
         table.entry_or_load(b"clean", |_| Some(1));
