@@ -107,6 +107,44 @@ fn a_trap_after_writes_in_one_handler_restores_narrow_and_wide_documents() {
     assert_eq!(json["wide"]["a"]["o"], json!(3));
 }
 
+#[test]
+fn a_trap_after_collection_changes_undoes_each_of_them() {
+    // One handler, so its collection changes are undone from the helpers' undo log: every
+    // kind of change (each one effective on the second event), then a trap; the
+    // document must be as the first event left it.
+    let program = compile(
+        r#"
+        event E { k: string, x: string, y: string, n: int, r: int, d: int }
+        projection p { key k
+          state { s: set<string>, l: list<int>, m: map<string, int>, t: string = "",
+                  cleared: list<int>, c: int = 0 }
+          on E {
+            s.insert(event.x); s.remove(event.y)
+            l.push(event.n); l.remove(event.r)
+            m[event.x] = event.n; m["fixed"] += 1; m.remove(event.y)
+            t = event.x
+            if event.d == 1 { cleared.push(5) } else { cleared.clear() }
+            c += 1
+            c = c / event.d
+          } }"#,
+    );
+    let inputs: Vec<Input> = [
+        json!({"k": "a", "x": "one", "y": "none", "n": 2, "r": 99, "d": 1}),
+        json!({"k": "a", "x": "two", "y": "one", "n": 7, "r": 2, "d": 0}),
+        json!({"k": "a", "x": "three", "y": "none", "n": 3, "r": 99, "d": 1}),
+    ]
+    .into_iter()
+    .map(|data| local(&program, "E", data))
+    .collect();
+    let (json, faults) = agree(&program, &inputs);
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].0.position, 1);
+    assert_eq!(
+        json["p"]["a"],
+        json!({"s": ["one"], "l": [2], "m": {"fixed": 1, "one": 2}, "t": "one", "cleared": [5], "c": 1})
+    );
+}
+
 fn local(program: &Program, ty: &str, data: Json) -> Input {
     let (id, row, meta) = decoded(program, ty, data);
     Input::Local(id, row, meta)

@@ -88,6 +88,8 @@ pub struct Ctx {
     pub emitted: Vec<(usize, Vec<Value>)>,
     /// The row an `emit` is building.
     pub emit_row: Vec<Value>,
+    /// How to undo each change the current call made to document fields, in order.
+    pub undo: Vec<Undo>,
     none_value: Box<Value>,
     key_words: Vec<u64>,
 }
@@ -105,6 +107,7 @@ impl Ctx {
             arena: Vec::new(),
             emitted: Vec::new(),
             emit_row: Vec::new(),
+            undo: Vec::new(),
             none_value,
             key_words: vec![0; key_len.max(1)],
         });
@@ -123,6 +126,19 @@ impl Ctx {
         self.trapped = 0;
         self.trap = None;
         self.heap = heap;
+        self.undo.clear();
+    }
+
+    /// Undoes, newest first, every change the last call made to document fields.
+    ///
+    /// # Safety
+    /// The fields the last call changed must still be where they were (nothing may have
+    /// moved or dropped the document's heap array since).
+    pub unsafe fn roll_back(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            // SAFETY: the caller guarantees the recorded fields are live.
+            unsafe { undo.apply() };
+        }
     }
 
     fn record(&mut self, kind: std_::Trap, span: u32) {
@@ -359,16 +375,19 @@ pub unsafe extern "C" fn dm_clone(ctx: *mut Ctx, p: *const Value) -> *const Valu
     }
 }
 
-/// Stores a copy of `src` into the document field `dst`.
+/// Stores a copy of `src` into the document field `dst` (the old value is kept for
+/// rollback).
 ///
 /// # Safety
-/// `dst` must point into the current document's heap and `src` be a valid value pointer.
-pub unsafe extern "C" fn dm_assign(dst: *mut Value, src: *const Value) {
+/// `ctx` must be the fold's context, `dst` point into the current document's heap and
+/// `src` be a valid value pointer.
+pub unsafe extern "C" fn dm_assign(ctx: *mut Ctx, dst: *mut Value, src: *const Value) {
     // SAFETY: the clone is taken before the write, so `src == dst` is fine.
     let v = unsafe { val(src) }.clone();
     // SAFETY: `dst` is a live heap slot of the document being updated.
     if let Some(d) = unsafe { dst.as_mut() } {
-        *d = v;
+        let old = std::mem::replace(d, v);
+        remember(ctx, Undo::Replace(dst, old));
     }
 }
 
@@ -581,16 +600,23 @@ pub unsafe extern "C" fn dm_list_push(list: *mut Value, item: *const Value) {
     }
 }
 
-/// `map[key] = value` on a document field.
+/// `map[key] = value` on a document field (the old entry is kept for rollback).
 ///
 /// # Safety
-/// `map` must point into the current document's heap; `key`, `value` valid pointers.
-pub unsafe extern "C" fn dm_map_set(map: *mut Value, key: *const Value, value: *const Value) {
+/// `ctx` must be the fold's context, `map` point into the current document's heap;
+/// `key`, `value` valid pointers.
+pub unsafe extern "C" fn dm_map_set(
+    ctx: *mut Ctx,
+    map: *mut Value,
+    key: *const Value,
+    value: *const Value,
+) {
     // SAFETY: generated code passes live value pointers; both are cloned before the write.
     let (k, v) = unsafe { (val(key).clone(), val(value).clone()) };
     // SAFETY: `map` is a live heap slot of the document being updated.
     if let Some(Value::Map(m)) = unsafe { map.as_mut() } {
-        m.insert(k, v);
+        let old = m.insert(k.clone(), v);
+        remember(ctx, Undo::MapEntry(map, k, old));
     }
 }
 
@@ -617,6 +643,74 @@ pub unsafe extern "C" fn dm_map_get_or(
     }
 }
 
+/// The inverse of one change to a document field, recorded by the helper that made it
+/// so a trap can be rolled back in time proportional to what changed (a document's
+/// collections are never copied whole for that). The pointer is the field.
+#[derive(Debug)]
+pub enum Undo {
+    /// Put this value back.
+    Replace(*mut Value, Value),
+    /// Give this map key its old entry back (none: remove it).
+    MapEntry(*mut Value, Value, Option<Value>),
+    /// Take this value back out of a set.
+    SetInserted(*mut Value, Value),
+    /// Pop the last element of a list.
+    ListPushed(*mut Value),
+    /// Put this value back into a set.
+    SetRemoved(*mut Value, Value),
+    /// Put this element back into a list at this index.
+    ListRemoved(*mut Value, usize, Value),
+}
+
+impl Undo {
+    /// # Safety
+    /// The field must be live.
+    unsafe fn apply(self) {
+        let field = match &self {
+            Undo::Replace(p, _)
+            | Undo::MapEntry(p, ..)
+            | Undo::SetInserted(p, _)
+            | Undo::ListPushed(p)
+            | Undo::SetRemoved(p, _)
+            | Undo::ListRemoved(p, ..) => *p,
+        };
+        // SAFETY: the caller guarantees the field is live.
+        let Some(field) = (unsafe { field.as_mut() }) else {
+            return;
+        };
+        match (self, field) {
+            (Undo::Replace(_, old), field) => *field = old,
+            (Undo::MapEntry(_, key, old), Value::Map(m)) => match old {
+                Some(old) => {
+                    m.insert(key, old);
+                }
+                None => {
+                    m.remove(&key);
+                }
+            },
+            (Undo::SetInserted(_, v), Value::Set(s)) => {
+                s.remove(&v);
+            }
+            (Undo::ListPushed(_), Value::List(l)) => {
+                l.pop();
+            }
+            (Undo::SetRemoved(_, v), Value::Set(s)) => {
+                s.insert(v);
+            }
+            (Undo::ListRemoved(_, at, v), Value::List(l)) => l.insert(at.min(l.len()), v),
+            _ => {}
+        }
+    }
+}
+
+/// Records how to undo a change (nothing when there is no context).
+fn remember(ctx: *mut Ctx, undo: Undo) {
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.undo.push(undo);
+    }
+}
+
 /// Mutation codes for [`dm_mutate`].
 pub mod mutation {
     /// `insert`.
@@ -629,11 +723,14 @@ pub mod mutation {
     pub const CLEAR: u32 = 3;
 }
 
-/// An in-place collection update of a document field, as the interpreter does it.
+/// An in-place collection update of a document field, as the interpreter does it (with
+/// its inverse kept for rollback).
 ///
 /// # Safety
-/// `target` must point into the current document's heap; `arg` null or a valid pointer.
-pub unsafe extern "C" fn dm_mutate(op: u32, target: *mut Value, arg: *const Value) {
+/// `ctx` must be the fold's context, `target` point into the current document's heap;
+/// `arg` null or a valid pointer.
+pub unsafe extern "C" fn dm_mutate(ctx: *mut Ctx, op: u32, target: *mut Value, arg: *const Value) {
+    let field = target;
     let arg = if arg.is_null() {
         None
     } else {
@@ -644,14 +741,36 @@ pub unsafe extern "C" fn dm_mutate(op: u32, target: *mut Value, arg: *const Valu
     let Some(target) = (unsafe { target.as_mut() }) else {
         return;
     };
-    match (op, target, arg) {
-        (mutation::INSERT, Value::Set(set), Some(v)) => collections::insert(set, v),
-        (mutation::PUSH, Value::List(list), Some(v)) => collections::push(list, v),
-        (mutation::REMOVE, target, Some(v)) => collections::remove(target, &v),
-        (mutation::CLEAR, Value::Set(s), _) => s.clear(),
-        (mutation::CLEAR, Value::List(l), _) => l.clear(),
-        (mutation::CLEAR, Value::Map(m), _) => m.clear(),
-        _ => {}
+    let undo = match (op, target, arg) {
+        (mutation::INSERT, Value::Set(set), Some(v)) => {
+            set.insert(v.clone()).then_some(Undo::SetInserted(field, v))
+        }
+        (mutation::PUSH, Value::List(list), Some(v)) => {
+            collections::push(list, v);
+            Some(Undo::ListPushed(field))
+        }
+        (mutation::REMOVE, Value::Set(set), Some(v)) => {
+            set.take(&v).map(|old| Undo::SetRemoved(field, old))
+        }
+        (mutation::REMOVE, Value::Map(map), Some(k)) => map
+            .remove(&k)
+            .map(|old| Undo::MapEntry(field, k, Some(old))),
+        (mutation::REMOVE, Value::List(list), Some(v)) => list
+            .iter()
+            .position(|x| *x == v)
+            .map(|at| Undo::ListRemoved(field, at, list.remove(at))),
+        (mutation::CLEAR, target @ (Value::Set(_) | Value::List(_) | Value::Map(_)), _) => {
+            let empty = match target {
+                Value::Set(_) => Value::Set(Default::default()),
+                Value::List(_) => Value::List(Vec::new()),
+                _ => Value::Map(Default::default()),
+            };
+            Some(Undo::Replace(field, std::mem::replace(target, empty)))
+        }
+        _ => None,
+    };
+    if let Some(undo) = undo {
+        remember(ctx, undo);
     }
 }
 
@@ -739,7 +858,7 @@ pub fn shims() -> Vec<Shim> {
         shim!(dm_as_bool, [I64], Some(I8)),
         shim!(dm_is_some, [I64], Some(I8)),
         shim!(dm_clone, [I64, I64], Some(I64)),
-        shim!(dm_assign, [I64, I64], None),
+        shim!(dm_assign, [I64, I64, I64], None),
         shim!(dm_value_eq, [I64, I64], Some(I8)),
         shim!(dm_value_cmp, [I64, I64], Some(I32)),
         shim!(dm_concat, [I64, I64, I64], Some(I64)),
@@ -747,9 +866,9 @@ pub fn shims() -> Vec<Shim> {
         shim!(dm_index, [I64, I64, I64, I32], Some(I64)),
         shim!(dm_list_new, [I64], Some(I64)),
         shim!(dm_list_push, [I64, I64], None),
-        shim!(dm_map_set, [I64, I64, I64], None),
+        shim!(dm_map_set, [I64, I64, I64, I64], None),
         shim!(dm_map_get_or, [I64, I64, I64, I64], Some(I64)),
-        shim!(dm_mutate, [I32, I64, I64], None),
+        shim!(dm_mutate, [I64, I32, I64, I64], None),
         shim!(dm_emit_begin, [I64], None),
         shim!(dm_emit_push, [I64, I64], None),
         shim!(dm_emit_end, [I64, I32], None),

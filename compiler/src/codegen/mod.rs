@@ -32,7 +32,7 @@ use layout::{Doc, Layout, Repr, Slot};
 use translate::{Kind, Pool, Shims, Translator};
 
 use crate::ast::Span;
-use crate::ir::{ExprKind, Handler, Place, Program, Stmt, Type};
+use crate::ir::{ExprKind, Handler, Program, Type};
 
 /// Why a program could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,8 +74,6 @@ pub struct CompiledProjection {
     pub handlers: Vec<CompiledHandler>,
     /// Indices into `handlers`, per local event type.
     pub by_event: Vec<Vec<usize>>,
-    /// Per local event type: whether some handler may change a handle field.
-    pub writes_heap: Vec<bool>,
     /// A fresh document.
     pub default_doc: Doc,
     /// Key component types.
@@ -375,13 +373,9 @@ fn project(
     handlers: Vec<CompiledHandler>,
 ) -> CompiledProjection {
     let mut by_event = vec![Vec::new(); program.events.len()];
-    let mut writes_heap = vec![false; program.events.len()];
-    for (j, (h, ir)) in handlers.iter().zip(&p.handlers).enumerate() {
+    for (j, h) in handlers.iter().enumerate() {
         if let Some(list) = by_event.get_mut(h.event) {
             list.push(j);
-        }
-        if let Some(w) = writes_heap.get_mut(h.event) {
-            *w |= block_writes_heap(&ir.body, &layout);
         }
     }
     let default_doc = layout.encode_doc(&crate::interp::default_doc(p));
@@ -389,27 +383,7 @@ fn project(
         layout,
         handlers,
         by_event,
-        writes_heap,
         default_doc,
         key: p.key.clone(),
     }
-}
-
-/// Whether statements may change a handle (heap) field of the document.
-fn block_writes_heap(stmts: &[Stmt], layout: &Layout) -> bool {
-    stmts.iter().any(|s| match s {
-        Stmt::Assign {
-            target: Place::State(f),
-            ..
-        } => matches!(layout.slots.get(*f), Some(Slot::Heap { .. })),
-        Stmt::Assign {
-            target: Place::MapEntry(..),
-            ..
-        }
-        | Stmt::Mutate { .. } => true,
-        Stmt::If {
-            then, otherwise, ..
-        } => block_writes_heap(then, layout) || block_writes_heap(otherwise, layout),
-        _ => false,
-    })
 }

@@ -217,10 +217,7 @@ impl JitProgram {
         let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
         let result = match handlers {
             [] => Ok(()),
-            [one] => {
-                let writes_heap = p.writes_heap.get(event).copied().unwrap_or(true);
-                self.run_single(scratch, p, *one, writes_heap, meta, table, &mut *load)
-            }
+            [one] => self.run_single(scratch, p, *one, meta, table, &mut *load),
             many => self.run_many(scratch, p, many, meta, table, load),
         };
         // Values compiled code created live in the arena until the run is over: the
@@ -230,15 +227,15 @@ impl JitProgram {
     }
 
     /// The common case: one handler. It runs in place on the document, whose inline
-    /// words (and, if the handler may change them, handle fields) are saved first.
-    #[allow(clippy::too_many_arguments)]
+    /// words are saved first; the helpers that change its handle fields record how to
+    /// undo each change, so a trap costs what the handler changed, never a copy of the
+    /// document's collections.
     #[inline]
     fn run_single(
         &self,
         scratch: &mut JitScratch,
         p: &CompiledProjection,
         h: usize,
-        writes_heap: bool,
         meta: &MetaAbi,
         table: &mut DocTable<Doc>,
         load: &mut Load<'_>,
@@ -259,13 +256,12 @@ impl JitProgram {
             .update(key, load, |slot| match slot {
                 Some(doc) => {
                     saved.save(&doc.slots);
-                    let heap = writes_heap.then(|| doc.heap.clone());
                     match run_body(handler.body, doc, row, meta, ctx) {
                         abi::STATUS_TRAP => {
                             saved.restore(&mut doc.slots);
-                            if let Some(heap) = heap {
-                                doc.heap = heap;
-                            }
+                            // SAFETY: the undo entries point into `doc.heap`, which the
+                            // call did not move (only helpers touch it, in place).
+                            unsafe { ctx.roll_back() };
                             (Err(trap_from(ctx, self)), false)
                         }
                         abi::STATUS_DELETE => {

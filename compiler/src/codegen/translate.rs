@@ -593,7 +593,8 @@ impl<'a, 'f> Translator<'a, 'f> {
             Slot::Heap { index } => {
                 let offset = i64::try_from(index).unwrap_or(0) * VALUE_SIZE;
                 let dst = self.b.ins().iadd_imm_s(self.heap, offset);
-                self.call("dm_assign", &[dst, v.a])?;
+                let ctx = self.ctx();
+                self.call("dm_assign", &[ctx, dst, v.a])?;
             }
             Slot::Inline { offset, .. } => {
                 self.b.ins().store(flags, v.a, doc, offset);
@@ -1182,7 +1183,8 @@ impl<'a, 'f> Translator<'a, 'f> {
                 self.boxed(r, &rty)?
             }
         };
-        self.call("dm_map_set", &[map, kp, new])?;
+        let ctx = self.ctx();
+        self.call("dm_map_set", &[ctx, map, kp, new])?;
         Ok(())
     }
 
@@ -1244,7 +1246,8 @@ impl<'a, 'f> Translator<'a, 'f> {
             Mutation::Clear => abi::mutation::CLEAR,
         };
         let code = self.i32c(i64::from(code));
-        self.call("dm_mutate", &[code, target, arg])?;
+        let ctx = self.ctx();
+        self.call("dm_mutate", &[ctx, code, target, arg])?;
         Ok(())
     }
 }
