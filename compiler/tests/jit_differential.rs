@@ -145,6 +145,39 @@ fn a_trap_after_collection_changes_undoes_each_of_them() {
     );
 }
 
+#[test]
+fn a_trap_in_a_later_handler_undoes_collection_changes_deletes_and_recreations() {
+    // Several handlers for one event: the first changes A's collections, the next two
+    // change B's, delete it and create it afresh, the last traps on A. Every document
+    // must come back as the first event left it.
+    let program = compile(
+        r#"
+        event E { a: string, b: string, x: string, d: int }
+        projection p {
+          state { s: set<string>, m: map<string, int>, n: int = 0 }
+          on E key event.a { s.insert(event.x); m[event.x] = 1; n += 1 }
+          on E key event.b { s.insert("gone"); m["k"] = 5; delete }
+          on E key event.b { s.insert(event.x); n += 10 }
+          on E key event.a { n = n / event.d }
+        }"#,
+    );
+    let inputs: Vec<Input> = [
+        json!({"a": "A", "b": "B", "x": "one", "d": 1}),
+        json!({"a": "A", "b": "B", "x": "two", "d": 0}),
+    ]
+    .into_iter()
+    .map(|data| local(&program, "E", data))
+    .collect();
+    let (json, faults) = agree(&program, &inputs);
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].0.position, 1);
+    assert_eq!(
+        json["p"]["A"],
+        json!({"s": ["one"], "m": {"one": 1}, "n": 1})
+    );
+    assert_eq!(json["p"]["B"], json!({"s": ["one"], "m": {}, "n": 10}));
+}
+
 fn local(program: &Program, ty: &str, data: Json) -> Input {
     let (id, row, meta) = decoded(program, ty, data);
     Input::Local(id, row, meta)

@@ -663,9 +663,11 @@ pub enum Undo {
 }
 
 impl Undo {
+    /// Puts the field back as it was before the change.
+    ///
     /// # Safety
     /// The field must be live.
-    unsafe fn apply(self) {
+    pub unsafe fn apply(self) {
         let field = match &self {
             Undo::Replace(p, _)
             | Undo::MapEntry(p, ..)

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use datamesh_stdlib::Value;
 
+use super::abi::Undo;
 use super::abi::{self, Ctx, MetaAbi};
-use super::layout::{Doc, Slot, scalar_value};
+use super::layout::{Doc, Slot, Words, scalar_value};
 use super::{CompiledHandler, CompiledProjection, JitProgram};
 use crate::ast::Span;
 use crate::interp::{Meta, Trap};
@@ -74,8 +75,10 @@ impl MetaValues {
     }
 }
 
-/// An entry as it was before an event touched it (`None`: the table had none).
-type Before = (Box<[u8]>, Option<Entry<Doc>>);
+/// A key an event touched, and its entry as it was before (`None`: the table had none;
+/// otherwise the document's inline words, `None` when it had no document, and whether
+/// it was dirty). Handle fields are not copied: their changes are in the undo log.
+type Before = (Box<[u8]>, Option<(Option<Words>, bool)>);
 
 /// The inline words of the document one handler changes, kept for rollback. Most
 /// documents have a few words: they are copied word by word into a fixed array (a
@@ -112,8 +115,10 @@ impl Saved {
 }
 
 /// The reusable buffers of a fold: the context block compiled code writes to, the
-/// encoded row and key, the saved words of the document being changed, and the undo
-/// log of a multi-handler event.
+/// encoded row and key, the saved words of the document being changed, and what a
+/// multi-handler event needs to roll back (the entries it touched, the handle-field
+/// changes of all its handlers, and the documents it dropped, kept alive until the
+/// event is over because undo entries may point into them).
 ///
 /// It holds raw pointers (the context points into itself and, during a call, into a
 /// document), so it is neither `Send` nor `Sync`: create one per thread (the node makes
@@ -125,6 +130,8 @@ pub struct JitScratch {
     key: Vec<u8>,
     saved: Saved,
     undo: Vec<Before>,
+    heap_undo: Vec<Undo>,
+    dropped: Vec<(Box<[u8]>, Doc)>,
     meta: MetaValues,
 }
 
@@ -143,6 +150,8 @@ impl JitScratch {
             key: Vec::new(),
             saved: Saved::default(),
             undo: Vec::new(),
+            heap_undo: Vec::new(),
+            dropped: Vec::new(),
             meta: MetaValues::new(),
         }
     }
@@ -287,8 +296,9 @@ impl JitProgram {
             .map_err(|t| (t, handler.span))
     }
 
-    /// Several handlers: each touched entry is saved whole the first time, and every
-    /// saved entry is put back if any handler traps.
+    /// Several handlers: the inline words of each touched entry are saved the first time
+    /// and the helpers log every handle-field change, so a trap in any handler puts
+    /// every touched entry back as it was.
     fn run_many(
         &self,
         scratch: &mut JitScratch,
@@ -299,17 +309,16 @@ impl JitProgram {
         load: &mut Load<'_>,
     ) -> Result<(), (Trap, Span)> {
         scratch.undo.clear();
+        scratch.heap_undo.clear();
         for handler in handlers.iter().filter_map(|&h| p.handlers.get(h)) {
-            if let Err(trap) = self.run_touching(scratch, p, handler, meta, table, load) {
-                for (key, before) in scratch.undo.drain(..).rev() {
-                    match before {
-                        Some(entry) => table.restore(&key, entry),
-                        None => table.forget(&key),
-                    }
-                }
+            let result = self.run_touching(scratch, p, handler, meta, table, load);
+            scratch.heap_undo.append(&mut scratch.ctx.undo);
+            if let Err(trap) = result {
+                roll_back_many(scratch, table);
                 return Err((trap, handler.span));
             }
         }
+        scratch.dropped.clear();
         Ok(())
     }
 
@@ -328,10 +337,14 @@ impl JitProgram {
             row,
             key,
             undo,
+            dropped,
             ..
         } = scratch;
         if !undo.iter().any(|(k, _)| **k == **key) {
-            undo.push((key.as_slice().into(), table.get(key).cloned()));
+            let before = table
+                .get(key)
+                .map(|e| (e.doc.as_ref().map(|d| d.slots.clone()), e.dirty));
+            undo.push((key.as_slice().into(), before));
         }
         table.update(key, load, |slot| {
             let (mut fresh, existed) = match slot {
@@ -341,13 +354,28 @@ impl JitProgram {
             let Some(doc) = fresh.as_mut().or(slot.as_mut()) else {
                 return (Ok(()), false);
             };
-            match run_body(handler.body, doc, row, meta, ctx) {
-                abi::STATUS_TRAP => (Err(trap_from(ctx, self)), false),
+            let status = run_body(handler.body, doc, row, meta, ctx);
+            // A document leaving the table stays alive until the event is over: the
+            // undo log may point into it.
+            let mut drop_doc = |doc: Option<Doc>| {
+                if let Some(doc) = doc {
+                    dropped.push((key.as_slice().into(), doc));
+                }
+            };
+            match status {
+                abi::STATUS_TRAP => {
+                    drop_doc(fresh);
+                    (Err(trap_from(ctx, self)), false)
+                }
                 abi::STATUS_DELETE => {
-                    *slot = None;
+                    drop_doc(fresh);
+                    drop_doc(slot.take());
                     (Ok(()), existed)
                 }
-                abi::STATUS_SKIP => (Ok(()), false),
+                abi::STATUS_SKIP => {
+                    drop_doc(fresh);
+                    (Ok(()), false)
+                }
                 _ => {
                     if let Some(doc) = fresh {
                         *slot = Some(doc);
@@ -428,6 +456,38 @@ impl JitProgram {
             }
         }
     }
+}
+
+/// Puts every entry a multi-handler event touched back as it was: the handle-field
+/// changes first (newest first, while every document they point into is alive, in the
+/// table or among the dropped ones), then each entry's document, inline words and
+/// dirty flag.
+fn roll_back_many(scratch: &mut JitScratch, table: &mut DocTable<Doc>) {
+    while let Some(undo) = scratch.heap_undo.pop() {
+        // SAFETY: each entry points into the heap of a document this event changed,
+        // and every such document is still alive: in the table, or in `dropped`.
+        unsafe { undo.apply() };
+    }
+    for (key, before) in scratch.undo.drain(..).rev() {
+        let Some((words, dirty)) = before else {
+            table.forget(&key);
+            continue;
+        };
+        // The original document is the first one dropped under this key, if the event
+        // deleted it; otherwise it is still in the table.
+        let original = match scratch.dropped.iter().position(|(k, _)| *k == key) {
+            Some(i) => Some(scratch.dropped.remove(i).1),
+            None => table.get_mut(&key).and_then(|e| e.doc.take()),
+        };
+        let doc = words.and_then(|words| {
+            original.map(|mut doc| {
+                doc.slots = words;
+                doc
+            })
+        });
+        table.restore(&key, Entry { doc, dirty });
+    }
+    scratch.dropped.clear();
 }
 
 /// Appends the key component a key function wrote as `word` (a scalar, or a pointer to
