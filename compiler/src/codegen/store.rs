@@ -1,12 +1,14 @@
 //! Folding events into a [`DocTable`] of compiled-layout documents: what both the
 //! in-memory [`super::JitFold`] and the node's engine run.
 //!
-//! A handler's key function writes its components into the context; they are encoded
-//! straight into the table's key bytes (the store's key encoding), the document is
-//! found (or loaded once, through the caller's `load`), and the body runs on it in place.
-//! The table remembers which documents changed, so the node writes each one back once
-//! per batch, and only the inline words of a document are copied per event (for
-//! rollback), never its values.
+//! A handler's key (read from the row when it is made of event fields, otherwise
+//! written by its key function) is encoded straight into the table's key bytes (the
+//! store's key encoding), the document is found (or loaded once, through the caller's
+//! `load`), and the body runs on it in place. The table remembers which documents
+//! changed, so the node writes each one back once per batch. For rollback, only the
+//! inline words of a document are copied per event; changes to its handle fields
+//! (collections, strings) are undone from the log the helpers keep ([`abi::Undo`]), so
+//! an event costs what it changes, whatever the size of the document.
 //!
 //! Invariants: the handlers of the event run in source order, each against the
 //! documents as the previous ones left them; if one traps, every document the event
