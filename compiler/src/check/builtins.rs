@@ -71,7 +71,7 @@ pub enum CallError {
 /// Resolves a call of `name` with arguments of the given types.
 ///
 /// # Errors
-/// [`CallError`] when the name is unknown or no overload accepts the arguments.
+/// `CallError` when the name is unknown or no overload accepts the arguments.
 pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> {
     use Type as T;
     // Arguments that already failed to check are accepted as anything.
