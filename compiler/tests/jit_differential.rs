@@ -85,15 +85,12 @@ fn a_trap_after_writes_in_one_handler_restores_narrow_and_wide_documents() {
                   f6: int = 0, f7: int = 0, f8: int = 0, f9: int = 0, o: int? }
           on E { f1 += event.a; f5 += 1; f9 = event.a; o = event.b; f2 = f1 / event.b } }"#,
     );
-    let inputs: Vec<Input> = [
+    let inputs = [
         json!({"k": "a", "a": 6, "b": 3}),
         json!({"k": "a", "a": 5, "b": 0}),
         json!({"k": "a", "a": 1, "b": 1}),
-    ]
-    .into_iter()
-    .map(|data| local(&program, "E", data))
-    .collect();
-    let (json, faults) = agree(&program, &inputs);
+    ];
+    let (json, faults) = agree_on_events_e(&program, inputs);
     assert_eq!(
         faults
             .iter()
@@ -128,15 +125,12 @@ fn a_trap_after_collection_changes_undoes_each_of_them() {
             c = c / event.d
           } }"#,
     );
-    let inputs: Vec<Input> = [
+    let inputs = [
         json!({"k": "a", "x": "one", "y": "none", "n": 2, "r": 99, "d": 1}),
         json!({"k": "a", "x": "two", "y": "one", "n": 7, "r": 2, "d": 0}),
         json!({"k": "a", "x": "three", "y": "none", "n": 3, "r": 99, "d": 1}),
-    ]
-    .into_iter()
-    .map(|data| local(&program, "E", data))
-    .collect();
-    let (json, faults) = agree(&program, &inputs);
+    ];
+    let (json, faults) = agree_on_events_e(&program, inputs);
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].0.position, 1);
     assert_eq!(
@@ -161,14 +155,11 @@ fn a_trap_in_a_later_handler_undoes_collection_changes_deletes_and_recreations()
           on E key event.a { n = n / event.d }
         }"#,
     );
-    let inputs: Vec<Input> = [
+    let inputs = [
         json!({"a": "A", "b": "B", "x": "one", "d": 1}),
         json!({"a": "A", "b": "B", "x": "two", "d": 0}),
-    ]
-    .into_iter()
-    .map(|data| local(&program, "E", data))
-    .collect();
-    let (json, faults) = agree(&program, &inputs);
+    ];
+    let (json, faults) = agree_on_events_e(&program, inputs);
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].0.position, 1);
     assert_eq!(
@@ -176,6 +167,18 @@ fn a_trap_in_a_later_handler_undoes_collection_changes_deletes_and_recreations()
         json!({"s": ["one"], "m": {"one": 1}, "n": 1})
     );
     assert_eq!(json["p"]["B"], json!({"s": ["one"], "m": {}, "n": 10}));
+}
+
+/// [`agree`] over events of type `E` with these payloads.
+fn agree_on_events_e(
+    program: &Program,
+    payloads: impl IntoIterator<Item = Json>,
+) -> (Json, Vec<(Fault, bool)>) {
+    let inputs: Vec<Input> = payloads
+        .into_iter()
+        .map(|data| local(program, "E", data))
+        .collect();
+    agree(program, &inputs)
 }
 
 fn local(program: &Program, ty: &str, data: Json) -> Input {

@@ -135,10 +135,8 @@ impl Ctx {
     /// The fields the last call changed must still be where they were (nothing may have
     /// moved or dropped the document's heap array since).
     pub unsafe fn roll_back(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            // SAFETY: the caller guarantees the recorded fields are live.
-            unsafe { undo.apply() };
-        }
+        // SAFETY: the caller guarantees the recorded fields are live.
+        unsafe { undo_all(&mut self.undo) };
     }
 
     fn record(&mut self, kind: std_::Trap, span: u32) {
@@ -663,11 +661,9 @@ pub enum Undo {
 }
 
 impl Undo {
-    /// Puts the field back as it was before the change.
-    ///
     /// # Safety
     /// The field must be live.
-    pub unsafe fn apply(self) {
+    unsafe fn apply(self) {
         let field = match &self {
             Undo::Replace(p, _)
             | Undo::MapEntry(p, ..)
@@ -702,6 +698,17 @@ impl Undo {
             (Undo::ListRemoved(_, at, v), Value::List(l)) => l.insert(at.min(l.len()), v),
             _ => {}
         }
+    }
+}
+
+/// Applies and empties an undo log, newest entry first.
+///
+/// # Safety
+/// Every field the entries point to must be live.
+pub unsafe fn undo_all(log: &mut Vec<Undo>) {
+    while let Some(undo) = log.pop() {
+        // SAFETY: the caller guarantees the fields are live.
+        unsafe { undo.apply() };
     }
 }
 

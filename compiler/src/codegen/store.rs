@@ -465,11 +465,9 @@ impl JitProgram {
 /// table or among the dropped ones), then each entry's document, inline words and
 /// dirty flag.
 fn roll_back_many(scratch: &mut JitScratch, table: &mut DocTable<Doc>) {
-    while let Some(undo) = scratch.heap_undo.pop() {
-        // SAFETY: each entry points into the heap of a document this event changed,
-        // and every such document is still alive: in the table, or in `dropped`.
-        unsafe { undo.apply() };
-    }
+    // SAFETY: each entry points into the heap of a document this event changed, and
+    // every such document is still alive: in the table, or in `dropped`.
+    unsafe { abi::undo_all(&mut scratch.heap_undo) };
     for (key, before) in scratch.undo.drain(..).rev() {
         let Some((words, dirty)) = before else {
             table.forget(&key);
