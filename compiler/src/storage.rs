@@ -70,17 +70,16 @@ pub fn encode_key_part(part: &Value, out: &mut Vec<u8>) {
             out.push(DURATION);
             out.extend_from_slice(&ordered_i64(*d));
         }
-        Value::Str(s) => encode_key_text(s, out),
-        other => encode_key_text(&datamesh_stdlib::string::to_string(other), out),
+        Value::Str(s) => encode_key_text(s.as_bytes(), out),
+        other => encode_key_text(datamesh_stdlib::string::to_string(other).as_bytes(), out),
     }
 }
 
 #[inline]
-fn encode_key_text(text: &str, out: &mut Vec<u8>) {
-    let bytes = text.as_bytes();
+pub(crate) fn encode_key_text(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(bytes.len() + 3);
     out.push(STR);
-    if bytes.iter().all(|&b| b != 0) {
+    if !has_zero_byte(bytes) {
         out.extend_from_slice(bytes);
     } else {
         for &b in bytes {
@@ -92,6 +91,42 @@ fn encode_key_text(text: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&[0, 1]);
+}
+
+/// Whether `bytes` holds a 0 byte, eight bytes at a time (keys are short: a byte loop or
+/// a `memchr` call costs more than the rest of encoding them).
+#[inline]
+pub(crate) fn has_zero_byte(bytes: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |chunk: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        w.wrapping_sub(LOW) & !w & HIGH != 0
+    };
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.contains(&0);
+    };
+    // The last word overlaps the chunks: it covers the remainder.
+    bytes.chunks_exact(8).any(zero_in) || zero_in(&bytes[last..])
+}
+
+/// The string of a key made of one string without 0 bytes (its encoding is the
+/// string between a tag and a terminator), or `None` for any other key.
+#[inline]
+pub(crate) fn single_text_key(key: &[u8]) -> Option<&[u8]> {
+    text_key_inner(key).filter(|inner| !has_zero_byte(inner))
+}
+
+/// What lies between the tag and the terminator of a key that starts as a string
+/// component and ends as one (a one-string key if that part holds no 0 byte).
+#[inline]
+pub(crate) fn text_key_inner(key: &[u8]) -> Option<&[u8]> {
+    match key {
+        [STR, inner @ .., 0, 1] => Some(inner),
+        _ => None,
+    }
 }
 
 /// The stored key of a single-document projection.
@@ -322,6 +357,22 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_bytes_are_found_at_every_length_and_position() {
+        for len in 0..40 {
+            let mut bytes = vec![0x80u8; len];
+            assert!(!has_zero_byte(&bytes), "none in {len} bytes");
+            for at in 0..len {
+                bytes[at] = 0;
+                assert!(has_zero_byte(&bytes), "at {at} of {len}");
+                // A 1 byte next to the zero is where word tricks go wrong.
+                bytes[at] = 1;
+                assert!(!has_zero_byte(&bytes), "1 at {at} of {len}");
+                bytes[at] = 0x80;
+            }
+        }
+    }
 
     #[test]
     fn key_order_is_byte_order() {

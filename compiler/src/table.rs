@@ -18,6 +18,8 @@
 
 use smallvec::SmallVec;
 
+use crate::storage;
+
 /// The seed of the table's hash (foldhash). Document keys come from the log the node
 /// owns, and a table is private to one fold, so no untrusted party picks keys to
 /// collide, and a fixed seed keeps runs reproducible.
@@ -34,7 +36,7 @@ pub struct Entry<D> {
 
 /// Key bytes, inline up to 16 bytes (most keys: an id string, a number, a day), so a
 /// key lives beside its document.
-type Key = SmallVec<[u8; 16]>;
+pub type Key = SmallVec<[u8; 16]>;
 
 /// A key and its entry, in the table's dense array.
 #[derive(Debug)]
@@ -73,7 +75,8 @@ impl<D> Default for DocTable<D> {
 }
 
 /// Key equality without a `memcmp` call for the short keys most documents have: two
-/// overlapping word compares cover 8 to 16 bytes, a byte loop anything shorter.
+/// overlapping word compares cover 8 to 16 bytes, two half-word ones 4 to 7, a byte
+/// loop anything shorter.
 #[inline]
 fn same_key(a: &[u8], b: &[u8]) -> bool {
     fn word(bytes: &[u8], at: usize) -> u64 {
@@ -83,20 +86,95 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
         }
         u64::from_ne_bytes(w)
     }
+    fn half(bytes: &[u8], at: usize) -> u32 {
+        let mut w = [0u8; 4];
+        if let Some(chunk) = bytes.get(at..at + 4) {
+            w.copy_from_slice(chunk);
+        }
+        u32::from_ne_bytes(w)
+    }
     let n = a.len();
     if n != b.len() {
         return false;
     }
     match n {
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
         _ => a == b,
     }
 }
 
-fn hash_key(key: &[u8]) -> u64 {
+fn hash_bytes(bytes: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(SEED).hash_one(key)
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(bytes)
+}
+
+/// The hash of an encoded key. A key of one string is hashed on the string's bytes, so
+/// a [`TextKey`] finds it without being encoded.
+fn hash_key(key: &[u8]) -> u64 {
+    hash_bytes(storage::single_text_key(key).unwrap_or(key))
+}
+
+/// A key to look up in a [`DocTable`]: its hash and equality agree with those of the
+/// encoded bytes it stands for, which it produces only when the table has no entry.
+pub trait KeyProbe {
+    /// The table hash of the encoded key.
+    fn hash(&self) -> u64;
+    /// Whether `stored` is the encoded key.
+    fn matches(&self, stored: &[u8]) -> bool;
+    /// The encoded key.
+    fn encoded(&self) -> Key;
+}
+
+impl KeyProbe for &[u8] {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_key(self)
+    }
+
+    #[inline]
+    fn matches(&self, stored: &[u8]) -> bool {
+        same_key(stored, self)
+    }
+
+    fn encoded(&self) -> Key {
+        Key::from_slice(self)
+    }
+}
+
+/// The key of a document keyed by one string, probed with the string itself: the
+/// common case (`key account`) skips encoding the key on every event.
+#[derive(Debug, Clone, Copy)]
+pub struct TextKey<'a>(&'a [u8]);
+
+impl<'a> TextKey<'a> {
+    /// The probe for a one-string key, or `None` for a string holding a 0 byte (which
+    /// the key encoding escapes: those go through the encoded bytes).
+    #[inline]
+    pub fn new(text: &'a str) -> Option<TextKey<'a>> {
+        let bytes = text.as_bytes();
+        (!storage::has_zero_byte(bytes)).then_some(TextKey(bytes))
+    }
+}
+
+impl KeyProbe for TextKey<'_> {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_bytes(self.0)
+    }
+
+    #[inline]
+    fn matches(&self, stored: &[u8]) -> bool {
+        // The text has no 0 byte, so neither has a stored key equal to it: no scan.
+        storage::text_key_inner(stored).is_some_and(|inner| same_key(inner, self.0))
+    }
+
+    fn encoded(&self) -> Key {
+        let mut out = Vec::with_capacity(self.0.len() + 3);
+        storage::encode_key_text(self.0, &mut out);
+        Key::from_vec(out)
+    }
 }
 
 impl<D> DocTable<D> {
@@ -122,22 +200,19 @@ impl<D> DocTable<D> {
 
     /// The slot number of `key`, if the table holds it.
     #[inline]
-    fn find(&self, key: &[u8], hash: u64) -> Option<usize> {
+    fn find(&self, key: &impl KeyProbe, hash: u64) -> Option<usize> {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots.get(i as usize).is_some_and(|s| same_key(&s.key, key))
+                slots.get(i as usize).is_some_and(|s| key.matches(&s.key))
             })
             .map(|&i| i as usize)
     }
 
     /// Adds a slot for a key the table does not hold; returns its number.
-    fn push(&mut self, key: &[u8], hash: u64, entry: Entry<D>) -> usize {
+    fn push(&mut self, key: Key, hash: u64, entry: Entry<D>) -> usize {
         let n = self.slots.len();
-        self.slots.push(Slot {
-            key: key.into(),
-            entry,
-        });
+        self.slots.push(Slot { key, entry });
         let slots = &self.slots;
         self.index.insert_unique(hash, n as u32, |&i| {
             slots.get(i as usize).map_or(0, |s| hash_key(&s.key))
@@ -148,34 +223,31 @@ impl<D> DocTable<D> {
     /// The entry of `key`, if the table holds one.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&Entry<D>> {
-        let i = self.find(key, hash_key(key))?;
+        let i = self.find(&key, hash_key(key))?;
         self.slots.get(i).map(|s| &s.entry)
     }
 
     /// The entry of `key`, if the table holds one.
     #[inline]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry<D>> {
-        let i = self.find(key, hash_key(key))?;
+        let i = self.find(&key, hash_key(key))?;
         self.slots.get_mut(i).map(|s| &mut s.entry)
     }
 
     /// The slot of `key`, filled by `load` (which says what the store holds) when the
     /// table has none yet; a new entry is clean.
     #[inline]
-    fn slot_or_load(&mut self, key: &[u8], load: impl FnOnce(&[u8]) -> Option<D>) -> usize {
+    fn slot_or_load(&mut self, key: impl KeyProbe, load: impl FnOnce(&[u8]) -> Option<D>) -> usize {
         let recent = self.recent as usize;
-        if self
-            .slots
-            .get(recent)
-            .is_some_and(|s| same_key(&s.key, key))
-        {
+        if self.slots.get(recent).is_some_and(|s| key.matches(&s.key)) {
             return recent;
         }
-        let hash = hash_key(key);
-        let i = match self.find(key, hash) {
+        let hash = key.hash();
+        let i = match self.find(&key, hash) {
             Some(i) => i,
             None => {
-                let doc = load(key);
+                let key = key.encoded();
+                let doc = load(&key);
                 self.push(key, hash, Entry { doc, dirty: false })
             }
         };
@@ -201,7 +273,7 @@ impl<D> DocTable<D> {
     #[inline]
     pub fn update<R>(
         &mut self,
-        key: &[u8],
+        key: impl KeyProbe,
         load: impl FnOnce(&[u8]) -> Option<D>,
         f: impl FnOnce(&mut Option<D>) -> (R, bool),
     ) -> R {
@@ -218,7 +290,7 @@ impl<D> DocTable<D> {
     /// Records that `key`'s entry now differs from the store.
     #[inline]
     pub fn mark_dirty(&mut self, key: &[u8]) {
-        if let Some(i) = self.find(key, hash_key(key))
+        if let Some(i) = self.find(&key, hash_key(key))
             && let Some(slot) = self.slots.get_mut(i)
             && !slot.entry.dirty
         {
@@ -250,7 +322,7 @@ impl<D> DocTable<D> {
     /// Removes `key`'s entry (rolling back an entry that did not exist before).
     pub fn forget(&mut self, key: &[u8]) {
         let hash = hash_key(key);
-        let Some(i) = self.find(key, hash) else {
+        let Some(i) = self.find(&key, hash) else {
             return;
         };
         let slots = &self.slots;
@@ -413,6 +485,54 @@ mod tests {
             longer.push(0);
             assert!(!same_key(&a, &longer));
         }
+    }
+
+    #[test]
+    fn a_text_probe_and_its_encoded_key_find_the_same_entry() {
+        use datamesh_stdlib::Value;
+        let encoded = |parts: &[Value]| storage::encode_key(parts);
+        let mut table = DocTable::new();
+        // Stored through the encoded bytes, found through the text, and back.
+        table.put(&encoded(&[Value::str("acc-1")]), Some(1));
+        let probe = TextKey::new("acc-1").map(|k| table.update(k, |_| None, |d| (*d, false)));
+        assert_eq!(probe, Some(Some(1)));
+        for text in [
+            "",
+            "a",
+            "acc-2",
+            "a much longer account name, past sixteen bytes",
+        ] {
+            let Some(key) = TextKey::new(text) else {
+                panic!("{text:?} has no 0 byte");
+            };
+            table.update(key, |_| Some(2), |_| ((), true));
+            assert_eq!(
+                table.get(&encoded(&[Value::str(text)])).and_then(|e| e.doc),
+                Some(2)
+            );
+        }
+        // Keys that only look alike: another type, two parts, an escaped 0 byte.
+        let lookalikes = [
+            encoded(&[Value::str("acc-1"), Value::str("x")]),
+            encoded(&[Value::str("acc-1\0")]),
+            encoded(&[Value::Int(7)]),
+        ];
+        for key in &lookalikes {
+            table.put(key, Some(3));
+        }
+        assert!(TextKey::new("acc-1\0").is_none());
+        let probe = TextKey::new("acc-1").map(|k| table.update(k, |_| None, |d| (*d, false)));
+        assert_eq!(probe, Some(Some(1)));
+        for key in &lookalikes {
+            assert_eq!(table.get(key).and_then(|e| e.doc), Some(3));
+        }
+        // Through growth (every key rehashed from its stored bytes).
+        for i in 0..2000 {
+            table.put(&encoded(&[Value::str(format!("k{i}"))]), Some(i));
+        }
+        let found = TextKey::new("k1234").map(|k| table.update(k, |_| None, |d| (*d, false)));
+        assert_eq!(found, Some(Some(1234)));
+        assert_eq!(table.get(&lookalikes[1]).and_then(|e| e.doc), Some(3));
     }
 
     #[test]

@@ -122,11 +122,16 @@ impl Ctx {
     }
 
     /// Prepares for one handler call on a document's heap (or none).
+    #[inline]
     pub fn reset(&mut self, heap: *mut Value) {
         self.trapped = 0;
-        self.trap = None;
+        if self.trap.is_some() {
+            self.trap = None;
+        }
         self.heap = heap;
-        self.undo.clear();
+        if !self.undo.is_empty() {
+            self.undo.clear();
+        }
     }
 
     /// Undoes, newest first, every change the last call made to document fields.

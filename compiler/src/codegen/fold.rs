@@ -38,6 +38,8 @@ pub struct JitFold<'p> {
     next_position: i64,
     scratch: JitScratch,
     type_names: Vec<Arc<str>>,
+    /// Per event type, the projections with a handler for it.
+    routes: Vec<Vec<usize>>,
 }
 
 impl<'p> JitFold<'p> {
@@ -47,6 +49,14 @@ impl<'p> JitFold<'p> {
     /// The [`CodegenError`] of [`compile`].
     pub fn new(program: &'p Program) -> Result<JitFold<'p>, CodegenError> {
         let code = compile(program)?;
+        let routes = (0..program.events.len())
+            .map(|event| {
+                (code.projections.iter().enumerate())
+                    .filter(|(_, p)| p.by_event.get(event).is_some_and(|h| !h.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
         Ok(JitFold {
             program,
             stores: program
@@ -62,6 +72,7 @@ impl<'p> JitFold<'p> {
                 .iter()
                 .map(|e| Arc::from(e.name.as_str()))
                 .collect(),
+            routes,
         })
     }
 
@@ -82,7 +93,10 @@ impl<'p> JitFold<'p> {
             return Vec::new();
         };
         let mut faults = Vec::new();
-        for (index, store) in self.stores.iter_mut().enumerate() {
+        for &index in self.routes.get(event).map_or(&[][..], Vec::as_slice) {
+            let Some(store) = self.stores.get_mut(index) else {
+                continue;
+            };
             if store.fault.is_some() {
                 continue;
             }

@@ -63,6 +63,12 @@ impl Repr {
         matches!(self, Repr::OptInt | Repr::OptFloat | Repr::OptBool)
     }
 
+    /// The representation that writes a missing field's words as zeros (a `Ref`
+    /// becomes a null word, as it was before rows were encoded in place).
+    fn absent(self) -> Repr {
+        if self == Repr::Ref { Repr::Int } else { self }
+    }
+
     /// Words a field of this representation takes inline.
     fn words(self) -> usize {
         if self.is_optional_scalar() { 2 } else { 1 }
@@ -106,6 +112,9 @@ pub struct Layout {
     pub words: usize,
     /// Number of heap values (always 0 for rows).
     pub heap: usize,
+    /// The inline fields as (field index, word index, representation): what encoding a
+    /// row walks, without matching on slots and types per field.
+    inline: Box<[(usize, usize, Repr)]>,
 }
 
 impl Layout {
@@ -125,6 +134,7 @@ impl Layout {
             types: Vec::with_capacity(fields.len()),
             words: 0,
             heap: 0,
+            inline: Box::default(),
         };
         for field in fields {
             let repr = Repr::of(&field.ty)?;
@@ -142,6 +152,12 @@ impl Layout {
             layout.slots.push(slot);
             layout.types.push(field.ty.clone());
         }
+        layout.inline = (layout.slots.iter().enumerate())
+            .filter_map(|(field, slot)| match *slot {
+                Slot::Inline { offset, repr } => Some((field, word_index(offset), repr)),
+                Slot::Heap { .. } => None,
+            })
+            .collect();
         Ok(layout)
     }
 
@@ -149,11 +165,13 @@ impl Layout {
     /// every use of the words.
     #[inline]
     pub fn encode_row(&self, row: &[Value], words: &mut Vec<u64>) {
-        words.clear();
+        // Every word belongs to one inline field, and every field below writes all of
+        // its words, so a buffer of the right length needs no clearing.
         words.resize(self.words, 0);
-        for ((slot, ty), value) in self.slots.iter().zip(&self.types).zip(row) {
-            if let Slot::Inline { offset, repr } = slot {
-                write_inline(words, *offset, *repr, ty, value);
+        for &(field, at, repr) in &*self.inline {
+            match row.get(field) {
+                Some(value) => write_word(words, at, repr, value),
+                None => write_word(words, at, repr.absent(), &Value::None),
             }
         }
     }
@@ -264,7 +282,12 @@ fn scalar_word(value: &Value) -> u64 {
 
 #[inline]
 fn write_inline(words: &mut [u64], offset: i32, repr: Repr, _ty: &Type, value: &Value) {
-    let at = word_index(offset);
+    write_word(words, word_index(offset), repr, value);
+}
+
+/// Writes a field's words at word index `at`. A [`Repr::Ref`] word points at `value`.
+#[inline]
+fn write_word(words: &mut [u64], at: usize, repr: Repr, value: &Value) {
     let word = match repr {
         Repr::Ref => std::ptr::from_ref(value) as u64,
         Repr::OptInt | Repr::OptFloat | Repr::OptBool => {

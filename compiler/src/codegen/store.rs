@@ -33,22 +33,30 @@ use crate::ast::Span;
 use crate::interp::{Meta, Trap};
 use crate::ir::{EventId, Type};
 use crate::storage;
-use crate::table::{DocTable, Entry};
+use crate::table::{DocTable, Entry, KeyProbe, TextKey};
 
 /// The envelope strings as values, reused while they do not change (an engine folding
-/// one stream, or events without stream and id, builds them once).
+/// one stream, or events without stream and id, builds them once). Event type names
+/// are few and interleave, so the last few are kept: a fold alternating between two
+/// types clones no `Arc` per event.
 #[derive(Debug)]
 struct MetaValues {
     stream: Value,
-    event_type: Value,
+    event_types: Vec<Value>,
+    /// Which of `event_types` the current event has.
+    current_type: usize,
     id: Value,
 }
+
+/// How many event type names [`MetaValues`] remembers.
+const REMEMBERED_TYPES: usize = 8;
 
 impl MetaValues {
     fn new() -> MetaValues {
         MetaValues {
             stream: Value::None,
-            event_type: Value::None,
+            event_types: Vec::new(),
+            current_type: 0,
             id: Value::None,
         }
     }
@@ -61,8 +69,23 @@ impl MetaValues {
             }
         }
         set(&mut self.stream, &meta.stream);
-        set(&mut self.event_type, event_type);
         set(&mut self.id, &meta.id);
+        let same = |v: &Value| matches!(v, Value::Str(s) if Arc::ptr_eq(s, event_type));
+        if self.event_types.get(self.current_type).is_some_and(same) {
+            return;
+        }
+        self.current_type = match self.event_types.iter().position(same) {
+            Some(i) => i,
+            None if self.event_types.len() < REMEMBERED_TYPES => {
+                self.event_types.push(Value::Str(event_type.clone()));
+                self.event_types.len() - 1
+            }
+            None => {
+                let i = (self.current_type + 1) % REMEMBERED_TYPES;
+                self.event_types[i] = Value::Str(event_type.clone());
+                i
+            }
+        };
     }
 
     #[inline]
@@ -71,7 +94,10 @@ impl MetaValues {
             position,
             time: meta.time,
             stream: &raw const self.stream,
-            event_type: &raw const self.event_type,
+            event_type: self
+                .event_types
+                .get(self.current_type)
+                .map_or(std::ptr::null(), |v| v as *const Value),
             id: &raw const self.id,
         }
     }
@@ -254,6 +280,15 @@ impl JitProgram {
         let Some(handler) = p.handlers.get(h) else {
             return Ok(());
         };
+        {
+            let JitScratch {
+                ctx, row, saved, ..
+            } = &mut *scratch;
+            let row: &[u64] = row;
+            if let Some(text) = text_key(row, p, handler) {
+                return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, text);
+            }
+        }
         self.key_of(scratch, p, handler, meta)
             .map_err(|t| (t, handler.span))?;
         let JitScratch {
@@ -263,6 +298,22 @@ impl JitProgram {
             saved,
             ..
         } = scratch;
+        let key: &[u8] = key;
+        self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, key)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn run_single_at(
+        &self,
+        p: &CompiledProjection,
+        handler: &CompiledHandler,
+        (ctx, row, saved): (&mut Box<Ctx>, &[u64], &mut Saved),
+        meta: &MetaAbi,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+        key: impl KeyProbe,
+    ) -> Result<(), (Trap, Span)> {
         table
             .update(key, load, |slot| match slot {
                 Some(doc) => {
@@ -348,6 +399,7 @@ impl JitProgram {
                 .map(|e| (e.doc.as_ref().map(|d| d.slots.clone()), e.dirty));
             undo.push((key.as_slice().into(), before));
         }
+        let key: &[u8] = key;
         table.update(key, load, |slot| {
             let (mut fresh, existed) = match slot {
                 Some(_) => (None, true),
@@ -361,7 +413,7 @@ impl JitProgram {
             // undo log may point into it.
             let mut drop_doc = |doc: Option<Doc>| {
                 if let Some(doc) = doc {
-                    dropped.push((key.as_slice().into(), doc));
+                    dropped.push((Box::from(key), doc));
                 }
             };
             match status {
@@ -460,6 +512,29 @@ impl JitProgram {
     }
 }
 
+/// The one-string key of a handler whose key is an event field, read from the row
+/// words and probed without encoding it (see [`TextKey`]).
+#[inline]
+fn text_key<'r>(
+    row: &'r [u64],
+    p: &CompiledProjection,
+    handler: &CompiledHandler,
+) -> Option<TextKey<'r>> {
+    let [word] = handler.key_words.as_deref()? else {
+        return None;
+    };
+    if p.key.first() != Some(&Type::String) {
+        return None;
+    }
+    let pointer = *row.get(*word)? as usize as *const Value;
+    // SAFETY: a string field's row word points at the caller's row value, which
+    // outlives every use of the row words (see `JitScratch::prepare`).
+    match unsafe { pointer.as_ref() }? {
+        Value::Str(text) => TextKey::new(text),
+        _ => None,
+    }
+}
+
 /// Puts every entry a multi-handler event touched back as it was: the handle-field
 /// changes first (newest first, while every document they point into is alive, in the
 /// table or among the dropped ones), then each entry's document, inline words and
@@ -500,8 +575,10 @@ fn encode_key_word(ty: &Type, word: u64, out: &mut Vec<u8>) {
             // SAFETY: for a string key component the key function stores a pointer to a
             // live string value (row, constant pool or arena), valid until the arena is
             // cleared after this projection's run.
-            let value = unsafe { p.as_ref() }.unwrap_or(&Value::None);
-            storage::encode_key_part(value, out);
+            match unsafe { p.as_ref() } {
+                Some(Value::Str(text)) => storage::encode_key_text(text.as_bytes(), out),
+                value => storage::encode_key_part(value.unwrap_or(&Value::None), out),
+            }
         }
         other => storage::encode_key_part(&scalar_value(other, word), out),
     }
