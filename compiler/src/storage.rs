@@ -119,6 +119,11 @@ pub(crate) fn single_text_key(key: &[u8]) -> Option<&[u8]> {
     text_key_inner(key).filter(|inner| !has_zero_byte(inner))
 }
 
+/// The tag before and the terminator after a string key component without 0 bytes.
+pub(crate) fn text_key_frame() -> (u8, [u8; 2]) {
+    (STR, [0, 1])
+}
+
 /// What lies between the tag and the terminator of a key that starts as a string
 /// component and ends as one (a one-string key if that part holds no 0 byte).
 #[inline]

@@ -171,9 +171,12 @@ impl KeyProbe for TextKey<'_> {
     }
 
     fn encoded(&self) -> Key {
-        let mut out = Vec::with_capacity(self.0.len() + 3);
-        storage::encode_key_text(self.0, &mut out);
-        Key::from_vec(out)
+        let (head, tail) = storage::text_key_frame();
+        let mut key = Key::new();
+        key.push(head);
+        key.extend_from_slice(self.0);
+        key.extend_from_slice(&tail);
+        key
     }
 }
 
