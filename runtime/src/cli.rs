@@ -47,6 +47,9 @@ enum Command {
         /// gRPC listen address [default: 127.0.0.1:7070].
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Also serve on this Unix socket (clients: `--node unix:PATH`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
@@ -188,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         config,
         data,
         listen,
+        socket,
         strict,
         segment_mib,
         engine,
@@ -205,6 +209,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         if let Some(listen) = listen {
             node.listen = listen;
+        }
+        if socket.is_some() {
+            node.socket = socket;
         }
         node.strict |= strict;
         if let Some(mib) = segment_mib {

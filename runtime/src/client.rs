@@ -51,13 +51,33 @@ fn emit(text: &impl std::fmt::Display) {
 /// # Errors
 /// When the URL is invalid or nothing answers there.
 pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| CliError::new(format!("invalid node URL `{url}`: {e}")))?;
-    let channel = endpoint
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| CliError::new(format!("cannot reach a node at {url}: {e} (is `datamesh serve` running? set --node or DATAMESH_NODE)")))?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        CliError::new(format!(
+            "cannot reach a node at {url}: {e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
+        ))
+    };
+    let channel = if let Some(path) = url.strip_prefix("unix:") {
+        // The URI is not used to connect: the connector opens the socket.
+        let path = std::path::PathBuf::from(path);
+        tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| unreachable(&e))?
+    } else {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| CliError::new(format!("invalid node URL `{url}`: {e}")))?;
+        endpoint
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?
+    };
     Ok(DataMeshClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))

@@ -7,6 +7,7 @@
 //! ```toml
 //! data = "/var/lib/datamesh"     # data directory
 //! listen = "0.0.0.0:7070"        # gRPC address
+//! socket = "/run/datamesh.sock"  # also serve on this Unix socket
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
 //! segment_mib = 128              # log segment size
@@ -57,6 +58,8 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// gRPC listen address.
     pub listen: Option<String>,
+    /// A Unix socket to serve on as well.
+    pub socket: Option<PathBuf>,
     /// Reject undeclared event types.
     pub strict: Option<bool>,
     /// `jit` or `interp`.
@@ -115,6 +118,9 @@ impl FileConfig {
             base.listen = listen.parse::<SocketAddr>().map_err(|e| {
                 format!("`listen = \"{listen}\"` is not an address like \"127.0.0.1:7070\": {e}")
             })?;
+        }
+        if let Some(socket) = &self.socket {
+            base.socket = Some(socket.clone());
         }
         if let Some(strict) = self.strict {
             base.strict = strict;
@@ -179,6 +185,7 @@ mod tests {
         let default = NodeConfig::default();
         assert_eq!(config.data, default.data);
         assert_eq!(config.listen, default.listen);
+        assert_eq!(config.socket, None);
         assert_eq!(config.segment_bytes, default.segment_bytes);
     }
 
@@ -187,6 +194,7 @@ mod tests {
         let text = r#"
             data = "/tmp/x"
             listen = "0.0.0.0:9000"
+            socket = "/tmp/x.sock"
             strict = true
             engine = "interp"
             segment_mib = 8
@@ -200,6 +208,7 @@ mod tests {
             .expect("valid");
         assert_eq!(config.data, PathBuf::from("/tmp/x"));
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.socket, Some(PathBuf::from("/tmp/x.sock")));
         assert!(config.strict);
         assert_eq!(config.engine, EngineKind::Interp);
         assert_eq!(config.segment_bytes, 8 << 20);

@@ -1,6 +1,10 @@
 //! A running node: opens the log and the store, starts the engine, serves gRPC (with
-//! health and reflection) until a shutdown signal, then finishes in-flight requests and
-//! stops the log writer after its queued commits.
+//! health and reflection) on a TCP address and optionally a Unix socket until a
+//! shutdown signal, then finishes in-flight requests and stops the log writer after its
+//! queued commits.
+//!
+//! The Unix socket is for the service that owns the node, on the same host: it skips
+//! the TCP stack, which is about a third of the CPU a small request costs on loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +22,9 @@ pub struct NodeConfig {
     pub data: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// A Unix socket to serve gRPC on as well (clients on the same host connect with
+    /// `--node unix:PATH`, skipping the TCP stack).
+    pub socket: Option<PathBuf>,
     /// Reject events of undeclared types.
     pub strict: bool,
     /// Log segment size.
@@ -33,6 +40,7 @@ impl Default for NodeConfig {
         NodeConfig {
             data: PathBuf::from("datamesh-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            socket: None,
             strict: false,
             segment_bytes: 128 << 20,
             limits: Limits::default(),
@@ -96,6 +104,10 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let local = listener.local_addr()?;
+    let unix_listener = match &config.socket {
+        Some(path) => Some((bind_unix(path).await?, path.clone())),
+        None => None,
+    };
     // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames
     // back for tens of milliseconds per request.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -107,19 +119,76 @@ pub async fn serve(
     let server = pb::data_mesh_server::DataMeshServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(server)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .add_service(server);
+    // The Unix socket serves the same router until the same shutdown.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let unix = match unix_listener {
+        Some((listener, path)) => {
+            tracing::info!(socket = %path.display(), "serving on a Unix socket");
+            eprintln!("datamesh listening on unix:{}", path.display());
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let until = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let router = router.clone();
+            Some(tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(incoming, until).await
+            }))
+        }
+        None => None,
+    };
+    let served = router
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
-        .map_err(|e| NodeError::Server(e.to_string()))?;
+        .map_err(|e| NodeError::Server(e.to_string()));
+    // Had the TCP server stopped on an error, dropping `stop` with its future stopped
+    // the Unix socket's server too.
+    let mut result = served;
+    if let Some(task) = unix {
+        let unix_served = match task.await {
+            Ok(served) => served.map_err(|e| NodeError::Server(e.to_string())),
+            Err(e) => Err(NodeError::Server(e.to_string())),
+        };
+        if let Some(path) = &config.socket {
+            let _ = std::fs::remove_file(path);
+        }
+        result = result.and(unix_served);
+    }
     tracing::info!("shutting down: in-flight requests finished");
     // The batch being folded commits (checkpoints with their documents), then the
     // engine stops; the log closes after its queued appends.
     engine.stop().await;
     log.close();
-    Ok(())
+    result
+}
+
+/// Binds a Unix socket at `path`. A socket file left there by a node that is gone (a
+/// crash leaves it behind) is replaced; one a live process answers on is an error.
+async fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, NodeError> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(NodeError::Server(format!(
+                "{} exists and is not a socket: refusing to replace it",
+                path.display()
+            )));
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(NodeError::Server(format!(
+                "{} is in use by another process",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)?;
+    }
+    tokio::net::UnixListener::bind(path)
+        .map_err(|e| NodeError::Server(format!("cannot listen on unix:{}: {e}", path.display())))
 }
 
 /// Completes on SIGINT or SIGTERM.

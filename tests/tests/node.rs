@@ -109,17 +109,7 @@ impl Node {
 
     /// `datamesh <args>` against this node: (exit code, stdout, stderr).
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("DATAMESH_NODE", &self.url)
-            .current_dir(root())
-            .output()
-            .expect("cli runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli_at(&self.url, args)
     }
 
     fn kill9(&mut self) {
@@ -146,6 +136,21 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `datamesh <args>` against the node at `url`: (exit code, stdout, stderr).
+fn cli_at(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATAMESH_NODE", url)
+        .current_dir(root())
+        .output()
+        .expect("cli runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn event(ty: &str, data: &str, stream: &str, id: &str) -> pb::Event {
@@ -1201,6 +1206,76 @@ async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("listen"), "the key is named: {stderr}");
     let _ = std::fs::remove_file(&config);
+}
+
+/// `serve --socket PATH`: the same node answers on a Unix socket (the CLI connects
+/// with `--node unix:PATH`); a socket file a crashed node left behind is replaced, a
+/// socket a live node serves or a file that is not a socket is refused, and a clean
+/// shutdown removes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_serves_the_same_node() {
+    let data = temp_dir("unix", Engine::Jit);
+    let socket = data.with_extension("sock");
+    let socket_path = socket.to_str().expect("utf-8 path");
+    // What a node killed with SIGKILL leaves: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    assert!(socket.exists());
+    let mut node = Node::start(&data, Engine::Jit, &["--socket", socket_path]);
+    let unix = format!("unix:{socket_path}");
+    let (code, out, err) = cli_at(&unix, &["deploy", "examples/bank/bank.dmp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("balances@v1"), "{out}");
+    let (code, _, err) = cli_at(
+        &unix,
+        &["append", "Deposited", r#"{"account":"a1","amount":5}"#],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Both listeners serve one node: what went in through the socket is read over TCP.
+    let (code, out, err) = node.cli(&["get", "balances", "a1", "--min-position", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["balance"], 5);
+    let (code, out, _) = cli_at(&unix, &["get", "balances", "a1"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json"),
+        doc
+    );
+
+    // A second node may not take over a socket the first one serves.
+    let other = temp_dir("unix-other", Engine::Jit);
+    let out = Command::new(BIN)
+        .args(["serve", "--data", other.to_str().expect("path")])
+        .args(["--listen", "127.0.0.1:0", "--socket", socket_path])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    let (code, _, err) = cli_at(&unix, &["status"]);
+    assert_eq!(code, 0, "the first node still answers: {err}");
+
+    assert_eq!(node.terminate(), Some(0));
+    assert!(!socket.exists(), "a clean shutdown removes the socket");
+    let (code, _, err) = cli_at(&unix, &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach a node at unix:"), "{err}");
+
+    // A file that is not a socket is never replaced.
+    std::fs::write(&socket, "keep me").expect("written");
+    let out = Command::new(BIN)
+        .args(["serve", "--data", other.to_str().expect("path")])
+        .args(["--listen", "127.0.0.1:0", "--socket", socket_path])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&socket).ok().as_deref(),
+        Some("keep me")
+    );
+    let _ = std::fs::remove_file(&socket);
 }
 
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
