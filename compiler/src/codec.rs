@@ -86,13 +86,13 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
     match (ty, json) {
         (Type::Optional(_), Json::Null) => Ok(Value::None),
         (Type::Optional(inner), j) => decode_value(inner, j),
-        (Type::Int, Json::Number(n)) => n.as_i64().map(Value::Int).ok_or_else(|| {
-            if n.is_u64() {
-                format!("{n} is out of range for int")
-            } else {
-                wrong()
-            }
-        }),
+        (Type::Int, Json::Number(n)) => {
+            n.as_i64().map(Value::Int).ok_or_else(|| match n.as_f64() {
+                _ if n.is_u64() => format!("{n} is out of range for int"),
+                Some(f) if f.fract() == 0.0 => format!("{f} is out of range for int"),
+                _ => wrong(),
+            })
+        }
         (Type::Float, Json::Number(n)) => n
             .as_f64()
             .filter(|f| f.is_finite())
@@ -500,6 +500,10 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor<'_> {
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(Value, bool), E> {
         match self.0.unwrap_optional() {
             Type::Float if v.is_finite() => Ok((Value::Float(v), false)),
+            // A whole number JSON could not hold as a 64-bit integer.
+            ty @ (Type::Int | Type::Timestamp | Type::Duration) if v.fract() == 0.0 => {
+                Err(E::custom(format!("{v} is out of range for {ty}")))
+            }
             ty => Err(E::custom(format!("expected {ty}, found the number {v}"))),
         }
     }

@@ -7,7 +7,7 @@ use datamesh_compiler::engine::FoldEngine;
 use std::sync::Arc;
 
 use common::compile;
-use datamesh_compiler::codec::{decode_payload, documents_json};
+use datamesh_compiler::codec::{decode_payload, decode_payload_bytes, documents_json};
 use datamesh_compiler::interp::{Fault, Fold, Meta};
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
@@ -604,6 +604,21 @@ fn payload_decoding_is_strict_and_names_the_field() {
         "the payload of `E` must be a JSON object, found an array"
     );
     assert!(decode_payload(e, &json!({"n": 1, "t": 0, "o": null})).is_ok());
+    // A whole number past the int range is named as such, on both decoding paths (the
+    // node decodes payload bytes without building JSON values).
+    for (text, shown) in [
+        ("9223372036854775808", "9223372036854775808"),
+        ("99999999999999999999", "100000000000000000000"),
+    ] {
+        let payload = format!(r#"{{"n": {text}, "t": 0}}"#);
+        let expected = format!("field `n`: {shown} is out of range for int");
+        let data: Json = serde_json::from_str(&payload).expect("json");
+        assert_eq!(err(data), expected);
+        let from_bytes = decode_payload_bytes(e, payload.as_bytes())
+            .expect_err("must be rejected")
+            .to_string();
+        assert_eq!(from_bytes, expected);
+    }
 }
 
 #[test]

@@ -21,7 +21,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "An event datastore: a durable log and projections folded from it"
 )]
 struct Cli {
-    /// The node to talk to (client commands).
+    /// The node to talk to (client commands): `http://HOST:PORT`, or `unix:PATH` for a
+    /// node serving a Unix socket (`serve --socket PATH`).
     #[arg(
         long,
         global = true,
