@@ -11,6 +11,9 @@
 //!   (read-your-writes), and the latency covers both calls;
 //! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`.
 //!
+//! Accounts (`--accounts`, 10,000) are picked uniformly, or with `--skew zipf` from
+//! Zipf(1.1), the skewed variant of the workloads (account 0 the hottest).
+//!
 //! It deploys its own small program (a `Deposited` event with the workload's ~100-byte
 //! payload, validated on every append, and for `w3` and `w5` a `balances` projection), so run
 //! it against a fresh node. It prints a
@@ -105,6 +108,77 @@ pub struct BenchArgs {
     /// Distinct accounts.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
+    /// How accounts are picked: uniformly, or Zipf(1.1), the skewed variant (account 0
+    /// the hottest).
+    #[arg(long, value_enum, default_value_t = Skew::Uniform)]
+    pub skew: Skew,
+}
+
+/// The account distribution of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Skew {
+    /// Every account equally likely.
+    Uniform,
+    /// Zipf with exponent 1.1: account `k` has weight `1 / (k + 1)^1.1`.
+    Zipf,
+}
+
+/// Picks account numbers in `0..n` by a run's [`Skew`].
+#[derive(Debug, Clone)]
+struct Accounts {
+    n: u64,
+    /// For Zipf: the cumulative probability of accounts `0..=k`.
+    cdf: Option<Arc<[f64]>>,
+}
+
+impl Accounts {
+    fn new(n: u64, skew: Skew) -> Accounts {
+        let n = n.max(1);
+        let cdf = (skew == Skew::Zipf).then(|| {
+            let mut total = 0.0;
+            let mut cdf: Vec<f64> = (0..n)
+                .map(|k| {
+                    total += 1.0 / ((k + 1) as f64).powf(1.1);
+                    total
+                })
+                .collect();
+            for c in &mut cdf {
+                *c /= total;
+            }
+            cdf.into()
+        });
+        Accounts { n, cdf }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> u64 {
+        match &self.cdf {
+            None => rng.next() % self.n,
+            Some(cdf) => {
+                // 53 random bits: a uniform float in [0, 1).
+                let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                (cdf.partition_point(|&c| c <= u) as u64).min(self.n - 1)
+            }
+        }
+    }
+
+    /// How a report names the distribution.
+    fn label(&self) -> &'static str {
+        if self.cdf.is_some() {
+            Skew::Zipf.label()
+        } else {
+            Skew::Uniform.label()
+        }
+    }
+}
+
+impl Skew {
+    /// How a report names the distribution.
+    fn label(self) -> &'static str {
+        match self {
+            Skew::Uniform => "",
+            Skew::Zipf => ", Zipf(1.1) accounts",
+        }
+    }
 }
 
 /// A small deterministic generator (xorshift), so runs are repeatable.
@@ -119,8 +193,8 @@ impl Rng {
     }
 }
 
-fn deposit(rng: &mut Rng, accounts: u64, stream_prefix: &str) -> pb::Event {
-    let account = rng.next() % accounts;
+fn deposit(rng: &mut Rng, accounts: &Accounts, stream_prefix: &str) -> pb::Event {
+    let account = accounts.pick(rng);
     let amount = rng.next() % 1000 + 1;
     deposit_event(account, amount, stream_prefix)
 }
@@ -266,6 +340,20 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
             code: 2,
         });
     }
+    for (name, value) in [
+        ("--accounts", args.accounts),
+        ("--clients", args.clients as u64),
+        ("--batch", args.batch as u64),
+        ("--inflight", args.inflight as u64),
+        ("--seconds", args.seconds),
+    ] {
+        if value == 0 {
+            return Err(CliError {
+                message: format!("{name} must be at least 1"),
+                code: 2,
+            });
+        }
+    }
     let mut client = connect(url).await?;
     let program = if matches!(args.workload.as_str(), "w3" | "w5") {
         BENCH_PROGRAM
@@ -294,13 +382,15 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     let inflight = args.inflight.max(1);
     // The generator runs ahead of the senders by at most `inflight` requests.
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::AppendRequest>(inflight);
-    let (total, batch, accounts) = (args.events, args.batch.max(1) as u64, args.accounts);
+    let (total, batch) = (args.events, args.batch.max(1) as u64);
+    let accounts = Accounts::new(args.accounts, args.skew);
+    let label = accounts.label();
     let generator = tokio::spawn(async move {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         let mut made = 0;
         while made < total {
             let n = (total - made).min(batch);
-            let events = (0..n).map(|_| deposit(&mut rng, accounts, "")).collect();
+            let events = (0..n).map(|_| deposit(&mut rng, &accounts, "")).collect();
             let request = pb::AppendRequest {
                 events,
                 expected: Vec::new(),
@@ -336,7 +426,7 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     stop.store(1, Ordering::Relaxed);
     let _ = generator.await;
     report(
-        &format!("w1 durable bulk append, {batch}-event requests, {inflight} in flight"),
+        &format!("w1 durable bulk append, {batch}-event requests, {inflight} in flight{label}"),
         "events",
         done.load(Ordering::Relaxed),
         elapsed,
@@ -358,7 +448,7 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
     for c in 0..args.clients {
         let mut client = connect(url).await?;
         let done = timed.done.clone();
-        let accounts = args.accounts;
+        let accounts = Accounts::new(args.accounts, args.skew);
         let clients = args.clients as u64;
         let prefix = format!("bench-{run_id}-");
         tasks.push(tokio::spawn(async move {
@@ -369,9 +459,9 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
             while Instant::now() < deadline {
                 // Each client owns the accounts congruent to its number, so it knows
                 // every stream's version without asking.
-                let account = rng.next() % accounts;
+                let account = accounts.pick(&mut rng);
                 let account = account - account % clients + c as u64;
-                if account >= accounts {
+                if account >= accounts.n {
                     continue;
                 }
                 let event = deposit_event(account, rng.next() % 1000 + 1, &prefix);
@@ -413,13 +503,14 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
         .finish(
             tasks,
             &format!(
-                "{name} durable single-event appends with expected version{}, {} clients",
+                "{name} durable single-event appends with expected version{}, {} clients{}",
                 if read_back {
                     ", each read back from balances (read-your-writes)"
                 } else {
                     ""
                 },
-                args.clients
+                args.clients,
+                args.skew.label(),
             ),
             "events",
         )
@@ -464,12 +555,12 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     for c in 0..args.clients {
         let mut client = connect(url).await?;
         let done = timed.done.clone();
-        let accounts = args.accounts;
+        let accounts = Accounts::new(args.accounts, args.skew);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (c as u64 + 1));
             let mut latencies = histogram();
             while Instant::now() < deadline {
-                let key = format!("acc-{:06}", rng.next() % accounts);
+                let key = format!("acc-{:06}", accounts.pick(&mut rng));
                 let t = Instant::now();
                 client
                     .get(pb::GetRequest {
@@ -488,7 +579,11 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     timed
         .finish(
             tasks,
-            &format!("w5 point reads of balances, {} clients", args.clients),
+            &format!(
+                "w5 point reads of balances, {} clients{}",
+                args.clients,
+                args.skew.label()
+            ),
             "reads",
         )
         .await
@@ -497,6 +592,43 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounts_follow_their_distribution() {
+        let n = 10_000;
+        let picks = 200_000;
+        for skew in [Skew::Uniform, Skew::Zipf] {
+            let accounts = Accounts::new(n, skew);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let mut counts = vec![0u32; n as usize];
+            for _ in 0..picks {
+                let a = accounts.pick(&mut rng);
+                assert!(a < n, "{skew:?} picked {a}");
+                counts[a as usize] += 1;
+            }
+            let share = |k: usize| f64::from(counts[k]) / f64::from(picks);
+            match skew {
+                Skew::Uniform => {
+                    // 20 expected per account: none is hot, none starved.
+                    assert!(counts.iter().all(|&c| (1..=60).contains(&c)), "{counts:?}");
+                }
+                Skew::Zipf => {
+                    // Account k has weight 1 / (k + 1)^1.1: account 0 takes about 11%
+                    // of the picks, twice as many as account 1, and the tail is long.
+                    let total: f64 = (1..=n).map(|k| 1.0 / (k as f64).powf(1.1)).sum();
+                    assert!((share(0) - 1.0 / total).abs() < 0.005, "{}", share(0));
+                    let ratio = share(0) / share(1);
+                    assert!((1.9..2.4).contains(&ratio), "{ratio}");
+                    assert!(share(0) > share(9) && share(9) > share(99));
+                    assert!(counts[5_000..].iter().sum::<u32>() > picks / 50);
+                }
+            }
+        }
+        // One account: always it.
+        let one = Accounts::new(1, Skew::Zipf);
+        let mut rng = Rng(7);
+        assert!((0..100).all(|_| one.pick(&mut rng) == 0));
+    }
 
     #[test]
     fn hand_written_payloads_are_what_format_writes() {

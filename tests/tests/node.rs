@@ -1121,8 +1121,16 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
         .expect("list")
         .into_inner();
     assert!(listed.projections.is_empty(), "{listed:?}");
-    let runs: [(&str, &[&str], &str); 4] = [
+    let (code, _, stderr) = node.cli(&["bench", "--workload", "w5", "--accounts", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--accounts must be at least 1"), "{stderr}");
+    let runs: [(&str, &[&str], &str); 5] = [
         ("w1", &["--events", "3000", "--batch", "500"], "3000 events"),
+        (
+            "w1",
+            &["--events", "2000", "--batch", "500", "--skew", "zipf"],
+            "Zipf(1.1) accounts",
+        ),
         ("w2", &["--seconds", "1", "--clients", "2"], "events/s"),
         (
             "w3",
