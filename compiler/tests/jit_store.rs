@@ -18,7 +18,7 @@ use std::sync::Arc;
 use datamesh_compiler::ast::Span;
 use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::codegen::layout::Doc;
-use datamesh_compiler::codegen::{JitProgram, JitScratch, compile as jit_compile};
+use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared, compile as jit_compile};
 use datamesh_compiler::interp::{self, Fault, Fold, Meta, Overlay, ProjectionState, Trap};
 use datamesh_compiler::ir::{EventId, Program};
 use datamesh_compiler::storage::{decode_key, encode_key};
@@ -50,25 +50,32 @@ struct Backed {
 }
 
 impl Backed {
+    /// Folds an event into this projection as the node does: encoded once for all
+    /// projections (`prepared`), or on its own through `fold_event` when `prepared` is
+    /// `None`.
     fn fold(
         &mut self,
         jit: &JitProgram,
         scratch: &mut JitScratch,
-        projection: usize,
+        (projection, prepared): (usize, Option<&Prepared<'_>>),
         (event, row, meta): (EventId, &[Value], &Meta),
     ) -> Result<(), (Trap, Span)> {
         let stored = &self.stored;
-        jit.fold_event(
-            scratch,
-            projection,
-            (event, row, meta),
-            &mut self.table,
-            &mut |key| {
-                stored
-                    .get(key)
-                    .and_then(|bytes| jit.doc_from_stored(projection, bytes))
-            },
-        )
+        let load = &mut |key: &[u8]| {
+            stored
+                .get(key)
+                .and_then(|bytes| jit.doc_from_stored(projection, bytes))
+        };
+        match prepared {
+            Some(p) => jit.fold_prepared_event(scratch, projection, p, &mut self.table, load),
+            None => jit.fold_event(
+                scratch,
+                projection,
+                (event, row, meta),
+                &mut self.table,
+                load,
+            ),
+        }
     }
 
     /// Writes the dirty documents back, as the node does at the end of a batch.
@@ -121,6 +128,12 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
             ..meta.clone()
         };
         reference.apply_local(*event, row, meta.clone());
+        // Odd events are encoded once and shared by every projection, as the node does;
+        // even ones go through `fold_event`, one projection at a time.
+        let prepared = match position % 2 {
+            1 => jit.prepare_event(&mut scratch, (*event, row, &meta)),
+            _ => None,
+        };
         for (index, projection) in program.projections.iter().enumerate() {
             if faults[index].is_some() {
                 continue;
@@ -128,7 +141,12 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
             let expected = interp::apply_event(projection, *event, row, &meta, &mut |k| {
                 by_interp[index].get(k).cloned()
             });
-            let got = by_jit[index].fold(&jit, &mut scratch, index, (*event, row, &meta));
+            let got = by_jit[index].fold(
+                &jit,
+                &mut scratch,
+                (index, prepared.as_ref()),
+                (*event, row, &meta),
+            );
             let context = format!("projection {index}, event {position} ({})", meta.event_type);
             match (expected, got) {
                 (Ok(overlay), Ok(())) => commit(&mut by_interp[index], overlay),
@@ -181,7 +199,7 @@ fn jit_after(
             datamesh_compiler::storage::encode_doc(&doc),
         );
     }
-    backed.fold(jit, scratch, 0, (event, row, meta))?;
+    backed.fold(jit, scratch, (0, None), (event, row, meta))?;
     backed.flush(jit, 0);
     Ok(backed.docs())
 }
@@ -280,6 +298,33 @@ fn check_example(name: &str) {
         expected,
         "store-backed JIT output of {name} differs from expected.json"
     );
+}
+
+#[test]
+fn an_event_prepared_before_another_handles_nothing() {
+    // Its row words were overwritten by the later event's: running handlers on them
+    // would read another event's fields.
+    let program = compile(
+        "event A { k: string, n: int } event B { k: string, s: string }
+         projection p { key k state { n: int = 0 } on A { n += event.n } }",
+    );
+    let jit = jit_compile(&program).expect("compiles");
+    let mut scratch = JitScratch::new();
+    let mut table = DocTable::new();
+    let meta = Meta::default();
+    let a = vec![Value::str("x"), Value::Int(5)];
+    let b = vec![Value::str("x"), Value::str("not a number")];
+    let first = jit.prepare_event(&mut scratch, (0, &a, &meta)).expect("A");
+    let second = jit.prepare_event(&mut scratch, (1, &b, &meta)).expect("B");
+    let stale = jit.fold_prepared_event(&mut scratch, 0, &first, &mut table, &mut |_| None);
+    assert!(stale.is_ok());
+    assert!(table.is_empty(), "a stale event changed nothing");
+    let current = jit.fold_prepared_event(&mut scratch, 0, &second, &mut table, &mut |_| None);
+    assert!(current.is_ok() && table.is_empty(), "B has no handler here");
+    let again = jit.prepare_event(&mut scratch, (0, &a, &meta)).expect("A");
+    let folded = jit.fold_prepared_event(&mut scratch, 0, &again, &mut table, &mut |_| None);
+    assert!(folded.is_ok());
+    assert_eq!(table.len(), 1, "the current event folds");
 }
 
 #[test]

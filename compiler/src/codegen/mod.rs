@@ -25,7 +25,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
 pub use fold::JitFold;
-pub use store::JitScratch;
+pub use store::{JitScratch, Prepared};
 
 use abi::HandlerFn;
 use layout::{Doc, Layout, Repr, Slot};

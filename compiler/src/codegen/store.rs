@@ -161,6 +161,8 @@ pub struct JitScratch {
     heap_undo: Vec<Undo>,
     dropped: Vec<(Box<[u8]>, Doc)>,
     meta: MetaValues,
+    /// Counts the events prepared, so a stale [`Prepared`] is recognised.
+    generation: u64,
 }
 
 impl Default for JitScratch {
@@ -181,6 +183,7 @@ impl JitScratch {
             heap_undo: Vec::new(),
             dropped: Vec::new(),
             meta: MetaValues::new(),
+            generation: 0,
         }
     }
 
@@ -199,8 +202,21 @@ impl JitScratch {
         let layout = program.rows.get(event)?;
         layout.encode_row(row, &mut self.row);
         self.meta.update(meta, event_type);
+        self.generation = self.generation.wrapping_add(1);
         Some(self.meta.abi(position, meta))
     }
+}
+
+/// An event encoded once by [`JitProgram::prepare_event`] for every projection it
+/// reaches. Its row words live in the scratch that prepared it: it is only honoured
+/// while that scratch has prepared nothing else, and it borrows the decoded row the
+/// words point into.
+#[derive(Debug)]
+pub struct Prepared<'r> {
+    event: EventId,
+    meta: MetaAbi,
+    generation: u64,
+    _row: std::marker::PhantomData<&'r [Value]>,
 }
 
 /// What a load returns: the stored document of a key, already in the compiled layout.
@@ -234,6 +250,51 @@ impl JitProgram {
             return Ok(());
         };
         self.fold_prepared(scratch, projection, event, &abi_meta, table, load)
+    }
+
+    /// Encodes an event (type, decoded row, envelope) once for
+    /// [`JitProgram::fold_prepared_event`] on each projection it reaches; `None` for an
+    /// event type the program does not declare.
+    pub fn prepare_event<'r>(
+        &self,
+        scratch: &mut JitScratch,
+        (event, row, meta): (EventId, &'r [Value], &Meta),
+    ) -> Option<Prepared<'r>> {
+        let envelope = (meta.position, &meta.event_type);
+        let abi_meta = scratch.prepare(self, event, row, envelope, meta)?;
+        Some(Prepared {
+            event,
+            meta: abi_meta,
+            generation: scratch.generation,
+            _row: std::marker::PhantomData,
+        })
+    }
+
+    /// [`JitProgram::fold_event`] for an event [`JitProgram::prepare_event`] encoded with
+    /// the same scratch. An event the scratch is no longer prepared for (it prepared
+    /// another since) handles nothing.
+    ///
+    /// # Errors
+    /// As [`JitProgram::fold_event`].
+    pub fn fold_prepared_event(
+        &self,
+        scratch: &mut JitScratch,
+        projection: usize,
+        prepared: &Prepared<'_>,
+        table: &mut DocTable<Doc>,
+        load: &mut Load<'_>,
+    ) -> Result<(), (Trap, Span)> {
+        if prepared.generation != scratch.generation {
+            return Ok(());
+        }
+        self.fold_prepared(
+            scratch,
+            projection,
+            prepared.event,
+            &prepared.meta,
+            table,
+            load,
+        )
     }
 
     /// [`JitProgram::fold_event`] for a row and envelope already encoded by

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use datamesh_compiler::codec::decode_payload_into;
 use datamesh_compiler::codegen::layout::Doc;
-use datamesh_compiler::codegen::{JitProgram, JitScratch};
+use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared};
 use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
@@ -587,36 +587,37 @@ impl Batch {
             let Some(targets) = self.targets[program_index].get(event) else {
                 continue;
             };
-            let mut decoded = false;
+            let live = |i: usize, stopped: &[Option<u64>]| {
+                stopped[i].is_none() && registry.projections[i].position <= record.position
+            };
+            if !targets.iter().any(|&i| live(i, &self.stopped)) {
+                continue;
+            }
+            // Decoded once for every projection of this program.
+            let read = self.reads[program_index].get(event).map(Vec::as_slice);
+            let declared = &program.events[event];
+            if let Err(e) = decode_payload_into(declared, &record.payload, read, &mut self.row) {
+                let message = format!(
+                    "the event does not match `{}` as this program declares it: {e}",
+                    record.event_type
+                );
+                for &j in targets {
+                    if live(j, &self.stopped) {
+                        self.stopped[j] = Some(record.position);
+                        self.faults
+                            .push((j, fault_json(record, "R0006", &message, None)));
+                    }
+                }
+                continue;
+            }
+            let row = &self.row;
+            // The row is encoded for compiled code once, for every projection.
+            let mut prepared = None;
             for &i in targets {
                 let projection = &registry.projections[i];
-                if self.stopped[i].is_some() || projection.position > record.position {
+                if !live(i, &self.stopped) {
                     continue;
                 }
-                // Decode once for every projection of this program.
-                if !decoded {
-                    let read = self.reads[program_index].get(event).map(Vec::as_slice);
-                    let payload = &record.payload;
-                    let declared = &program.events[event];
-                    if let Err(e) = decode_payload_into(declared, payload, read, &mut self.row) {
-                        let message = format!(
-                            "the event does not match `{}` as this program declares it: {e}",
-                            record.event_type
-                        );
-                        for &j in targets {
-                            if self.stopped[j].is_none()
-                                && registry.projections[j].position <= record.position
-                            {
-                                self.stopped[j] = Some(record.position);
-                                self.faults
-                                    .push((j, fault_json(record, "R0006", &message, None)));
-                            }
-                        }
-                        break;
-                    }
-                    decoded = true;
-                }
-                let row = &self.row;
                 let Some(docs) = self.docs[i].as_mut() else {
                     continue;
                 };
@@ -633,14 +634,21 @@ impl Batch {
                         })
                     };
                     match (docs, registry.jit(program_index)) {
-                        (Docs::Jit(table), Some(code)) => fold_jit(
-                            code,
-                            scratch,
-                            projection.index,
-                            (event, row, meta),
-                            table,
-                            &mut stored,
-                        ),
+                        (Docs::Jit(table), Some(code)) => {
+                            if prepared.is_none() {
+                                prepared = code.prepare_event(scratch, (event, row, meta));
+                            }
+                            match &prepared {
+                                Some(prepared) => fold_jit(
+                                    code,
+                                    scratch,
+                                    (projection.index, prepared),
+                                    table,
+                                    &mut stored,
+                                ),
+                                None => Ok(()),
+                            }
+                        }
                         (Docs::Interp(table), _) => {
                             let ir = &program.projections[projection.index];
                             fold_interp(ir, (event, row, meta), table, &mut stored)
@@ -682,12 +690,11 @@ type Outcome = Result<
 fn fold_jit(
     code: &JitProgram,
     scratch: &mut JitScratch,
-    projection: usize,
-    (event, row, meta): (usize, &[Value], &Meta),
+    (projection, prepared): (usize, &Prepared<'_>),
     table: &mut DocTable<Doc>,
     stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
 ) -> Outcome {
-    code.fold_event(scratch, projection, (event, row, meta), table, &mut |key| {
+    code.fold_prepared_event(scratch, projection, prepared, table, &mut |key| {
         stored(key).and_then(|bytes| code.doc_from_stored(projection, &bytes))
     })
 }
