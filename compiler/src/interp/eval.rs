@@ -1,9 +1,14 @@
 //! Expression evaluation and statement execution over one event and one document.
 //!
-//! Invariant: a handler runs on a private copy of its document; the caller commits the
-//! copy only when the handler (and every other handler of the same event) succeeded,
-//! so a trap changes nothing.
+//! Invariant: a handler's changes reach the caller's documents only if it (and every
+//! other handler of the same event) succeeds, so a trap changes nothing. Either the
+//! handler runs on a private copy ([`super::fold::apply_event`]), or it runs in place
+//! and every change to the document is recorded in the frame's undo log (the old value
+//! it replaced, moved out, never copied), which the caller replays on a trap.
+//! Reading a state field inside an index or a call borrows it, so neither costs a copy
+//! of a collection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use datamesh_stdlib::{self as std_, Value, collections, math, string, time};
@@ -23,6 +28,68 @@ pub(super) struct Frame<'a> {
     pub docs: Option<&'a dyn DocLookup>,
     /// Events emitted by an import rule: local event id and row.
     pub emitted: Vec<(usize, Vec<Value>)>,
+    /// How to undo each change made to the document so far, in order.
+    pub undo: Vec<Undo>,
+}
+
+/// The inverse of one change to a document's field.
+#[derive(Debug)]
+pub(super) enum Undo {
+    /// The field held this value (an assignment, or a collection cleared).
+    Field(usize, Value),
+    /// The map field had this entry at this key (`None`: no entry).
+    MapEntry(usize, Value, Option<Value>),
+    /// This element was inserted into the set field.
+    SetInserted(usize, Value),
+    /// An element was pushed onto the list field.
+    ListPushed(usize),
+    /// This element was removed from the set field.
+    SetRemoved(usize, Value),
+    /// This element was removed from the list field at this index.
+    ListRemoved(usize, usize, Value),
+}
+
+/// Undoes `undo` (newest first) on `doc`.
+pub(super) fn roll_back(doc: &mut [Value], undo: impl DoubleEndedIterator<Item = Undo>) {
+    for change in undo.rev() {
+        match change {
+            Undo::Field(field, old) => {
+                if let Some(slot) = doc.get_mut(field) {
+                    *slot = old;
+                }
+            }
+            Undo::MapEntry(field, key, old) => {
+                if let Some(Value::Map(map)) = doc.get_mut(field) {
+                    match old {
+                        Some(old) => map.insert(key, old),
+                        None => map.remove(&key),
+                    };
+                }
+            }
+            Undo::SetInserted(field, v) => {
+                if let Some(Value::Set(set)) = doc.get_mut(field) {
+                    set.remove(&v);
+                }
+            }
+            Undo::ListPushed(field) => {
+                if let Some(Value::List(list)) = doc.get_mut(field) {
+                    list.pop();
+                }
+            }
+            Undo::SetRemoved(field, v) => {
+                if let Some(Value::Set(set)) = doc.get_mut(field) {
+                    set.insert(v);
+                }
+            }
+            Undo::ListRemoved(field, index, v) => {
+                if let Some(Value::List(list)) = doc.get_mut(field)
+                    && index <= list.len()
+                {
+                    list.insert(index, v);
+                }
+            }
+        }
+    }
 }
 
 /// Read access to projection documents from a test.
@@ -56,6 +123,7 @@ pub fn eval_const(expr: &Expr) -> R<Value> {
         locals: Vec::new(),
         docs: None,
         emitted: Vec::new(),
+        undo: Vec::new(),
     };
     eval(expr, &mut frame, None)
 }
@@ -74,6 +142,7 @@ impl<'a> Frame<'a> {
             locals: vec![Value::None; locals],
             docs: None,
             emitted: Vec::new(),
+            undo: Vec::new(),
         }
     }
 }
@@ -116,7 +185,8 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                         None => v,
                         Some(op) => binary_values(*op, d[*field].clone(), v, *span)?,
                     };
-                    d[*field] = new;
+                    let old = std::mem::replace(&mut d[*field], new);
+                    frame.undo.push(Undo::Field(*field, old));
                 }
                 Place::MapEntry(field, key) => {
                     let k = eval(key, frame, doc.as_deref())?;
@@ -138,7 +208,8 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                                 binary_values(*op, old, v, *span)?
                             }
                         };
-                        map.insert(k, new);
+                        let old = map.insert(k.clone(), new);
+                        frame.undo.push(Undo::MapEntry(*field, k, old));
                     }
                 }
             }
@@ -174,18 +245,61 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                 return Ok(Flow::Normal);
             };
             let target = &mut d[*field];
+            let undo = &mut frame.undo;
+            // The same changes as `collections::{insert, push, remove}`, each recorded.
             match (op, target, arg) {
-                (Mutation::Insert, Value::Set(set), Some(v)) => collections::insert(set, v),
-                (Mutation::Push, Value::List(list), Some(v)) => collections::push(list, v),
-                (Mutation::Remove, target, Some(v)) => collections::remove(target, &v),
-                (Mutation::Clear, Value::Set(s), _) => s.clear(),
-                (Mutation::Clear, Value::List(l), _) => l.clear(),
-                (Mutation::Clear, Value::Map(m), _) => m.clear(),
+                // Inserting a present element changes nothing (the last arm).
+                (Mutation::Insert, Value::Set(set), Some(v)) if !set.contains(&v) => {
+                    undo.push(Undo::SetInserted(*field, v.clone()));
+                    collections::insert(set, v);
+                }
+                (Mutation::Push, Value::List(list), Some(v)) => {
+                    collections::push(list, v);
+                    undo.push(Undo::ListPushed(*field));
+                }
+                (Mutation::Remove, Value::Set(set), Some(v)) => {
+                    if let Some(v) = set.take(&v) {
+                        undo.push(Undo::SetRemoved(*field, v));
+                    }
+                }
+                (Mutation::Remove, Value::Map(map), Some(k)) => {
+                    if let Some(old) = map.remove(&k) {
+                        undo.push(Undo::MapEntry(*field, k, Some(old)));
+                    }
+                }
+                (Mutation::Remove, Value::List(list), Some(v)) => {
+                    if let Some(index) = list.iter().position(|x| *x == v) {
+                        let old = list.remove(index);
+                        undo.push(Undo::ListRemoved(*field, index, old));
+                    }
+                }
+                (Mutation::Clear, target @ (Value::Set(_) | Value::List(_) | Value::Map(_)), _) => {
+                    let empty = match target {
+                        Value::Set(_) => Value::Set(Default::default()),
+                        Value::List(_) => Value::List(Vec::new()),
+                        _ => Value::Map(Default::default()),
+                    };
+                    undo.push(Undo::Field(*field, std::mem::replace(target, empty)));
+                }
                 _ => {}
             }
         }
     }
     Ok(Flow::Normal)
+}
+
+/// Evaluates an expression, borrowing a state field instead of copying it.
+fn eval_ref<'d>(
+    expr: &Expr,
+    frame: &mut Frame<'_>,
+    doc: Option<&'d Vec<Value>>,
+) -> R<Cow<'d, Value>> {
+    match (&expr.kind, doc) {
+        (ExprKind::State(i), Some(d)) => {
+            Ok(d.get(*i).map_or(Cow::Owned(Value::None), Cow::Borrowed))
+        }
+        _ => eval(expr, frame, doc).map(Cow::Owned),
+    }
 }
 
 fn truthy(v: &Value) -> bool {
@@ -256,18 +370,18 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
         ExprKind::Call(f, args) => {
             let args = args
                 .iter()
-                .map(|a| eval(a, frame, doc))
+                .map(|a| eval_ref(a, frame, doc))
                 .collect::<R<Vec<_>>>()?;
-            let refs: Vec<&Value> = args.iter().collect();
+            let refs: Vec<&Value> = args.iter().map(|a| &**a).collect();
             call_builtin(*f, &refs, expr.ty == Type::Float).map_err(|k| trap(k, span))?
         }
         ExprKind::Index(base, index) => {
-            let base = eval(base, frame, doc)?;
+            let base = eval_ref(base, frame, doc)?;
             let index = eval(index, frame, doc)?;
-            match (base, index) {
+            match (&*base, index) {
                 (Value::Map(m), k) => m.get(&k).cloned().unwrap_or(Value::None),
                 (Value::List(l), Value::Int(i)) => {
-                    collections::get(&l, i).map_err(|k| trap(k, span))?
+                    collections::get(l, i).map_err(|k| trap(k, span))?
                 }
                 _ => Value::None,
             }

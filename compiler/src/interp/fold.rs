@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datamesh_stdlib::Value;
+use smallvec::SmallVec;
 
 use super::Trap;
-use super::eval::{Flow, Frame, eval, exec_block};
+use super::eval::{Flow, Frame, Undo, eval, exec_block, roll_back};
 use crate::ast::Span;
 use crate::ir::{EventId, Handler, Program, Projection};
 
@@ -173,16 +174,167 @@ fn apply_to_projection(
     row: &[Value],
     meta: &Meta,
 ) -> Result<(), (Trap, Span)> {
-    let overlay = apply_event(projection, event, row, meta, &mut |key| {
-        state.docs.get(key).cloned()
-    })?;
-    for (key, doc) in overlay {
-        match doc {
-            Some(doc) => {
-                state.docs.insert(key, doc);
+    let docs = &mut state.docs;
+    let (touched, result) =
+        apply_event_in_place(projection, event, row, meta, &mut |key| docs.remove(key));
+    // Committed or rolled back, the documents go back where they were taken from.
+    for taken in touched {
+        if let Some(doc) = taken.doc {
+            docs.insert(taken.key, doc);
+        }
+    }
+    result
+}
+
+/// A document an event touched in one projection (see [`apply_event_in_place`]).
+#[derive(Debug)]
+pub struct Taken {
+    /// Its key.
+    pub key: Vec<Value>,
+    /// The document to put back (`None`: there is none).
+    pub doc: Option<Vec<Value>>,
+    /// Whether a handler body ran on it (the documents [`apply_event`] returns): its
+    /// stored form may differ, so it is to be written. Never set after a trap.
+    pub changed: bool,
+}
+
+/// The documents an event took, in the order it first touched them.
+pub type TakenDocs = SmallVec<[Taken; 2]>;
+
+/// Moves a document out of its store by key (`None`: there is none).
+pub type Take<'a> = dyn FnMut(&[Value]) -> Option<Vec<Value>> + 'a;
+
+/// What one handler did to one taken document, to undo it.
+enum Change {
+    /// The document did not exist.
+    Created,
+    /// The document was deleted.
+    Deleted(Vec<Value>),
+    /// These entries of the event's undo log are changes to its fields.
+    Fields(std::ops::Range<usize>),
+}
+
+/// What each handler of an event did, by taken document (its index).
+type Changes = SmallVec<[(usize, Change); 2]>;
+
+/// [`apply_event`] without copying documents: `take` moves each document the event
+/// touches out of its store (`None`: there is none), the handlers change it in place
+/// and record how to undo each change, and the documents come back to be put where
+/// they were: as the event left them (`None`: deleted or never created), or, on a
+/// trap, exactly as they were taken. So an event costs what its handlers change, not
+/// the size of the documents' collections.
+///
+/// # Errors
+/// The trap and the handler's span; the documents returned are then as taken.
+pub fn apply_event_in_place(
+    projection: &Projection,
+    event: EventId,
+    row: &[Value],
+    meta: &Meta,
+    take: &mut Take<'_>,
+) -> (TakenDocs, Result<(), (Trap, Span)>) {
+    let mut taken = TakenDocs::new();
+    // What each handler did, by taken document, and the field changes they logged.
+    let mut changes = Changes::new();
+    let mut log: Vec<Undo> = Vec::new();
+    for handler in projection.handlers.iter().filter(|h| h.event == event) {
+        let ran = run_handler_in_place(
+            projection,
+            handler,
+            (take, &mut taken),
+            (&mut changes, &mut log),
+            (row, meta),
+        );
+        if let Err(trap) = ran {
+            for (i, change) in changes.into_iter().rev() {
+                let Some(slot) = taken.get_mut(i).map(|t| &mut t.doc) else {
+                    continue;
+                };
+                match change {
+                    Change::Created => *slot = None,
+                    Change::Deleted(doc) => *slot = Some(doc),
+                    Change::Fields(range) => {
+                        if let Some(doc) = slot {
+                            roll_back(doc, log.drain(range));
+                        }
+                    }
+                }
             }
-            None => {
-                state.docs.remove(&key);
+            return (taken, Err((trap, handler.span)));
+        }
+    }
+    for (i, _) in changes {
+        if let Some(t) = taken.get_mut(i) {
+            t.changed = true;
+        }
+    }
+    (taken, Ok(()))
+}
+
+fn run_handler_in_place(
+    projection: &Projection,
+    handler: &Handler,
+    (take, taken): (&mut Take<'_>, &mut TakenDocs),
+    (changes, log): (&mut Changes, &mut Vec<Undo>),
+    (row, meta): (&[Value], &Meta),
+) -> Result<(), Trap> {
+    let mut frame = Frame::new(
+        Some(row),
+        Some(meta),
+        &projection.state,
+        handler.locals.len(),
+    );
+    let key = handler
+        .key
+        .iter()
+        .map(|k| eval(k, &mut frame, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let i = match taken.iter().position(|t| t.key == key) {
+        Some(i) => i,
+        None => {
+            let doc = take(&key);
+            taken.push(Taken {
+                key,
+                doc,
+                changed: false,
+            });
+            taken.len() - 1
+        }
+    };
+    let Some(slot) = taken.get_mut(i).map(|t| &mut t.doc) else {
+        return Ok(());
+    };
+    match slot {
+        None => {
+            // A new document runs on its own until it is known to be kept.
+            let mut doc = default_doc(projection);
+            if let Some(guard) = &handler.guard
+                && !matches!(eval(guard, &mut frame, Some(&doc))?, Value::Bool(true))
+            {
+                return Ok(());
+            }
+            if exec_block(&handler.body, &mut frame, &mut Some(&mut doc))? == Flow::Normal {
+                *slot = Some(doc);
+                changes.push((i, Change::Created));
+            }
+        }
+        Some(doc) => {
+            if let Some(guard) = &handler.guard
+                && !matches!(eval(guard, &mut frame, Some(&*doc))?, Value::Bool(true))
+            {
+                return Ok(());
+            }
+            // The handler logs into the event's log, so its changes are undone with the
+            // others' if it or a later handler traps.
+            frame.undo = std::mem::take(log);
+            let start = frame.undo.len();
+            let flow = exec_block(&handler.body, &mut frame, &mut Some(doc));
+            *log = std::mem::take(&mut frame.undo);
+            changes.push((i, Change::Fields(start..log.len())));
+            if flow? == Flow::Delete
+                && let Some(old) = slot.take()
+            {
+                changes.push((i, Change::Deleted(old)));
             }
         }
     }

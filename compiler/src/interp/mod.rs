@@ -11,7 +11,8 @@ mod tests;
 
 pub use eval::{call_builtin, eval_const};
 pub use fold::{
-    Fault, Fold, Meta, Overlay, ProjectionState, apply_event, default_doc, imported_meta,
+    Fault, Fold, Meta, Overlay, ProjectionState, Take, Taken, TakenDocs, apply_event,
+    apply_event_in_place, default_doc, imported_meta,
 };
 pub use tests::{TestFailure, TestResult, run_tests};
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use datamesh_compiler::codec::decode_payload_into;
 use datamesh_compiler::codegen::layout::Doc;
 use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared};
-use datamesh_compiler::interp::{Meta, apply_event};
+use datamesh_compiler::interp::{Meta, apply_event_in_place};
 use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
@@ -708,17 +708,23 @@ fn fold_interp(
     stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
 ) -> Outcome {
     let mut key_bytes = Vec::new();
-    let overlay = apply_event(ir, event, row, meta, &mut |key| {
+    // Documents are moved out of the table, changed in place and moved back.
+    let (touched, result) = apply_event_in_place(ir, event, row, meta, &mut |key| {
         encode_key_into(key, &mut key_bytes);
         table
             .entry_or_load(&key_bytes, |k| stored(k).and_then(|b| decode_doc(&b)))
             .doc
-            .clone()
-    })?;
-    for (key, doc) in overlay {
-        table.put(&encode_key(&key), doc);
+            .take()
+    });
+    for taken in touched {
+        let bytes = encode_key(&taken.key);
+        if taken.changed {
+            table.put(&bytes, taken.doc);
+        } else if let Some(entry) = table.get_mut(&bytes) {
+            entry.doc = taken.doc;
+        }
     }
-    Ok(())
+    result
 }
 
 fn fault_json(
