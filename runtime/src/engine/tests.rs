@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use datamesh_compiler::check::check_source;
 use datamesh_compiler::codec::decode_payload_bytes;
-use datamesh_compiler::interp::{Fold, Meta};
+use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 
@@ -40,6 +40,20 @@ projection balances v1 {
 projection totals v1 {
   state { sum: int = 0, count: int = 0 }
   on Deposited { sum += event.amount; count += 1 }
+}
+
+// Changes every kind of collection, then traps at the first deposit of 37: the
+// document must be left as before that deposit.
+projection audit v1 {
+  key account
+  state { seen: set<int>, amounts: list<int>, by: map<string, int>, n: int = 0, last: int = 0 }
+  on Deposited {
+    amounts.push(event.amount); amounts.push(event.amount); amounts.remove(event.amount)
+    by["d"] = (by["d"] ?? 0) + event.amount; by[to_string(event.amount)] = 1; n += 1
+    seen.insert(event.amount)
+    if event.amount == 37 { seen.remove(event.amount); seen.remove(1) }
+    last = 100 / (event.amount - 37)
+  }
 }
 
 // Traps (division by zero) at the first withdrawal of 13.
@@ -98,26 +112,41 @@ fn events(seed: u64, n: usize) -> Vec<NewEvent> {
 
 type Docs = BTreeMap<Vec<Value>, Vec<Value>>;
 
-/// What `interp::Fold` makes of the whole log: per projection, documents and the
-/// position of its fault.
+/// What the interpreter's reference semantics make of the whole log (each event on
+/// copies of its documents, committed only if no handler traps: `interp::apply_event`,
+/// independent of the in-place folding both engines do): per projection, documents
+/// and the position of its fault.
 fn reference(program: &Program, log: &Log) -> Vec<(Docs, Option<i64>)> {
-    let mut fold = Fold::new(program);
+    let mut out: Vec<(Docs, Option<i64>)> = vec![(Docs::new(), None); program.projections.len()];
     for record in log.read(0, usize::MAX).expect("read") {
         let id = program.event_id(&record.event_type).expect("declared");
         let row = decode_payload_bytes(&program.events[id], &record.payload).expect("decodes");
+        let position = i64::try_from(record.position).expect("small");
         let meta = Meta {
-            position: 0,
+            position,
             time: record.time,
             stream: Arc::from(record.stream.as_str()),
             event_type: Arc::from(record.event_type.as_str()),
             id: Arc::from(record.id.as_str()),
         };
-        fold.apply_local(id, &row, meta);
+        for (projection, (docs, fault)) in program.projections.iter().zip(&mut out) {
+            if fault.is_some() {
+                continue;
+            }
+            match apply_event(projection, id, &row, &meta, &mut |k| docs.get(k).cloned()) {
+                Ok(overlay) => {
+                    for (key, doc) in overlay {
+                        match doc {
+                            Some(doc) => docs.insert(key, doc),
+                            None => docs.remove(&key),
+                        };
+                    }
+                }
+                Err(_) => *fault = Some(position),
+            }
+        }
     }
-    fold.projections
-        .into_iter()
-        .map(|p| (p.docs, p.fault.map(|f| f.position)))
-        .collect()
+    out
 }
 
 /// What the engine left in the store.
@@ -180,7 +209,8 @@ async fn agrees_with_the_interpreter(kind: EngineKind) {
     engine.deploy(PROGRAM, "t.dmp").expect("deploy");
     caught_up(&engine, &program, log.head()).await;
     let want = reference(&program, &log);
-    assert!(want[2].1.is_some(), "the test log must fault `ratio`");
+    assert!(want[2].1.is_some(), "the test log must fault `audit`");
+    assert!(want[3].1.is_some(), "the test log must fault `ratio`");
     assert!(
         !want[0].0.is_empty() && want[0].0.len() < 40,
         "some accounts deleted"
@@ -213,4 +243,54 @@ async fn the_jit_engine_agrees_with_the_interpreter_across_chunks_commits_and_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interpreter_engine_agrees_with_the_interpreter_across_chunks_commits_and_evictions() {
     agrees_with_the_interpreter(EngineKind::Interp).await;
+}
+
+/// A handler that changes every kind of collection and then traps, on a document an
+/// earlier event of the same batch changed (so it is about to be written): the store
+/// must get the document as that earlier event left it.
+async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
+    let dir = std::env::temp_dir().join(format!(
+        "datamesh-engine-trap-{}-{}",
+        kind.name(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let program = check_source(PROGRAM).program.expect("the program checks");
+    let (log, _) = Log::open(LogConfig::new(dir.join("log"))).expect("log");
+    let deposit = |amount: u32| NewEvent {
+        event_type: "Deposited".to_owned(),
+        payload: format!(r#"{{"account":"a","amount":{amount}}}"#).into_bytes(),
+        stream: String::new(),
+        id: String::new(),
+    };
+    let batch = vec![deposit(1), deposit(5), deposit(37), deposit(2)];
+    log.append(batch, Vec::new()).await.expect("append");
+    let store = Arc::new(Store::open(&dir.join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store, kind).expect("engine");
+    engine.deploy(PROGRAM, "t.dmp").expect("deploy");
+    caught_up(&engine, &program, log.head()).await;
+    let want = reference(&program, &log);
+    assert_eq!(want[2].1, Some(2), "`audit` faults at the deposit of 37");
+    let doc = want[2]
+        .0
+        .get(&vec![Value::str("a")])
+        .expect("a's audit document");
+    assert_eq!(
+        doc[3],
+        Value::Int(2),
+        "two deposits counted before the trap"
+    );
+    assert_eq!(stored(&engine, &program), want, "{kind}");
+    engine.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jit_trap_leaves_a_changed_document_as_it_was() {
+    a_trap_leaves_a_changed_document_as_it_was(EngineKind::Jit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interpreter_trap_leaves_a_changed_document_as_it_was() {
+    a_trap_leaves_a_changed_document_as_it_was(EngineKind::Interp).await;
 }
