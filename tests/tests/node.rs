@@ -1252,14 +1252,18 @@ async fn a_unix_socket_serves_the_same_node() {
 
     // A second node may not take over a socket the first one serves.
     let other = temp_dir("unix-other", Engine::Jit);
-    let out = Command::new(BIN)
-        .args(["serve", "--data", other.to_str().expect("path")])
-        .args(["--listen", "127.0.0.1:0", "--socket", socket_path])
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("in use"), "{stderr}");
+    // A node on `other` with the same socket must refuse to start, saying `why`.
+    let refused = |why: &str| {
+        let out = Command::new(BIN)
+            .args(["serve", "--data", other.to_str().expect("path")])
+            .args(["--listen", "127.0.0.1:0", "--socket", socket_path])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    };
+    refused("in use");
     let (code, _, err) = cli_at(&unix, &["status"]);
     assert_eq!(code, 0, "the first node still answers: {err}");
 
@@ -1271,14 +1275,7 @@ async fn a_unix_socket_serves_the_same_node() {
 
     // A file that is not a socket is never replaced.
     std::fs::write(&socket, "keep me").expect("written");
-    let out = Command::new(BIN)
-        .args(["serve", "--data", other.to_str().expect("path")])
-        .args(["--listen", "127.0.0.1:0", "--socket", socket_path])
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not a socket"), "{stderr}");
+    refused("not a socket");
     assert_eq!(
         std::fs::read_to_string(&socket).ok().as_deref(),
         Some("keep me")

@@ -278,17 +278,7 @@ fn run_handler_in_place(
     (changes, log): (&mut Changes, &mut Vec<Undo>),
     (row, meta): (&[Value], &Meta),
 ) -> Result<(), Trap> {
-    let mut frame = Frame::new(
-        Some(row),
-        Some(meta),
-        &projection.state,
-        handler.locals.len(),
-    );
-    let key = handler
-        .key
-        .iter()
-        .map(|k| eval(k, &mut frame, None))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mut frame, key) = frame_and_key(projection, handler, row, meta)?;
     let i = match taken.iter().position(|t| t.key == key) {
         Some(i) => i,
         None => {
@@ -371,17 +361,7 @@ fn run_handler(
     row: &[Value],
     meta: &Meta,
 ) -> Result<(), Trap> {
-    let mut frame = Frame::new(
-        Some(row),
-        Some(meta),
-        &projection.state,
-        handler.locals.len(),
-    );
-    let key = handler
-        .key
-        .iter()
-        .map(|k| eval(k, &mut frame, None))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mut frame, key) = frame_and_key(projection, handler, row, meta)?;
     let current = match overlay.get(&key) {
         Some(doc) => doc.clone(),
         None => load(&key),
@@ -395,6 +375,27 @@ fn run_handler(
     let flow = exec_block(&handler.body, &mut frame, &mut Some(&mut doc))?;
     overlay.insert(key, (flow == Flow::Normal).then_some(doc));
     Ok(())
+}
+
+/// The frame a handler runs in for an event, and the key of the document it changes.
+fn frame_and_key<'a>(
+    projection: &'a Projection,
+    handler: &Handler,
+    row: &'a [Value],
+    meta: &'a Meta,
+) -> Result<(Frame<'a>, Vec<Value>), Trap> {
+    let mut frame = Frame::new(
+        Some(row),
+        Some(meta),
+        &projection.state,
+        handler.locals.len(),
+    );
+    let key = handler
+        .key
+        .iter()
+        .map(|k| eval(k, &mut frame, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((frame, key))
 }
 
 /// A fresh document: every state field at its default.

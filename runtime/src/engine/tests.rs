@@ -190,15 +190,21 @@ async fn caught_up(engine: &Engine, program: &Program, head: u64) {
     }
 }
 
-async fn agrees_with_the_interpreter(kind: EngineKind) {
+/// A fresh directory, the checked program and an empty log for one test and engine.
+fn setup(name: &str, kind: EngineKind) -> (std::path::PathBuf, Program, Log) {
     let dir = std::env::temp_dir().join(format!(
-        "datamesh-engine-{}-{}",
+        "datamesh-engine-{name}-{}-{}",
         kind.name(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let program = check_source(PROGRAM).program.expect("the program checks");
     let (log, _) = Log::open(LogConfig::new(dir.join("log"))).expect("log");
+    (dir, program, log)
+}
+
+async fn agrees_with_the_interpreter(kind: EngineKind) {
+    let (dir, program, log) = setup("agree", kind);
     for chunk in events(0x9E37_79B9_7F4A_7C15, 3000).chunks(500) {
         log.append(chunk.to_vec(), Vec::new())
             .await
@@ -249,14 +255,7 @@ async fn the_interpreter_engine_agrees_with_the_interpreter_across_chunks_commit
 /// earlier event of the same batch changed (so it is about to be written): the store
 /// must get the document as that earlier event left it.
 async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
-    let dir = std::env::temp_dir().join(format!(
-        "datamesh-engine-trap-{}-{}",
-        kind.name(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let program = check_source(PROGRAM).program.expect("the program checks");
-    let (log, _) = Log::open(LogConfig::new(dir.join("log"))).expect("log");
+    let (dir, program, log) = setup("trap", kind);
     let deposit = |amount: u32| NewEvent {
         event_type: "Deposited".to_owned(),
         payload: format!(r#"{{"account":"a","amount":{amount}}}"#).into_bytes(),
