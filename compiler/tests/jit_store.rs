@@ -321,6 +321,16 @@ fn an_event_prepared_before_another_handles_nothing() {
     assert!(table.is_empty(), "a stale event changed nothing");
     let current = jit.fold_prepared_event(&mut scratch, 0, &second, &mut table, &mut |_| None);
     assert!(current.is_ok() && table.is_empty(), "B has no handler here");
+    // Nor does an event another scratch prepared: its words are in that scratch.
+    // (prepared as many events as `scratch` has, so counting alone cannot tell).
+    let mut other = JitScratch::new();
+    let _ = jit.prepare_event(&mut other, (1, &b, &meta));
+    let elsewhere = jit.prepare_event(&mut other, (0, &a, &meta)).expect("A");
+    let foreign = jit.fold_prepared_event(&mut scratch, 0, &elsewhere, &mut table, &mut |_| None);
+    assert!(
+        foreign.is_ok() && table.is_empty(),
+        "prepared by another scratch"
+    );
     let again = jit.prepare_event(&mut scratch, (0, &a, &meta)).expect("A");
     let folded = jit.fold_prepared_event(&mut scratch, 0, &again, &mut table, &mut |_| None);
     assert!(folded.is_ok());

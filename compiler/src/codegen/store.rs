@@ -161,9 +161,13 @@ pub struct JitScratch {
     heap_undo: Vec<Undo>,
     dropped: Vec<(Box<[u8]>, Doc)>,
     meta: MetaValues,
-    /// Counts the events prepared, so a stale [`Prepared`] is recognised.
-    generation: u64,
+    /// Which scratch this is and how many events it prepared, so a [`Prepared`] from
+    /// another scratch, or from before the last event, is recognised.
+    generation: (u64, u64),
 }
+
+/// Numbers scratches apart (see `JitScratch::generation`).
+static SCRATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Default for JitScratch {
     fn default() -> Self {
@@ -183,7 +187,10 @@ impl JitScratch {
             heap_undo: Vec::new(),
             dropped: Vec::new(),
             meta: MetaValues::new(),
-            generation: 0,
+            generation: (
+                SCRATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                0,
+            ),
         }
     }
 
@@ -202,20 +209,20 @@ impl JitScratch {
         let layout = program.rows.get(event)?;
         layout.encode_row(row, &mut self.row);
         self.meta.update(meta, event_type);
-        self.generation = self.generation.wrapping_add(1);
+        self.generation.1 = self.generation.1.wrapping_add(1);
         Some(self.meta.abi(position, meta))
     }
 }
 
 /// An event encoded once by [`JitProgram::prepare_event`] for every projection it
-/// reaches. Its row words live in the scratch that prepared it: it is only honoured
-/// while that scratch has prepared nothing else, and it borrows the decoded row the
-/// words point into.
+/// reaches. Its row words and envelope values live in the scratch that prepared it: it
+/// is only honoured by that scratch, while it has prepared nothing else, and it borrows
+/// the decoded row the words point into.
 #[derive(Debug)]
 pub struct Prepared<'r> {
     event: EventId,
     meta: MetaAbi,
-    generation: u64,
+    generation: (u64, u64),
     _row: std::marker::PhantomData<&'r [Value]>,
 }
 
@@ -271,8 +278,8 @@ impl JitProgram {
     }
 
     /// [`JitProgram::fold_event`] for an event [`JitProgram::prepare_event`] encoded with
-    /// the same scratch. An event the scratch is no longer prepared for (it prepared
-    /// another since) handles nothing.
+    /// the same scratch. An event the scratch is not prepared for (another scratch
+    /// prepared it, or this one prepared another since) handles nothing.
     ///
     /// # Errors
     /// As [`JitProgram::fold_event`].
