@@ -181,6 +181,15 @@ impl Skew {
     }
 }
 
+/// How a report names the connection, when it is not TCP.
+fn transport(url: &str) -> &'static str {
+    if url.starts_with("unix:") {
+        ", over a Unix socket"
+    } else {
+        ""
+    }
+}
+
 /// A small deterministic generator (xorshift), so runs are repeatable.
 struct Rng(u64);
 
@@ -426,7 +435,10 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     stop.store(1, Ordering::Relaxed);
     let _ = generator.await;
     report(
-        &format!("w1 durable bulk append, {batch}-event requests, {inflight} in flight{label}"),
+        &format!(
+            "w1 durable bulk append, {batch}-event requests, {inflight} in flight{label}{}",
+            transport(url)
+        ),
         "events",
         done.load(Ordering::Relaxed),
         elapsed,
@@ -503,7 +515,7 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
         .finish(
             tasks,
             &format!(
-                "{name} durable single-event appends with expected version{}, {} clients{}",
+                "{name} durable single-event appends with expected version{}, {} clients{}{}",
                 if read_back {
                     ", each read back from balances (read-your-writes)"
                 } else {
@@ -511,6 +523,7 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
                 },
                 args.clients,
                 args.skew.label(),
+                transport(url),
             ),
             "events",
         )
@@ -580,9 +593,10 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         .finish(
             tasks,
             &format!(
-                "w5 point reads of balances, {} clients{}",
+                "w5 point reads of balances, {} clients{}{}",
                 args.clients,
-                args.skew.label()
+                args.skew.label(),
+                transport(url)
             ),
             "reads",
         )

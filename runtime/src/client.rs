@@ -143,7 +143,11 @@ pub async fn deploy(
         Ok(response) => {
             let r = response.into_inner();
             print_diagnostics(&r.diagnostics, &origin, &source);
-            let out = serde_json::json!({ "started": r.started, "unchanged": r.unchanged });
+            let out = serde_json::json!({
+                "started": r.started,
+                "unchanged": r.unchanged,
+                "declared": r.declared,
+            });
             emit(&out);
             Ok(())
         }

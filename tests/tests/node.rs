@@ -1108,7 +1108,9 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bench_workload_runs_against_a_node_and_reports() {
     let data = temp_dir("bench", Engine::Jit);
-    let node = Node::start(&data, Engine::Jit, &[]);
+    let socket = data.with_extension("sock");
+    let socket_path = socket.to_str().expect("utf-8 path");
+    let node = Node::start(&data, Engine::Jit, &["--socket", socket_path]);
     // An unknown workload is a usage error that deploys and appends nothing.
     let (code, _, stderr) = node.cli(&["bench", "--workload", "w4"]);
     assert_eq!(code, 2, "{stderr}");
@@ -1153,6 +1155,25 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
             "{workload}: {stdout}"
         );
     }
+    // The load generator runs over the Unix socket too, and says so.
+    let unix = format!("unix:{socket_path}");
+    let (code, out, err) = cli_at(
+        &unix,
+        &[
+            "bench",
+            "--workload",
+            "w1",
+            "--events",
+            "500",
+            "--batch",
+            "100",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("over a Unix socket") && out.contains("500 events"),
+        "{out}"
+    );
     // W3 kept `balances` current: its documents are there, with every deposit counted.
     let (code, stdout, stderr) = node.cli(&["scan", "balances", "--limit", "1"]);
     assert_eq!(code, 0, "{stderr}");
@@ -1281,6 +1302,72 @@ async fn a_unix_socket_serves_the_same_node() {
         Some("keep me")
     );
     let _ = std::fs::remove_file(&socket);
+}
+
+/// A program that only declares event types puts them in force: a strict node accepts
+/// them, their payloads are validated, another program must declare them the same way,
+/// and all of this survives a restart. Deploying it again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_of_events_alone_declares_them() {
+    let data = temp_dir("events-alone", Engine::Jit);
+    let mut node = Node::start(&data, Engine::Jit, &["--strict"]);
+    let mut client = node.client().await;
+    let deploy = |source: &str| pb::DeployRequest {
+        source: source.into(),
+        origin: "events.dmp".into(),
+    };
+    let events = "event Measured { sensor: string, value: float }";
+    let first = client
+        .deploy(deploy(events))
+        .await
+        .expect("deploys")
+        .into_inner();
+    assert_eq!(first.declared, vec!["Measured".to_owned()]);
+    assert!(first.started.is_empty());
+    let again = client
+        .deploy(deploy(events))
+        .await
+        .expect("deploys")
+        .into_inner();
+    assert!(
+        again.declared.is_empty() && again.started.is_empty(),
+        "{again:?}"
+    );
+    let measured = |data: &str| pb::AppendRequest {
+        events: vec![event("Measured", data, "", "")],
+        expected: vec![],
+    };
+    client
+        .append(measured(r#"{"sensor":"s1","value":1.5}"#))
+        .await
+        .expect("a declared type on a strict node");
+    let wrong = client
+        .append(measured(r#"{"sensor":"s1","value":"hot"}"#))
+        .await
+        .expect_err("validated against the declaration");
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+    assert!(wrong.message().contains("value"), "{}", wrong.message());
+    let conflict = client
+        .deploy(deploy("event Measured { sensor: string }"))
+        .await
+        .expect_err("declared differently");
+    assert_eq!(conflict.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(head(&mut client).await, 1);
+
+    assert_eq!(node.terminate(), Some(0));
+    drop(node);
+    let node = Node::start(&data, Engine::Jit, &["--strict"]);
+    let mut client = node.client().await;
+    client
+        .append(measured(r#"{"sensor":"s2","value":2}"#))
+        .await
+        .expect("still declared after a restart");
+    let wrong = client
+        .append(measured(r#"{"sensor":"s1"}"#))
+        .await
+        .expect_err("still validated after a restart");
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+    assert_eq!(head(&mut client).await, 2);
 }
 
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.

@@ -509,6 +509,7 @@ impl DataMesh for Service {
             Ok(outcome) => Ok(Response::new(pb::DeployResponse {
                 started: outcome.started,
                 unchanged: outcome.unchanged,
+                declared: outcome.declared,
                 diagnostics: outcome
                     .warnings
                     .iter()
@@ -528,6 +529,7 @@ impl DataMesh for Service {
                 let details = prost::Message::encode_to_vec(&pb::DeployResponse {
                     started: Vec::new(),
                     unchanged: Vec::new(),
+                    declared: Vec::new(),
                     diagnostics: listed,
                 });
                 Err(Status::with_details(

@@ -53,6 +53,8 @@ pub struct DeployOutcome {
     pub started: Vec<String>,
     /// Versions already deployed with the same definition.
     pub unchanged: Vec<String>,
+    /// Event types the node did not know before, now declared.
+    pub declared: Vec<String>,
     /// Warnings.
     pub warnings: Vec<Diagnostic>,
 }
@@ -168,7 +170,10 @@ impl Registry {
     ) -> Result<DeployOutcome, DeployError> {
         let seq = store.deployments()?.len() as u64;
         let planned = self.plan(source)?;
-        if planned.0.started.is_empty() {
+        // A program with nothing new is not recorded again. Event types count: a
+        // program that only declares events puts their schemas in force (validation,
+        // strict mode), so it is recorded like one that starts projections.
+        if planned.0.started.is_empty() && planned.0.declared.is_empty() {
             return Ok(planned.0);
         }
         store.add_deployment(seq, origin, source)?;
@@ -199,6 +204,10 @@ impl Registry {
         let texts = definitions(source);
         let mut outcome = DeployOutcome {
             warnings: checked.diagnostics,
+            declared: (program.events.iter())
+                .filter(|e| !self.schemas.contains_key(&e.name))
+                .map(|e| e.name.clone())
+                .collect(),
             ..DeployOutcome::default()
         };
         for projection in &program.projections {
