@@ -311,12 +311,36 @@ pub fn decode_payload_into(
     read: Option<&[bool]>,
     row: &mut Vec<Value>,
 ) -> Result<(), PayloadError> {
+    let de = serde_json::Deserializer::from_slice(bytes);
+    decode_with(event, (de, bytes), read, row)
+}
+
+/// [`decode_payload_into`] for a payload that is already text (an append request's),
+/// whose UTF-8 is not checked again.
+///
+/// # Errors
+/// As [`decode_payload_into`].
+pub fn decode_payload_text(
+    event: &EventType,
+    text: &str,
+    read: Option<&[bool]>,
+    row: &mut Vec<Value>,
+) -> Result<(), PayloadError> {
+    let de = serde_json::Deserializer::from_str(text);
+    decode_with(event, (de, text.as_bytes()), read, row)
+}
+
+fn decode_with<'de, R: serde_json::de::Read<'de>>(
+    event: &EventType,
+    (mut de, bytes): (serde_json::Deserializer<R>, &[u8]),
+    read: Option<&[bool]>,
+    row: &mut Vec<Value>,
+) -> Result<(), PayloadError> {
     use serde::de::DeserializeSeed;
     let n = event.fields.len();
     row.clear();
     row.resize(n, Value::None);
     let mut seen: smallvec::SmallVec<[bool; 32]> = smallvec::smallvec![false; n];
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let outcome = RowSeed {
         event,
         row,

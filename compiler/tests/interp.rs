@@ -644,7 +644,9 @@ fn equal_programs_fold_to_identical_documents() {
 
 #[test]
 fn decoding_from_bytes_agrees_with_the_tree_decoder() {
-    use datamesh_compiler::codec::{decode_payload_bytes, decode_payload_into};
+    use datamesh_compiler::codec::{
+        decode_payload_bytes, decode_payload_into, decode_payload_text,
+    };
     let program = compile(
         "event E { n: int, f: float = 1.5, t: timestamp, d: duration = 0s, o: string?, tags: list<string>, m: map<string, int> }\n\
          projection p { state { v: int = 0 } on E { v = event.n } }",
@@ -672,6 +674,17 @@ fn decoding_from_bytes_agrees_with_the_tree_decoder() {
             .and_then(|json| decode_payload(e, &json).map_err(|_| ()));
         let bytes = decode_payload_bytes(e, case.as_bytes()).map_err(|_| ());
         assert_eq!(bytes, tree, "{case}");
+        // The append path validates the request's text, with the same verdicts and
+        // messages.
+        let mut row = Vec::new();
+        let text = decode_payload_text(e, case, None, &mut row).map(|()| row);
+        let mut row = Vec::new();
+        let from_bytes = decode_payload_into(e, case.as_bytes(), None, &mut row).map(|()| row);
+        assert_eq!(
+            text.map_err(|e| e.to_string()),
+            from_bytes.map_err(|e| e.to_string()),
+            "{case}"
+        );
         // The engine's path: only the fields a handler reads (here `n`) are built, but
         // every field is still checked, so the same payloads are accepted and refused.
         let read = &program.event_fields_read()[0];

@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use datamesh_compiler::codec::{
-    check_object, decode_payload_into, doc_to_json, key_string, parse_key,
+    check_object, decode_payload_text, doc_to_json, key_string, parse_key,
 };
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::interp::default_doc;
@@ -143,7 +143,7 @@ impl Service {
             let data = if blank { "{}" } else { event.data.as_str() };
             match schemas.get(&event.r#type) {
                 // Checked field by field against the declaration, building nothing.
-                Some(schema) => decode_payload_into(schema, data.as_bytes(), Some(&[]), &mut row)
+                Some(schema) => decode_payload_text(schema, data, Some(&[]), &mut row)
                     .map_err(|e| at(e.to_string()))?,
                 None if self.strict => {
                     let mut known: Vec<&String> = schemas.keys().collect();
