@@ -241,16 +241,6 @@ async fn agrees_with_the_interpreter(kind: EngineKind) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_jit_engine_agrees_with_the_interpreter_across_chunks_commits_and_evictions() {
-    agrees_with_the_interpreter(EngineKind::Jit).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_interpreter_engine_agrees_with_the_interpreter_across_chunks_commits_and_evictions() {
-    agrees_with_the_interpreter(EngineKind::Interp).await;
-}
-
 /// A handler that changes every kind of collection and then traps, on a document an
 /// earlier event of the same batch changed (so it is about to be written): the store
 /// must get the document as that earlier event left it.
@@ -284,12 +274,29 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jit_trap_leaves_a_changed_document_as_it_was() {
-    a_trap_leaves_a_changed_document_as_it_was(EngineKind::Jit).await;
+/// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod jit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::EngineKind::Jit).await;
+                }
+            )*
+        }
+        mod interp {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::EngineKind::Interp).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interpreter_trap_leaves_a_changed_document_as_it_was() {
-    a_trap_leaves_a_changed_document_as_it_was(EngineKind::Interp).await;
-}
+on_both_engines!(
+    agrees_with_the_interpreter,
+    a_trap_leaves_a_changed_document_as_it_was
+);
