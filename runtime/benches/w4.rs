@@ -35,7 +35,7 @@ fn w4(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let base = std::env::temp_dir().join("datamesh-w4");
+    let base = std::env::temp_dir().join(format!("datamesh-w4-{}", std::process::id()));
     let log = build_log(&runtime, &base.join(format!("log-{n}")), n);
     let mut group = c.benchmark_group("w4");
     group
@@ -63,6 +63,8 @@ fn w4(c: &mut Criterion) {
         });
     }
     group.finish();
+    log.close();
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 criterion_group!(benches, w4);

@@ -46,9 +46,7 @@ fn remove_idx_files(dir: &Path) {
 
 fn w7(c: &mut Criterion) {
     let n = events();
-    let dir = std::env::temp_dir()
-        .join("datamesh-w7")
-        .join(format!("log-{n}"));
+    let dir = std::env::temp_dir().join(format!("datamesh-w7-{n}-{}", std::process::id()));
     build_log(&dir, n);
     let mut group = c.benchmark_group("w7");
     group
@@ -80,6 +78,8 @@ fn w7(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The log is gigabytes at 10M events: it does not outlive the run.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, w7);

@@ -17,16 +17,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A fresh directory per test and engine (both engines' variants run concurrently).
-fn temp_dir(name: &str, engine: Engine) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "datamesh-e2e-{name}-{}-{}",
-        engine.name(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh directory per test and engine (both engines' variants run concurrently),
+/// removed when the returned guard is dropped.
+fn temp_dir(name: &str, engine: Engine) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("datamesh-e2e-{name}-{}-", engine.name()))
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// The engine a node runs handlers on. Every test runs once per engine (see
@@ -191,7 +188,8 @@ async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventRecord> 
 }
 
 async fn bank_end_to_end_through_the_cli(engine: Engine) {
-    let data = temp_dir("bank", engine);
+    let data_guard = temp_dir("bank", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &[]);
     let (code, out, err) = node.cli(&["deploy", "examples/bank/bank.dmp"]);
     assert_eq!(code, 0, "{err}");
@@ -275,7 +273,8 @@ async fn bank_end_to_end_through_the_cli(engine: Engine) {
 }
 
 async fn scan_pages_by_prefix_and_range(engine: Engine) {
-    let data = temp_dir("scan", engine);
+    let data_guard = temp_dir("scan", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
@@ -364,7 +363,8 @@ async fn scan_pages_by_prefix_and_range(engine: Engine) {
 }
 
 async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
-    let data = temp_dir("bad", engine);
+    let data_guard = temp_dir("bad", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &["--strict"]);
     let mut client = node.client().await;
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
@@ -608,7 +608,8 @@ fn prost_decode(bytes: &[u8]) -> pb::DeployResponse {
 }
 
 async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engine: Engine) {
-    let data = temp_dir("crash", engine);
+    let data_guard = temp_dir("crash", engine);
+    let data = data_guard.path().to_path_buf();
     let mut node = Node::start(&data, engine, &[]);
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
     node.client()
@@ -721,7 +722,8 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engi
 }
 
 async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
-    let data = temp_dir("torn", engine);
+    let data_guard = temp_dir("torn", engine);
+    let data = data_guard.path().to_path_buf();
     let mut node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     for i in 0..10 {
@@ -775,7 +777,8 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
 }
 
 async fn a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired(engine: Engine) {
-    let data = temp_dir("versions", engine);
+    let data_guard = temp_dir("versions", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let v1 = "event Deposited { account: string, amount: int }\nprojection balances v1 { key account state { balance: int = 0 } on Deposited { balance += event.amount } }\n";
@@ -948,7 +951,8 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired(e
 }
 
 async fn a_fault_stops_only_its_projection(engine: Engine) {
-    let data = temp_dir("fault", engine);
+    let data_guard = temp_dir("fault", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let source = "event E { n: int }\nprojection ratio { state { v: int = 0 } on E { v = 100 / event.n } }\nprojection count { state { n: int = 0 } on E { n += 1 } }\n";
@@ -1025,7 +1029,8 @@ async fn a_fault_stops_only_its_projection(engine: Engine) {
 }
 
 async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engine: Engine) {
-    let data = temp_dir("subscribe", engine);
+    let data_guard = temp_dir("subscribe", engine);
+    let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &[]);
     let mut client = node.client().await;
     let noted = |i: u32| event("Noted", &format!(r#"{{"n":{i}}}"#), "", "");
@@ -1107,8 +1112,9 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
 /// starts, with the key named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bench_workload_runs_against_a_node_and_reports() {
-    let data = temp_dir("bench", Engine::Jit);
-    let socket = data.with_extension("sock");
+    let data_guard = temp_dir("bench", Engine::Jit);
+    let data = data_guard.path().to_path_buf();
+    let socket = data.join("node.sock");
     let socket_path = socket.to_str().expect("utf-8 path");
     let node = Node::start(&data, Engine::Jit, &["--socket", socket_path]);
     // An unknown workload is a usage error that deploys and appends nothing.
@@ -1182,7 +1188,8 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
-    let data = temp_dir("config", Engine::Jit);
+    let data_guard = temp_dir("config", Engine::Jit);
+    let data = data_guard.path().to_path_buf();
     let _ = std::fs::create_dir_all(&data);
     let config = data.with_extension("toml");
     std::fs::write(
@@ -1243,8 +1250,9 @@ async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
 /// shutdown removes the socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unix_socket_serves_the_same_node() {
-    let data = temp_dir("unix", Engine::Jit);
-    let socket = data.with_extension("sock");
+    let data_guard = temp_dir("unix", Engine::Jit);
+    let data = data_guard.path().to_path_buf();
+    let socket = data.join("node.sock");
     let socket_path = socket.to_str().expect("utf-8 path");
     // What a node killed with SIGKILL leaves: a socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
@@ -1272,7 +1280,8 @@ async fn a_unix_socket_serves_the_same_node() {
     );
 
     // A second node may not take over a socket the first one serves.
-    let other = temp_dir("unix-other", Engine::Jit);
+    let other_guard = temp_dir("unix-other", Engine::Jit);
+    let other = other_guard.path().to_path_buf();
     // A node on `other` with the same socket must refuse to start, saying `why`.
     let refused = |why: &str| {
         let out = Command::new(BIN)
@@ -1309,7 +1318,8 @@ async fn a_unix_socket_serves_the_same_node() {
 /// and all of this survives a restart. Deploying it again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_of_events_alone_declares_them() {
-    let data = temp_dir("events-alone", Engine::Jit);
+    let data_guard = temp_dir("events-alone", Engine::Jit);
+    let data = data_guard.path().to_path_buf();
     let mut node = Node::start(&data, Engine::Jit, &["--strict"]);
     let mut client = node.client().await;
     let deploy = |source: &str| pb::DeployRequest {

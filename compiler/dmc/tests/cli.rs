@@ -64,8 +64,11 @@ fn run_prints_the_bank_documents() {
 
 #[test]
 fn run_rejects_a_corrupted_line_naming_it_and_prints_nothing() {
-    let dir = std::env::temp_dir().join(format!("dmc-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let guard = tempfile::Builder::new()
+        .prefix("dmc-cli-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = guard.path();
     let events =
         std::fs::read_to_string(root().join("examples/bank/events.jsonl")).expect("events");
     let cases = [
@@ -114,8 +117,11 @@ fn run_rejects_a_corrupted_line_naming_it_and_prints_nothing() {
 
 #[test]
 fn run_reports_a_fault_with_position_and_span() {
-    let dir = std::env::temp_dir().join(format!("dmc-fault-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let guard = tempfile::Builder::new()
+        .prefix("dmc-fault-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = guard.path();
     let program = dir.join("p.dmp");
     std::fs::write(
         &program,
@@ -153,8 +159,11 @@ fn test_prints_results_and_a_closing_line() {
     assert!(stdout.contains("a deposit raises the balance ... ok"));
     assert_eq!(stdout.lines().last(), Some("1 passed, 0 failed"));
 
-    let dir = std::env::temp_dir().join(format!("dmc-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let guard = tempfile::Builder::new()
+        .prefix("dmc-test-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = guard.path();
     let program = dir.join("t.dmp");
     std::fs::write(
         &program,

@@ -191,15 +191,14 @@ async fn caught_up(engine: &Engine, program: &Program, head: u64) {
 }
 
 /// A fresh directory, the checked program and an empty log for one test and engine.
-fn setup(name: &str, kind: EngineKind) -> (std::path::PathBuf, Program, Log) {
-    let dir = std::env::temp_dir().join(format!(
-        "datamesh-engine-{name}-{}-{}",
-        kind.name(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+/// The directory is removed when the returned guard is dropped.
+fn setup(name: &str, kind: EngineKind) -> (tempfile::TempDir, Program, Log) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("datamesh-engine-{name}-{}-", kind.name()))
+        .tempdir()
+        .expect("temp dir");
     let program = check_source(PROGRAM).program.expect("the program checks");
-    let (log, _) = Log::open(LogConfig::new(dir.join("log"))).expect("log");
+    let (log, _) = Log::open(LogConfig::new(dir.path().join("log"))).expect("log");
     (dir, program, log)
 }
 
@@ -210,7 +209,7 @@ async fn agrees_with_the_interpreter(kind: EngineKind) {
             .await
             .expect("append");
     }
-    let store = Arc::new(Store::open(&dir.join("store")).expect("store"));
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
     let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
     engine.deploy(PROGRAM, "t.dmp").expect("deploy");
     caught_up(&engine, &program, log.head()).await;
@@ -238,7 +237,6 @@ async fn agrees_with_the_interpreter(kind: EngineKind) {
         "{kind}: after a restart"
     );
     engine.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A handler that changes every kind of collection and then traps, on a document an
@@ -254,7 +252,7 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
     };
     let batch = vec![deposit(1), deposit(5), deposit(37), deposit(2)];
     log.append(batch, Vec::new()).await.expect("append");
-    let store = Arc::new(Store::open(&dir.join("store")).expect("store"));
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
     let engine = Engine::start(log.clone(), store, kind).expect("engine");
     engine.deploy(PROGRAM, "t.dmp").expect("deploy");
     caught_up(&engine, &program, log.head()).await;
@@ -271,7 +269,6 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
     );
     assert_eq!(stored(&engine, &program), want, "{kind}");
     engine.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.

@@ -11,10 +11,12 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("datamesh-log-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh directory, removed when the returned guard is dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("datamesh-log-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -26,7 +28,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn appends_are_dense_ordered_and_readable() {
-    let dir = temp_dir("dense");
+    let dir_guard = temp_dir("dense");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("open");
     assert_eq!(recovery.records, 0);
@@ -57,7 +60,8 @@ fn appends_are_dense_ordered_and_readable() {
 
 #[test]
 fn expected_versions_fail_the_whole_request() {
-    let dir = temp_dir("versions");
+    let dir_guard = temp_dir("versions");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
     rt.block_on(log.append(
@@ -98,7 +102,8 @@ fn expected_versions_fail_the_whole_request() {
 
 #[test]
 fn appends_are_idempotent_by_id_across_restarts() {
-    let dir = temp_dir("ids");
+    let dir_guard = temp_dir("ids");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     {
         let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
@@ -133,7 +138,8 @@ fn appends_are_idempotent_by_id_across_restarts() {
 
 #[test]
 fn a_torn_tail_is_cut_on_open() {
-    let dir = temp_dir("torn");
+    let dir_guard = temp_dir("torn");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     {
         let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
@@ -173,7 +179,8 @@ fn a_torn_tail_is_cut_on_open() {
 
 #[test]
 fn segments_roll_and_reads_span_them() {
-    let dir = temp_dir("roll");
+    let dir_guard = temp_dir("roll");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let config = LogConfig {
         dir: dir.clone(),
@@ -200,7 +207,8 @@ fn segments_roll_and_reads_span_them() {
 
 #[test]
 fn corruption_before_the_last_segment_refuses_to_open() {
-    let dir = temp_dir("corrupt");
+    let dir_guard = temp_dir("corrupt");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let config = LogConfig {
         dir: dir.clone(),
@@ -223,7 +231,8 @@ fn corruption_before_the_last_segment_refuses_to_open() {
 
 #[test]
 fn concurrent_appends_group_commit_and_keep_versions_exact() {
-    let dir = temp_dir("concurrent");
+    let dir_guard = temp_dir("concurrent");
+    let dir = dir_guard.path().to_path_buf();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -312,7 +321,8 @@ impl Drop for Unmount {
 
 #[test]
 fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
-    let dir = temp_dir("enospc");
+    let dir_guard = temp_dir("enospc");
+    let dir = dir_guard.path().to_path_buf();
     std::fs::create_dir_all(&dir).expect("dir");
     // A 64 KiB file system fills up after a few appends: a real write error.
     let mounted = std::process::Command::new("mount")
@@ -487,7 +497,8 @@ fn observe_scanned(
     tag: &str,
     with_ids: &[Vec<NewEvent>],
 ) -> Observed {
-    let copy = temp_dir(name);
+    let copy_guard = temp_dir(name);
+    let copy = copy_guard.path().to_path_buf();
     copy_dir(dir, &copy, false);
     let (log, recovery) = Log::open(small_segments(&copy)).expect("scanned open");
     assert_eq!(recovery.indexed_segments, 0);
@@ -507,7 +518,8 @@ fn sealed_segments_get_an_idx_that_reopen_uses() {
 }
 
 fn an_idx_is_written_and_used(segment_bytes: u64) {
-    let dir = temp_dir(&format!("idx-used-{segment_bytes}"));
+    let dir_guard = temp_dir(&format!("idx-used-{segment_bytes}"));
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let config = LogConfig {
         dir: dir.clone(),
@@ -598,7 +610,8 @@ fn an_idx_is_written_and_used(segment_bytes: u64) {
 #[test]
 fn a_bad_idx_is_never_trusted() {
     let rt = runtime();
-    let base = temp_dir("idx-bad-base");
+    let base_guard = temp_dir("idx-bad-base");
+    let base = base_guard.path().to_path_buf();
     let with_ids = build_mixed(&rt, &small_segments(&base), "b");
     let reference = observe_scanned(&rt, &base, "idx-bad-ref", "b", &with_ids);
     let idx = files(&base, "idx");
@@ -639,7 +652,8 @@ fn a_bad_idx_is_never_trusted() {
         ),
     ];
     for (n, (what, damage)) in damages.iter().enumerate() {
-        let dir = temp_dir(&format!("idx-bad-{n}"));
+        let dir_guard = temp_dir(&format!("idx-bad-{n}"));
+        let dir = dir_guard.path().to_path_buf();
         copy_dir(&base, &dir, true);
         damage(&dir.join(&victim));
         let (log, recovery) = Log::open(small_segments(&dir)).expect("open");
@@ -667,8 +681,10 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
     let rt = runtime();
     // Two logs with the same shape: stream names and ids of the same lengths, so the
     // records have the same sizes and the segments the same lengths and offsets.
-    let one = temp_dir("idx-changed-one");
-    let two = temp_dir("idx-changed-two");
+    let one_guard = temp_dir("idx-changed-one");
+    let one = one_guard.path().to_path_buf();
+    let two_guard = temp_dir("idx-changed-two");
+    let two = two_guard.path().to_path_buf();
     let with_ids = build_mixed(&rt, &small_segments(&one), "p");
     build_mixed(&rt, &small_segments(&two), "q");
     let segments = files(&one, "seg");
@@ -681,7 +697,8 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
     // Replace one sealed segment of `one` by the same-sized segment of `two`.
     std::fs::copy(two.join(&victim), one.join(&victim)).expect("replace");
     let reference = observe_scanned(&rt, &one, "idx-changed-ref", "p", &with_ids);
-    let copy = temp_dir("idx-changed-copy");
+    let copy_guard = temp_dir("idx-changed-copy");
+    let copy = copy_guard.path().to_path_buf();
     copy_dir(&one, &copy, true);
     let (log, recovery) = Log::open(small_segments(&copy)).expect("open");
     assert_eq!(
@@ -693,7 +710,8 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
 
     // A sealed segment that grew by a valid record of the next position (which a scan
     // accepts) is scanned, not trusted: the next segment then starts one position early.
-    let dir = temp_dir("idx-changed-grown");
+    let dir_guard = temp_dir("idx-changed-grown");
+    let dir = dir_guard.path().to_path_buf();
     let config = small_segments(&dir);
     build_mixed(&rt, &config, "g");
     let names = files(&dir, "seg");
@@ -728,7 +746,8 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
 
 #[test]
 fn damage_inside_an_indexed_segment_surfaces_on_read() {
-    let dir = temp_dir("idx-damage");
+    let dir_guard = temp_dir("idx-damage");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     // Segments of dozens of records, so the spot check reads only a few of them.
     let config = LogConfig {
@@ -759,7 +778,8 @@ fn damage_inside_an_indexed_segment_surfaces_on_read() {
 
 #[test]
 fn a_chunked_scan_finds_what_a_whole_scan_finds() {
-    let dir = temp_dir("chunked");
+    let dir_guard = temp_dir("chunked");
+    let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let config = LogConfig {
         dir: dir.clone(),
