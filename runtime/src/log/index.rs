@@ -715,6 +715,59 @@ impl StreamPositions {
     }
 }
 
+/// Every stream of the log: a dense id per name, and the positions of each id.
+///
+/// Ids are internal and not stable across restarts: recovery numbers the streams it
+/// finds, then the writer numbers new streams in the order it first writes them. The
+/// writer keeps the same numbering (it starts from this index and publishes new names
+/// in order), so a published group carries `(id, position)` pairs and costs no name
+/// lookup per record.
+#[derive(Debug, Default)]
+pub(super) struct StreamIndex {
+    ids: Map<Arc<str>, u32>,
+    /// By id: the name and positions.
+    streams: Vec<(Arc<str>, StreamPositions)>,
+}
+
+impl StreamIndex {
+    /// The positions of the stream `name`, if it has any.
+    pub fn get(&self, name: &str) -> Option<&StreamPositions> {
+        let id = *self.ids.get(name)?;
+        self.streams.get(id as usize).map(|(_, p)| p)
+    }
+
+    /// Streams known.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Adds a stream under the next id, which it returns; `None` when the name is
+    /// already known or the ids are exhausted.
+    pub fn add(&mut self, name: Arc<str>, positions: StreamPositions) -> Option<u32> {
+        let id = u32::try_from(self.streams.len()).ok()?;
+        match self.ids.entry(name) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                self.streams.push((slot.key().clone(), positions));
+                slot.insert(id);
+                Some(id)
+            }
+        }
+    }
+
+    /// Appends a position to stream `id` (a no-op for an unknown id).
+    pub fn push(&mut self, id: u32, position: u64) {
+        if let Some((_, positions)) = self.streams.get_mut(id as usize) {
+            positions.push(position);
+        }
+    }
+
+    /// Every stream by id: its name and how many events it has.
+    pub fn counts(&self) -> impl Iterator<Item = (&Arc<str>, u64)> {
+        self.streams.iter().map(|(n, p)| (n, p.len() as u64))
+    }
+}
+
 /// One segment's streams, ascending by name (each name once).
 pub(super) type StreamList<'a> = Vec<(&'a str, Part<'a>)>;
 
@@ -723,16 +776,14 @@ pub(super) type StreamList<'a> = Vec<(&'a str, Part<'a>)>;
 /// than once and no position of a sealed segment with an idx is copied (its chunk
 /// points into the idx bytes). Positions of scanned sealed segments are copied into
 /// chunks, the active segment's into the owned tail.
-pub(super) fn merge_streams(
-    sealed: &[StreamList<'_>],
-    active: &StreamList<'_>,
-) -> Map<String, StreamPositions> {
+pub(super) fn merge_streams(sealed: &[StreamList<'_>], active: &StreamList<'_>) -> StreamIndex {
     let lists: Vec<&StreamList<'_>> = sealed.iter().chain([active]).collect();
     let active_list = sealed.len();
-    let mut streams = Map::with_capacity_and_hasher(
-        lists.iter().map(|l| l.len()).max().unwrap_or(0),
-        Default::default(),
-    );
+    let capacity = lists.iter().map(|l| l.len()).max().unwrap_or(0);
+    let mut streams = StreamIndex {
+        ids: Map::with_capacity_and_hasher(capacity, Default::default()),
+        streams: Vec::with_capacity(capacity),
+    };
     let mut cursors = vec![0usize; lists.len()];
     // Equal names pop in segment order: the heap orders by (name, segment).
     let mut heap: BinaryHeap<Reverse<(&str, usize)>> = lists
@@ -790,7 +841,8 @@ pub(super) fn merge_streams(
                 }
             }
         }
-        streams.insert(name.to_owned(), stream);
+        // Names pop in ascending order, each once: `add` cannot refuse one.
+        streams.add(Arc::from(name), stream);
     }
     streams
 }

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use format::{FrameError, Record};
-use index::{Offsets, SegmentIndex, StreamPositions};
+use index::{Offsets, SegmentIndex, StreamIndex};
 use tokio::sync::{oneshot, watch};
 
 /// The log's maps of client-chosen strings (streams, ids): foldhash, fast and seeded
@@ -186,7 +186,7 @@ struct Segment {
 #[derive(Debug, Default)]
 struct Index {
     segments: Vec<Segment>,
-    streams: Map<String, StreamPositions>,
+    streams: StreamIndex,
     ids: Map<String, u64>,
     head: u64,
     last_time: i64,

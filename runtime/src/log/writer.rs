@@ -18,8 +18,9 @@
 //! passes the index to a third thread, which encodes and writes the `.idx` file (and
 //! the idx files recovery found missing). Doing the encoding, the write and its two
 //! syncs there keeps them off the append path: the writer pays one extra `fdatasync`
-//! per segment (at the roll) and a few map updates per record; an idx failure is only
-//! logged, since recovery scans a segment without one.
+//! per segment (at the roll) and one stream lookup by name per record (streams go by
+//! internal id after that); an idx failure is only logged, since recovery scans a
+//! segment without one.
 //!
 //! Invariants: a request is acknowledged only after its bytes are synced; records
 //! become visible to readers in position order, exactly when they are durable;
@@ -59,9 +60,12 @@ struct Written {
     offsets: Vec<u64>,
     /// Segment length after this group.
     segment_len: u64,
-    /// (stream, position) and (id, position) of the records, in order.
-    streams: Vec<(String, u64)>,
+    /// (stream id, position) and (id, position) of the records, in order.
+    streams: Vec<(u32, u64)>,
     ids: Vec<(String, u64)>,
+    /// Streams this group writes first, in the order of their ids (the ids after the
+    /// last one published).
+    new_streams: Vec<Arc<str>>,
     /// Head after this group, and its append time.
     head: u64,
     time: i64,
@@ -79,66 +83,76 @@ enum IdxJob {
     Encoded(u64, Vec<u8>),
 }
 
-/// The writer's view of streams and ids beyond the published index.
+/// The writer's view of streams and ids, published or not.
 ///
-/// `streams` holds the event count (and last position) of every stream the writer has
-/// appended to: the count includes records written but not yet published, so it is
-/// the version the stream's next event gets. A stream the map does not hold has every
-/// event published, and its count is the index's. Entries whose last event is published
-/// may be dropped at any time for that reason, which bounds the map.
+/// `streams` numbers every stream as the published [`index::StreamIndex`] does, plus
+/// the streams written but not yet published, and counts each one's events: the count
+/// is the version the stream's next event gets. One lookup by name per record finds
+/// both; everything downstream (the segment's index, the published index) goes by id.
 ///
 /// `ids` holds the client ids of records written but perhaps not yet published;
 /// entries below the published head are also in the index and are pruned.
-#[derive(Default)]
 struct Inflight {
-    streams: super::Map<String, StreamTail>,
+    streams: Streams,
     ids: super::Map<String, u64>,
 }
 
-/// Events in a stream so far, and the position of its last one.
-struct StreamTail {
-    count: u64,
-    last: u64,
+/// Every stream by name and by id, with its event count.
+struct Streams {
+    ids: super::Map<Arc<str>, u32>,
+    /// By id.
+    names: Vec<Arc<str>>,
+    counts: Vec<u64>,
 }
 
-/// Streams the writer remembers before it forgets fully published ones (tests forget
-/// all the time, so a forgotten stream's count always comes back from the index).
-const REMEMBERED_STREAMS: usize = if cfg!(test) { 2 } else { 1 << 16 };
-
-impl Inflight {
-    fn prune(&mut self, published: u64) {
-        if self.streams.len() > REMEMBERED_STREAMS {
-            self.streams.retain(|_, tail| tail.last >= published);
+impl Streams {
+    fn new(index: &index::StreamIndex) -> Streams {
+        let mut streams = Streams {
+            ids: super::Map::with_capacity_and_hasher(index.len(), Default::default()),
+            names: Vec::with_capacity(index.len()),
+            counts: Vec::with_capacity(index.len()),
+        };
+        for (id, (name, count)) in (0u32..).zip(index.counts()) {
+            streams.ids.insert(name.clone(), id);
+            streams.names.push(name.clone());
+            streams.counts.push(count);
         }
-        if !self.ids.is_empty() {
-            self.ids.retain(|_, p| *p >= published);
-        }
+        streams
     }
 
     /// Events in `stream`, published or not.
-    fn stream_count(&self, index: &Index, stream: &str) -> u64 {
-        match self.streams.get(stream) {
-            Some(tail) => tail.count,
-            None => index.streams.get(stream).map_or(0, StreamPositions::len) as u64,
-        }
+    fn count(&self, stream: &str) -> u64 {
+        self.ids
+            .get(stream)
+            .and_then(|&id| self.counts.get(id as usize))
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Records an event of `stream` at `position`; returns its stream version.
-    fn add_to_stream(&mut self, index: &Index, stream: &str, position: u64) -> u64 {
-        if let Some(tail) = self.streams.get_mut(stream) {
-            tail.count += 1;
-            tail.last = position;
-            return tail.count - 1;
+    /// Counts one more event of `stream`: its id and stream version. A stream seen for
+    /// the first time gets the next id and its name goes to `new`. `None` only when
+    /// 2^32 streams have ids.
+    fn add(&mut self, stream: &str, new: &mut Vec<Arc<str>>) -> Option<(u32, u64)> {
+        if let Some(&id) = self.ids.get(stream) {
+            let count = self.counts.get_mut(id as usize)?;
+            *count += 1;
+            return Some((id, *count - 1));
         }
-        let version = index.streams.get(stream).map_or(0, StreamPositions::len) as u64;
-        self.streams.insert(
-            stream.to_owned(),
-            StreamTail {
-                count: version + 1,
-                last: position,
-            },
-        );
-        version
+        let id = u32::try_from(self.names.len()).ok()?;
+        let name: Arc<str> = Arc::from(stream);
+        self.ids.insert(name.clone(), id);
+        self.names.push(name.clone());
+        self.counts.push(1);
+        new.push(name);
+        Some((id, 0))
+    }
+}
+
+impl Inflight {
+    fn prune(&mut self, published: u64) {
+        if !self.ids.is_empty() {
+            self.ids.retain(|_, p| *p >= published);
+        }
     }
 }
 
@@ -147,8 +161,22 @@ struct Active {
     file: Arc<File>,
     first: u64,
     len: u64,
-    /// Index of the records written to it so far.
+    /// Index of the records written to it so far, but for its streams, which are kept
+    /// by id in `streams` until the segment is sealed.
     seal: SegmentIndex,
+    streams: super::Map<u32, Vec<u64>>,
+}
+
+impl Active {
+    /// The finished index of this segment, its streams by name.
+    fn sealed(mut self, names: &[Arc<str>]) -> SegmentIndex {
+        self.seal.streams = self
+            .streams
+            .into_iter()
+            .filter_map(|(id, positions)| Some((names.get(id as usize)?.to_string(), positions)))
+            .collect();
+        self.seal
+    }
 }
 
 pub(super) fn run(
@@ -187,17 +215,30 @@ pub(super) fn run(
         }
         return;
     };
-    let (mut next, mut last_time) = match shared.index.read() {
-        Ok(index) => (index.head, index.last_time),
-        Err(_) => (0, 0),
+    let (mut next, mut last_time, streams) = match shared.index.read() {
+        Ok(index) => (index.head, index.last_time, Streams::new(&index.streams)),
+        Err(_) => (0, 0, Streams::new(&index::StreamIndex::default())),
     };
+    let mut seal = seal;
+    // The active segment's streams are all in the index: recovery merged them.
+    let active_streams = std::mem::take(&mut seal.streams)
+        .into_iter()
+        .filter_map(|(name, positions)| Some((*streams.ids.get(name.as_str())?, positions)))
+        .collect();
     let mut active = Active {
         file: Arc::new(file),
         first: seal.first,
         len: seal.len,
         seal,
+        streams: active_streams,
     };
-    let mut inflight = Inflight::default();
+    let mut inflight = Inflight {
+        streams,
+        ids: super::Map::default(),
+    };
+    // The group's bytes: kept from one group to the next, so a large group does not
+    // fault in fresh pages every time.
+    let mut buffer = Vec::new();
     while let Ok(first_job) = jobs.recv() {
         let mut group = vec![first_job];
         let mut size: usize = group[0].events.iter().map(|e| e.payload.len() + 64).sum();
@@ -223,6 +264,7 @@ pub(super) fn run(
             &mut last_time,
             group,
             &to_syncer,
+            &mut buffer,
         );
     }
     drop(to_syncer);
@@ -290,6 +332,7 @@ fn write_group(
     last_time: &mut i64,
     group: Vec<Job>,
     to_syncer: &Sender<Written>,
+    buffer: &mut Vec<u8>,
 ) {
     if let Some(reason) = poisoned(shared) {
         for job in group {
@@ -308,9 +351,10 @@ fn write_group(
     let published = index.head;
     inflight.prune(published);
     let time = now_micros().max(*last_time);
-    let mut buffer = Vec::new();
+    buffer.clear();
     let mut relative = Vec::new();
     let mut streams = Vec::new();
+    let mut new_streams = Vec::new();
     let mut ids = Vec::new();
     let mut accepted = Vec::new();
     for job in group {
@@ -329,7 +373,16 @@ fn write_group(
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
-                        inflight.add_to_stream(&index, &event.stream, *next)
+                        let Some((id, version)) =
+                            inflight.streams.add(&event.stream, &mut new_streams)
+                        else {
+                            let reason = "the log cannot hold more than 2^32 streams";
+                            poison(shared, reason);
+                            let _ = job.reply.send(Err(LogError::Poisoned(reason.to_owned())));
+                            return fail_all(accepted, reason);
+                        };
+                        streams.push((id, *next));
+                        version
                     };
                     let record = Record {
                         position: *next,
@@ -341,10 +394,7 @@ fn write_group(
                         payload: event.payload,
                     };
                     relative.push(buffer.len() as u64);
-                    encode_frame(&record, &mut buffer);
-                    if !record.stream.is_empty() {
-                        streams.push((record.stream, *next));
-                    }
+                    encode_frame(&record, buffer);
                     if !record.id.is_empty() {
                         inflight.ids.insert(record.id.clone(), *next);
                         ids.push((record.id, *next));
@@ -379,9 +429,10 @@ fn write_group(
                             first: first_here,
                             len: 0,
                             seal: SegmentIndex::new(first_here),
+                            streams: super::Map::default(),
                         },
                     );
-                    sealed = Some(old.seal);
+                    sealed = Some(old.sealed(&inflight.streams.names));
                     new_segment = Some(read);
                 }
                 Err(e) => {
@@ -390,22 +441,14 @@ fn write_group(
                 }
             }
         }
-        if let Err(e) = (&*active.file).write_all(&buffer) {
+        if let Err(e) = (&*active.file).write_all(buffer) {
             poison(shared, &e.to_string());
             return fail_all(accepted, &e.to_string());
         }
     }
     let base = active.len;
     active.len += buffer.len() as u64;
-    track(
-        &mut active.seal,
-        base,
-        &relative,
-        &buffer,
-        time,
-        &streams,
-        &ids,
-    );
+    track(active, base, &relative, buffer, time, &streams, &ids);
     *last_time = time;
     let written = Written {
         file: active.file.clone(),
@@ -415,6 +458,7 @@ fn write_group(
         segment_len: active.len,
         streams,
         ids,
+        new_streams,
         head: *next,
         time,
         accepted,
@@ -427,14 +471,15 @@ fn write_group(
 
 /// Adds a written group to the active segment's index.
 fn track(
-    seal: &mut SegmentIndex,
+    active: &mut Active,
     base: u64,
     relative: &[u64],
     buffer: &[u8],
     time: i64,
-    streams: &[(String, u64)],
+    streams: &[(u32, u64)],
     ids: &[(String, u64)],
 ) {
+    let seal = &mut active.seal;
     let Some(&last) = relative.last() else {
         return;
     };
@@ -448,8 +493,8 @@ fn track(
     if let Some(crc) = crc {
         seal.last_crc = u32::from_le_bytes(crc);
     }
-    for (stream, position) in streams {
-        seal.add_stream(stream, *position);
+    for &(stream, position) in streams {
+        active.streams.entry(stream).or_default().push(position);
     }
     seal.ids.extend_from_slice(ids);
 }
@@ -521,8 +566,12 @@ fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
             segment.offsets.append(&mut w.offsets);
             segment.len = segment.len.max(w.segment_len);
         }
+        // New streams first: their ids are the next ones, in order.
+        for name in w.new_streams.drain(..) {
+            index.streams.add(name, StreamPositions::default());
+        }
         for (stream, position) in w.streams.drain(..) {
-            index.streams.entry(stream).or_default().push(position);
+            index.streams.push(stream, position);
         }
         index.ids.extend(w.ids.drain(..));
         index.head = index.head.max(w.head);
@@ -567,7 +616,7 @@ fn validate(index: &Index, inflight: &Inflight, job: &Job) -> Result<Option<Vec<
         }
     }
     for (stream, expected) in &job.expected {
-        let actual = inflight.stream_count(index, stream).checked_sub(1);
+        let actual = inflight.streams.count(stream).checked_sub(1);
         let holds = match expected {
             Expected::Any => true,
             Expected::NoStream => actual.is_none(),
