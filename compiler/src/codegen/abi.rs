@@ -122,16 +122,22 @@ impl Ctx {
     }
 
     /// Prepares for one handler call on a document's heap (or none).
-    #[inline]
+    #[inline(always)]
     pub fn reset(&mut self, heap: *mut Value) {
-        self.trapped = 0;
-        if self.trap.is_some() {
-            self.trap = None;
-        }
         self.heap = heap;
-        if !self.undo.is_empty() {
-            self.undo.clear();
+        // After a call that neither trapped nor changed a handle field (nearly every
+        // call) there is nothing to clear: three loads, no call.
+        if self.trapped != 0 || self.trap.is_some() || !self.undo.is_empty() {
+            self.clear_outcome();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clear_outcome(&mut self) {
+        self.trapped = 0;
+        self.trap = None;
+        self.undo.clear();
     }
 
     /// Undoes, newest first, every change the last call made to document fields.

@@ -120,13 +120,24 @@ struct Saved {
 impl Saved {
     #[inline]
     fn save(&mut self, slots: &[u64]) {
-        if slots.len() <= self.words.len() {
-            for (to, from) in self.words.iter_mut().zip(slots) {
-                *to = *from;
+        // Fixed-size arms for the common widths: a copy of variable length compiles to a
+        // `memcpy` call, which cost more than the handler.
+        let w = &mut self.words;
+        match *slots {
+            [] => {}
+            [a] => w[0] = a,
+            [a, b] => (w[0], w[1]) = (a, b),
+            [a, b, c] => (w[0], w[1], w[2]) = (a, b, c),
+            [a, b, c, d] => (w[0], w[1], w[2], w[3]) = (a, b, c, d),
+            _ if slots.len() <= w.len() => {
+                for (to, from) in w.iter_mut().zip(slots) {
+                    *to = *from;
+                }
             }
-        } else {
-            self.wide.clear();
-            self.wide.extend_from_slice(slots);
+            _ => {
+                self.wide.clear();
+                self.wide.extend_from_slice(slots);
+            }
         }
     }
 
