@@ -112,6 +112,55 @@ pub struct BenchArgs {
     /// the hottest).
     #[arg(long, value_enum, default_value_t = Skew::Uniform)]
     pub skew: Skew,
+    /// Give every event a unique client id, as an idempotent producer does (w1, w2,
+    /// w3): the node then also checks and records every id.
+    #[arg(long)]
+    pub ids: bool,
+}
+
+/// Unique event ids for one run, `<run>-<n>`, when the run asks for them.
+struct Ids {
+    prefix: Option<String>,
+    next: u64,
+}
+
+impl Ids {
+    fn new(enabled: bool, run: &str) -> Ids {
+        Ids {
+            prefix: enabled.then(|| format!("{run}-")),
+            next: 0,
+        }
+    }
+
+    /// The next id, or an empty one when the run has none.
+    fn next(&mut self) -> String {
+        let Some(prefix) = &self.prefix else {
+            return String::new();
+        };
+        let mut id = String::with_capacity(prefix.len() + 12);
+        id.push_str(prefix);
+        push_digits(&mut id, self.next, 1);
+        self.next += 1;
+        id
+    }
+
+    /// How a report says so.
+    fn label(&self) -> &'static str {
+        if self.prefix.is_some() {
+            ", with event ids"
+        } else {
+            ""
+        }
+    }
+}
+
+/// A name no earlier run used: ids and streams of one run never collide with another's.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("bench-{nanos}")
 }
 
 /// The account distribution of a run.
@@ -393,13 +442,20 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::AppendRequest>(inflight);
     let (total, batch) = (args.events, args.batch.max(1) as u64);
     let accounts = Accounts::new(args.accounts, args.skew);
-    let label = accounts.label();
+    let mut ids = Ids::new(args.ids, &run_id());
+    let label = format!("{}{}", accounts.label(), ids.label());
     let generator = tokio::spawn(async move {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         let mut made = 0;
         while made < total {
             let n = (total - made).min(batch);
-            let events = (0..n).map(|_| deposit(&mut rng, &accounts, "")).collect();
+            let events = (0..n)
+                .map(|_| {
+                    let mut event = deposit(&mut rng, &accounts, "");
+                    event.id = ids.next();
+                    event
+                })
+                .collect();
             let request = pb::AppendRequest {
                 events,
                 expected: Vec::new(),
@@ -449,10 +505,7 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
 
 /// W2, and with `read_back` W3: each append is followed by a read-your-writes `Get`.
 async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError> {
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let run = run_id();
     let name = if read_back { "w3" } else { "w2" };
     let timed = Timed::begin(name, "events", args.seconds);
     let deadline = timed.deadline;
@@ -462,7 +515,8 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
         let done = timed.done.clone();
         let accounts = Accounts::new(args.accounts, args.skew);
         let clients = args.clients as u64;
-        let prefix = format!("bench-{run_id}-");
+        let prefix = format!("{run}-");
+        let mut ids = Ids::new(args.ids, &format!("{run}-c{c}"));
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
             let mut versions: std::collections::HashMap<u64, u64> =
@@ -476,7 +530,8 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
                 if account >= accounts.n {
                     continue;
                 }
-                let event = deposit_event(account, rng.next() % 1000 + 1, &prefix);
+                let mut event = deposit_event(account, rng.next() % 1000 + 1, &prefix);
+                event.id = ids.next();
                 let expect = match versions.get(&account) {
                     None => pb::expected_version::Expect::NoStream(true),
                     Some(v) => pb::expected_version::Expect::Exact(*v),
@@ -515,7 +570,7 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
         .finish(
             tasks,
             &format!(
-                "{name} durable single-event appends with expected version{}, {} clients{}{}",
+                "{name} durable single-event appends with expected version{}, {} clients{}{}{}",
                 if read_back {
                     ", each read back from balances (read-your-writes)"
                 } else {
@@ -523,6 +578,7 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
                 },
                 args.clients,
                 args.skew.label(),
+                Ids::new(args.ids, "").label(),
                 transport(url),
             ),
             "events",

@@ -1161,6 +1161,36 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
             "{workload}: {stdout}"
         );
     }
+    // With `--ids` every event carries a unique id: two runs append every event (no id
+    // of one run repeats one of the other) and say so.
+    for _ in 0..2 {
+        let before = head(&mut client).await;
+        let (code, out, err) = node.cli(&[
+            "bench",
+            "--workload",
+            "w1",
+            "--events",
+            "2000",
+            "--batch",
+            "500",
+            "--ids",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("with event ids"), "{out}");
+        assert_eq!(head(&mut client).await, before + 2000, "{out}");
+    }
+    let (code, out, err) = node.cli(&[
+        "bench",
+        "--workload",
+        "w2",
+        "--seconds",
+        "1",
+        "--clients",
+        "2",
+        "--ids",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("with event ids"), "{out}");
     // The load generator runs over the Unix socket too, and says so.
     let unix = format!("unix:{socket_path}");
     let (code, out, err) = cli_at(

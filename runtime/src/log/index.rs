@@ -56,6 +56,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::format::{self, FRAME_HEADER, MAX_BODY};
+use super::ids::IdList;
 
 const MAGIC: &[u8; 8] = b"DMIDX\0\0\x01";
 
@@ -82,7 +83,7 @@ pub(super) struct SegmentIndex {
     /// Stream -> positions in this segment, ascending.
     pub streams: Map<String, Vec<u64>>,
     /// (id, position), in position order.
-    pub ids: Vec<(String, u64)>,
+    pub ids: IdList,
     /// Largest record time, `i64::MIN` when empty.
     pub max_time: i64,
     /// Checksum of the last frame.
@@ -96,7 +97,7 @@ impl SegmentIndex {
             len: 0,
             offsets: Vec::new(),
             streams: Map::default(),
-            ids: Vec::new(),
+            ids: IdList::default(),
             max_time: i64::MIN,
             last_crc: 0,
         }
@@ -121,7 +122,7 @@ impl SegmentIndex {
             self.add_stream(stream, position);
         }
         if !id.is_empty() {
-            self.ids.push((id.to_owned(), position));
+            self.ids.push(id, position);
         }
     }
 
@@ -277,10 +278,10 @@ pub(super) fn encode(segment: &SegmentIndex) -> Option<Vec<u8>> {
             out.extend_from_slice(&relative(*p).to_le_bytes());
         }
     }
-    for (id, position) in &segment.ids {
+    for (id, position) in segment.ids.iter() {
         out.extend_from_slice(&u16::try_from(id.len()).ok()?.to_le_bytes());
         out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(&relative(*position).to_le_bytes());
+        out.extend_from_slice(&relative(position).to_le_bytes());
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());

@@ -36,6 +36,7 @@
 //! it instead of at open.
 
 mod format;
+mod ids;
 mod index;
 mod writer;
 
@@ -181,13 +182,13 @@ struct Segment {
     len: u64,
 }
 
-/// What readers and the writer share: positions to bytes, and the stream and id
-/// indexes, covering exactly the durable records.
+/// What readers and the writer share: positions to bytes, and the stream index,
+/// covering exactly the durable records. (Only the writer looks ids up: it owns the id
+/// index.)
 #[derive(Debug, Default)]
 struct Index {
     segments: Vec<Segment>,
     streams: StreamIndex,
-    ids: Map<String, u64>,
     head: u64,
     last_time: i64,
 }
@@ -260,6 +261,7 @@ impl Log {
             recovery,
             active,
             seal,
+            ids,
             missing,
         } = recover(&config.dir)?;
         let (head_tx, _) = watch::channel(index.head);
@@ -272,7 +274,15 @@ impl Log {
         let writer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("datamesh-log-writer".to_owned())
-            .spawn(move || writer::run(&config, &writer_shared, active, seal, missing, &rx))?;
+            .spawn(move || {
+                let recovered = writer::Recovered {
+                    file: active,
+                    seal,
+                    ids,
+                    missing,
+                };
+                writer::run(&config, &writer_shared, recovered, &rx)
+            })?;
         Ok((
             Log {
                 shared,
@@ -426,6 +436,8 @@ struct Recovered {
     /// The active segment's own index, which the writer extends and persists when it
     /// seals the segment.
     seal: SegmentIndex,
+    /// Every event id in the log.
+    ids: ids::IdIndex,
     /// Idx files to write for sealed segments that had to be scanned.
     missing: Vec<(u64, Vec<u8>)>,
 }
@@ -472,6 +484,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             recovery,
             active,
             seal: SegmentIndex::new(0),
+            ids: ids::IdIndex::default(),
             missing: Vec::new(),
         });
     };
@@ -544,18 +557,21 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         }
         let streams = index::merge_streams(&lists, &active.stream_list());
         drop(lists);
-        let mut id_index =
-            Map::with_capacity_and_hasher(ids + active.ids.len(), Default::default());
+        let mut id_index = ids::IdIndex::with_capacity(ids + active.ids.len());
         let mut segments = Vec::with_capacity(sealed.len() + 1);
         for SealedSegment { first, file, how } in sealed {
             let (offsets, len) = match how {
                 Sealed::Indexed(idx) => {
-                    id_index.extend(idx.ids().map(|(id, position)| (id.to_owned(), position)));
+                    for (id, position) in idx.ids() {
+                        id_index.insert(id, position);
+                    }
                     let len = idx.len;
                     (Offsets::Idx(idx), len)
                 }
                 Sealed::Scanned(scanned) => {
-                    id_index.extend(scanned.ids);
+                    for (id, position) in scanned.ids.iter() {
+                        id_index.insert(id, position);
+                    }
                     (Offsets::Owned(scanned.offsets), scanned.len)
                 }
             };
@@ -566,7 +582,9 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 len,
             });
         }
-        id_index.extend(active.ids.iter().cloned());
+        for (id, position) in active.ids.iter() {
+            id_index.insert(id, position);
+        }
         segments.push(Segment {
             first: last_first,
             file,
@@ -576,7 +594,6 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         let index = Index {
             segments,
             streams,
-            ids: id_index,
             head: recovery.records,
             last_time,
         };
@@ -586,6 +603,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             recovery,
             active: active_file,
             seal: active,
+            ids: id_index,
             missing,
         })
     })

@@ -35,8 +35,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use super::format::{Record, encode_frame};
+use super::ids::{IdIndex, IdList};
 use super::index::{self, Offsets, SegmentIndex, StreamPositions};
-use super::{Appended, Expected, Index, Job, LogConfig, LogError, Segment, Shared, segment_name};
+use super::{Appended, Expected, Job, LogConfig, LogError, Segment, Shared, segment_name};
 
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -60,9 +61,8 @@ struct Written {
     offsets: Vec<u64>,
     /// Segment length after this group.
     segment_len: u64,
-    /// (stream id, position) and (id, position) of the records, in order.
+    /// (stream id, position) of the records, in order.
     streams: Vec<(u32, u64)>,
-    ids: Vec<(String, u64)>,
     /// Streams this group writes first, in the order of their ids (the ids after the
     /// last one published).
     new_streams: Vec<Arc<str>>,
@@ -90,11 +90,11 @@ enum IdxJob {
 /// is the version the stream's next event gets. One lookup by name per record finds
 /// both; everything downstream (the segment's index, the published index) goes by id.
 ///
-/// `ids` holds the client ids of records written but perhaps not yet published;
-/// entries below the published head are also in the index and are pruned.
+/// `ids` holds every client id written, published or not: only the writer looks ids
+/// up, so it alone keeps them.
 struct Inflight {
     streams: Streams,
-    ids: super::Map<String, u64>,
+    ids: IdIndex,
 }
 
 /// Every stream by name and by id, with its event count.
@@ -148,14 +148,6 @@ impl Streams {
     }
 }
 
-impl Inflight {
-    fn prune(&mut self, published: u64) {
-        if !self.ids.is_empty() {
-            self.ids.retain(|_, p| *p >= published);
-        }
-    }
-}
-
 /// The writer's own view of the active segment.
 struct Active {
     file: Arc<File>,
@@ -179,14 +171,30 @@ impl Active {
     }
 }
 
+/// What recovery hands to the writer.
+pub(super) struct Recovered {
+    /// The active segment, opened for appending.
+    pub file: File,
+    /// The active segment's index so far.
+    pub seal: SegmentIndex,
+    /// Every event id in the log.
+    pub ids: IdIndex,
+    /// Idx files to write for sealed segments that had to be scanned.
+    pub missing: Vec<(u64, Vec<u8>)>,
+}
+
 pub(super) fn run(
     config: &LogConfig,
     shared: &Arc<Shared>,
-    file: File,
-    seal: SegmentIndex,
-    missing: Vec<(u64, Vec<u8>)>,
+    recovered: Recovered,
     jobs: &Receiver<Job>,
 ) {
+    let Recovered {
+        file,
+        seal,
+        ids,
+        missing,
+    } = recovered;
     let (to_idx, idx_jobs) = std::sync::mpsc::channel::<IdxJob>();
     let idx_shared = shared.clone();
     let dir = config.dir.clone();
@@ -232,10 +240,7 @@ pub(super) fn run(
         seal,
         streams: active_streams,
     };
-    let mut inflight = Inflight {
-        streams,
-        ids: super::Map::default(),
-    };
+    let mut inflight = Inflight { streams, ids };
     // The group's bytes: kept from one group to the next, so a large group does not
     // fault in fresh pages every time.
     let mut buffer = Vec::new();
@@ -340,25 +345,17 @@ fn write_group(
         }
         return;
     }
-    let Ok(index) = shared.index.read() else {
-        for job in group {
-            let _ = job
-                .reply
-                .send(Err(LogError::Io("internal lock poisoned".to_owned())));
-        }
-        return;
-    };
-    let published = index.head;
-    inflight.prune(published);
+    // Validation needs nothing of the published index: the writer's own tables hold
+    // every stream count and id, published or not.
     let time = now_micros().max(*last_time);
     buffer.clear();
     let mut relative = Vec::new();
     let mut streams = Vec::new();
     let mut new_streams = Vec::new();
-    let mut ids = Vec::new();
+    let mut ids = IdList::default();
     let mut accepted = Vec::new();
     for job in group {
-        match validate(&index, inflight, &job) {
+        match validate(inflight, &job) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -396,8 +393,10 @@ fn write_group(
                     relative.push(buffer.len() as u64);
                     encode_frame(&record, buffer);
                     if !record.id.is_empty() {
-                        inflight.ids.insert(record.id.clone(), *next);
-                        ids.push((record.id, *next));
+                        inflight.ids.insert(&record.id, *next);
+                        // Not into the active segment's list yet: this group may roll
+                        // to the next segment.
+                        ids.push(&record.id, *next);
                     }
                     positions.push(*next);
                     *next += 1;
@@ -410,7 +409,6 @@ fn write_group(
             }
         }
     }
-    drop(index);
     if accepted.is_empty() {
         return;
     }
@@ -457,7 +455,6 @@ fn write_group(
         offsets: relative.into_iter().map(|o| o + base).collect(),
         segment_len: active.len,
         streams,
-        ids,
         new_streams,
         head: *next,
         time,
@@ -477,7 +474,7 @@ fn track(
     buffer: &[u8],
     time: i64,
     streams: &[(u32, u64)],
-    ids: &[(String, u64)],
+    ids: &IdList,
 ) {
     let seal = &mut active.seal;
     let Some(&last) = relative.last() else {
@@ -496,7 +493,9 @@ fn track(
     for &(stream, position) in streams {
         active.streams.entry(stream).or_default().push(position);
     }
-    seal.ids.extend_from_slice(ids);
+    for (id, position) in ids.iter() {
+        active.seal.ids.push(id, position);
+    }
 }
 
 /// Makes written groups durable, publishes them, acknowledges them, and hands the
@@ -573,7 +572,6 @@ fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
         for (stream, position) in w.streams.drain(..) {
             index.streams.push(stream, position);
         }
-        index.ids.extend(w.ids.drain(..));
         index.head = index.head.max(w.head);
         index.last_time = index.last_time.max(w.time);
     }
@@ -586,11 +584,11 @@ fn publish(shared: &Shared, batch: &mut [Written]) -> u64 {
 /// Checks one request against the published log, the written-but-unpublished records
 /// and the group so far. `Ok(Some(..))` is a full duplicate (the original positions);
 /// `Ok(None)` means append it.
-fn validate(index: &Index, inflight: &Inflight, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
-    let lookup = |id: &str| index.ids.get(id).or_else(|| inflight.ids.get(id)).copied();
-    let mut seen = std::collections::HashSet::new();
+fn validate(inflight: &Inflight, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
+    let lookup = |id: &str| inflight.ids.get(id);
+    let mut seen: super::Map<&str, ()> = super::Map::default();
     for event in &job.events {
-        if !event.id.is_empty() && !seen.insert(event.id.as_str()) {
+        if !event.id.is_empty() && seen.insert(event.id.as_str(), ()).is_some() {
             return Err(LogError::DuplicateIdInRequest(event.id.clone()));
         }
     }
