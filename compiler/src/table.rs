@@ -143,6 +143,29 @@ impl KeyProbe for &[u8] {
     }
 }
 
+/// The key of a projection's only document (a projection without `key`): compared as
+/// one byte, hashed once per process, never encoded per event.
+#[derive(Debug, Clone, Copy)]
+pub struct SingleDocument;
+
+impl KeyProbe for SingleDocument {
+    #[inline]
+    fn hash(&self) -> u64 {
+        static HASH: std::sync::LazyLock<u64> =
+            std::sync::LazyLock::new(|| hash_key(storage::single_document_key()));
+        *HASH
+    }
+
+    #[inline]
+    fn matches(&self, stored: &[u8]) -> bool {
+        stored == storage::single_document_key()
+    }
+
+    fn encoded(&self) -> Key {
+        Key::from_slice(storage::single_document_key())
+    }
+}
+
 /// The key of a document keyed by one string, probed with the string itself: the
 /// common case (`key account`) skips encoding the key on every event.
 #[derive(Debug, Clone, Copy)]
@@ -536,6 +559,33 @@ mod tests {
         let found = TextKey::new("k1234").map(|k| table.update(k, |_| None, |d| (*d, false)));
         assert_eq!(found, Some(Some(1234)));
         assert_eq!(table.get(&lookalikes[1]).and_then(|e| e.doc), Some(3));
+    }
+
+    #[test]
+    fn the_single_document_probe_finds_the_single_document_key() {
+        use datamesh_stdlib::Value;
+        let single = storage::single_document_key();
+        let mut table = DocTable::new();
+        // Neighbours a probe must not take for it: an empty key and a key that starts
+        // with the same byte.
+        table.put(b"", Some(0));
+        table.put(&storage::encode_key(&[Value::Int(0)]), Some(9));
+        table.update(SingleDocument, |_| Some(1), |d| (*d, false));
+        assert_eq!(table.get(single).and_then(|e| e.doc), Some(1));
+        table.put(single, Some(5));
+        assert_eq!(
+            table.update(SingleDocument, |_| None, |d| (*d, false)),
+            Some(5)
+        );
+        for i in 0..1000 {
+            table.put(format!("k{i}").as_bytes(), Some(i));
+        }
+        assert_eq!(
+            table.update(SingleDocument, |_| None, |d| (*d, false)),
+            Some(5)
+        );
+        assert_eq!(table.get(b"").and_then(|e| e.doc), Some(0));
+        assert_eq!(SingleDocument.encoded().as_slice(), single);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::ast::Span;
 use crate::interp::{Meta, Trap};
 use crate::ir::{EventId, Type};
 use crate::storage;
-use crate::table::{DocTable, Entry, KeyProbe, TextKey};
+use crate::table::{DocTable, Entry, KeyProbe, SingleDocument, TextKey};
 
 /// The envelope strings as values, reused while they do not change (an engine folding
 /// one stream, or events without stream and id, builds them once). Event type names
@@ -366,6 +366,11 @@ impl JitProgram {
             let row: &[u64] = row;
             if let Some(text) = text_key(row, p, handler) {
                 return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, text);
+            }
+            // What `key_of` would encode for a handler without a key.
+            if handler.key.is_none() && handler.key_words.is_none() {
+                let key = SingleDocument;
+                return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, key);
             }
         }
         self.key_of(scratch, p, handler, meta)
