@@ -223,8 +223,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
+                // By default the node's own events at `info`, its libraries' only from
+                // `warn` (the JIT backend logs every function's IR at `info`, the
+                // storage engine every flush).
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    "warn,datamesh=info,datamesh_runtime=info,datamesh_compiler=info".into()
+                }),
             )
             .with_writer(std::io::stderr)
             .init();

@@ -53,7 +53,17 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, engine: Engine, extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
+        Node::start_logging(data, engine, extra, Some("warn"))
+    }
+
+    /// A node whose `RUST_LOG` is `log` (`None`: unset, the node's default).
+    fn start_logging(data: &Path, engine: Engine, extra: &[&str], log: Option<&str>) -> Node {
+        let mut command = Command::new(BIN);
+        match log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--data",
@@ -64,7 +74,6 @@ impl Node {
                 engine.name(),
             ])
             .args(extra)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1341,6 +1350,42 @@ async fn a_unix_socket_serves_the_same_node() {
         Some("keep me")
     );
     let _ = std::fs::remove_file(&socket);
+}
+
+/// Without `RUST_LOG` the node logs its own events, not its libraries' chatter: the JIT
+/// backend prints every compiled function's IR at `info`, the storage engine each
+/// flush. A `RUST_LOG` the operator sets still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_log_is_the_nodes_own() {
+    let data_guard = temp_dir("log", Engine::Jit);
+    let data = data_guard.path().to_path_buf();
+    let run = |log: Option<&str>| {
+        let mut node = Node::start_logging(&data, Engine::Jit, &[], log);
+        let bank = root().join("examples/bank/bank.dmp");
+        let (code, _, err) = node.cli(&["deploy", bank.to_str().expect("utf-8 path")]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = node.cli(&["append", "Deposited", r#"{"account":"a1","amount":5}"#]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = node.cli(&["get", "totals", "--min-position", "1"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(node.terminate(), Some(0));
+        let lines = node.stderr.lock().expect("lock").clone();
+        lines
+    };
+    let lines = run(None);
+    assert!(lines.iter().any(|l| l.contains("serving")), "{lines:#?}");
+    let chatter = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("cranelift") || l.contains("lsm_tree") || l.contains("fjall"))
+    };
+    assert!(!chatter(&lines), "{lines:#?}");
+    // The operator's filter is honoured, whatever it asks for.
+    let lines = run(Some("info"));
+    assert!(
+        chatter(&lines),
+        "RUST_LOG=info shows the libraries too: {lines:#?}"
+    );
 }
 
 /// A program that only declares event types puts them in force: a strict node accepts
