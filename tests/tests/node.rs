@@ -1369,8 +1369,7 @@ async fn the_default_log_is_the_nodes_own() {
         let (code, _, err) = node.cli(&["get", "totals", "--min-position", "1"]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(node.terminate(), Some(0));
-        let lines = node.stderr.lock().expect("lock").clone();
-        lines
+        node.stderr.lock().expect("lock").clone()
     };
     let lines = run(None);
     assert!(lines.iter().any(|l| l.contains("serving")), "{lines:#?}");
