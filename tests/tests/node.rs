@@ -376,6 +376,13 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
     let data = data_guard.path().to_path_buf();
     let node = Node::start(&data, engine, &["--strict"]);
     let mut client = node.client().await;
+    // Before any deploy, a read names the fix.
+    let (code, _, stderr) = node.cli(&["get", "balances", "a"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no projection `balances` is deployed (none is: deploy a program first)"),
+        "{stderr}"
+    );
     let source = std::fs::read_to_string(root().join("examples/bank/bank.dmp")).expect("bank");
     client
         .deploy(pb::DeployRequest {
@@ -599,6 +606,12 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
         .await
         .expect_err("no projection");
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert!(
+        missing
+            .message()
+            .contains("(deployed: balances@v1, totals@v1, daily_volume@v1)"),
+        "{missing:?}"
+    );
     let bad_key = client
         .get(pb::GetRequest {
             projection: "daily_volume".into(),

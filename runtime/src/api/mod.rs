@@ -663,6 +663,11 @@ impl Service {
                     })
                     .unwrap_or_default();
                 let what = version.map_or(name.to_owned(), |v| format!("{name}@v{v}"));
+                if known.is_empty() {
+                    return Status::not_found(format!(
+                        "no projection `{what}` is deployed (none is: deploy a program first)"
+                    ));
+                }
                 Status::not_found(format!(
                     "no projection `{what}` is deployed (deployed: {known})"
                 ))
