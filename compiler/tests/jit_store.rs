@@ -493,6 +493,38 @@ fn one_scratch_serves_programs_with_wider_keys() {
     assert_eq!(got, Ok(interp_after(&wide, (e, &row, &meta))));
 }
 
+/// A program whose handlers never read the envelope's text fields skips preparing
+/// them; a program that does, sharing the scratch, still sees each event's own.
+#[test]
+fn the_envelope_is_each_events_own_when_a_program_skips_it() {
+    let blind =
+        compile("event E { a: string }\nprojection p { state { n: int = 0 } on E { n += 1 } }");
+    let reader = compile(
+        "event E { a: string }\nprojection p { key a state { s: string = \"\", t: string = \"\", i: string = \"\" } on E { s = meta.stream; t = meta.type; i = meta.id } }",
+    );
+    let (blind_jit, reader_jit) = (
+        jit_compile(&blind).expect("compiles"),
+        jit_compile(&reader).expect("compiles"),
+    );
+    assert!(!blind_jit.text_meta && reader_jit.text_meta);
+    let mut scratch = JitScratch::new();
+    for (n, stream) in ["s1", "s2", "s1", "s3"].into_iter().enumerate() {
+        let (e, row, mut meta) = local(&reader, "E", json!({"a": format!("k{n}")}));
+        meta.stream = stream.into();
+        meta.id = format!("id-{n}").into();
+        // The blind program prepares the same scratch first, with another envelope.
+        let (be, brow, mut bmeta) = local(&blind, "E", json!({"a": "x"}));
+        bmeta.stream = "other".into();
+        jit_after(&blind_jit, &mut scratch, (be, &brow, &bmeta), None).expect("folds");
+        let got = jit_after(&reader_jit, &mut scratch, (e, &row, &meta), None);
+        assert_eq!(
+            got,
+            Ok(interp_after(&reader, (e, &row, &meta))),
+            "event {n}"
+        );
+    }
+}
+
 #[test]
 fn a_stored_document_is_loaded_changed_and_written_back() {
     let program = compile(

@@ -219,7 +219,9 @@ impl JitScratch {
     ) -> Option<MetaAbi> {
         let layout = program.rows.get(event)?;
         layout.encode_row(row, &mut self.row);
-        self.meta.update(meta, event_type);
+        if program.text_meta {
+            self.meta.update(meta, event_type);
+        }
         self.generation.1 = self.generation.1.wrapping_add(1);
         Some(self.meta.abi(position, meta))
     }
