@@ -74,10 +74,39 @@ pub struct CompiledProjection {
     pub handlers: Vec<CompiledHandler>,
     /// Indices into `handlers`, per local event type.
     pub by_event: Vec<Vec<usize>>,
+    /// How each local event type is handled, decided here once rather than per event.
+    pub plans: Vec<Plan>,
     /// A fresh document.
     pub default_doc: Doc,
     /// Key component types.
     pub key: Vec<Type>,
+}
+
+/// How a projection handles events of one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// No handler.
+    Skip,
+    /// One handler whose key is one string field of the event: the document is found
+    /// with the field's text (the row word at `word` points at it).
+    Text {
+        /// Index into the projection's handlers.
+        handler: usize,
+        /// Row word of the key field.
+        word: usize,
+    },
+    /// One handler of a projection without key: its only document.
+    Single {
+        /// Index into the projection's handlers.
+        handler: usize,
+    },
+    /// One handler with any other key, encoded per event.
+    Keyed {
+        /// Index into the projection's handlers.
+        handler: usize,
+    },
+    /// Several handlers, run in order as one change.
+    Many,
 }
 
 /// A compiled import block.
@@ -400,11 +429,33 @@ fn project(
             list.push(j);
         }
     }
+    let plans = by_event
+        .iter()
+        .map(|list| match list.as_slice() {
+            [] => Plan::Skip,
+            [one] => {
+                let handler = *one;
+                let h = handlers.get(handler);
+                match h.and_then(|h| h.key_words.as_deref()) {
+                    Some([word]) if p.key.first() == Some(&Type::String) => Plan::Text {
+                        handler,
+                        word: *word,
+                    },
+                    _ if h.is_some_and(|h| h.key.is_none() && h.key_words.is_none()) => {
+                        Plan::Single { handler }
+                    }
+                    _ => Plan::Keyed { handler },
+                }
+            }
+            _ => Plan::Many,
+        })
+        .collect();
     let default_doc = layout.encode_doc(&crate::interp::default_doc(p));
     CompiledProjection {
         layout,
         handlers,
         by_event,
+        plans,
         default_doc,
         key: p.key.clone(),
     }

@@ -28,7 +28,7 @@ use datamesh_stdlib::Value;
 use super::abi::Undo;
 use super::abi::{self, Ctx, MetaAbi};
 use super::layout::{Doc, Slot, Words, scalar_value};
-use super::{CompiledHandler, CompiledProjection, JitProgram};
+use super::{CompiledHandler, CompiledProjection, JitProgram, Plan};
 use crate::ast::Span;
 use crate::interp::{Meta, Trap};
 use crate::ir::{EventId, Type};
@@ -332,11 +332,18 @@ impl JitProgram {
         let Some(p) = self.projections.get(projection) else {
             return Ok(());
         };
-        let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
-        let result = match handlers {
-            [] => Ok(()),
-            [one] => self.run_single(scratch, p, *one, meta, table, &mut *load),
-            many => self.run_many(scratch, p, many, meta, table, load),
+        let result = match p.plans.get(event).copied().unwrap_or(Plan::Skip) {
+            Plan::Skip => return Ok(()),
+            Plan::Text { handler, word } => {
+                self.run_single(scratch, p, handler, Some(word), meta, table, load)
+            }
+            Plan::Single { handler } | Plan::Keyed { handler } => {
+                self.run_single(scratch, p, handler, None, meta, table, load)
+            }
+            Plan::Many => {
+                let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
+                self.run_many(scratch, p, handlers, meta, table, load)
+            }
         };
         // Values compiled code created live in the arena until the run is over: the
         // documents and keys taken from it have been cloned or encoded by now.
@@ -347,13 +354,16 @@ impl JitProgram {
     /// The common case: one handler. It runs in place on the document, whose inline
     /// words are saved first; the helpers that change its handle fields record how to
     /// undo each change, so a trap costs what the handler changed, never a copy of the
-    /// document's collections.
+    /// document's collections. `text_word` is the row word of the key's one string
+    /// field, when it has one ([`Plan::Text`]).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn run_single(
         &self,
         scratch: &mut JitScratch,
         p: &CompiledProjection,
         h: usize,
+        text_word: Option<usize>,
         meta: &MetaAbi,
         table: &mut DocTable<Doc>,
         load: &mut Load<'_>,
@@ -366,7 +376,8 @@ impl JitProgram {
                 ctx, row, saved, ..
             } = &mut *scratch;
             let row: &[u64] = row;
-            if let Some(text) = text_key(row, p, handler) {
+            // A text with a 0 byte has no `TextKey`: it is encoded below.
+            if let Some(text) = text_word.and_then(|word| text_key(row, word)) {
                 return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, text);
             }
             // What `key_of` would encode for a handler without a key.
@@ -598,21 +609,12 @@ impl JitProgram {
     }
 }
 
-/// The one-string key of a handler whose key is an event field, read from the row
-/// words and probed without encoding it (see [`TextKey`]).
+/// The one-string key of a handler whose key is the string field at row word `word`
+/// ([`Plan::Text`]), read from the row and probed without encoding it (see
+/// [`TextKey`]).
 #[inline]
-fn text_key<'r>(
-    row: &'r [u64],
-    p: &CompiledProjection,
-    handler: &CompiledHandler,
-) -> Option<TextKey<'r>> {
-    let [word] = handler.key_words.as_deref()? else {
-        return None;
-    };
-    if p.key.first() != Some(&Type::String) {
-        return None;
-    }
-    let pointer = *row.get(*word)? as usize as *const Value;
+fn text_key(row: &[u64], word: usize) -> Option<TextKey<'_>> {
+    let pointer = *row.get(word)? as usize as *const Value;
     // SAFETY: a string field's row word points at the caller's row value, which
     // outlives every use of the row words (see `JitScratch::prepare`).
     match unsafe { pointer.as_ref() }? {
