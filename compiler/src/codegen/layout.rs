@@ -163,7 +163,7 @@ impl Layout {
 
     /// Encodes a row into words; handle fields point into `row`, which must outlive
     /// every use of the words.
-    #[inline]
+    #[inline(always)]
     pub fn encode_row(&self, row: &[Value], words: &mut Vec<u64>) {
         // Every word belongs to one inline field, and every field below writes all of
         // its words, so a buffer of the right length needs no clearing.
