@@ -87,16 +87,17 @@ enum IdxJob {
     Encoded(u64, Vec<u8>),
 }
 
-/// The writer's view of streams and ids, published or not.
+/// What the writer knows of every stream and id in the log, the group being written
+/// included.
 ///
 /// `streams` numbers every stream as the published [`index::StreamIndex`] does, plus
-/// the streams written but not yet published, and counts each one's events: the count
-/// is the version the stream's next event gets. One lookup by name per record finds
-/// both; everything downstream (the segment's index, the published index) goes by id.
+/// the streams of the group being written, and counts each one's events: the count is
+/// the version the stream's next event gets. One lookup by name per record finds both;
+/// everything downstream (the segment's index, the published index) goes by id.
 ///
-/// `ids` holds every client id written, published or not: only the writer looks ids
-/// up, so it alone keeps them.
-struct Inflight {
+/// `ids` holds every client id written: only the writer looks ids up, so it alone
+/// keeps them.
+struct Known {
     streams: Streams,
     ids: IdIndex,
 }
@@ -227,7 +228,7 @@ pub(super) fn run(
         seal,
         streams: active_streams,
     };
-    let mut inflight = Inflight { streams, ids };
+    let mut known = Known { streams, ids };
     // The group's bytes: kept from one group to the next, so a large group does not
     // fault in fresh pages every time.
     let mut buffer = Vec::new();
@@ -251,7 +252,7 @@ pub(super) fn run(
             config,
             shared,
             &mut active,
-            &mut inflight,
+            &mut known,
             &mut next,
             &mut last_time,
             group,
@@ -318,7 +319,7 @@ fn write_group(
     config: &LogConfig,
     shared: &Shared,
     active: &mut Active,
-    inflight: &mut Inflight,
+    known: &mut Known,
     next: &mut u64,
     last_time: &mut i64,
     group: Vec<Job>,
@@ -341,7 +342,7 @@ fn write_group(
     let mut ids = IdList::default();
     let mut accepted = Vec::new();
     for job in group {
-        match validate(inflight, &job) {
+        match validate(known, &job) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -357,7 +358,7 @@ fn write_group(
                         0
                     } else {
                         let Some((id, version)) =
-                            inflight.streams.add(&event.stream, &mut new_streams)
+                            known.streams.add(&event.stream, &mut new_streams)
                         else {
                             let reason = "the log cannot hold more than 2^32 streams";
                             poison(shared, reason);
@@ -379,7 +380,7 @@ fn write_group(
                     relative.push(buffer.len() as u64);
                     encode_frame(&record, buffer);
                     if !record.id.is_empty() {
-                        inflight.ids.insert(&record.id, *next);
+                        known.ids.insert(&record.id, *next);
                         // Not into the active segment's list yet: this group may roll
                         // to the next segment.
                         ids.push(&record.id, *next);
@@ -416,7 +417,7 @@ fn write_group(
                             streams: super::Map::default(),
                         },
                     );
-                    sealed = Some(old.sealed(&inflight.streams.names));
+                    sealed = Some(old.sealed(&known.streams.names));
                     new_segment = Some(read);
                 }
                 Err(e) => {
@@ -530,11 +531,10 @@ fn publish(shared: &Shared, w: &mut Written) -> u64 {
     head
 }
 
-/// Checks one request against the published log, the written-but-unpublished records
-/// and the group so far. `Ok(Some(..))` is a full duplicate (the original positions);
-/// `Ok(None)` means append it.
-fn validate(inflight: &Inflight, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
-    let lookup = |id: &str| inflight.ids.get(id);
+/// Checks one request against the log and the group so far. `Ok(Some(..))` is a full
+/// duplicate (the original positions); `Ok(None)` means append it.
+fn validate(known: &Known, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
+    let lookup = |id: &str| known.ids.get(id);
     let mut seen: super::Map<&str, ()> = super::Map::default();
     for event in &job.events {
         if !event.id.is_empty() && seen.insert(event.id.as_str(), ()).is_some() {
@@ -563,7 +563,7 @@ fn validate(inflight: &Inflight, job: &Job) -> Result<Option<Vec<u64>>, LogError
         }
     }
     for (stream, expected) in &job.expected {
-        let actual = inflight.streams.count(stream).checked_sub(1);
+        let actual = known.streams.count(stream).checked_sub(1);
         let holds = match expected {
             Expected::Any => true,
             Expected::NoStream => actual.is_none(),
