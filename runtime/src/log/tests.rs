@@ -56,6 +56,7 @@ fn appends_are_dense_ordered_and_readable() {
     );
     assert_eq!(log.stream_version("s1"), Some(1));
     assert_eq!(log.stream_version("nope"), None);
+    log.close();
 }
 
 #[test]
@@ -134,6 +135,7 @@ fn appends_are_idempotent_by_id_across_restarts() {
     let twice = rt.block_on(log.append(vec![event("s", "x", 1), event("s", "x", 3)], vec![]));
     assert_eq!(twice, Err(LogError::DuplicateIdInRequest("x".into())));
     assert_eq!(log.head(), 2);
+    log.close();
 }
 
 #[test]
@@ -175,6 +177,7 @@ fn a_torn_tail_is_cut_on_open() {
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
     assert_eq!((recovery.records, recovery.truncated_bytes), (5, 33));
     assert_eq!(log.read(4, 1).expect("read")[0].payload, b"{\"n\":9}");
+    log.close();
 }
 
 #[test]
@@ -203,6 +206,7 @@ fn segments_roll_and_reads_span_them() {
     assert_eq!(recovery.records, 40);
     assert_eq!(log.read(37, 10).expect("read").len(), 3);
     assert_eq!(log.stream_version("s"), Some(39));
+    log.close();
 }
 
 #[test]
@@ -308,6 +312,7 @@ fn concurrent_appends_group_commit_and_keep_versions_exact() {
     assert_eq!(recovery.records, 2400);
     assert!(recovery.segments > 2);
     assert_eq!(log.read(0, 3000).expect("read").len(), 2400);
+    log.close();
 }
 
 /// Unmounts a test file system when the test ends, however it ends.
@@ -380,6 +385,8 @@ fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
             .enumerate()
             .all(|(i, r)| r.position == i as u64 && r.payload.len() == 6000)
     );
+    // Closed (its threads joined, its files shut) before the file system is unmounted.
+    log.close();
 }
 
 /// Names of the files in `dir` with this extension, sorted.
@@ -605,6 +612,7 @@ fn an_idx_is_written_and_used(segment_bytes: u64) {
             .all(|(i, r)| r.stream_version == i as u64)
     );
     assert_eq!(files(&dir, "idx").len(), recovery.segments - 1);
+    log.close();
 }
 
 #[test]
