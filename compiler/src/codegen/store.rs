@@ -334,11 +334,8 @@ impl JitProgram {
         };
         let result = match p.plans.get(event).copied().unwrap_or(Plan::Skip) {
             Plan::Skip => return Ok(()),
-            Plan::Text { handler, word } => {
-                self.run_single(scratch, p, handler, Some(word), meta, table, load)
-            }
-            Plan::Single { handler } | Plan::Keyed { handler } => {
-                self.run_single(scratch, p, handler, None, meta, table, load)
+            one @ (Plan::Text { .. } | Plan::Single { .. } | Plan::Keyed { .. }) => {
+                self.run_single(scratch, p, one, meta, table, load)
             }
             Plan::Many => {
                 let handlers = p.by_event.get(event).map_or(&[][..], Vec::as_slice);
@@ -354,20 +351,23 @@ impl JitProgram {
     /// The common case: one handler. It runs in place on the document, whose inline
     /// words are saved first; the helpers that change its handle fields record how to
     /// undo each change, so a trap costs what the handler changed, never a copy of the
-    /// document's collections. `text_word` is the row word of the key's one string
-    /// field, when it has one ([`Plan::Text`]).
-    #[allow(clippy::too_many_arguments)]
+    /// document's collections. The plan (one of the single-handler ones) says how the
+    /// document is found.
     #[inline]
     fn run_single(
         &self,
         scratch: &mut JitScratch,
         p: &CompiledProjection,
-        h: usize,
-        text_word: Option<usize>,
+        plan: Plan,
         meta: &MetaAbi,
         table: &mut DocTable<Doc>,
         load: &mut Load<'_>,
     ) -> Result<(), (Trap, Span)> {
+        let (h, text_word) = match plan {
+            Plan::Text { handler, word } => (handler, Some(word)),
+            Plan::Single { handler } | Plan::Keyed { handler } => (handler, None),
+            Plan::Skip | Plan::Many => return Ok(()),
+        };
         let Some(handler) = p.handlers.get(h) else {
             return Ok(());
         };
@@ -380,8 +380,7 @@ impl JitProgram {
             if let Some(text) = text_word.and_then(|word| text_key(row, word)) {
                 return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, text);
             }
-            // What `key_of` would encode for a handler without a key.
-            if handler.key.is_none() && handler.key_words.is_none() {
+            if let Plan::Single { .. } = plan {
                 let key = SingleDocument;
                 return self.run_single_at(p, handler, (ctx, row, saved), meta, table, load, key);
             }
