@@ -1,0 +1,213 @@
+//! What the end-to-end tests share: real `datamesh` processes on loopback ports, their
+//! data directories, the CLI and a gRPC client. Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datamesh_runtime::api::pb;
+use datamesh_runtime::api::pb::data_mesh_client::DataMeshClient;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_datamesh-under-test");
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh directory per test and engine (both engines' variants run concurrently),
+/// removed when the returned guard is dropped.
+pub fn temp_dir(name: &str, engine: Engine) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("datamesh-e2e-{name}-{}-", engine.name()))
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// The engine a node runs handlers on. Every test runs once per engine (see
+/// `on_both_engines!` at the end), so both give the same results end to end.
+#[derive(Debug, Clone, Copy)]
+pub enum Engine {
+    Jit,
+    #[allow(dead_code)]
+    Interp,
+}
+
+impl Engine {
+    /// The `--engine` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Jit => "jit",
+            Engine::Interp => "interp",
+        }
+    }
+}
+
+/// A node process.
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    pub fn start(data: &Path, engine: Engine, extra: &[&str]) -> Node {
+        Node::start_logging(data, engine, extra, Some("warn"))
+    }
+
+    /// A node whose `RUST_LOG` is `log` (`None`: unset, the node's default).
+    pub fn start_logging(data: &Path, engine: Engine, extra: &[&str], log: Option<&str>) -> Node {
+        Node::try_start(data, engine, extra, log)
+            .unwrap_or_else(|(code, lines)| panic!("node did not start (exit {code:?}): {lines:?}"))
+    }
+
+    /// Starts a node; when it exits (or stays silent for 30 s) instead of listening,
+    /// returns its exit code and what it wrote on stderr.
+    pub fn try_start(
+        data: &Path,
+        engine: Engine,
+        extra: &[&str],
+        log: Option<&str>,
+    ) -> Result<Node, (Option<i32>, Vec<String>)> {
+        let mut command = Command::new(BIN);
+        match log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
+            .args([
+                "serve",
+                "--data",
+                data.to_str().expect("utf-8 path"),
+                "--listen",
+                "127.0.0.1:0",
+                "--engine",
+                engine.name(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("datamesh listening on ") {
+                    let _ = tx.send(Some(addr.to_owned()));
+                }
+                if let Ok(mut l) = collected.lock() {
+                    l.push(line);
+                }
+            }
+            // stderr closed: the process ended (or closed it) without listening.
+            let _ = tx.send(None);
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(addr)) => Ok(Node {
+                child,
+                url: format!("http://{addr}"),
+                stderr: lines,
+            }),
+            _ => {
+                let _ = child.kill();
+                let code = child.wait().ok().and_then(|s| s.code());
+                let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+                Err((code, lines))
+            }
+        }
+    }
+
+    pub async fn client(&self) -> DataMeshClient<Channel> {
+        DataMeshClient::connect(self.url.clone())
+            .await
+            .expect("connect")
+    }
+
+    /// `datamesh <args>` against this node: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_at(&self.url, args)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.kill9();
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `datamesh <args>` against the node at `url`: (exit code, stdout, stderr).
+pub fn cli_at(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATAMESH_NODE", url)
+        .current_dir(root())
+        .output()
+        .expect("cli runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn event(ty: &str, data: &str, stream: &str, id: &str) -> pb::Event {
+    pb::Event {
+        r#type: ty.into(),
+        data: data.into(),
+        stream: stream.into(),
+        id: id.into(),
+    }
+}
+
+pub async fn head(client: &mut DataMeshClient<Channel>) -> u64 {
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .head
+}
+
+pub async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventRecord> {
+    let mut out = Vec::new();
+    loop {
+        let r = client
+            .read(pb::ReadRequest {
+                from: out.len() as u64,
+                limit: 5000,
+                stream: String::new(),
+            })
+            .await
+            .expect("read")
+            .into_inner();
+        if r.events.is_empty() {
+            return out;
+        }
+        out.extend(r.events);
+    }
+}
