@@ -15,15 +15,47 @@
 //! (never created, or deleted); an entry is dirty exactly when it differs from what the
 //! store holds, and every dirty entry's key is in the dirty list (which may also hold
 //! keys whose change was rolled back: those are skipped at flush).
+//!
+//! Keys come from client payloads, so the hash is seeded at random (a per-process seed
+//! and one per table, foldhash's `SeedableRandomState`, as the log's tables are): a
+//! client cannot choose keys that all land in one probe sequence. Nothing observable
+//! depends on the seed (iteration order is never exposed as an order).
+
+use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
 
 use crate::storage;
 
-/// The seed of the table's hash (foldhash). Document keys come from the log the node
-/// owns, and a table is private to one fold, so no untrusted party picks keys to
-/// collide, and a fixed seed keeps runs reproducible.
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+/// The hash of one table: foldhash seeded at random when the table is made, and the
+/// hash of the single-document key under that seed, computed once.
+#[derive(Debug, Clone)]
+pub struct KeyHasher {
+    state: foldhash::fast::SeedableRandomState,
+    single: u64,
+}
+
+impl KeyHasher {
+    /// A hasher with a fresh random seed.
+    fn random() -> KeyHasher {
+        let state = foldhash::fast::SeedableRandomState::random();
+        let mut hasher = KeyHasher { state, single: 0 };
+        hasher.single = hasher.key(storage::single_document_key());
+        hasher
+    }
+
+    #[inline]
+    fn bytes(&self, bytes: &[u8]) -> u64 {
+        self.state.hash_one(bytes)
+    }
+
+    /// The hash of an encoded key. A key of one string is hashed on the string's bytes,
+    /// so a [`TextKey`] finds it without being encoded.
+    #[inline]
+    pub fn key(&self, key: &[u8]) -> u64 {
+        self.bytes(storage::single_text_key(key).unwrap_or(key))
+    }
+}
 
 /// One document of a table.
 #[derive(Debug, Clone)]
@@ -61,6 +93,8 @@ pub struct DocTable<D> {
     /// projection, a burst of one aggregate's events) skip hashing and probing. Only a
     /// hint: it is used after its key compares equal, so a stale value is harmless.
     recent: u32,
+    /// The randomly seeded hash of this table's keys.
+    hasher: KeyHasher,
 }
 
 impl<D> Default for DocTable<D> {
@@ -70,6 +104,7 @@ impl<D> Default for DocTable<D> {
             slots: Vec::new(),
             dirty: Vec::new(),
             recent: u32::MAX,
+            hasher: KeyHasher::random(),
         }
     }
 }
@@ -105,22 +140,11 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(SEED).hash_one(bytes)
-}
-
-/// The hash of an encoded key. A key of one string is hashed on the string's bytes, so
-/// a [`TextKey`] finds it without being encoded.
-fn hash_key(key: &[u8]) -> u64 {
-    hash_bytes(storage::single_text_key(key).unwrap_or(key))
-}
-
 /// A key to look up in a [`DocTable`]: its hash and equality agree with those of the
 /// encoded bytes it stands for, which it produces only when the table has no entry.
 pub trait KeyProbe {
-    /// The table hash of the encoded key.
-    fn hash(&self) -> u64;
+    /// The hash of the encoded key under the table's hasher.
+    fn hash(&self, hasher: &KeyHasher) -> u64;
     /// Whether `stored` is the encoded key.
     fn matches(&self, stored: &[u8]) -> bool;
     /// The encoded key.
@@ -129,8 +153,8 @@ pub trait KeyProbe {
 
 impl KeyProbe for &[u8] {
     #[inline]
-    fn hash(&self) -> u64 {
-        hash_key(self)
+    fn hash(&self, hasher: &KeyHasher) -> u64 {
+        hasher.key(self)
     }
 
     #[inline]
@@ -144,16 +168,14 @@ impl KeyProbe for &[u8] {
 }
 
 /// The key of a projection's only document (a projection without `key`): compared as
-/// one byte, hashed once per process, never encoded per event.
+/// one byte, hashed once per table, never encoded per event.
 #[derive(Debug, Clone, Copy)]
 pub struct SingleDocument;
 
 impl KeyProbe for SingleDocument {
     #[inline]
-    fn hash(&self) -> u64 {
-        static HASH: std::sync::LazyLock<u64> =
-            std::sync::LazyLock::new(|| hash_key(storage::single_document_key()));
-        *HASH
+    fn hash(&self, hasher: &KeyHasher) -> u64 {
+        hasher.single
     }
 
     #[inline]
@@ -183,8 +205,8 @@ impl<'a> TextKey<'a> {
 
 impl KeyProbe for TextKey<'_> {
     #[inline]
-    fn hash(&self) -> u64 {
-        hash_bytes(self.0)
+    fn hash(&self, hasher: &KeyHasher) -> u64 {
+        hasher.bytes(self.0)
     }
 
     #[inline]
@@ -219,6 +241,12 @@ impl<D> DocTable<D> {
         self.dirty.len()
     }
 
+    /// The hash this table gives an encoded key (random per table: see the module
+    /// documentation).
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        self.hasher.key(key)
+    }
+
     /// Whether the table holds nothing.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
@@ -239,9 +267,9 @@ impl<D> DocTable<D> {
     fn push(&mut self, key: Key, hash: u64, entry: Entry<D>) -> usize {
         let n = self.slots.len();
         self.slots.push(Slot { key, entry });
-        let slots = &self.slots;
+        let (slots, hasher) = (&self.slots, &self.hasher);
         self.index.insert_unique(hash, n as u32, |&i| {
-            slots.get(i as usize).map_or(0, |s| hash_key(&s.key))
+            slots.get(i as usize).map_or(0, |s| hasher.key(&s.key))
         });
         n
     }
@@ -249,14 +277,14 @@ impl<D> DocTable<D> {
     /// The entry of `key`, if the table holds one.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&Entry<D>> {
-        let i = self.find(&key, hash_key(key))?;
+        let i = self.find(&key, self.hasher.key(key))?;
         self.slots.get(i).map(|s| &s.entry)
     }
 
     /// The entry of `key`, if the table holds one.
     #[inline]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry<D>> {
-        let i = self.find(&key, hash_key(key))?;
+        let i = self.find(&key, self.hasher.key(key))?;
         self.slots.get_mut(i).map(|s| &mut s.entry)
     }
 
@@ -268,7 +296,7 @@ impl<D> DocTable<D> {
         if self.slots.get(recent).is_some_and(|s| key.matches(&s.key)) {
             return recent;
         }
-        let hash = key.hash();
+        let hash = key.hash(&self.hasher);
         let i = match self.find(&key, hash) {
             Some(i) => i,
             None => {
@@ -316,7 +344,7 @@ impl<D> DocTable<D> {
     /// Records that `key`'s entry now differs from the store.
     #[inline]
     pub fn mark_dirty(&mut self, key: &[u8]) {
-        if let Some(i) = self.find(&key, hash_key(key))
+        if let Some(i) = self.find(&key, self.hasher.key(key))
             && let Some(slot) = self.slots.get_mut(i)
             && !slot.entry.dirty
         {
@@ -347,7 +375,7 @@ impl<D> DocTable<D> {
 
     /// Removes `key`'s entry (rolling back an entry that did not exist before).
     pub fn forget(&mut self, key: &[u8]) {
-        let hash = hash_key(key);
+        let hash = self.hasher.key(key);
         let Some(i) = self.find(&key, hash) else {
             return;
         };
@@ -362,7 +390,7 @@ impl<D> DocTable<D> {
         self.slots.swap_remove(i);
         self.dirty.retain(|&d| d as usize != i);
         if i != last {
-            let moved = hash_key(&self.slots[i].key);
+            let moved = self.hasher.key(&self.slots[i].key);
             if let Some(n) = self.index.find_mut(moved, |&j| j as usize == last) {
                 *n = i as u32;
             }
@@ -401,10 +429,10 @@ impl<D> DocTable<D> {
         self.index.clear();
         self.dirty.clear();
         for (i, slot) in self.slots.iter().enumerate() {
-            let slots = &self.slots;
+            let (slots, hasher) = (&self.slots, &self.hasher);
             self.index
-                .insert_unique(hash_key(&slot.key), i as u32, |&j| {
-                    slots.get(j as usize).map_or(0, |s| hash_key(&s.key))
+                .insert_unique(hasher.key(&slot.key), i as u32, |&j| {
+                    slots.get(j as usize).map_or(0, |s| hasher.key(&s.key))
                 });
             self.dirty.push(i as u32);
         }
@@ -586,6 +614,33 @@ mod tests {
         );
         assert_eq!(table.get(b"").and_then(|e| e.doc), Some(0));
         assert_eq!(SingleDocument.encoded().as_slice(), single);
+    }
+
+    #[test]
+    fn every_table_has_its_own_random_seed() {
+        // Keys come from clients: a seed they could know would let them pick keys that
+        // collide. Two tables (and so two processes) hash the same keys differently.
+        let a = DocTable::<i64>::new();
+        let b = DocTable::<i64>::new();
+        let keys: [&[u8]; 3] = [
+            b"acc-1",
+            &storage::encode_key(&[datamesh_stdlib::Value::Int(7)]),
+            b"",
+        ];
+        let differ = keys
+            .iter()
+            .filter(|k| a.key_hash(k) != b.key_hash(k))
+            .count();
+        assert_eq!(differ, keys.len(), "two tables hash keys alike");
+        // Within one table a hash is stable, and probes agree with it.
+        assert_eq!(a.key_hash(b"acc-1"), a.key_hash(b"acc-1"));
+        let text = storage::encode_key(&[datamesh_stdlib::Value::str("acc-1")]);
+        let probe = TextKey::new("acc-1").map(|k| k.hash(&a.hasher));
+        assert_eq!(probe, Some(a.key_hash(&text)));
+        assert_eq!(
+            SingleDocument.hash(&a.hasher),
+            a.key_hash(storage::single_document_key())
+        );
     }
 
     #[test]
