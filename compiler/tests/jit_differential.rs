@@ -968,3 +968,25 @@ proptest! {
         agree(&program, &inputs);
     }
 }
+
+#[test]
+fn a_string_doubled_on_every_event_faults_at_the_limit_alike() {
+    // Issue 10, finding 7: `s = s + s` per event used to grow until allocation failed.
+    // Now both engines fault the projection with R0007 at the event that would pass
+    // 1 MiB (event 20: 2^20 bytes is the limit itself), and the other projection
+    // goes on.
+    let program = compile(
+        "event E { a: int }
+         projection grows { state { s: string = \"x\" } on E { s = s + s } }
+         projection counts { state { n: int = 0 } on E { n += 1 } }",
+    );
+    let (json, faults) = agree_on_events_e(&program, (0..25).map(|a| json!({"a": a})));
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    let (fault, _) = &faults[0];
+    assert_eq!((fault.projection, fault.position), (0, 20));
+    assert_eq!(
+        format!("{} {}", fault.trap.code(), fault.trap),
+        "R0007 limit exceeded: a string of 2097152 bytes is longer than the limit of 1048576 bytes"
+    );
+    assert_eq!(json["counts"], json!({"n": 25}));
+}

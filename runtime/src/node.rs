@@ -67,6 +67,58 @@ pub enum NodeError {
     /// Binding or other I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The configuration cannot work (a limit the log cannot store, an unsafe data
+    /// directory).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Checks every configured limit against what the log can store: an event the API
+/// accepts must fit one frame of the log, or it would be acknowledged and then be
+/// unreadable.
+///
+/// # Errors
+/// [`NodeError::Config`] naming the limit and what it may be.
+pub fn check_limits(limits: &Limits) -> Result<(), NodeError> {
+    // A frame's body holds the payload, the type, stream and id (each at most
+    // `api::MAX_NAME` bytes) and fixed fields: keep 64 KiB for all but the payload.
+    let most_payload = crate::log::MAX_BODY - (64 << 10);
+    if limits.max_event_bytes > most_payload {
+        return Err(NodeError::Config(format!(
+            "max_event_bytes is {}, but the log stores events of at most {most_payload} bytes (a frame holds 64 MiB with its envelope): lower max_event_bytes",
+            limits.max_event_bytes
+        )));
+    }
+    // The whole request travels as one gRPC message and is written as one group.
+    let most_request = 1usize << 30;
+    if limits.max_bytes > most_request {
+        return Err(NodeError::Config(format!(
+            "max_request_bytes is {}, but a request may carry at most {most_request} bytes (one gRPC message, one group of the log): lower max_request_bytes",
+            limits.max_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the data directory accessible to its owner only, or checks that an
+/// existing one is: events are often personal data, and any local user could read
+/// them from a directory others can enter (PostgreSQL refuses to start for the same
+/// reason).
+///
+/// # Errors
+/// [`NodeError::Config`] for a directory others can read or enter; I/O errors.
+pub fn check_data_dir(data: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::log::private_dir(data)?;
+    let mode = std::fs::metadata(data)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(NodeError::Config(format!(
+            "the data directory {} has mode {mode:o}: other users can read the events in it. Restrict it to its owner (`chmod 700 {}`) and start again",
+            data.display(),
+            data.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a node until `shutdown` completes.
@@ -78,7 +130,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&config.data)?;
+    check_limits(&config.limits)?;
+    check_data_dir(&config.data)?;
     let (log, recovery) = Log::open(LogConfig {
         dir: config.data.join("log"),
         segment_bytes: config.segment_bytes,
@@ -116,9 +169,9 @@ pub async fn serve(
     eprintln!("datamesh listening on {local}");
 
     let max_message = config.limits.max_bytes + (4 << 20);
-    let server = pb::data_mesh_server::DataMeshServer::new(service)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    // `Api` corrects the statuses tonic makes itself (undecodable or oversized requests)
+    // and cuts any status too large for gRPC metadata.
+    let server = crate::api::Api::new(service, max_message);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -430,7 +430,8 @@ fn as_str(v: &Value) -> &str {
     }
 }
 
-/// String `+`: `string::concat`, as the interpreter.
+/// String `+`: `string::concat`, as the interpreter (a result past the string limit
+/// traps, before it is built).
 ///
 /// # Safety
 /// `ctx` must be the fold's context; `a` and `b` valid value pointers.
@@ -438,14 +439,21 @@ pub unsafe extern "C" fn dm_concat(
     ctx: *mut Ctx,
     a: *const Value,
     b: *const Value,
+    span: u32,
 ) -> *const Value {
     // SAFETY: generated code passes live value pointers.
     let (a, b) = unsafe { (val(a), val(b)) };
-    let s = Value::Str(Arc::from(string::concat(&[as_str(a), as_str(b)])));
+    let s = string::concat(&[as_str(a), as_str(b)]);
     // SAFETY: generated code passes the context it was given.
-    match unsafe { cx(ctx) } {
-        Some(ctx) => ctx.alloc(s),
-        None => std::ptr::null(),
+    let Some(ctx) = (unsafe { cx(ctx) }) else {
+        return std::ptr::null();
+    };
+    match s {
+        Ok(s) => ctx.alloc(Value::Str(Arc::from(s))),
+        Err(kind) => {
+            ctx.record(kind, span);
+            ctx.none
+        }
     }
 }
 
@@ -609,7 +617,8 @@ pub unsafe extern "C" fn dm_list_push(list: *mut Value, item: *const Value) {
     }
 }
 
-/// `map[key] = value` on a document field (the old entry is kept for rollback).
+/// `map[key] = value` on a document field (the old entry is kept for rollback); a new
+/// key in a full map traps (`collections::set_entry`).
 ///
 /// # Safety
 /// `ctx` must be the fold's context, `map` point into the current document's heap;
@@ -619,13 +628,16 @@ pub unsafe extern "C" fn dm_map_set(
     map: *mut Value,
     key: *const Value,
     value: *const Value,
+    span: u32,
 ) {
     // SAFETY: generated code passes live value pointers; both are cloned before the write.
     let (k, v) = unsafe { (val(key).clone(), val(value).clone()) };
     // SAFETY: `map` is a live heap slot of the document being updated.
     if let Some(Value::Map(m)) = unsafe { map.as_mut() } {
-        let old = m.insert(k.clone(), v);
-        remember(ctx, Undo::MapEntry(map, k, old));
+        match collections::set_entry(m, k.clone(), v) {
+            Ok(old) => remember(ctx, Undo::MapEntry(map, k, old)),
+            Err(kind) => record(ctx, kind, span),
+        }
     }
 }
 
@@ -723,6 +735,14 @@ pub unsafe fn undo_all(log: &mut Vec<Undo>) {
     }
 }
 
+/// Records a trap a document helper met (nothing when there is no context).
+fn record(ctx: *mut Ctx, kind: std_::Trap, span: u32) {
+    // SAFETY: generated code passes the context it was given.
+    if let Some(ctx) = unsafe { cx(ctx) } {
+        ctx.record(kind, span);
+    }
+}
+
 /// Records how to undo a change (nothing when there is no context).
 fn remember(ctx: *mut Ctx, undo: Undo) {
     // SAFETY: generated code passes the context it was given.
@@ -744,12 +764,19 @@ pub mod mutation {
 }
 
 /// An in-place collection update of a document field, as the interpreter does it (with
-/// its inverse kept for rollback).
+/// its inverse kept for rollback); `push` onto a full list or `insert` of a new element
+/// into a full set traps.
 ///
 /// # Safety
 /// `ctx` must be the fold's context, `target` point into the current document's heap;
 /// `arg` null or a valid pointer.
-pub unsafe extern "C" fn dm_mutate(ctx: *mut Ctx, op: u32, target: *mut Value, arg: *const Value) {
+pub unsafe extern "C" fn dm_mutate(
+    ctx: *mut Ctx,
+    op: u32,
+    target: *mut Value,
+    arg: *const Value,
+    span: u32,
+) {
     let field = target;
     let arg = if arg.is_null() {
         None
@@ -762,13 +789,14 @@ pub unsafe extern "C" fn dm_mutate(ctx: *mut Ctx, op: u32, target: *mut Value, a
         return;
     };
     let undo = match (op, target, arg) {
-        (mutation::INSERT, Value::Set(set), Some(v)) => {
-            set.insert(v.clone()).then_some(Undo::SetInserted(field, v))
-        }
-        (mutation::PUSH, Value::List(list), Some(v)) => {
-            collections::push(list, v);
-            Some(Undo::ListPushed(field))
-        }
+        (mutation::INSERT, Value::Set(set), Some(v)) => match collections::insert(set, v.clone()) {
+            Ok(added) => added.then_some(Undo::SetInserted(field, v)),
+            Err(kind) => return record(ctx, kind, span),
+        },
+        (mutation::PUSH, Value::List(list), Some(v)) => match collections::push(list, v) {
+            Ok(()) => Some(Undo::ListPushed(field)),
+            Err(kind) => return record(ctx, kind, span),
+        },
         (mutation::REMOVE, Value::Set(set), Some(v)) => {
             set.take(&v).map(|old| Undo::SetRemoved(field, old))
         }
@@ -881,14 +909,14 @@ pub fn shims() -> Vec<Shim> {
         shim!(dm_assign, [I64, I64, I64], None),
         shim!(dm_value_eq, [I64, I64], Some(I8)),
         shim!(dm_value_cmp, [I64, I64], Some(I32)),
-        shim!(dm_concat, [I64, I64, I64], Some(I64)),
+        shim!(dm_concat, [I64, I64, I64, I32], Some(I64)),
         shim!(dm_call, [I64, I32, I64, I32, I8, I32], Some(I64)),
         shim!(dm_index, [I64, I64, I64, I32], Some(I64)),
         shim!(dm_list_new, [I64], Some(I64)),
         shim!(dm_list_push, [I64, I64], None),
-        shim!(dm_map_set, [I64, I64, I64, I64], None),
+        shim!(dm_map_set, [I64, I64, I64, I64, I32], None),
         shim!(dm_map_get_or, [I64, I64, I64, I64], Some(I64)),
-        shim!(dm_mutate, [I64, I32, I64, I64], None),
+        shim!(dm_mutate, [I64, I32, I64, I64, I32], None),
         shim!(dm_emit_begin, [I64], None),
         shim!(dm_emit_push, [I64, I64], None),
         shim!(dm_emit_end, [I64, I32], None),

@@ -800,7 +800,11 @@ impl<'a, 'f> Translator<'a, 'f> {
                 (T::Float, T::Float) => self.translate_float_arith(op, x.a, y.a, span),
                 (T::String, T::String) if op == BinaryOp::Add => {
                     let ctx = self.ctx();
-                    Ok(JV::one(self.call1("dm_concat", &[ctx, x.a, y.a])?))
+                    let s = self.pool.span(span);
+                    let s = self.i32c(s);
+                    let r = self.call1("dm_concat", &[ctx, x.a, y.a, s])?;
+                    self.check_trapped();
+                    Ok(JV::one(r))
                 }
                 _ => self.translate_time_arith(op, x.a, tx, y.a, ty, span),
             },
@@ -1097,8 +1101,11 @@ impl<'a, 'f> Translator<'a, 'f> {
             }
             Stmt::Emit { event, fields, .. } => self.translate_emit(*event, fields)?,
             Stmt::Mutate {
-                field, op, args, ..
-            } => self.translate_mutate(*field, *op, args)?,
+                field,
+                op,
+                args,
+                span,
+            } => self.translate_mutate(*field, *op, args, *span)?,
         }
         Ok(Flow::Open)
     }
@@ -1184,7 +1191,10 @@ impl<'a, 'f> Translator<'a, 'f> {
             }
         };
         let ctx = self.ctx();
-        self.call("dm_map_set", &[ctx, map, kp, new])?;
+        let s = self.pool.span(span);
+        let s = self.i32c(s);
+        self.call("dm_map_set", &[ctx, map, kp, new, s])?;
+        self.check_trapped();
         Ok(())
     }
 
@@ -1228,7 +1238,13 @@ impl<'a, 'f> Translator<'a, 'f> {
         Ok(())
     }
 
-    fn translate_mutate(&mut self, field: usize, op: Mutation, args: &[Expr]) -> R<()> {
+    fn translate_mutate(
+        &mut self,
+        field: usize,
+        op: Mutation,
+        args: &[Expr],
+        span: Span,
+    ) -> R<()> {
         let arg = match args.first() {
             Some(a) => {
                 let v = self.translate_expr(a)?;
@@ -1247,7 +1263,13 @@ impl<'a, 'f> Translator<'a, 'f> {
         };
         let code = self.i32c(i64::from(code));
         let ctx = self.ctx();
-        self.call("dm_mutate", &[ctx, code, target, arg])?;
+        let s = self.pool.span(span);
+        let s = self.i32c(s);
+        self.call("dm_mutate", &[ctx, code, target, arg, s])?;
+        // Only a growing mutation can trap (a full collection).
+        if matches!(op, Mutation::Push | Mutation::Insert) {
+            self.check_trapped();
+        }
         Ok(())
     }
 }

@@ -208,7 +208,8 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
                                 binary_values(*op, old, v, *span)?
                             }
                         };
-                        let old = map.insert(k.clone(), new);
+                        let old = collections::set_entry(map, k.clone(), new)
+                            .map_err(|kind| trap(kind, *span))?;
                         frame.undo.push(Undo::MapEntry(*field, k, old));
                     }
                 }
@@ -235,7 +236,10 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
             frame.emitted.push((*event, row));
         }
         Stmt::Mutate {
-            field, op, args, ..
+            field,
+            op,
+            args,
+            span,
         } => {
             let arg = match args.first() {
                 Some(a) => Some(eval(a, frame, doc.as_deref())?),
@@ -250,11 +254,11 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
             match (op, target, arg) {
                 // Inserting a present element changes nothing (the last arm).
                 (Mutation::Insert, Value::Set(set), Some(v)) if !set.contains(&v) => {
-                    undo.push(Undo::SetInserted(*field, v.clone()));
-                    collections::insert(set, v);
+                    collections::insert(set, v.clone()).map_err(|kind| trap(kind, *span))?;
+                    undo.push(Undo::SetInserted(*field, v));
                 }
                 (Mutation::Push, Value::List(list), Some(v)) => {
-                    collections::push(list, v);
+                    collections::push(list, v).map_err(|kind| trap(kind, *span))?;
                     undo.push(Undo::ListPushed(*field));
                 }
                 (Mutation::Remove, Value::Set(set), Some(v)) => {
@@ -463,7 +467,9 @@ pub(super) fn binary_values(op: BinaryOp, a: Value, b: Value, span: Span) -> R<V
         (BinaryOp::Mul, V::Float(x), V::Float(y)) => V::Float(math::mul_float(x, y).map_err(t)?),
         (BinaryOp::Div, V::Float(x), V::Float(y)) => V::Float(math::div_float(x, y).map_err(t)?),
         (BinaryOp::Rem, V::Float(x), V::Float(y)) => V::Float(math::rem_float(x, y).map_err(t)?),
-        (BinaryOp::Add, V::Str(x), V::Str(y)) => V::Str(Arc::from(string::concat(&[&x, &y]))),
+        (BinaryOp::Add, V::Str(x), V::Str(y)) => {
+            V::Str(Arc::from(string::concat(&[&x, &y]).map_err(t)?))
+        }
         (BinaryOp::Add, V::Duration(x), V::Duration(y)) => {
             V::Duration(ts(x.checked_add(y), "duration arithmetic")?)
         }
@@ -535,8 +541,8 @@ pub fn call_builtin(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Valu
     let b = args.get(1).copied().unwrap_or(&none);
     let c = args.get(2).copied().unwrap_or(&none);
     Ok(match f {
-        Builtin::Lower => Value::str(string::lower(as_str(a))),
-        Builtin::Upper => Value::str(string::upper(as_str(a))),
+        Builtin::Lower => Value::str(string::lower(as_str(a))?),
+        Builtin::Upper => Value::str(string::upper(as_str(a))?),
         Builtin::Trim => Value::str(string::trim(as_str(a))),
         Builtin::Len => Value::Int(collections::len(a)),
         Builtin::Contains => Value::Bool(collections::contains(a, b)),
@@ -544,12 +550,12 @@ pub fn call_builtin(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Valu
         Builtin::EndsWith => Value::Bool(string::ends_with(as_str(a), as_str(b))),
         Builtin::Concat => {
             let parts: Vec<&str> = args.iter().map(|v| as_str(v)).collect();
-            Value::str(string::concat(&parts))
+            Value::str(string::concat(&parts)?)
         }
         Builtin::Substring => Value::str(string::substring(as_str(a), as_int(b), as_int(c))?),
-        Builtin::Replace => Value::str(string::replace(as_str(a), as_str(b), as_str(c))),
+        Builtin::Replace => Value::str(string::replace(as_str(a), as_str(b), as_str(c))?),
         Builtin::Split => strings(string::split(as_str(a), as_str(b))?),
-        Builtin::ToString => Value::str(string::to_string(a)),
+        Builtin::ToString => Value::str(string::to_string_limited(a)?),
         Builtin::ParseInt => Value::Int(string::parse_int(as_str(a))?),
         Builtin::ParseFloat => Value::Float(string::parse_float(as_str(a))?),
         Builtin::Abs => match a {

@@ -37,7 +37,10 @@ use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::log::{Log, Record};
-use crate::store::encoding::{decode_doc, encode_doc, encode_key, encode_key_into};
+use crate::store::encoding::{
+    DocTooLarge, MAX_DOC_BYTES, decode_doc, decode_key, encode_doc_within, encode_key,
+    encode_key_into,
+};
 use crate::store::{Commit, Store, StoreError};
 pub use registry::{DeployError, DeployOutcome, LifecycleError, ProjectionInfo, Registry};
 
@@ -383,7 +386,15 @@ fn apply_batch(
         else {
             continue;
         };
-        flush(&registry, i, docs, &mut commit);
+        if let Err(too_large) = flush(&registry, i, docs, &mut commit) {
+            // A document past the size limit is never written: nothing of this batch is
+            // for this projection, its checkpoint stays where the batch found it, and it
+            // faults there (the batch's events are named in the message).
+            let to = batch.stopped[i].unwrap_or(last + 1).saturating_sub(1);
+            batch.stopped[i] = Some(projection.position);
+            batch.faults.retain(|(j, _)| *j != i);
+            batch.faults.push((i, too_large.fault_json(projection.position, to)));
+        }
         commit.checkpoints.push((
             projection.label.clone(),
             batch.stopped[i].unwrap_or(last + 1),
@@ -431,31 +442,81 @@ fn apply_batch(
     Ok(())
 }
 
-/// Moves projection `i`'s changed documents into the commit, encoded for the store.
-fn flush(registry: &Registry, i: usize, docs: &mut Docs, commit: &mut Commit) {
+/// Moves projection `i`'s changed documents into the commit, encoded for the store;
+/// none of them when one encodes past [`MAX_DOC_BYTES`] (found without encoding more
+/// than the limit of it).
+fn flush(
+    registry: &Registry,
+    i: usize,
+    docs: &mut Docs,
+    commit: &mut Commit,
+) -> Result<(), TooLarge> {
     let projection = &registry.projections[i];
     let keyspace = &projection.keyspace;
-    let mut write = |key: &[u8], bytes: Option<Vec<u8>>| -> Result<(), ()> {
-        commit.docs.push((keyspace.clone(), key.to_vec(), bytes));
-        Ok(())
+    let mut written = Vec::new();
+    let mut write = |key: &[u8], doc: Option<Vec<u8>>| {
+        written.push((keyspace.clone(), key.to_vec(), doc));
     };
-    // Writing into the commit cannot fail.
-    let _ = match docs {
+    let too_large = |key: &[u8]| TooLarge { key: key.to_vec() };
+    match docs {
         Docs::Jit(table) => match registry.jit(projection.program) {
             Some(code) => table.flush(|key, doc| {
-                write(
-                    key,
-                    doc.map(|d| {
-                        let mut bytes = Vec::with_capacity(64);
-                        code.doc_to_stored(projection.index, d, &mut bytes);
-                        bytes
-                    }),
-                )
+                let Some(doc) = doc else {
+                    write(key, None);
+                    return Ok(());
+                };
+                let mut bytes = Vec::with_capacity(64);
+                code.doc_to_stored_within(projection.index, doc, MAX_DOC_BYTES, &mut bytes)
+                    .map_err(|_| too_large(key))?;
+                write(key, Some(bytes));
+                Ok(())
             }),
             None => Ok(()),
         },
-        Docs::Interp(table) => table.flush(|key, doc| write(key, doc.map(|d| encode_doc(d)))),
-    };
+        Docs::Interp(table) => table.flush(|key, doc| {
+            let Some(doc) = doc else {
+                write(key, None);
+                return Ok(());
+            };
+            let mut bytes = Vec::with_capacity(64);
+            encode_doc_within(doc, MAX_DOC_BYTES, &mut bytes).map_err(|_| too_large(key))?;
+            write(key, Some(bytes));
+            Ok(())
+        }),
+    }?;
+    commit.docs.append(&mut written);
+    Ok(())
+}
+
+/// A changed document that encodes past [`MAX_DOC_BYTES`]: its projection faults.
+struct TooLarge {
+    key: Vec<u8>,
+}
+
+impl TooLarge {
+    /// The fault of a projection whose events `from..=to` made the document too large.
+    fn fault_json(&self, from: u64, to: u64) -> String {
+        let full = decode_key(&self.key).map_or_else(
+            || String::from("?"),
+            |parts| datamesh_compiler::codec::key_string(&parts),
+        );
+        // A key can be long: the fault names a bounded prefix of it.
+        let mut key: String = full.chars().take(200).collect();
+        if key.len() < full.len() {
+            key.push('…');
+        }
+        serde_json::json!({
+            "position": from,
+            "event_type": "",
+            "code": datamesh_compiler::interp::LIMIT_CODE,
+            "message": format!(
+                "{}: the document at key {key}, after the events at positions {from} to {to} \
+                 (none of which was written)",
+                DocTooLarge { limit: MAX_DOC_BYTES }
+            ),
+        })
+        .to_string()
+    }
 }
 
 /// Interns the envelope strings of consecutive records (a batch of one stream, or of

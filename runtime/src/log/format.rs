@@ -1,9 +1,31 @@
 //! The on-disk record format of the log.
 //!
-//! A segment file is a sequence of frames: `len: u32 LE | crc32: u32 LE | body`, where
-//! the checksum covers the body. The body holds one event:
-//! `position u64 | time i64 | stream_version u64 | type (u16 len + bytes) |
-//! stream (u16 + bytes) | id (u16 + bytes) | payload (u32 len + bytes)`, little endian.
+//! A segment file starts with a [`SEGMENT_HEADER`]-byte header, then holds a sequence
+//! of frames. The header, little endian:
+//!
+//! ```text
+//! magic "DMLOGSEG" | format version u32 | flags u32 (0) | log identity u128 |
+//! first position u64 | crc32 u32 of the 40 bytes before it | 4 zero bytes
+//! ```
+//!
+//! The format version lets a later release refuse (or convert) what it cannot read,
+//! and this one refuse a newer log with a clear message instead of misreading it. The
+//! log identity is random, chosen when the log is created and carried by each of its
+//! segments: a segment of another log is refused, and whatever is derived from the log
+//! (projection checkpoints, a peer's import position) can tell whether it belongs to
+//! this log.
+//!
+//! A frame is `len: u32 LE | crc32: u32 LE | body`. The low 31 bits of `len` are the
+//! body's length; its top bit ([`GROUP_START`]) marks the first frame of a group (the
+//! records one `write` and one `fdatasync` made durable together). The checksum covers
+//! the length word and the body, so a flipped length or flag is detected too. The body
+//! holds one event: `position u64 | time i64 | stream_version u64 | type (u16 len +
+//! bytes) | stream (u16 + bytes) | id (u16 + bytes) | payload (u32 len + bytes)`.
+//!
+//! Group starts are what tell a torn tail from damage: only the last group can be
+//! partly on disk after a crash (the writer syncs each group before it writes the
+//! next), so an intact frame that starts a group after a damaged frame proves the
+//! damaged one was in an earlier, synced group: the damage is not a torn write.
 //!
 //! Invariant: [`decode_frame`] accepts a frame only if its length fits the bytes
 //! available and its checksum matches; anything else is a torn or corrupt tail, never
@@ -12,8 +34,104 @@
 /// Bytes before the body: length and checksum.
 pub const FRAME_HEADER: usize = 8;
 
-/// The largest body a frame may carry (guards against a corrupt length).
+/// The largest body a frame may carry (guards against a corrupt length). Every limit a
+/// node is configured with must keep an event's frame within it.
 pub const MAX_BODY: usize = 64 << 20;
+
+/// Bytes of a body besides the payload and the three strings.
+pub const BODY_FIXED: usize = 8 + 8 + 8 + 2 + 2 + 2 + 4;
+
+/// The flag in a frame's length word that marks the first frame of a group.
+pub const GROUP_START: u32 = 1 << 31;
+
+/// Bytes of a segment's header; its first frame starts there.
+pub const SEGMENT_HEADER: usize = 48;
+
+/// What a segment file starts with.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"DMLOGSEG";
+
+/// The log format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A segment's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Format version.
+    pub version: u32,
+    /// The identity of the log the segment belongs to.
+    pub identity: u128,
+    /// Position of its first record.
+    pub first: u64,
+}
+
+/// Why a segment's header is not one this build can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Shorter than a header.
+    #[error("the file is shorter than a segment header ({0} bytes)")]
+    Short(usize),
+    /// Not a DataMesh segment (or one written before format versions existed).
+    #[error("not a DataMesh log segment (no `DMLOGSEG` header)")]
+    NotASegment,
+    /// The header's checksum does not match.
+    #[error("the segment header is damaged (checksum mismatch)")]
+    Corrupt,
+    /// Written by a newer release.
+    #[error(
+        "written in log format {0}, newer than this build's format {FORMAT_VERSION}: run the release that wrote it (or a newer one)"
+    )]
+    Newer(u32),
+    /// A format version this build never wrote.
+    #[error("unknown log format version {0}")]
+    Unknown(u32),
+}
+
+/// The header of a segment of log `identity` whose first record is `first`.
+pub fn encode_segment_header(identity: u128, first: u64) -> [u8; SEGMENT_HEADER] {
+    let mut out = [0u8; SEGMENT_HEADER];
+    out[..8].copy_from_slice(SEGMENT_MAGIC);
+    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[16..32].copy_from_slice(&identity.to_le_bytes());
+    out[32..40].copy_from_slice(&first.to_le_bytes());
+    let crc = crc32fast::hash(&out[..40]);
+    out[40..44].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads and checks a segment header.
+///
+/// # Errors
+/// See [`HeaderError`].
+pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    let header = bytes
+        .get(..SEGMENT_HEADER)
+        .ok_or(HeaderError::Short(bytes.len()))?;
+    if &header[..8] != SEGMENT_MAGIC {
+        return Err(HeaderError::NotASegment);
+    }
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if crc32fast::hash(&header[..40]) != word(40) {
+        return Err(HeaderError::Corrupt);
+    }
+    let version = word(8);
+    if version > FORMAT_VERSION {
+        return Err(HeaderError::Newer(version));
+    }
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Unknown(version));
+    }
+    let mut identity = [0u8; 16];
+    identity.copy_from_slice(&header[16..32]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&header[32..40]);
+    Ok(SegmentHeader {
+        version,
+        identity: u128::from_le_bytes(identity),
+        first: u64::from_le_bytes(first),
+    })
+}
 
 /// One event as stored in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +177,37 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&record.payload);
     let body_len = out.len() - start - FRAME_HEADER;
-    let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
     out[start..start + 4]
         .copy_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal_frame(&mut out[start..]);
+}
+
+/// Marks the frame at the start of `frame` as the first of its group (and reseals it).
+pub fn mark_group_start(frame: &mut [u8]) {
+    if let Some(word) = frame.get_mut(..4) {
+        let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) | GROUP_START;
+        word.copy_from_slice(&len.to_le_bytes());
+        seal_frame(frame);
+    }
+}
+
+/// Writes the checksum of the frame at the start of `frame` (its length word and body).
+fn seal_frame(frame: &mut [u8]) {
+    let Some(word) = frame.get(..4) else { return };
+    let len = (u32::from_le_bytes([word[0], word[1], word[2], word[3]]) & !GROUP_START) as usize;
+    let Some(body) = frame.get(FRAME_HEADER..FRAME_HEADER + len) else {
+        return;
+    };
+    let crc = frame_crc([frame[0], frame[1], frame[2], frame[3]], body);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The checksum of a frame: its length word, then its body.
+fn frame_crc(len_word: [u8; 4], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len_word);
+    hasher.update(body);
+    hasher.finalize()
 }
 
 /// One record borrowed from the bytes of its frame, with the frame's checksum: what
@@ -83,8 +228,10 @@ pub struct FrameRef<'a> {
     pub id: &'a str,
     /// Payload.
     pub payload: &'a [u8],
-    /// The frame's checksum (of its body).
+    /// The frame's checksum.
     pub crc: u32,
+    /// Whether the frame is the first of its group.
+    pub group_start: bool,
 }
 
 impl FrameRef<'_> {
@@ -117,18 +264,21 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
 /// As [`decode_frame`].
 pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameError> {
     let header = bytes.get(..FRAME_HEADER).ok_or(FrameError::Incomplete)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let word = [header[0], header[1], header[2], header[3]];
+    let flags = u32::from_le_bytes(word);
+    let len = (flags & !GROUP_START) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > MAX_BODY {
+    if len < BODY_FIXED || len > MAX_BODY {
         return Err(FrameError::Corrupt);
     }
     let body = bytes
         .get(FRAME_HEADER..FRAME_HEADER + len)
         .ok_or(FrameError::Incomplete)?;
-    if crc32fast::hash(body) != crc {
+    if frame_crc(word, body) != crc {
         return Err(FrameError::Corrupt);
     }
-    let frame = decode_body(body, crc).ok_or(FrameError::Corrupt)?;
+    let mut frame = decode_body(body, crc).ok_or(FrameError::Corrupt)?;
+    frame.group_start = flags & GROUP_START != 0;
     Ok((frame, FRAME_HEADER + len))
 }
 
@@ -155,6 +305,7 @@ fn decode_body(body: &[u8], crc: u32) -> Option<FrameRef<'_>> {
         id,
         payload,
         crc,
+        group_start: false,
     })
 }
 
@@ -195,6 +346,55 @@ mod tests {
         let (frame, used) = decode_frame_ref(&buf).expect("borrowed decode");
         assert_eq!((frame.to_record(), used), (record(), buf.len()));
         assert_eq!(frame.crc.to_le_bytes(), buf[4..8]);
+        assert!(!frame.group_start);
+        mark_group_start(&mut buf);
+        let (frame, _) = decode_frame_ref(&buf).expect("marked frame");
+        assert!(frame.group_start);
+        assert_eq!(frame.to_record(), record());
+    }
+
+    #[test]
+    fn a_flipped_length_flag_is_caught_by_the_checksum() {
+        let mut buf = Vec::new();
+        encode_frame(&record(), &mut buf);
+        buf[3] ^= 0x80;
+        assert_eq!(decode_frame(&buf).map(|_| ()), Err(FrameError::Corrupt));
+    }
+
+    #[test]
+    fn segment_headers_round_trip_and_refuse_what_they_cannot_read() {
+        let header = encode_segment_header(0xfeed_beef << 64 | 7, 1234);
+        assert_eq!(
+            decode_segment_header(&header),
+            Ok(SegmentHeader {
+                version: FORMAT_VERSION,
+                identity: 0xfeed_beef << 64 | 7,
+                first: 1234
+            })
+        );
+        assert_eq!(
+            decode_segment_header(&header[..20]),
+            Err(HeaderError::Short(20))
+        );
+        let mut newer = header;
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32fast::hash(&newer[..40]);
+        newer[40..44].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&newer),
+            Err(HeaderError::Newer(FORMAT_VERSION + 1))
+        );
+        let mut other = header;
+        other[0] = b'X';
+        assert_eq!(decode_segment_header(&other), Err(HeaderError::NotASegment));
+        for i in 8..44 {
+            let mut flipped = header;
+            flipped[i] ^= 1;
+            assert!(
+                decode_segment_header(&flipped).is_err(),
+                "flip at {i} accepted"
+            );
+        }
     }
 
     #[test]

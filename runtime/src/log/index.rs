@@ -7,7 +7,7 @@
 //! segment. Layout, little endian:
 //!
 //! ```text
-//! magic "DMIDX\0\0\x01" | first u64 | segment length u64 | records u32 |
+//! magic "DMIDX\0\0\x02" (the idx format version is its last byte) | first u64 | segment length u64 | records u32 |
 //! streams u32 | ids u32 | crc of the last frame u32 | max time i64 |
 //! offsets: records x u32 (byte offset of each record in the segment) |
 //! streams, ascending by name x (name: u16 len + bytes | n u32 |
@@ -30,7 +30,7 @@
 //! bytes per sealed record offset and stream position instead of 8.
 //!
 //! An idx is a cache, never a source of truth. It is used only when its checksum
-//! verifies, its structure is sound (offsets start at 0 and strictly increase below the
+//! verifies, its structure is sound (offsets start after the segment header and strictly increase below the
 //! segment length; names sorted and unique; positions ascending and in range), its
 //! first position and segment length equal the segment file's, and a spot check of the
 //! segment agrees: a few frames at evenly spaced recorded offsets (always the first and
@@ -55,10 +55,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::format::{self, FRAME_HEADER, MAX_BODY};
+use super::format::{self, FRAME_HEADER, MAX_BODY, SEGMENT_HEADER};
 use super::ids::IdList;
 
-const MAGIC: &[u8; 8] = b"DMIDX\0\0\x01";
+/// Format 2: offsets start after the segment header (log format 1).
+const MAGIC: &[u8; 8] = b"DMIDX\0\0\x02";
 
 /// Bytes of the fixed header.
 const HEADER: usize = 48;
@@ -91,10 +92,11 @@ pub(super) struct SegmentIndex {
 }
 
 impl SegmentIndex {
+    /// The index of an empty segment (its header only).
     pub fn new(first: u64) -> SegmentIndex {
         SegmentIndex {
             first,
-            len: 0,
+            len: SEGMENT_HEADER as u64,
             offsets: Vec::new(),
             streams: Map::default(),
             ids: IdList::default(),
@@ -160,8 +162,8 @@ pub(super) struct Scan {
     pub file_len: u64,
 }
 
-/// Scans the records of a segment file from its start, verifying every frame, in
-/// chunks through one buffer. Stops at the first frame that does not decode or does
+/// Scans the records of a segment file from its first frame (after the header, which
+/// the caller checked), verifying every frame, in chunks through one buffer. Stops at the first frame that does not decode or does
 /// not have the next position, and says why; the index covers the good prefix.
 ///
 /// # Errors
@@ -174,11 +176,13 @@ pub(super) fn scan(first: u64, file: &File) -> std::io::Result<Scan> {
 
 /// [`scan`], reading `chunk` bytes at a time (more for a longer frame).
 pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io::Result<Scan> {
+    use std::io::Seek;
     let file_len = file.metadata()?.len();
     let mut segment = SegmentIndex::new(first);
     let mut buffer = vec![0u8; chunk.max(FRAME_HEADER)];
+    file.seek(std::io::SeekFrom::Start(SEGMENT_HEADER as u64))?;
     // Unscanned bytes are buffer[start..end]; `at` is the file offset of `start`.
-    let (mut start, mut end, mut at) = (0usize, 0usize, 0u64);
+    let (mut start, mut end, mut at) = (0usize, 0usize, SEGMENT_HEADER as u64);
     let mut eof = false;
     let stopped = loop {
         if start == end && eof {
@@ -244,6 +248,65 @@ pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io
     })
 }
 
+/// Intact records found after a damaged one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct IntactAfter {
+    /// Byte offset of the first intact frame after the damage.
+    pub offset: u64,
+    /// Its position.
+    pub position: u64,
+    /// Intact frames found after the damage.
+    pub records: u64,
+    /// Whether they prove the damage is not a torn write: one of them starts a group,
+    /// so the damaged frame lies in an earlier group, synced before this one was
+    /// written.
+    pub proves_damage: bool,
+}
+
+/// Looks for intact frames in `bytes` (the file from a damaged frame on, whose
+/// position should have been `expected`): tries every byte offset after the first for
+/// a frame that verifies and carries a plausible position (at least `expected`, and no
+/// more records past it than the bytes could hold), then follows the frames from
+/// there, resynchronising after each further damage.
+pub(super) fn intact_after(bytes: &[u8], base: u64, expected: u64) -> Option<IntactAfter> {
+    let min_frame = (FRAME_HEADER + format::BODY_FIXED) as u64;
+    // No more records can follow the damage than its bytes could hold.
+    let most = bytes.len() as u64 / min_frame + 1;
+    let plausible = |position: u64| position >= expected && position - expected <= most;
+    let mut found: Option<IntactAfter> = None;
+    let mut at = 1usize;
+    let mut last_position = None;
+    while at + FRAME_HEADER + format::BODY_FIXED <= bytes.len() {
+        // The position is the body's first word: check it before any checksum.
+        let position = bytes
+            .get(at + FRAME_HEADER..at + FRAME_HEADER + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes);
+        let candidate =
+            position.is_some_and(|p| plausible(p) && last_position.is_none_or(|last| p > last));
+        if !candidate {
+            at += 1;
+            continue;
+        }
+        match format::decode_frame_ref(&bytes[at..]) {
+            Ok((frame, used)) => {
+                let info = found.get_or_insert(IntactAfter {
+                    offset: base + at as u64,
+                    position: frame.position,
+                    records: 0,
+                    proves_damage: false,
+                });
+                info.records += 1;
+                info.proves_damage |= frame.group_start;
+                last_position = Some(frame.position);
+                at += used;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    found
+}
+
 /// The idx bytes of a segment; `None` when it does not fit 32-bit offsets.
 pub(super) fn encode(segment: &SegmentIndex) -> Option<Vec<u8>> {
     let count = u32::try_from(segment.offsets.len()).ok()?;
@@ -291,7 +354,7 @@ pub(super) fn encode(segment: &SegmentIndex) -> Option<Vec<u8>> {
 /// Writes a segment's idx atomically and durably.
 pub(super) fn write(dir: &Path, first: u64, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{}.tmp", idx_name(first)));
-    let mut file = File::create(&tmp)?;
+    let mut file = super::private_file(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -475,9 +538,9 @@ fn parse(bytes: Vec<u8>, first: u64, segment_len: u64) -> Result<IdxFile, String
     let max_time = i64::from_le_bytes(r.array()?);
     let (raw, offsets) = r.words(count)?;
     let sound = match (raw.first(), raw.last()) {
-        (None, None) => len == 0,
+        (None, None) => len == SEGMENT_HEADER as u64,
         (Some(start), Some(last)) => {
-            word(*start) == 0
+            word(*start) as usize == SEGMENT_HEADER
                 && u64::from(word(*last)) < len
                 && raw.windows(2).all(|w| word(w[0]) < word(w[1]))
         }

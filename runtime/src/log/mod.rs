@@ -38,6 +38,8 @@
 mod format;
 mod ids;
 mod index;
+pub mod repair;
+mod scrub;
 mod writer;
 
 use std::fs::File;
@@ -45,7 +47,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use format::{FrameError, Record};
+pub use format::{FORMAT_VERSION, FrameError, HeaderError, MAX_BODY, Record};
 use index::{Offsets, SegmentIndex, StreamIndex};
 use tokio::sync::{oneshot, watch};
 
@@ -141,6 +143,16 @@ pub enum LogError {
         /// Its position.
         position: u64,
     },
+    /// An id already in the log names an event with other content.
+    #[error(
+        "event id `{id}` is already in the log at position {position} with other content (type, stream or payload differ): an id names one event, so a retry must send the same event; use a new id for a new event"
+    )]
+    IdConflict {
+        /// The id.
+        id: String,
+        /// The position of the event that has it.
+        position: u64,
+    },
     /// The same id twice in one request.
     #[error("event id `{0}` appears twice in one request")]
     DuplicateIdInRequest(String),
@@ -150,6 +162,34 @@ pub enum LogError {
     /// An I/O error.
     #[error("log I/O error: {0}")]
     Io(String),
+    /// The active segment is damaged before its end, and intact records after the
+    /// damage prove it is not a torn write: cutting there would drop acknowledged
+    /// events, so the log does not open.
+    #[error(
+        "log segment {segment} is damaged at byte {offset} (where position {position} should be), and {intact} intact records follow the damage (the first at byte {intact_offset}, position {intact_position}), so this is not a torn write. The node will not start rather than drop acknowledged events. Copy the data directory first, then `datamesh repair --data <DIR>` reports what a repair would keep and drop, and `datamesh repair --data <DIR> --apply` does it (dropped records are saved, not deleted)"
+    )]
+    Damaged {
+        /// File name.
+        segment: String,
+        /// Byte offset of the damaged frame.
+        offset: u64,
+        /// The position the damaged frame should have held.
+        position: u64,
+        /// Intact records found after it.
+        intact: u64,
+        /// Where the first of them is.
+        intact_offset: u64,
+        /// Its position.
+        intact_position: u64,
+    },
+    /// A segment's header cannot be used (another format, another log, damage).
+    #[error("log segment {segment}: {reason}")]
+    Header {
+        /// File name.
+        segment: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A segment is corrupt before its end (not a torn tail).
     #[error("corrupt log segment {segment} at byte {offset}: {reason}")]
     Corrupt {
@@ -198,6 +238,12 @@ struct Shared {
     index: RwLock<Index>,
     head: watch::Sender<u64>,
     poison: Mutex<Option<String>>,
+    /// The log's identity (see [`Log::identity`]).
+    identity: u128,
+    /// Damage the background scrub found in sealed segments.
+    damage: Mutex<Vec<LogError>>,
+    /// Set when the background scrub has verified every segment it was given.
+    scrubbed: std::sync::atomic::AtomicBool,
 }
 
 /// An append request on its way to the writer thread.
@@ -221,6 +267,8 @@ pub struct Recovery {
     /// Segments scanned record by record: the last one, and every sealed one without a
     /// valid idx.
     pub scanned_segments: usize,
+    /// The log was created by this open.
+    pub created: bool,
 }
 
 /// The log. Cheap to clone; the writer thread stops when the last clone is dropped.
@@ -255,7 +303,7 @@ impl Log {
     /// last damaged (that is not a torn write, and cutting it would lose acknowledged
     /// events).
     pub fn open(config: LogConfig) -> Result<(Log, Recovery), LogError> {
-        std::fs::create_dir_all(&config.dir)?;
+        private_dir(&config.dir)?;
         let Recovered {
             index,
             recovery,
@@ -263,13 +311,19 @@ impl Log {
             seal,
             ids,
             missing,
+            identity,
+            to_scrub,
         } = recover(&config.dir)?;
         let (head_tx, _) = watch::channel(index.head);
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
             head: head_tx,
             poison: Mutex::new(None),
+            identity,
+            damage: Mutex::new(Vec::new()),
+            scrubbed: std::sync::atomic::AtomicBool::new(false),
         });
+        scrub::start(&config.dir, &shared, to_scrub);
         let (jobs, rx) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -323,6 +377,29 @@ impl Log {
         self.shared.head.subscribe()
     }
 
+    /// The log's identity: a random number chosen when the log was created and written
+    /// into the header of each of its segments. State derived from the log (projection
+    /// checkpoints, import positions) records it to tell whether it belongs to this log.
+    pub fn identity(&self) -> u128 {
+        self.shared.identity
+    }
+
+    /// Damage found in sealed segments since the log opened (by the background scrub
+    /// that verifies every frame of the segments recovery loaded from their idx files,
+    /// or by a read). Reads of the damaged records fail with [`LogError::Corrupt`].
+    pub fn damage(&self) -> Vec<LogError> {
+        self.shared
+            .damage
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the background scrub of sealed segments has finished.
+    pub fn scrubbed(&self) -> bool {
+        scrub::finished(&self.shared)
+    }
+
     /// The error that poisoned the log, if any.
     pub fn poisoned(&self) -> Option<String> {
         self.shared.poison.lock().ok().and_then(|p| p.clone())
@@ -343,40 +420,7 @@ impl Log {
     /// I/O errors, or [`LogError::Corrupt`] if a record no longer verifies.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let index = self.shared.index.read().map_err(lock_poisoned)?;
-        let end = index.head.min(from.saturating_add(max as u64));
-        let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
-        let mut position = from;
-        while position < end {
-            let Some(segment) = segment_for(&index.segments, position) else {
-                break;
-            };
-            let local = (position - segment.first) as usize;
-            let last_local = ((end - segment.first) as usize).min(segment.offsets.len());
-            let start_byte = segment
-                .offsets
-                .get(local)
-                .ok_or_else(|| LogError::Corrupt {
-                    segment: segment_name(segment.first),
-                    offset: 0,
-                    reason: format!("no offset for position {position}"),
-                })?;
-            let end_byte = segment.offsets.get(last_local).unwrap_or(segment.len);
-            let mut bytes = vec![0; (end_byte - start_byte) as usize];
-            segment.file.read_exact_at(&mut bytes, start_byte)?;
-            let mut at = 0;
-            while at < bytes.len() {
-                let (record, used) =
-                    format::decode_frame(&bytes[at..]).map_err(|e| LogError::Corrupt {
-                        segment: segment_name(segment.first),
-                        offset: start_byte + at as u64,
-                        reason: format!("{e:?} record on read"),
-                    })?;
-                at += used;
-                out.push(record);
-            }
-            position = segment.first + last_local as u64;
-        }
-        Ok(out)
+        read_index(&index, from, max)
     }
 
     /// Reads up to `max` records of one stream, from stream version `from_version`.
@@ -419,6 +463,45 @@ impl Log {
     }
 }
 
+/// Reads up to `max` records from position `from` of the published log.
+fn read_index(index: &Index, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
+    let end = index.head.min(from.saturating_add(max as u64));
+
+    let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
+    let mut position = from;
+    while position < end {
+        let Some(segment) = segment_for(&index.segments, position) else {
+            break;
+        };
+        let local = (position - segment.first) as usize;
+        let last_local = ((end - segment.first) as usize).min(segment.offsets.len());
+        let start_byte = segment
+            .offsets
+            .get(local)
+            .ok_or_else(|| LogError::Corrupt {
+                segment: segment_name(segment.first),
+                offset: 0,
+                reason: format!("no offset for position {position}"),
+            })?;
+        let end_byte = segment.offsets.get(last_local).unwrap_or(segment.len);
+        let mut bytes = vec![0; (end_byte - start_byte) as usize];
+        segment.file.read_exact_at(&mut bytes, start_byte)?;
+        let mut at = 0;
+        while at < bytes.len() {
+            let (record, used) =
+                format::decode_frame(&bytes[at..]).map_err(|e| LogError::Corrupt {
+                    segment: segment_name(segment.first),
+                    offset: start_byte + at as u64,
+                    reason: format!("{e:?} record on read"),
+                })?;
+            at += used;
+            out.push(record);
+        }
+        position = segment.first + last_local as u64;
+    }
+    Ok(out)
+}
+
 fn segment_for(segments: &[Segment], position: u64) -> Option<&Segment> {
     let i = segments
         .partition_point(|s| s.first <= position)
@@ -440,43 +523,149 @@ struct Recovered {
     ids: ids::IdIndex,
     /// Idx files to write for sealed segments that had to be scanned.
     missing: Vec<(u64, Vec<u8>)>,
+    /// The log's identity.
+    identity: u128,
+    /// Sealed segments loaded from their idx, for the background scrub to verify.
+    to_scrub: Vec<scrub::Expect>,
 }
 
-/// Loads the idx of every sealed segment that has a valid one, scans the others and the
-/// last segment, cutting a torn tail of the last one. The last segment is scanned on a
-/// second thread while the sealed ones load.
-fn recover(dir: &Path) -> Result<Recovered, LogError> {
+/// A fresh random log identity (never 0).
+fn new_identity() -> Result<u128, LogError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| LogError::Io(format!("no randomness for the log identity: {e}")))?;
+    Ok(u128::from_le_bytes(bytes).max(1))
+}
+
+/// Creates the segment whose first record is `first`: written under a temporary name
+/// with its header, synced, renamed into place and the directory synced, so a segment
+/// file always has a whole header. Returns its append handle.
+fn create_segment(dir: &Path, identity: u128, first: u64) -> std::io::Result<File> {
+    use std::io::Write;
+    let path = dir.join(segment_name(first));
+    let tmp = dir.join(format!("{}.tmp", segment_name(first)));
+    let mut file = private_file(&tmp)?;
+    file.write_all(&format::encode_segment_header(identity, first))?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    std::fs::OpenOptions::new().append(true).open(&path)
+}
+
+/// Creates a directory (and its missing parents) accessible to its owner only, as a
+/// database's files must be: events are often personal data. An existing directory
+/// is left as it is.
+///
+/// # Errors
+/// I/O errors.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates (truncating) a file readable and writable by its owner only.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Reads and checks the header of the segment `name` (first record `first`): its
+/// format, its first position, and (when `identity` is known) that it belongs to
+/// this log.
+fn check_header(
+    file: &File,
+    name: &str,
+    first: u64,
+    identity: Option<u128>,
+) -> Result<format::SegmentHeader, LogError> {
+    let mut bytes = [0u8; format::SEGMENT_HEADER];
+    let len = file.metadata()?.len();
+    let header_error = |reason: String| LogError::Header {
+        segment: name.to_owned(),
+        reason,
+    };
+    if len < format::SEGMENT_HEADER as u64 {
+        return Err(header_error(
+            format::HeaderError::Short(len as usize).to_string(),
+        ));
+    }
+    file.read_exact_at(&mut bytes, 0)?;
+    let header = format::decode_segment_header(&bytes).map_err(|e| header_error(e.to_string()))?;
+    if header.first != first {
+        return Err(header_error(format!(
+            "its header says it starts at position {}, its name says {first}",
+            header.first
+        )));
+    }
+    if let Some(identity) = identity
+        && header.identity != identity
+    {
+        return Err(header_error(format!(
+            "belongs to another log (identity {:032x}, this log is {identity:032x}): segments of two logs are mixed in one directory",
+            header.identity
+        )));
+    }
+    Ok(header)
+}
+
+/// The segment files of `dir`, sorted by first position; removes what a crash left
+/// half-written (idx and segment temporaries).
+fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.ends_with(".idx.tmp") {
-            // Left by a crash while writing an idx.
+        if name.ends_with(".idx.tmp") || name.ends_with(".seg.tmp") {
+            // Left by a crash while writing an idx or creating a segment.
             let _ = std::fs::remove_file(&path);
         } else if let Some(first) = name.strip_suffix(".seg").and_then(|s| s.parse().ok()) {
             names.push((first, path));
         }
     }
     names.sort();
+    Ok(names)
+}
+
+/// Loads the idx of every sealed segment that has a valid one, scans the others and the
+/// last segment, cutting a torn tail of the last one. The last segment is scanned on a
+/// second thread while the sealed ones load. Damage before the end of the last
+/// segment that intact records prove is not a torn write refuses the open
+/// ([`LogError::Damaged`]).
+fn recover(dir: &Path) -> Result<Recovered, LogError> {
+    let mut names = segment_files(dir)?;
+    let identity = match names.first() {
+        Some((first, path)) => {
+            check_header(&File::open(path)?, &segment_name(*first), *first, None)?.identity
+        }
+        None => new_identity()?,
+    };
     let Some((last_first, last_path)) = names.pop() else {
+        let active = create_segment(dir, identity, 0)?;
         let path = dir.join(segment_name(0));
-        File::create(&path)?.sync_all()?;
-        File::open(dir)?.sync_all()?;
-        let active = std::fs::OpenOptions::new().append(true).open(&path)?;
         let index = Index {
             segments: vec![Segment {
                 first: 0,
                 file: File::open(&path)?,
                 offsets: Offsets::Owned(Vec::new()),
-                len: 0,
+                len: format::SEGMENT_HEADER as u64,
             }],
             ..Index::default()
         };
         let recovery = Recovery {
             segments: 1,
             scanned_segments: 1,
+            created: true,
             ..Recovery::default()
         };
         return Ok(Recovered {
@@ -486,10 +675,13 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             seal: SegmentIndex::new(0),
             ids: ids::IdIndex::default(),
             missing: Vec::new(),
+            identity,
+            to_scrub: Vec::new(),
         });
     };
     let scan_last = || -> Result<(File, index::Scan), LogError> {
         let file = File::open(&last_path)?;
+        check_header(&file, &segment_name(last_first), last_first, Some(identity))?;
         let scan = index::scan(last_first, &file)?;
         Ok((file, scan))
     };
@@ -498,13 +690,15 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             .name("datamesh-log-recover".to_owned())
             .spawn_scoped(scope, scan_last)
             .ok();
-        let (sealed, head) = recover_sealed(dir, &names)?;
-        let (file, scan) = match last_scan {
+        let sealed = recover_sealed(dir, &names, identity);
+        let last = match last_scan {
             Some(thread) => thread
                 .join()
-                .map_err(|_| LogError::Io("the recovery thread panicked".to_owned()))??,
-            None => scan_last()?,
+                .map_err(|_| LogError::Io("the recovery thread panicked".to_owned()))?,
+            None => scan_last(),
         };
+        let (sealed, head) = sealed?;
+        let (file, scan) = last?;
         let name = segment_name(last_first);
         if last_first != head {
             return Err(LogError::Corrupt {
@@ -527,7 +721,27 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         };
         if let Some(reason) = stopped {
             let at = active.len;
-            tracing::warn!(segment = %name, offset = at, bytes = recovery.truncated_bytes, %reason, "cutting the torn tail of the log");
+            let position = recovery.records;
+            let rest_len = usize::try_from(file_len - at)
+                .map_err(|_| LogError::Io("segment too large".to_owned()))?;
+            let mut rest = vec![0u8; rest_len];
+            file.read_exact_at(&mut rest, at)?;
+            match index::intact_after(&rest, at, position) {
+                Some(found) if found.proves_damage => {
+                    return Err(LogError::Damaged {
+                        segment: name,
+                        offset: at,
+                        position,
+                        intact: found.records,
+                        intact_offset: found.offset,
+                        intact_position: found.position,
+                    });
+                }
+                found => {
+                    let intact = found.map_or(0, |f| f.records);
+                    tracing::warn!(segment = %name, offset = at, bytes = recovery.truncated_bytes, %reason, intact_frames_of_the_last_group = intact, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
+                }
+            }
             let file = std::fs::OpenOptions::new().write(true).open(&last_path)?;
             file.set_len(at)?;
             file.sync_all()?;
@@ -538,6 +752,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         let mut ids = 0;
         let mut last_time = active.max_time.max(0);
         let mut missing = Vec::new();
+        let mut to_scrub = Vec::new();
         for segment in &sealed {
             match &segment.how {
                 Sealed::Indexed(idx) => {
@@ -545,6 +760,11 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
                     lists.push(idx.stream_list());
                     ids += idx.ids().len();
                     last_time = last_time.max(idx.max_time);
+                    to_scrub.push(scrub::Expect {
+                        first: segment.first,
+                        records: idx.count() as u64,
+                        len: idx.len,
+                    });
                 }
                 Sealed::Scanned(scanned) => {
                     recovery.scanned_segments += 1;
@@ -605,6 +825,8 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             seal: active,
             ids: id_index,
             missing,
+            identity,
+            to_scrub,
         })
     })
 }
@@ -629,6 +851,7 @@ enum Sealed {
 fn recover_sealed(
     dir: &Path,
     names: &[(u64, PathBuf)],
+    identity: u128,
 ) -> Result<(Vec<SealedSegment>, u64), LogError> {
     let mut sealed = Vec::with_capacity(names.len());
     let mut head = 0;
@@ -642,6 +865,7 @@ fn recover_sealed(
             });
         }
         let file = File::open(path)?;
+        check_header(&file, &name, *first, Some(identity))?;
         let how = match index::read(dir, *first, &file) {
             Ok(idx) => {
                 head += idx.count() as u64;
@@ -654,7 +878,9 @@ fn recover_sealed(
                     return Err(LogError::Corrupt {
                         segment: name,
                         offset: scan.segment.len,
-                        reason,
+                        reason: format!(
+                            "{reason} in a sealed segment (every record of a sealed segment was synced and acknowledged, so this is damage, not a torn write); the node will not start rather than serve a log with a hole. Copy the data directory first, then `datamesh repair --data <DIR>` reports what a repair would keep and drop"
+                        ),
                     });
                 }
                 head += scan.segment.offsets.len() as u64;
@@ -670,5 +896,7 @@ fn recover_sealed(
     Ok((sealed, head))
 }
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

@@ -228,7 +228,7 @@ fn corruption_before_the_last_segment_refuses_to_open() {
     }
     let first = dir.join(segment_name(0));
     let mut bytes = std::fs::read(&first).expect("read");
-    bytes[20] ^= 0xFF;
+    bytes[format::SEGMENT_HEADER + 20] ^= 0xFF;
     std::fs::write(&first, &bytes).expect("write");
     assert!(matches!(Log::open(config), Err(LogError::Corrupt { .. })));
 }
@@ -702,8 +702,13 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
         std::fs::metadata(one.join(&victim)).expect("seg").len(),
         std::fs::metadata(two.join(&victim)).expect("seg").len(),
     );
-    // Replace one sealed segment of `one` by the same-sized segment of `two`.
-    std::fs::copy(two.join(&victim), one.join(&victim)).expect("replace");
+    // Replace the records of one sealed segment of `one` by those of the same-sized
+    // segment of `two` (the header stays `one`'s: a segment of another log is refused
+    // outright, see `damage_tests`).
+    let header = std::fs::read(one.join(&victim)).expect("seg")[..format::SEGMENT_HEADER].to_vec();
+    let mut theirs = std::fs::read(two.join(&victim)).expect("seg");
+    theirs[..format::SEGMENT_HEADER].copy_from_slice(&header);
+    std::fs::write(one.join(&victim), &theirs).expect("replace");
     let reference = observe_scanned(&rt, &one, "idx-changed-ref", "p", &with_ids);
     let copy_guard = temp_dir("idx-changed-copy");
     let copy = copy_guard.path().to_path_buf();
@@ -770,7 +775,7 @@ fn damage_inside_an_indexed_segment_surfaces_on_read() {
     // Flip a payload byte of the second record (not one the spot check reads back).
     let mut frame = Vec::new();
     format::encode_frame(&records[0], &mut frame);
-    let at = frame.len() + 40;
+    let at = format::SEGMENT_HEADER + frame.len() + 40;
     let mut bytes = std::fs::read(dir.join(&first)).expect("seg");
     bytes[at] ^= 0x01;
     std::fs::write(dir.join(&first), &bytes).expect("write");

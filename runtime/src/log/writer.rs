@@ -40,7 +40,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
-use super::format::{Record, encode_frame};
+use super::format::{Record, SEGMENT_HEADER, encode_frame, mark_group_start};
 use super::ids::{IdIndex, IdList};
 use super::index::{self, Offsets, SegmentIndex, StreamPositions};
 use super::{Appended, Expected, Job, LogConfig, LogError, Segment, Shared, segment_name};
@@ -341,8 +341,11 @@ fn write_group(
     let mut new_streams = Vec::new();
     let mut ids = IdList::default();
     let mut accepted = Vec::new();
+    let group_first = *next;
     for job in group {
-        match validate(known, &job) {
+        let stored =
+            |position: u64| stored_record(shared, buffer, &relative, group_first, position);
+        match validate(known, &job, &stored) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -401,18 +404,24 @@ fn write_group(
     }
     let mut new_segment = None;
     let mut sealed = None;
+    if !relative.is_empty() {
+        // Recovery tells damage from a torn write by the group starts (see `format`).
+        mark_group_start(buffer);
+    }
     if !buffer.is_empty() {
         // Roll to a new segment when this group would overfill the active one.
         let first_here = *next - relative.len() as u64;
-        if active.len > 0 && active.len + buffer.len() as u64 > config.segment_bytes {
-            match roll(config, &active.file, first_here) {
+        if active.len > SEGMENT_HEADER as u64
+            && active.len + buffer.len() as u64 > config.segment_bytes
+        {
+            match roll(config, &active.file, first_here, shared.identity) {
                 Ok((file, read)) => {
                     let old = std::mem::replace(
                         active,
                         Active {
                             file,
                             first: first_here,
-                            len: 0,
+                            len: SEGMENT_HEADER as u64,
                             seal: SegmentIndex::new(first_here),
                             streams: super::Map::default(),
                         },
@@ -531,9 +540,39 @@ fn publish(shared: &Shared, w: &mut Written) -> u64 {
     head
 }
 
+/// The record at `position`: from the published log, or from the group being built
+/// (`buffer`, whose records start at position `group_first`, at offsets `relative`).
+fn stored_record(
+    shared: &Shared,
+    buffer: &[u8],
+    relative: &[u64],
+    group_first: u64,
+    position: u64,
+) -> Result<Record, LogError> {
+    if position >= group_first {
+        let at = usize::try_from(position - group_first)
+            .ok()
+            .and_then(|i| relative.get(i))
+            .and_then(|&offset| buffer.get(offset as usize..));
+        return at
+            .and_then(|bytes| super::format::decode_frame(bytes).ok())
+            .map(|(record, _)| record)
+            .ok_or_else(|| LogError::Io(format!("position {position} is not in the group")));
+    }
+    let index = shared.index.read().map_err(super::lock_poisoned)?;
+    super::read_index(&index, position, 1)?
+        .pop()
+        .ok_or_else(|| LogError::Io(format!("position {position} is not in the log")))
+}
+
 /// Checks one request against the log and the group so far. `Ok(Some(..))` is a full
-/// duplicate (the original positions); `Ok(None)` means append it.
-fn validate(known: &Known, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
+/// duplicate (the original positions, every event the same as the one its id names);
+/// `Ok(None)` means append it. `stored` reads the record at a position.
+fn validate(
+    known: &Known,
+    job: &Job,
+    stored: &dyn Fn(u64) -> Result<Record, LogError>,
+) -> Result<Option<Vec<u64>>, LogError> {
     let lookup = |id: &str| known.ids.get(id);
     let mut seen: super::Map<&str, ()> = super::Map::default();
     for event in &job.events {
@@ -548,7 +587,23 @@ fn validate(known: &Known, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
             .map(|e| (!e.id.is_empty()).then(|| lookup(&e.id)).flatten())
             .collect();
         if found.iter().all(Option::is_some) {
-            return Ok(Some(found.into_iter().flatten().collect()));
+            let positions: Vec<u64> = found.into_iter().flatten().collect();
+            // A retry must be the same events: an id names one event, and a client
+            // reusing one for other content must hear so rather than get a silent
+            // "deduplicated" for an event that was never written.
+            for (event, &position) in job.events.iter().zip(&positions) {
+                let record = stored(position)?;
+                let same = record.event_type == event.event_type
+                    && record.stream == event.stream
+                    && record.payload == event.payload;
+                if !same {
+                    return Err(LogError::IdConflict {
+                        id: event.id.clone(),
+                        position,
+                    });
+                }
+            }
+            return Ok(Some(positions));
         }
         if let Some((event, position)) = job
             .events
@@ -581,17 +636,23 @@ fn validate(known: &Known, job: &Job) -> Result<Option<Vec<u64>>, LogError> {
 }
 
 /// Syncs the active segment (so a sealed segment is complete on disk before anything
-/// is written to the next one), then creates the next segment (synced, with its directory
-/// entry) and a read handle.
-fn roll(config: &LogConfig, sealing: &File, first: u64) -> std::io::Result<(File, File)> {
+/// is written to the next one), then creates the next segment (with its header,
+/// synced, with its directory entry) and a read handle.
+fn roll(
+    config: &LogConfig,
+    sealing: &File,
+    first: u64,
+    identity: u128,
+) -> std::io::Result<(File, File)> {
     sealing.sync_data()?;
     let path = config.dir.join(segment_name(first));
-    let file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)?;
-    file.sync_all()?;
-    File::open(&config.dir)?.sync_all()?;
+    if path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("segment {} already exists", path.display()),
+        ));
+    }
+    let file = super::create_segment(&config.dir, identity, first)?;
     let read = File::open(&path)?;
     Ok((file, read))
 }

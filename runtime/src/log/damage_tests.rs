@@ -1,0 +1,498 @@
+//! Damage tests: what the log does with flipped, zeroed and truncated bytes in its
+//! segments and idx files, a newer format, a segment of another log, an id reused for
+//! other content, and what `repair` reports and does.
+//!
+//! The corruption matrix ([`the_corruption_matrix_never_serves_a_hole_or_less_silently`])
+//! damages every file of a log at many offsets, three ways each, and checks the one
+//! property that matters: the log refuses to open with a clear error, or it serves
+//! exactly the acknowledged records (every read either returns the acknowledged record
+//! or fails as corrupt, and damage the reads meet is found by the scrub), and it serves
+//! fewer only when the damage lies in the last group of the active segment, which is
+//! what a torn write looks like, and then says so (`truncated_bytes`).
+
+use super::format::{FRAME_HEADER, SEGMENT_HEADER};
+use super::*;
+
+fn event(stream: &str, id: &str, n: u32) -> NewEvent {
+    NewEvent {
+        event_type: "Deposited".to_owned(),
+        payload: format!(
+            "{{\"n\":{n},\"pad\":\"{}\"}}",
+            "p".repeat((n % 13) as usize)
+        )
+        .into_bytes(),
+        stream: stream.to_owned(),
+        id: id.to_owned(),
+    }
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("datamesh-logdmg-{name}-"))
+        .tempdir()
+        .expect("temp dir")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn config(dir: &Path, segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        dir: dir.to_owned(),
+        segment_bytes,
+    }
+}
+
+/// Appends `groups` requests of 1-3 events; returns every acknowledged record's
+/// (position, payload) and the byte offset in the last segment where the last group
+/// starts.
+fn build(dir: &Path, segment_bytes: u64, groups: u32) -> Vec<Record> {
+    let rt = runtime();
+    let (log, _) = Log::open(config(dir, segment_bytes)).expect("open");
+    for n in 0..groups {
+        let batch: Vec<NewEvent> = (0..=n % 3)
+            .map(|k| {
+                event(
+                    &format!("s-{}", (n + k) % 5),
+                    &format!("id-{n}-{k}"),
+                    n * 10 + k,
+                )
+            })
+            .collect();
+        rt.block_on(log.append(batch, vec![])).expect("append");
+    }
+    let records = log.read(0, 100_000).expect("read");
+    log.close();
+    records
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn copy_log(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("dir") {
+        let path = entry.expect("entry").path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, to.join(name)).expect("copy");
+        }
+    }
+}
+
+/// Byte offset of the frame of `position` in its segment (scanning the file).
+fn frame_offset(path: &Path, first: u64, position: u64) -> u64 {
+    let file = File::open(path).expect("open");
+    let scan = index::scan(first, &file).expect("scan");
+    scan.segment.offsets[(position - first) as usize]
+}
+
+#[test]
+fn damage_inside_the_active_segment_followed_by_intact_groups_refuses_to_open() {
+    let guard = temp_dir("active");
+    let dir = guard.path();
+    let acked = build(dir, 1 << 20, 120);
+    let path = dir.join(segment_name(0));
+    // Flip one payload byte of a record in the middle: over a hundred acknowledged
+    // records (many groups) follow it.
+    let victim = acked.len() as u64 / 2;
+    let at = frame_offset(&path, 0, victim) + FRAME_HEADER as u64 + 30;
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[at as usize] ^= 0x10;
+    std::fs::write(&path, &bytes).expect("write");
+    match Log::open(config(dir, 1 << 20)) {
+        Err(e @ LogError::Damaged { .. }) => {
+            let LogError::Damaged {
+                position, intact, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*position, victim);
+            assert_eq!(*intact, acked.len() as u64 - victim - 1);
+            let message = e.to_string();
+            assert!(message.contains("datamesh repair"), "{message}");
+            assert!(message.contains("not a torn write"), "{message}");
+        }
+        Err(e) => panic!("expected Damaged, got {e}"),
+        Ok((log, recovery)) => panic!(
+            "opened with head {} ({recovery:?}): acknowledged events were cut",
+            log.head()
+        ),
+    }
+    // Refusing changed nothing.
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+
+    // Repair: a dry run reports, and changes nothing.
+    let report = repair::inspect(dir).expect("inspect");
+    assert_eq!(report.kept, victim);
+    assert_eq!(report.damage.as_ref().map(|d| d.position), Some(victim));
+    assert_eq!(
+        report.salvaged,
+        (victim + 1..acked.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(report.unreadable(), 1);
+    assert!(report.to_string().contains("--apply"), "{report}");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    // Applied: the log is the verified prefix, the rest is saved.
+    let report = repair::apply(dir).expect("apply");
+    let saved = report.saved_to.clone().expect("saved");
+    let lines = std::fs::read_to_string(saved.join("dropped.jsonl")).expect("jsonl");
+    assert_eq!(lines.lines().count(), acked.len() - victim as usize - 1);
+    let first_line: serde_json::Value =
+        serde_json::from_str(lines.lines().next().expect("a line")).expect("json");
+    let expected = &acked[victim as usize + 1];
+    assert_eq!(first_line["type"], "Deposited");
+    assert_eq!(first_line["id"], expected.id.as_str());
+    assert_eq!(first_line["stream"], expected.stream.as_str());
+    assert_eq!(
+        first_line["data"],
+        serde_json::from_slice::<serde_json::Value>(&expected.payload).expect("payload")
+    );
+    let (log, recovery) = Log::open(config(dir, 1 << 20)).expect("open after repair");
+    assert_eq!((log.head(), recovery.truncated_bytes), (victim, 0));
+    assert_eq!(
+        log.read(0, 100_000).expect("read"),
+        acked[..victim as usize]
+    );
+    log.close();
+    let _ = std::fs::remove_dir_all(saved);
+}
+
+#[test]
+fn a_torn_last_group_is_cut_even_with_intact_frames_inside_it() {
+    let guard = temp_dir("torn-group");
+    let dir = guard.path();
+    // 9 requests: the last (request 8) is one group of 3 events.
+    let acked = build(dir, 1 << 20, 9);
+    let path = dir.join(segment_name(0));
+    // The last request was one group of several events: zero part of its first
+    // frame (its later frames stay intact), as a crash before the sync could leave
+    // it. No intact frame after the damage starts a group, so nothing proves that any
+    // of it was acknowledged.
+    let last_group = acked.len() as u64 - 3;
+    let at = last_group_start(&acked, 9, &path, 0) as usize;
+    let mut bytes = std::fs::read(&path).expect("read");
+    for b in &mut bytes[at + 4..at + 20] {
+        *b = 0;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let (log, recovery) = Log::open(config(dir, 1 << 20)).expect("a torn tail opens");
+    assert_eq!(log.head(), last_group);
+    assert!(recovery.truncated_bytes > 0);
+    log.close();
+}
+
+#[test]
+fn the_scrub_finds_damage_behind_a_valid_idx_and_reads_never_return_it() {
+    let guard = temp_dir("scrub");
+    let dir = guard.path();
+    let acked = build(dir, 4096, 200);
+    let segs = segments(dir);
+    assert!(segs.len() > 3);
+    // Flip a byte in the second record of the first sealed segment: the idx spot
+    // checks read the first and the last and a few evenly spaced ones.
+    let at = frame_offset(&segs[0], 0, 1) + FRAME_HEADER as u64 + 30;
+    let mut bytes = std::fs::read(&segs[0]).expect("read");
+    bytes[at as usize] ^= 0x01;
+    std::fs::write(&segs[0], &bytes).expect("write");
+    let (log, recovery) = Log::open(config(dir, 4096)).expect("opens from the idx");
+    assert!(recovery.indexed_segments > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !log.scrubbed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(log.scrubbed(), "the scrub did not finish in 30 s");
+    let damage = log.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert!(
+        matches!(&damage[0], LogError::Corrupt { segment, .. } if segment == &segment_name(0)),
+        "{damage:?}"
+    );
+    assert!(matches!(log.read(1, 1), Err(LogError::Corrupt { .. })));
+    assert_eq!(log.read(2, 100_000).expect("after"), acked[2..]);
+    log.close();
+}
+
+#[test]
+fn a_newer_format_and_a_segment_of_another_log_are_refused() {
+    let guard = temp_dir("format");
+    let dir = guard.path();
+    build(dir, 4096, 60);
+    let segs = segments(dir);
+    // A newer format version (header checksum right).
+    let mut bytes = std::fs::read(&segs[0]).expect("read");
+    let original = bytes.clone();
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..40]);
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&segs[0], &bytes).expect("write");
+    let message = Log::open(config(dir, 4096)).expect_err("newer").to_string();
+    assert!(message.contains("newer than this build"), "{message}");
+    std::fs::write(&segs[0], &original).expect("restore");
+    // A segment of another log in the same directory.
+    let other_guard = temp_dir("other");
+    build(other_guard.path(), 4096, 60);
+    let last = segs.last().expect("segment");
+    let name = last.file_name().expect("name");
+    let theirs = std::fs::read(other_guard.path().join(name));
+    if let Ok(theirs) = theirs {
+        std::fs::write(last, theirs).expect("swap");
+        let message = Log::open(config(dir, 4096)).expect_err("mixed").to_string();
+        assert!(message.contains("another log"), "{message}");
+    }
+    // A file that is no segment at all.
+    std::fs::write(
+        &segs[0],
+        b"hello, this is not a log segment at all, no header here..",
+    )
+    .expect("write");
+    let message = Log::open(config(dir, 4096)).expect_err("junk").to_string();
+    assert!(message.contains("not a DataMesh log segment"), "{message}");
+}
+
+#[test]
+fn the_identity_is_kept_across_restarts_and_differs_between_logs() {
+    let a = temp_dir("id-a");
+    let b = temp_dir("id-b");
+    let (log_a, recovery) = Log::open(config(a.path(), 4096)).expect("open");
+    assert!(recovery.created);
+    let id_a = log_a.identity();
+    log_a.close();
+    let (log_a, recovery) = Log::open(config(a.path(), 4096)).expect("reopen");
+    assert!(!recovery.created);
+    assert_eq!(log_a.identity(), id_a);
+    log_a.close();
+    let (log_b, _) = Log::open(config(b.path(), 4096)).expect("open");
+    assert_ne!(log_b.identity(), id_a);
+    log_b.close();
+}
+
+#[test]
+fn an_id_reused_for_other_content_is_refused_and_an_exact_retry_deduplicates() {
+    let guard = temp_dir("idconflict");
+    let dir = guard.path();
+    let rt = runtime();
+    for restart in [false, true] {
+        let (log, _) = Log::open(config(dir, 1 << 20)).expect("open");
+        if !restart {
+            rt.block_on(log.append(vec![event("s", "order-1", 1)], vec![]))
+                .expect("append");
+        }
+        let retry = rt
+            .block_on(log.append(vec![event("s", "order-1", 1)], vec![]))
+            .expect("retry");
+        assert!(retry.deduplicated);
+        assert_eq!(retry.positions, vec![0]);
+        for other in [
+            event("s", "order-1", 2),
+            event("t", "order-1", 1),
+            NewEvent {
+                event_type: "Withdrawn".into(),
+                ..event("s", "order-1", 1)
+            },
+        ] {
+            let refused = rt.block_on(log.append(vec![other], vec![]));
+            assert!(
+                matches!(&refused, Err(LogError::IdConflict { id, position: 0 }) if id == "order-1"),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(log.head(), 1);
+        log.close();
+    }
+}
+
+#[test]
+fn the_log_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let guard = temp_dir("perms");
+    let dir = guard.path().join("nested").join("log");
+    build(&dir, 4096, 60);
+    for path in [dir.clone(), guard.path().join("nested")] {
+        let mode = std::fs::metadata(&path).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", path.display());
+    }
+    // The idx files are written in the background: wait for one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && !std::fs::read_dir(&dir)
+            .expect("dir")
+            .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "idx")))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for entry in std::fs::read_dir(&dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+    }
+}
+
+/// How a byte range is damaged.
+#[derive(Debug, Clone, Copy)]
+enum Harm {
+    Flip,
+    Zero,
+    Truncate,
+}
+
+/// The byte offset in the active segment where the last request of [`build`] with
+/// `requests` requests starts (each request is a group of its own: they are appended
+/// one at a time, request n carrying n % 3 + 1 events).
+fn last_group_start(records: &[Record], requests: u32, path: &Path, first: u64) -> u64 {
+    let last_len = u64::from((requests - 1) % 3 + 1);
+    frame_offset(path, first, records.len() as u64 - last_len)
+}
+
+#[test]
+fn the_corruption_matrix_never_serves_a_hole_or_less_silently() {
+    let guard = temp_dir("matrix");
+    let pristine = guard.path().join("pristine");
+    std::fs::create_dir_all(&pristine).expect("dir");
+    let acked = build(&pristine, 2048, 90);
+    let segs = segments(&pristine);
+    assert!(segs.len() >= 4, "{segs:?}");
+    // The idx files are written in the background after each roll: reopen once so
+    // every sealed segment has one.
+    let (log, _) = Log::open(config(&pristine, 2048)).expect("open");
+    log.close();
+    let active = segs.last().expect("active").clone();
+    let active_first: u64 = active
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("first");
+    let torn_from = last_group_start(&acked, 90, &active, active_first);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&pristine)
+        .expect("dir")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    files.sort();
+    let rt = runtime();
+    let (mut cases, mut refused, mut served_all, mut cut_torn) = (0, 0, 0, 0);
+    for file in &files {
+        let len = std::fs::metadata(file).expect("len").len();
+        let offsets: Vec<u64> = (0..len)
+            .step_by(((len / 24).max(1)) as usize)
+            .chain([0, 1, SEGMENT_HEADER as u64, len.saturating_sub(1)])
+            .filter(|o| *o < len)
+            .collect();
+        for &offset in &offsets {
+            for harm in [Harm::Flip, Harm::Zero, Harm::Truncate] {
+                cases += 1;
+                let case_dir = guard.path().join("case");
+                let _ = std::fs::remove_dir_all(&case_dir);
+                std::fs::create_dir_all(&case_dir).expect("dir");
+                copy_log(&pristine, &case_dir);
+                let target = case_dir.join(file.file_name().expect("name"));
+                let mut bytes = std::fs::read(&target).expect("read");
+                match harm {
+                    Harm::Flip => bytes[offset as usize] ^= 0x5A,
+                    Harm::Zero => {
+                        let end = (offset as usize + 64).min(bytes.len());
+                        bytes[offset as usize..end].fill(0);
+                    }
+                    Harm::Truncate => bytes.truncate(offset as usize),
+                }
+                std::fs::write(&target, &bytes).expect("write");
+                let what = format!("{harm:?} at {offset} of {}", file.display());
+                let is_active = file == &active;
+                match Log::open(config(&case_dir, 2048)) {
+                    Err(e) => {
+                        refused += 1;
+                        assert!(
+                            matches!(
+                                e,
+                                LogError::Damaged { .. }
+                                    | LogError::Corrupt { .. }
+                                    | LogError::Header { .. }
+                            ),
+                            "{what}: unexpected error {e}"
+                        );
+                    }
+                    Ok((log, recovery)) => {
+                        let head = log.head();
+                        if head < acked.len() as u64 {
+                            // Only a torn-looking last group may be cut, and it says so.
+                            assert!(
+                                is_active,
+                                "{what}: served {head} of {} records",
+                                acked.len()
+                            );
+                            // A truncated active segment is indistinguishable from a
+                            // log that was never longer (see the Guarantees page);
+                            // flipped or zeroed bytes are cut only in the last group.
+                            // (A damaged range that reaches into the last group's
+                            // first frame looks like a torn write: nothing intact
+                            // after it starts a group.)
+                            let end = match harm {
+                                Harm::Flip => offset + 1,
+                                Harm::Zero => offset + 64,
+                                Harm::Truncate => u64::MAX,
+                            };
+                            if !matches!(harm, Harm::Truncate) {
+                                assert!(
+                                    recovery.truncated_bytes > 0 && end > torn_from,
+                                    "{what}: cut at {head} ({recovery:?}), but the damage is before the last group (which starts at byte {torn_from})"
+                                );
+                            }
+                            cut_torn += 1;
+                        } else {
+                            served_all += 1;
+                        }
+                        assert_eq!(
+                            head.min(acked.len() as u64),
+                            head,
+                            "{what}: more than was acked"
+                        );
+                        // Every record reads back as acknowledged, or fails as corrupt.
+                        let mut failed = false;
+                        for position in 0..head {
+                            match log.read(position, 1) {
+                                Ok(records) => assert_eq!(
+                                    records.first(),
+                                    acked.get(position as usize),
+                                    "{what}: position {position}"
+                                ),
+                                Err(LogError::Corrupt { .. }) => failed = true,
+                                Err(e) => panic!("{what}: read {position}: {e}"),
+                            }
+                        }
+                        if failed {
+                            let deadline =
+                                std::time::Instant::now() + std::time::Duration::from_secs(30);
+                            while !log.scrubbed() && std::time::Instant::now() < deadline {
+                                std::thread::sleep(std::time::Duration::from_millis(2));
+                            }
+                            assert!(
+                                !log.damage().is_empty(),
+                                "{what}: a read failed, the scrub found nothing"
+                            );
+                        }
+                        // The log still appends after the open.
+                        let appended = rt
+                            .block_on(log.append(vec![event("x", "", 1)], vec![]))
+                            .expect("append after recovery");
+                        assert_eq!(appended.positions, vec![head]);
+                        log.close();
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "corruption matrix: {cases} cases over {} files: {refused} refused, {served_all} served everything, {cut_torn} cut a torn last group",
+        files.len()
+    );
+    assert!(refused > 0 && served_all > 0 && cut_torn > 0);
+}
