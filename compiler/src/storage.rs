@@ -10,11 +10,46 @@
 //! Documents use a compact self-describing binary form of [`Value`]s.
 //!
 //! Invariant: `decode(encode(x)) == x` for every value; decoding untrusted bytes
-//! returns `None` instead of panicking.
+//! returns `None` instead of panicking, never allocates more than the bytes can hold
+//! (every length is checked against what remains), and accepts only the canonical
+//! encoding: what it returns encodes back to exactly the bytes it read (minimal
+//! lengths, sets and maps in strictly increasing order, finite floats, bools 0 or 1,
+//! collections nested at most [`MAX_DEPTH`] deep). `compiler/tests/fuzz_storage.rs`
+//! checks this on mutated encodings.
+//!
+//! A document may encode to at most [`MAX_DOC_BYTES`]; the node checks it when it
+//! writes a changed document ([`encode_doc_within`]), and a document over it faults its
+//! projection (code R0007) instead of being written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use datamesh_stdlib::Value;
+
+/// The most bytes one document may encode to: 3 MiB.
+///
+/// A read sends a document back as JSON in one gRPC message, and the node's message
+/// limit is its request limit (16 MiB by default) plus 4 MiB. JSON takes at most about
+/// six times the stored bytes (a string of control characters, each escaped as
+/// `\u00XX`; numbers and timestamps take two to four times), so a 3 MiB document is at
+/// most about 18 MiB of JSON and always fits a default message, with room for the key
+/// and the framing.
+pub const MAX_DOC_BYTES: usize = 3 << 20;
+
+/// How deeply collections may nest in a stored value. The language's collections hold
+/// scalars (depth 1); the bound only keeps a corrupt document from recursing deeply.
+pub const MAX_DEPTH: usize = 8;
+
+/// A document that encodes to more than the limit it was given (the node's is
+/// [`MAX_DOC_BYTES`]): it is not written, and its projection faults with
+/// [`crate::interp::LIMIT_CODE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "limit exceeded: the document encodes to more than {limit} bytes, the most a document may take"
+)]
+pub struct DocTooLarge {
+    /// The limit it went past.
+    pub limit: usize,
+}
 
 const BOOL: u8 = 1;
 const INT: u8 = 2;
@@ -139,10 +174,14 @@ pub fn single_document_key() -> &'static [u8] {
     &[SINGLE_DOCUMENT]
 }
 
-/// Decodes an encoded key back into its components.
+/// Decodes an encoded key back into its components (`None` for anything
+/// [`encode_key`] cannot have produced, the empty key included).
 pub fn decode_key(mut bytes: &[u8]) -> Option<Vec<Value>> {
     if bytes == [SINGLE_DOCUMENT] {
         return Some(Vec::new());
+    }
+    if bytes.is_empty() {
+        return None;
     }
     let mut parts = Vec::new();
     while let Some((&tag, rest)) = bytes.split_first() {
@@ -150,7 +189,11 @@ pub fn decode_key(mut bytes: &[u8]) -> Option<Vec<Value>> {
         match tag {
             BOOL => {
                 let (&b, rest) = bytes.split_first()?;
-                parts.push(Value::Bool(b != 0));
+                parts.push(Value::Bool(match b {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                }));
                 bytes = rest;
             }
             INT | TIMESTAMP | DURATION => {
@@ -211,13 +254,48 @@ pub fn encode_doc(fields: &[Value]) -> Vec<u8> {
     out
 }
 
+/// Appends the encoding of a document to `out`, unless it would take more than `max`
+/// bytes: encoding stops as soon as it would pass `max` (before a string is copied,
+/// after each collection element), so a document far over the limit costs no more
+/// than the limit to find out.
+///
+/// # Errors
+/// [`DocTooLarge`] when the encoding is longer than `max`; `out` then holds a partial
+/// encoding, to be discarded.
+pub fn encode_doc_within(
+    fields: &[Value],
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DocTooLarge> {
+    encode_fields_within(fields.len(), fields.iter(), max, out)
+}
+
+/// [`encode_doc_within`] over `n` fields given one by one (borrowed or built).
+///
+/// # Errors
+/// [`DocTooLarge`] as [`encode_doc_within`].
+pub fn encode_fields_within<V: std::borrow::Borrow<Value>>(
+    n: usize,
+    fields: impl Iterator<Item = V>,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DocTooLarge> {
+    let end = out.len().saturating_add(max);
+    let too_large = |Over| DocTooLarge { limit: max };
+    write_len(n, out);
+    for v in fields {
+        encode_value_within(v.borrow(), end, out).map_err(too_large)?;
+    }
+    within(end, out).map_err(too_large)
+}
+
 /// Decodes a document.
 pub fn decode_doc(bytes: &[u8]) -> Option<Vec<Value>> {
     let mut r = Reader { bytes, at: 0 };
-    let n = r.len()?;
+    let n = r.count()?;
     let mut out = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
-        out.push(r.value()?);
+        out.push(r.value(0)?);
     }
     (r.at == bytes.len()).then_some(out)
 }
@@ -238,6 +316,21 @@ pub fn write_len(n: usize, out: &mut Vec<u8>) {
 
 /// Appends one value in the document encoding.
 pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
+    // Without a limit, encoding cannot fail.
+    let _ = encode_value_within(v, usize::MAX, out);
+}
+
+/// An encoding went past its end.
+struct Over;
+
+fn within(end: usize, out: &[u8]) -> Result<(), Over> {
+    if out.len() > end { Err(Over) } else { Ok(()) }
+}
+
+/// Appends one value, unless `out` would grow past `end` bytes (checked before each
+/// string is copied and after each collection element).
+fn encode_value_within(v: &Value, end: usize, out: &mut Vec<u8>) -> Result<(), Over> {
+    let check = |out: &Vec<u8>| within(end, out);
     match v {
         Value::None => out.push(V_NONE),
         Value::Bool(false) => out.push(V_FALSE),
@@ -251,6 +344,9 @@ pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(&f.to_le_bytes());
         }
         Value::Str(s) => {
+            if out.len().saturating_add(s.len()) > end {
+                return Err(Over);
+            }
             out.push(V_STR);
             write_len(s.len(), out);
             out.extend_from_slice(s.as_bytes());
@@ -266,22 +362,30 @@ pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
         Value::List(items) => {
             out.push(V_LIST);
             write_len(items.len(), out);
-            items.iter().for_each(|i| encode_value(i, out));
+            for item in items {
+                encode_value_within(item, end, out)?;
+                check(out)?;
+            }
         }
         Value::Set(items) => {
             out.push(V_SET);
             write_len(items.len(), out);
-            items.iter().for_each(|i| encode_value(i, out));
+            for item in items {
+                encode_value_within(item, end, out)?;
+                check(out)?;
+            }
         }
         Value::Map(entries) => {
             out.push(V_MAP);
             write_len(entries.len(), out);
             for (k, v) in entries {
-                encode_value(k, out);
-                encode_value(v, out);
+                encode_value_within(k, end, out)?;
+                encode_value_within(v, end, out)?;
+                check(out)?;
             }
         }
     }
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -300,57 +404,89 @@ impl Reader<'_> {
         self.take(1).map(|b| b[0])
     }
 
+    /// A length in its minimal LEB128 form.
     fn len(&mut self) -> Option<usize> {
         let mut n: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
-            n |= u64::from(b & 0x7F) << shift;
+            let bits = u64::from(b & 0x7F);
+            // The tenth byte holds the top bit of a u64 and nothing more.
+            if shift == 63 && bits > 1 {
+                return None;
+            }
+            n |= bits << shift;
             if b & 0x80 == 0 {
+                // A last byte of 0 after others is not minimal (`write_len` never
+                // writes it).
+                if b == 0 && shift > 0 {
+                    return None;
+                }
                 return usize::try_from(n).ok();
             }
         }
         None
     }
 
+    /// A count of items that follow, each at least one byte: never more than the bytes
+    /// left, so a corrupt count cannot make a collection reserve or loop far.
+    fn count(&mut self) -> Option<usize> {
+        let n = self.len()?;
+        (n <= self.bytes.len().saturating_sub(self.at)).then_some(n)
+    }
+
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    fn value(&mut self) -> Option<Value> {
+    /// One value, inside `depth` collections.
+    fn value(&mut self, depth: usize) -> Option<Value> {
         Some(match self.byte()? {
             V_NONE => Value::None,
             V_FALSE => Value::Bool(false),
             V_TRUE => Value::Bool(true),
             V_INT => Value::Int(self.i64()?),
-            V_FLOAT => Value::Float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            V_FLOAT => {
+                // No value holds a non-finite float: such bytes are not a document.
+                let f = f64::from_le_bytes(self.take(8)?.try_into().ok()?);
+                Value::Float(f.is_finite().then_some(f)?)
+            }
             V_STR => {
-                let n = self.len()?;
+                let n = self.count()?;
                 Value::str(std::str::from_utf8(self.take(n)?).ok()?)
             }
             V_TIMESTAMP => Value::Timestamp(self.i64()?),
             V_DURATION => Value::Duration(self.i64()?),
+            V_LIST | V_SET | V_MAP if depth >= MAX_DEPTH => return None,
             V_LIST => {
-                let n = self.len()?;
+                let n = self.count()?;
                 let mut items = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
-                    items.push(self.value()?);
+                    items.push(self.value(depth + 1)?);
                 }
                 Value::List(items)
             }
             V_SET => {
-                let n = self.len()?;
+                let n = self.count()?;
                 let mut items = BTreeSet::new();
                 for _ in 0..n {
-                    items.insert(self.value()?);
+                    let item = self.value(depth + 1)?;
+                    // Stored sets are in increasing order, without repeats.
+                    if items.last().is_some_and(|last| *last >= item) {
+                        return None;
+                    }
+                    items.insert(item);
                 }
                 Value::Set(items)
             }
             V_MAP => {
-                let n = self.len()?;
+                let n = self.count()?;
                 let mut entries = BTreeMap::new();
                 for _ in 0..n {
-                    let k = self.value()?;
-                    entries.insert(k, self.value()?);
+                    let k = self.value(depth + 1)?;
+                    if entries.last_key_value().is_some_and(|(last, _)| *last >= k) {
+                        return None;
+                    }
+                    entries.insert(k, self.value(depth + 1)?);
                 }
                 Value::Map(entries)
             }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits::check_room;
 use crate::string::count_to_i64;
 use crate::{Result, Trap, Value};
 
@@ -54,19 +55,34 @@ pub fn contains(coll: &Value, item: &Value) -> bool {
 
 /// Appends a value to the end of a list.
 ///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the list already holds
+/// [`MAX_COLLECTION_LEN`](crate::limits::MAX_COLLECTION_LEN) elements (the list is
+/// unchanged).
+///
 /// # Examples
 ///
 /// ```
 /// use datamesh_stdlib::{collections::push, Value};
 /// let mut list = vec![Value::Int(1)];
-/// push(&mut list, Value::Int(2));
+/// assert!(push(&mut list, Value::Int(2)).is_ok());
 /// assert_eq!(list, vec![Value::Int(1), Value::Int(2)]);
 /// ```
-pub fn push(list: &mut Vec<Value>, v: Value) {
+pub fn push(list: &mut Vec<Value>, v: Value) -> Result<()> {
+    check_room("list", list.len())?;
     list.push(v);
+    Ok(())
 }
 
 /// Adds a value to a set; adding a value that is already present changes nothing.
+/// Returns whether the value was added.
+///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the value is new and the set already holds
+/// [`MAX_COLLECTION_LEN`](crate::limits::MAX_COLLECTION_LEN) elements (the set is
+/// unchanged).
 ///
 /// # Examples
 ///
@@ -74,12 +90,41 @@ pub fn push(list: &mut Vec<Value>, v: Value) {
 /// use std::collections::BTreeSet;
 /// use datamesh_stdlib::{collections::insert, Value};
 /// let mut set = BTreeSet::new();
-/// insert(&mut set, Value::str("a"));
-/// insert(&mut set, Value::str("a"));
+/// assert_eq!(insert(&mut set, Value::str("a")), Ok(true));
+/// assert_eq!(insert(&mut set, Value::str("a")), Ok(false));
 /// assert_eq!(set.len(), 1);
 /// ```
-pub fn insert(set: &mut BTreeSet<Value>, v: Value) {
-    set.insert(v);
+pub fn insert(set: &mut BTreeSet<Value>, v: Value) -> Result<bool> {
+    if set.contains(&v) {
+        return Ok(false);
+    }
+    check_room("set", set.len())?;
+    Ok(set.insert(v))
+}
+
+/// Sets a map entry, returning the value it replaced (`None`: the key is new).
+///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the key is new and the map already holds
+/// [`MAX_COLLECTION_LEN`](crate::limits::MAX_COLLECTION_LEN) entries (the map is
+/// unchanged).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use datamesh_stdlib::{collections::set_entry, Value};
+/// let mut map = BTreeMap::new();
+/// assert_eq!(set_entry(&mut map, Value::str("k"), Value::Int(1)), Ok(None));
+/// assert_eq!(set_entry(&mut map, Value::str("k"), Value::Int(2)), Ok(Some(Value::Int(1))));
+/// ```
+pub fn set_entry(map: &mut BTreeMap<Value, Value>, k: Value, v: Value) -> Result<Option<Value>> {
+    if let Some(slot) = map.get_mut(&k) {
+        return Ok(Some(std::mem::replace(slot, v)));
+    }
+    check_room("map", map.len())?;
+    Ok(map.insert(k, v))
 }
 
 /// Removes `item` from a collection: the element of a set, the key (and its value) of a
@@ -305,14 +350,46 @@ mod tests {
     #[test]
     fn push_and_insert() {
         let mut list = Vec::new();
-        push(&mut list, Value::Int(1));
-        push(&mut list, Value::Int(1));
+        assert_eq!(push(&mut list, Value::Int(1)), Ok(()));
+        assert_eq!(push(&mut list, Value::Int(1)), Ok(()));
         assert_eq!(list, ints(&[1, 1]));
         let mut set = BTreeSet::new();
-        insert(&mut set, Value::Int(2));
-        insert(&mut set, Value::Int(1));
-        insert(&mut set, Value::Int(2));
+        assert_eq!(insert(&mut set, Value::Int(2)), Ok(true));
+        assert_eq!(insert(&mut set, Value::Int(1)), Ok(true));
+        assert_eq!(insert(&mut set, Value::Int(2)), Ok(false));
         assert_eq!(set.into_iter().collect::<Vec<_>>(), ints(&[1, 2]));
+    }
+
+    #[test]
+    fn full_collections_refuse_new_elements_but_not_existing_ones() {
+        use crate::limits::MAX_COLLECTION_LEN;
+        fn full<T>(kind: &str) -> Result<T> {
+            Err(Trap::LimitExceeded(format!(
+                "a {kind} cannot hold more than {MAX_COLLECTION_LEN} elements"
+            )))
+        }
+        let mut list = vec![Value::None; MAX_COLLECTION_LEN - 1];
+        assert_eq!(push(&mut list, Value::Int(1)), Ok(()));
+        assert_eq!(push(&mut list, Value::Int(2)), full("list"));
+        assert_eq!(list.len(), MAX_COLLECTION_LEN);
+
+        let mut set: BTreeSet<Value> = (0..MAX_COLLECTION_LEN as i64).map(Value::Int).collect();
+        assert_eq!(insert(&mut set, Value::Int(0)), Ok(false));
+        assert_eq!(insert(&mut set, Value::Int(-1)), full("set"));
+        assert_eq!(set.len(), MAX_COLLECTION_LEN);
+
+        let mut map: BTreeMap<Value, Value> = (0..MAX_COLLECTION_LEN as i64)
+            .map(|i| (Value::Int(i), Value::None))
+            .collect();
+        assert_eq!(
+            set_entry(&mut map, Value::Int(5), Value::Int(5)),
+            Ok(Some(Value::None))
+        );
+        assert_eq!(
+            set_entry(&mut map, Value::Int(-1), Value::Int(5)),
+            full("map")
+        );
+        assert_eq!(map.len(), MAX_COLLECTION_LEN);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! number parsing accepts exactly one documented syntax and never yields a non-finite
 //! float.
 
+use crate::limits::{MAX_STRING_BYTES, check_string};
 use crate::{Result, Trap, Value};
 
 /// Converts every character to lower case using the Unicode case mapping.
@@ -13,26 +14,48 @@ use crate::{Result, Trap, Value};
 /// Case mapping may change the length of the string (some characters lower-case to
 /// several), which is why this returns a new `String` rather than mapping in place.
 ///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the result would be longer than
+/// [`MAX_STRING_BYTES`](crate::limits::MAX_STRING_BYTES) (checked before it is built).
+///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(datamesh_stdlib::string::lower("ÄB"), "äb");
+/// assert_eq!(datamesh_stdlib::string::lower("ÄB"), Ok("äb".to_string()));
 /// ```
-pub fn lower(s: &str) -> String {
-    s.to_lowercase()
+pub fn lower(s: &str) -> Result<String> {
+    check_mapped_len(s, |c| c.to_lowercase().map(char::len_utf8).sum())?;
+    Ok(s.to_lowercase())
+}
+
+/// Checks that mapping every character of `s` to `mapped(c)` bytes stays within the
+/// string limit, without building anything. A mapping grows a character at most
+/// threefold, so strings under a third of the limit need no count.
+fn check_mapped_len(s: &str, mapped: impl Fn(char) -> usize) -> Result<()> {
+    if s.len() <= MAX_STRING_BYTES / 3 {
+        return Ok(());
+    }
+    check_string(s.chars().map(mapped).sum())
 }
 
 /// Converts every character to upper case using the Unicode case mapping.
 ///
 /// Like [`lower`], the result may be longer than the input: `"ß"` becomes `"SS"`.
 ///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the result would be longer than
+/// [`MAX_STRING_BYTES`](crate::limits::MAX_STRING_BYTES) (checked before it is built).
+///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(datamesh_stdlib::string::upper("straße"), "STRASSE");
+/// assert_eq!(datamesh_stdlib::string::upper("straße"), Ok("STRASSE".to_string()));
 /// ```
-pub fn upper(s: &str) -> String {
-    s.to_uppercase()
+pub fn upper(s: &str) -> Result<String> {
+    check_mapped_len(s, |c| c.to_uppercase().map(char::len_utf8).sum())?;
+    Ok(s.to_uppercase())
 }
 
 /// Removes Unicode whitespace (spaces, tabs, newlines, no-break spaces, ...) from both
@@ -96,14 +119,23 @@ pub fn ends_with(s: &str, suffix: &str) -> bool {
 
 /// Joins the parts, in order, into one string with nothing between them.
 ///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the result would be longer than
+/// [`MAX_STRING_BYTES`](crate::limits::MAX_STRING_BYTES): the lengths are added up
+/// before anything is allocated, so a string doubled on every event stops at the limit.
+///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(datamesh_stdlib::string::concat(&["a", "-", "b"]), "a-b");
-/// assert_eq!(datamesh_stdlib::string::concat(&[]), "");
+/// use datamesh_stdlib::string::concat;
+/// assert_eq!(concat(&["a", "-", "b"]), Ok("a-b".to_string()));
+/// assert_eq!(concat(&[]), Ok(String::new()));
 /// ```
-pub fn concat(parts: &[&str]) -> String {
-    parts.concat()
+pub fn concat(parts: &[&str]) -> Result<String> {
+    let total = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+    check_string(total)?;
+    Ok(parts.concat())
 }
 
 /// Returns the `count` characters of `s` that start at character position `start`
@@ -144,19 +176,30 @@ pub fn substring(s: &str, start: i64, count: i64) -> Result<String> {
 /// Replaces every non-overlapping occurrence of `from`, scanning left to right, with
 /// `to`. An empty `from` matches nowhere, so the string is returned unchanged.
 ///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when `to` is longer than `from` and the result would be
+/// longer than [`MAX_STRING_BYTES`](crate::limits::MAX_STRING_BYTES) (the matches are
+/// counted before anything is allocated).
+///
 /// # Examples
 ///
 /// ```
 /// use datamesh_stdlib::string::replace;
-/// assert_eq!(replace("a-b-c", "-", "+"), "a+b+c");
-/// assert_eq!(replace("aaa", "aa", "b"), "ba");
-/// assert_eq!(replace("abc", "", "x"), "abc");
+/// assert_eq!(replace("a-b-c", "-", "+"), Ok("a+b+c".to_string()));
+/// assert_eq!(replace("aaa", "aa", "b"), Ok("ba".to_string()));
+/// assert_eq!(replace("abc", "", "x"), Ok("abc".to_string()));
 /// ```
-pub fn replace(s: &str, from: &str, to: &str) -> String {
+pub fn replace(s: &str, from: &str, to: &str) -> Result<String> {
     if from.is_empty() {
-        return s.to_string();
+        return Ok(s.to_string());
     }
-    s.replace(from, to)
+    if to.len() > from.len() {
+        let matches = s.matches(from).count();
+        let grown = matches.saturating_mul(to.len() - from.len());
+        check_string(s.len().saturating_add(grown))?;
+    }
+    Ok(s.replace(from, to))
 }
 
 /// Splits `s` at every occurrence of `sep` and returns the pieces in order, keeping
@@ -166,7 +209,9 @@ pub fn replace(s: &str, from: &str, to: &str) -> String {
 ///
 /// # Errors
 ///
-/// [`Trap::OutOfRange`] when `sep` is empty, because there is no sensible place to cut.
+/// [`Trap::OutOfRange`] when `sep` is empty, because there is no sensible place to cut;
+/// [`Trap::LimitExceeded`] when there would be more pieces than
+/// [`MAX_COLLECTION_LEN`](crate::limits::MAX_COLLECTION_LEN) (counted first).
 ///
 /// # Examples
 ///
@@ -180,6 +225,10 @@ pub fn split(s: &str, sep: &str) -> Result<Vec<String>> {
         return Err(Trap::OutOfRange(
             "split separator must not be the empty string".to_string(),
         ));
+    }
+    // At most one piece per byte, and one more: only a string that long is counted.
+    if s.len() >= crate::limits::MAX_COLLECTION_LEN {
+        crate::limits::check_collection("list", s.matches(sep).count().saturating_add(1))?;
     }
     Ok(s.split(sep).map(str::to_string).collect())
 }
@@ -278,13 +327,38 @@ pub fn format_float(f: f64) -> String {
 /// ```
 pub fn to_string(v: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, v, false);
+    write_value(&mut out, v, false, usize::MAX);
     out
 }
 
+/// [`to_string`] as a program calls it: the text may be at most
+/// [`MAX_STRING_BYTES`](crate::limits::MAX_STRING_BYTES) long.
+///
+/// # Errors
+///
+/// [`Trap::LimitExceeded`] when the text would be longer. Writing stops as soon as it
+/// passes the limit (within one element), so converting a large collection never
+/// builds more than about the limit.
+///
+/// # Examples
+///
+/// ```
+/// use datamesh_stdlib::{string::to_string_limited, Value};
+/// assert_eq!(to_string_limited(&Value::Int(7)), Ok("7".to_string()));
+/// let big = Value::List(vec![Value::Int(1_000_000); 200_000]);
+/// assert!(to_string_limited(&big).is_err());
+/// ```
+pub fn to_string_limited(v: &Value) -> Result<String> {
+    let mut out = String::new();
+    write_value(&mut out, v, false, MAX_STRING_BYTES);
+    check_string(out.len())?;
+    Ok(out)
+}
+
 /// Appends the text of `v` to `out`; `nested` says whether `v` sits inside a
-/// collection, where strings are quoted.
-fn write_value(out: &mut String, v: &Value, nested: bool) {
+/// collection, where strings are quoted. Stops between elements once `out` is longer
+/// than `budget` bytes (the caller then refuses the result).
+fn write_value(out: &mut String, v: &Value, nested: bool, budget: usize) {
     match v {
         Value::None => out.push_str("none"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -294,31 +368,38 @@ fn write_value(out: &mut String, v: &Value, nested: bool) {
         Value::Str(s) => out.push_str(s),
         Value::Timestamp(us) => out.push_str(&crate::time::format_rfc3339(*us)),
         Value::Duration(us) => out.push_str(&crate::time::format_duration(*us)),
-        Value::List(items) => write_sequence(out, items.iter()),
-        Value::Set(items) => write_sequence(out, items.iter()),
+        Value::List(items) => write_sequence(out, items.iter(), budget),
+        Value::Set(items) => write_sequence(out, items.iter(), budget),
         Value::Map(entries) => {
             out.push('{');
             for (i, (k, v)) in entries.iter().enumerate() {
+                if out.len() > budget {
+                    return;
+                }
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_value(out, k, true);
+                write_value(out, k, true, budget);
                 out.push_str(": ");
-                write_value(out, v, true);
+                write_value(out, v, true, budget);
             }
             out.push('}');
         }
     }
 }
 
-/// Appends `[a, b, ...]` with each element rendered as a nested value.
-fn write_sequence<'a>(out: &mut String, items: impl Iterator<Item = &'a Value>) {
+/// Appends `[a, b, ...]` with each element rendered as a nested value (see
+/// [`write_value`] for `budget`).
+fn write_sequence<'a>(out: &mut String, items: impl Iterator<Item = &'a Value>, budget: usize) {
     out.push('[');
     for (i, item) in items.enumerate() {
+        if out.len() > budget {
+            return;
+        }
         if i > 0 {
             out.push_str(", ");
         }
-        write_value(out, item, true);
+        write_value(out, item, true, budget);
     }
     out.push(']');
 }
@@ -352,11 +433,12 @@ mod tests {
 
     #[test]
     fn case_mapping_is_unicode() {
-        assert_eq!(lower("ÄB"), "äb");
-        assert_eq!(upper("straße"), "STRASSE");
-        assert_eq!(lower("İ"), "i\u{307}");
-        assert_eq!(lower(""), "");
-        assert_eq!(upper("ǆ"), "Ǆ");
+        let ok = |s: &str| Ok(s.to_string());
+        assert_eq!(lower("ÄB"), ok("äb"));
+        assert_eq!(upper("straße"), ok("STRASSE"));
+        assert_eq!(lower("İ"), ok("i\u{307}"));
+        assert_eq!(lower(""), ok(""));
+        assert_eq!(upper("ǆ"), ok("Ǆ"));
     }
 
     #[test]
@@ -392,9 +474,9 @@ mod tests {
 
     #[test]
     fn concat_parts() {
-        assert_eq!(concat(&[]), "");
-        assert_eq!(concat(&["a"]), "a");
-        assert_eq!(concat(&["é", "", "😀"]), "é😀");
+        assert_eq!(concat(&[]), Ok(String::new()));
+        assert_eq!(concat(&["a"]), Ok("a".to_string()));
+        assert_eq!(concat(&["é", "", "😀"]), Ok("é😀".to_string()));
     }
 
     #[test]
@@ -436,12 +518,13 @@ mod tests {
 
     #[test]
     fn replace_all_occurrences() {
-        assert_eq!(replace("a.b.c", ".", "::"), "a::b::c");
-        assert_eq!(replace("abc", "", "x"), "abc");
-        assert_eq!(replace("", "", "x"), "");
-        assert_eq!(replace("aaaa", "aa", "a"), "aa");
-        assert_eq!(replace("abc", "z", "x"), "abc");
-        assert_eq!(replace("äöä", "ä", ""), "ö");
+        let ok = |s: &str| Ok(s.to_string());
+        assert_eq!(replace("a.b.c", ".", "::"), ok("a::b::c"));
+        assert_eq!(replace("abc", "", "x"), ok("abc"));
+        assert_eq!(replace("", "", "x"), ok(""));
+        assert_eq!(replace("aaaa", "aa", "a"), ok("aa"));
+        assert_eq!(replace("abc", "z", "x"), ok("abc"));
+        assert_eq!(replace("äöä", "ä", ""), ok("ö"));
     }
 
     #[test]
@@ -566,6 +649,60 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn strings_stop_at_the_limit_before_they_are_built() {
+        let half = "a".repeat(MAX_STRING_BYTES / 2);
+        // Exactly at the limit is allowed; one byte more is not.
+        assert_eq!(
+            concat(&[&half, &half]).map(|s| s.len()),
+            Ok(MAX_STRING_BYTES)
+        );
+        let over = concat(&[&half, &half, "b"]);
+        assert_eq!(
+            over,
+            Err(Trap::LimitExceeded(format!(
+                "a string of {} bytes is longer than the limit of {MAX_STRING_BYTES} bytes",
+                MAX_STRING_BYTES + 1
+            )))
+        );
+        // A sum of lengths that overflows usize saturates instead of wrapping.
+        let parts = vec![half.as_str(); 5];
+        assert!(matches!(concat(&parts), Err(Trap::LimitExceeded(_))));
+        // replace counts what it would add; shrinking replacements are never refused.
+        let x = "x".repeat(1024);
+        assert!(matches!(
+            replace(&half, "a", &x),
+            Err(Trap::LimitExceeded(_))
+        ));
+        assert_eq!(
+            replace(&half, "aa", "a").map(|s| s.len()),
+            Ok(half.len() / 2)
+        );
+        // Case mapping that would grow past the limit ("ΐ" upper-cases to three chars).
+        let greek = "ΐ".repeat(MAX_STRING_BYTES / 4);
+        assert!(matches!(upper(&greek), Err(Trap::LimitExceeded(_))));
+        assert!(lower(&greek).is_ok());
+        // split refuses more pieces than a list may hold, before building them.
+        let commas = ",".repeat(MAX_STRING_BYTES);
+        assert!(matches!(split(&commas, ","), Err(Trap::LimitExceeded(_))));
+        assert_eq!(split(&half, ",").map(|v| v.len()), Ok(1));
+    }
+
+    #[test]
+    fn to_string_of_a_large_collection_stops_near_the_limit() {
+        let big = Value::List(vec![Value::str("x".repeat(1000)); 5000]);
+        assert!(matches!(
+            to_string_limited(&big),
+            Err(Trap::LimitExceeded(_))
+        ));
+        // The unlimited form (for rendering outside programs) still renders all of it.
+        assert!(to_string(&big).len() > 5_000_000);
+        assert_eq!(
+            to_string_limited(&Value::List(vec![Value::Int(1), Value::str("a")])),
+            Ok("[1, \"a\"]".to_string())
+        );
     }
 
     #[test]

@@ -591,20 +591,36 @@ impl JitProgram {
     /// Appends the stored form of a compiled-layout document to `out` (the bytes
     /// [`storage::encode_doc`] gives for its fields), without building its values.
     pub fn doc_to_stored(&self, projection: usize, doc: &Doc, out: &mut Vec<u8>) {
+        // Without a limit, encoding cannot fail.
+        let _ = self.doc_to_stored_within(projection, doc, usize::MAX, out);
+    }
+
+    /// [`JitProgram::doc_to_stored`], unless the document would take more than `max`
+    /// bytes ([`storage::encode_doc_within`]): encoding stops as soon as it would pass
+    /// `max`, so an oversized document is found at the cost of the limit.
+    ///
+    /// # Errors
+    /// [`storage::DocTooLarge`]; `out` then holds a partial encoding, to be discarded.
+    pub fn doc_to_stored_within(
+        &self,
+        projection: usize,
+        doc: &Doc,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), storage::DocTooLarge> {
         let Some(p) = self.projections.get(projection) else {
-            return;
+            return Ok(());
         };
-        storage::write_len(p.layout.slots.len(), out);
-        for (slot, ty) in p.layout.slots.iter().zip(&p.layout.types) {
-            match slot {
-                Slot::Heap { index } => {
-                    storage::encode_value(doc.heap.get(*index).unwrap_or(&Value::None), out);
-                }
-                Slot::Inline { .. } => {
-                    storage::encode_value(&p.layout.read_slot(doc, slot, ty), out);
-                }
+        // Inline fields are scalars, whose values cost nothing to build; the handle
+        // fields are encoded where they live.
+        let fields = p.layout.slots.iter().zip(&p.layout.types);
+        let values = fields.map(|(slot, ty)| match slot {
+            Slot::Heap { index } => {
+                std::borrow::Cow::Borrowed(doc.heap.get(*index).unwrap_or(&Value::None))
             }
-        }
+            Slot::Inline { .. } => std::borrow::Cow::Owned(p.layout.read_slot(doc, slot, ty)),
+        });
+        storage::encode_fields_within(p.layout.slots.len(), values, max, out)
     }
 }
 

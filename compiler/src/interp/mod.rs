@@ -18,6 +18,11 @@ pub use tests::{TestFailure, TestResult, run_tests};
 
 use crate::ast::Span;
 
+/// The code of [`datamesh_stdlib::Trap::LimitExceeded`]: a string, collection or
+/// document would grow past its limit (see [`datamesh_stdlib::limits`] and
+/// [`crate::storage::MAX_DOC_BYTES`]).
+pub const LIMIT_CODE: &str = "R0007";
+
 /// A runtime trap at a place in the source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trap {
@@ -42,6 +47,7 @@ impl Trap {
             datamesh_stdlib::Trap::InvalidConversion(_) => "R0003",
             datamesh_stdlib::Trap::OutOfRange(_) => "R0004",
             datamesh_stdlib::Trap::NonFinite(_) => "R0005",
+            datamesh_stdlib::Trap::LimitExceeded(_) => LIMIT_CODE,
         }
     }
 }
