@@ -11,10 +11,18 @@
 //! fjall transaction.
 //!
 //! Handlers run on the engine chosen at start ([`EngineKind`]): by default the Cranelift
-//! JIT (each program is compiled once, when it is registered, and its code is freed when
-//! no projection of it can run any more), with tables of compiled-layout documents; or
-//! the reference interpreter, with tables of values. A program the JIT cannot compile
-//! runs on the interpreter.
+//! JIT (each program is compiled once: on deploy before it is registered, with no lock
+//! held; after a restart in the background while the interpreter runs it; its code is
+//! freed when no projection of it can run any more), with tables of compiled-layout
+//! documents; or the reference interpreter, with tables of values. A program the JIT
+//! cannot compile, or with a handler past the JIT's size threshold, runs on the
+//! interpreter.
+//!
+//! At start the projections are checked against the log ([`Engine::start`]): one
+//! whose checkpoint is past the log head, or every one when the store was folded from
+//! another log (its recorded log identity differs), is rebuilt from position 0. A
+//! record the engine cannot read ([`crate::log::LogError::Corrupt`]) faults only the
+//! projections that still need it; the others go on.
 //!
 //! Invariants: a projection applies each event exactly once (checkpoint and documents
 //! commit together); projections that are caught up advance together, so a reader sees
@@ -32,6 +40,7 @@ use datamesh_compiler::codec::decode_payload_into;
 use datamesh_compiler::codegen::layout::Doc;
 use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared};
 use datamesh_compiler::interp::{Meta, apply_event_in_place};
+use datamesh_compiler::ir::Program;
 use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
@@ -42,7 +51,11 @@ use crate::store::encoding::{
     encode_key_into,
 };
 use crate::store::{Commit, Store, StoreError};
-pub use registry::{DeployError, DeployOutcome, LifecycleError, ProjectionInfo, Registry};
+pub use registry::{
+    CheckedProgram, DeployError, DeployLimits, DeployOutcome, JIT_MAX_HANDLER_NODES,
+    JIT_MAX_PROGRAM_NODES, LifecycleError, MAX_HANDLER_NODES, ProjectionInfo, Registry,
+    compile_checked, handler_nodes,
+};
 
 /// Events read from the log at a time.
 #[cfg(not(test))]
@@ -121,6 +134,8 @@ struct Shared {
     failure: RwLock<Option<String>>,
     /// The engine handlers run on.
     kind: EngineKind,
+    /// What a deploy may bring.
+    limits: DeployLimits,
 }
 
 /// An engine error.
@@ -157,13 +172,33 @@ impl Docs {
 }
 
 impl Engine {
-    /// Loads the deployed programs from the store (compiling them for `kind`) and
-    /// starts folding.
+    /// Loads the deployed programs from the store, rebuilds the projections whose
+    /// state does not belong to this log ([`reconcile`]) and starts folding. With the
+    /// JIT, programs are compiled in the background: the interpreter runs them until
+    /// their code is installed, so a start does not wait for Cranelift.
     ///
     /// # Errors
     /// Store errors.
     pub fn start(log: Log, store: Arc<Store>, kind: EngineKind) -> Result<Engine, EngineError> {
-        let registry = Registry::load(&store, kind)?;
+        Engine::start_with_limits(log, store, kind, DeployLimits::default())
+    }
+
+    /// [`Engine::start`] with deploy limits other than the defaults.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn start_with_limits(
+        log: Log,
+        store: Arc<Store>,
+        kind: EngineKind,
+        limits: DeployLimits,
+    ) -> Result<Engine, EngineError> {
+        let mut registry = Registry::load(&store)?;
+        reconcile(&mut registry, &store, &log)?;
+        let to_compile = match kind {
+            EngineKind::Jit => registry.to_compile(&limits),
+            EngineKind::Interp => Vec::new(),
+        };
         let (progress, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             log,
@@ -174,7 +209,11 @@ impl Engine {
             stop: std::sync::atomic::AtomicBool::new(false),
             failure: RwLock::new(None),
             kind,
+            limits,
         });
+        if !to_compile.is_empty() {
+            compile_in_background(Arc::downgrade(&shared), to_compile);
+        }
         let task = shared.clone();
         let task = tokio::spawn(async move { run(task).await });
         Ok(Engine {
@@ -198,16 +237,37 @@ impl Engine {
 
     /// Compiles and deploys a program; its new projections start from position 0.
     ///
+    /// Checking and compiling take no lock (a large program compiles for seconds, and
+    /// appends, reads and status go on meanwhile); the registry's write lock is held
+    /// only to validate the program again against what is registered now and record it.
+    ///
     /// # Errors
-    /// [`DeployError`]: diagnostics, conflicts with deployed definitions, store errors.
+    /// [`DeployError`]: diagnostics (limits included), conflicts with deployed
+    /// definitions, store errors.
     pub fn deploy(&self, source: &str, origin: &str) -> Result<DeployOutcome, DeployError> {
+        let limits = self.shared.limits;
+        let checked = Registry::check(source, &limits)?;
+        // Conflicts are found, and a program with nothing new answered, before paying
+        // for the compile.
+        let planned = {
+            let registry = self
+                .shared
+                .registry
+                .read()
+                .map_err(|_| DeployError::Internal("registry lock".into()))?;
+            registry.plan(&checked, false)?
+        };
+        if planned.brings_nothing() {
+            return Ok(planned);
+        }
+        let checked = compile_checked(self.shared.kind, checked, &limits);
         let outcome = {
             let mut registry = self
                 .shared
                 .registry
                 .write()
                 .map_err(|_| DeployError::Internal("registry lock".into()))?;
-            registry.deploy(&self.shared.store, source, origin)?
+            registry.register(&self.shared.store, source, origin, checked)?
         };
         self.shared.progress.send_modify(|p| *p += 1);
         self.shared.wake.notify_one();
@@ -344,6 +404,116 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Checks the loaded projections against the log before anything folds, and rebuilds
+/// (documents, checkpoint and fault dropped, folding again from position 0) those whose
+/// state does not belong to it:
+/// - every projection, when the store records another log identity than this log's
+///   (the log directory was swapped or restored from elsewhere);
+/// - one whose checkpoint is past the log head (the log lost records, e.g. damage
+///   cut it): positions it applied now hold other events, or will;
+/// - one whose previous rebuild was interrupted.
+///
+/// Each rebuild is logged at WARN with the projection and the reason. A projection
+/// whose documents cannot be dropped is faulted instead (in memory: the next start
+/// tries again), so it serves nothing it cannot vouch for. The log's identity is
+/// recorded once every rebuild is done.
+fn reconcile(registry: &mut Registry, store: &Store, log: &Log) -> Result<(), EngineError> {
+    let head = log.head();
+    let identity = log.identity();
+    let recorded = store.log_identity()?;
+    let interrupted = store.pending_rebuilds()?;
+    let foreign = recorded.filter(|r| *r != identity);
+    if let Some(recorded) = foreign {
+        tracing::warn!(
+            store = %format!("{recorded:032x}"),
+            log = %format!("{identity:032x}"),
+            "the projection store was folded from another log than this one (the log directory was replaced or restored): every projection is rebuilt from position 0"
+        );
+    }
+    for projection in registry.projections.iter_mut().filter(|p| !p.retired) {
+        let reason = if foreign.is_some() {
+            "the store was folded from another log".to_owned()
+        } else if interrupted.contains(&projection.label) {
+            "its previous rebuild was interrupted".to_owned()
+        } else if projection.position > head {
+            format!(
+                "its checkpoint {} is past the log head {head}: the log lost records it had applied, and new events will reuse their positions",
+                projection.position
+            )
+        } else {
+            continue;
+        };
+        match store.reset_projection(&projection.label, &projection.keyspace) {
+            Ok(()) => {
+                tracing::warn!(projection = %projection.label, reason = %reason, "rebuilding the projection from position 0");
+                projection.position = 0;
+                projection.fault = None;
+                projection.caught_up = false;
+            }
+            Err(e) => {
+                tracing::error!(projection = %projection.label, reason = %reason, error = %e, "the projection must be rebuilt but its documents cannot be dropped: it is faulted");
+                projection.fault = Some(
+                    serde_json::json!({
+                        "position": projection.position,
+                        "event_type": "",
+                        "code": "L0002",
+                        "message": format!("must be rebuilt ({reason}) but its documents cannot be dropped: {e}; restart to try again"),
+                    })
+                    .to_string(),
+                );
+            }
+        }
+    }
+    // Interrupted rebuilds of projections no longer registered (retired) are cleared.
+    for label in interrupted {
+        if !registry
+            .projections
+            .iter()
+            .any(|p| p.label == label && !p.retired)
+            && let Some(p) = registry.projections.iter().find(|p| p.label == label)
+        {
+            store.reset_projection(&p.label, &p.keyspace)?;
+        }
+    }
+    if recorded != Some(identity) {
+        store.set_log_identity(identity)?;
+    }
+    Ok(())
+}
+
+/// Compiles programs loaded at start on a thread of its own, one at a time, installing
+/// each one's code as it is ready (the interpreter runs them meanwhile). Holds the
+/// engine weakly: an engine stopped and dropped meanwhile is not kept alive.
+fn compile_in_background(shared: std::sync::Weak<Shared>, programs: Vec<(usize, Arc<Program>)>) {
+    let spawned = std::thread::Builder::new()
+        .name("datamesh-jit".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let count = programs.len();
+            for (index, program) in programs {
+                let compiled = registry::jit_for(&program);
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                if let (Some(code), Ok(mut registry)) = (compiled, shared.registry.write()) {
+                    registry.install_jit(index, code);
+                }
+                shared.wake.notify_one();
+            }
+            tracing::info!(
+                programs = count,
+                ms = started.elapsed().as_millis() as u64,
+                "programs compiled by the JIT after start"
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the JIT's compile thread: programs run on the interpreter");
+    }
+}
+
 /// Reads one batch from `from` and applies it to every projection behind.
 fn apply_batch(
     shared: &Shared,
@@ -359,12 +529,18 @@ fn apply_batch(
     let started = std::time::Instant::now();
     let mut next = from;
     loop {
-        let records = shared.log.read(next, CHUNK)?;
+        let (records, unreadable) = read_chunk(&shared.log, next)?;
         for record in &records {
             let meta = envelope.meta(record);
             batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
         }
         next += records.len() as u64;
+        if let Some(error) = unreadable {
+            // Projections that need this record stop before it; the batch ends here,
+            // and the next one starts from the lowest projection still running.
+            batch.unreadable(&registry, next, &error);
+            break;
+        }
         if records.len() < CHUNK
             || batch.pending() >= BATCH_DIRTY
             || started.elapsed() >= BATCH_TIME
@@ -373,7 +549,14 @@ fn apply_batch(
         }
     }
     let Some(last) = next.checked_sub(1).filter(|_| next > from) else {
+        let unreadable = std::mem::take(&mut batch.unreadable);
         batch.return_caches(&registry, caches);
+        drop(registry);
+        if !unreadable.is_empty() {
+            // Their checkpoints are already at the unreadable record.
+            let mut registry = shared.registry.write().map_err(|_| StoreError::Lock)?;
+            fault_unreadable(&mut registry, unreadable, caches);
+        }
         return Ok(());
     };
     let mut commit = Commit::default();
@@ -393,7 +576,9 @@ fn apply_batch(
             let to = batch.stopped[i].unwrap_or(last + 1).saturating_sub(1);
             batch.stopped[i] = Some(projection.position);
             batch.faults.retain(|(j, _)| *j != i);
-            batch.faults.push((i, too_large.fault_json(projection.position, to)));
+            batch
+                .faults
+                .push((i, too_large.fault_json(projection.position, to)));
         }
         commit.checkpoints.push((
             projection.label.clone(),
@@ -439,7 +624,55 @@ fn apply_batch(
     if faulted {
         registry.release_unused_code();
     }
+    fault_unreadable(&mut registry, batch.unreadable, caches);
     Ok(())
+}
+
+/// Reads a chunk from `from`. When the log reports a corrupt record, reads record by
+/// record up to it, and returns the records before it with the error.
+fn read_chunk(
+    log: &Log,
+    from: u64,
+) -> Result<(Vec<Record>, Option<crate::log::LogError>), EngineError> {
+    match log.read(from, CHUNK) {
+        Ok(records) => Ok((records, None)),
+        Err(crate::log::LogError::Corrupt { .. }) => {
+            let mut records = Vec::new();
+            while records.len() < CHUNK {
+                match log.read(from + records.len() as u64, 1) {
+                    Ok(one) if one.is_empty() => break,
+                    Ok(one) => records.extend(one),
+                    Err(e @ crate::log::LogError::Corrupt { .. }) => {
+                        return Ok((records, Some(e)));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok((records, None))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Faults, in memory only, the projections that could not read a log record (see
+/// [`Batch::unreadable`]). Not recorded in the store: the record may read after the
+/// log is repaired, so a restart tries it again (and faults them again if it still
+/// does not read).
+fn fault_unreadable(
+    registry: &mut Registry,
+    unreadable: Vec<(usize, String)>,
+    caches: &mut HashMap<String, Docs>,
+) {
+    if unreadable.is_empty() {
+        return;
+    }
+    for (i, fault) in unreadable {
+        if let Some(p) = registry.projections.get_mut(i) {
+            caches.remove(&p.label);
+            p.fault = Some(fault);
+        }
+    }
+    registry.release_unused_code();
 }
 
 /// Moves projection `i`'s changed documents into the commit, encoded for the store;
@@ -565,6 +798,8 @@ struct Batch {
     /// The decoded row, reused from event to event.
     row: Vec<Value>,
     faults: Vec<(usize, String)>,
+    /// Projections stopped by a log record that cannot be read (faulted in memory).
+    unreadable: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -609,6 +844,33 @@ impl Batch {
                 .collect(),
             row: Vec::new(),
             faults: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// The log record at `position` cannot be read: every projection of this batch
+    /// that still needs it (its checkpoint is at or before it) stops before it, with a
+    /// fault naming the damage; the ones past it are not affected.
+    fn unreadable(&mut self, registry: &Registry, position: u64, error: &crate::log::LogError) {
+        for (i, projection) in registry.projections.iter().enumerate() {
+            if self.docs[i].is_none() || self.stopped[i].is_some() || projection.position > position
+            {
+                continue;
+            }
+            tracing::error!(
+                projection = %projection.label,
+                position,
+                error = %error,
+                "a log record the projection needs cannot be read: the projection is faulted, the others go on"
+            );
+            self.stopped[i] = Some(position);
+            let fault = serde_json::json!({
+                "position": position,
+                "event_type": "",
+                "code": "L0001",
+                "message": format!("the log record cannot be read ({error}); repair the log, then restart the node to fold it again"),
+            });
+            self.unreadable.push((i, fault.to_string()));
         }
     }
 

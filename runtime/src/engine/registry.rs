@@ -3,6 +3,15 @@
 //! Invariant: a projection version (`name@vN`) has exactly one definition for the life of
 //! a node: deploying the same text again is a no-op, deploying a different one under the
 //! same version is refused (deploy it as a new version, which rebuilds beside the old).
+//! A retired version stays retired: a program that still names it loads and deploys
+//! with that version skipped (a deploy naming nothing but retired versions is refused).
+//!
+//! A deploy is checked ([`Registry::check`]) and compiled ([`compile_checked`]) with no
+//! lock held; only [`Registry::register`], which re-validates against what changed
+//! meanwhile and records the program, runs under the engine's write lock. Limits
+//! ([`DeployLimits`]) bound the source and each handler; a handler past the JIT's size
+//! threshold makes its program run on the interpreter, since Cranelift's compile time
+//! grows faster than linearly with function size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +19,7 @@ use std::sync::Arc;
 use datamesh_compiler::check::check_source;
 use datamesh_compiler::codegen::{JitProgram, compile};
 use datamesh_compiler::diag::Diagnostic;
-use datamesh_compiler::ir::{EventType, Field, Program, Type};
+use datamesh_compiler::ir::{EventType, Field, Program, Stmt, Type};
 
 use super::EngineKind;
 use crate::store::{Store, StoreError, keyspace_name};
@@ -46,6 +55,48 @@ pub struct ProjectionInfo {
     definition: Arc<str>,
 }
 
+/// Bounds on what one deploy may bring, and the size past which the JIT is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployLimits {
+    /// Source text, in bytes.
+    pub max_source_bytes: usize,
+    /// One handler, in IR nodes ([`handler_nodes`]).
+    pub max_handler_nodes: usize,
+    /// A program with a handler larger than this (IR nodes) runs on the interpreter.
+    pub jit_max_handler_nodes: usize,
+    /// A program whose handlers total more than this (IR nodes) runs on the
+    /// interpreter.
+    pub jit_max_program_nodes: usize,
+}
+
+impl Default for DeployLimits {
+    fn default() -> Self {
+        DeployLimits {
+            max_source_bytes: 1 << 20,
+            max_handler_nodes: MAX_HANDLER_NODES,
+            jit_max_handler_nodes: JIT_MAX_HANDLER_NODES,
+            jit_max_program_nodes: JIT_MAX_PROGRAM_NODES,
+        }
+    }
+}
+
+/// The largest handler a deploy accepts, in IR nodes (a 1 MiB source of one handler
+/// is about 150,000).
+pub const MAX_HANDLER_NODES: usize = 100_000;
+
+/// Handlers past this size (IR nodes) are not compiled by the JIT: their program runs
+/// on the interpreter. Measured (`measure_compile_time_against_handler_size` in the
+/// engine tests, debug build): compile time per node is flat to about 5,000 nodes and
+/// bends past it, worst for long-lived `let`s (register pressure): 3,200 nodes 0.7 s,
+/// 6,400 nodes 2.1 s, 12,800 nodes 12 s; `if` chains and map updates grow slower
+/// (14,400 nodes 6 s, 28,800 nodes 16 s). The threshold sits where the worst curve
+/// bends; real handlers are tens to hundreds of nodes.
+pub const JIT_MAX_HANDLER_NODES: usize = 8_000;
+
+/// A program whose handlers total more than this (IR nodes) runs on the interpreter:
+/// compile time adds up over handlers.
+pub const JIT_MAX_PROGRAM_NODES: usize = 40_000;
+
 /// What a deploy did.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOutcome {
@@ -53,10 +104,19 @@ pub struct DeployOutcome {
     pub started: Vec<String>,
     /// Versions already deployed with the same definition.
     pub unchanged: Vec<String>,
+    /// Versions the program names that were retired: skipped, they stay retired.
+    pub retired: Vec<String>,
     /// Event types the node did not know before, now declared.
     pub declared: Vec<String>,
     /// Warnings.
     pub warnings: Vec<Diagnostic>,
+}
+
+impl DeployOutcome {
+    /// Nothing to record: no new projection version, no new event type.
+    pub fn brings_nothing(&self) -> bool {
+        self.started.is_empty() && self.declared.is_empty()
+    }
 }
 
 /// Why a deploy was refused.
@@ -99,14 +159,131 @@ pub struct Registry {
     pub projections: Vec<ProjectionInfo>,
     /// Every declared event type (the union of all programs).
     pub schemas: Arc<HashMap<String, EventType>>,
-    /// The engine programs are compiled for.
-    kind: EngineKind,
     /// The promoted version of each projection name (reads without a version go there).
     pub promoted: HashMap<String, u32>,
     /// Per program (same index as `programs`): its native code, or `None` when the
     /// interpreter runs it (chosen, the JIT could not compile it, or every projection of
     /// it is faulted and its code was freed).
     jit: Vec<Option<JitProgram>>,
+}
+
+/// The size of a handler in IR nodes: its statements (nested ones included) and every
+/// expression of its key, guard and body. JIT compile time follows it.
+pub fn handler_nodes(handler: &datamesh_compiler::ir::Handler) -> usize {
+    fn statements(list: &[Stmt]) -> usize {
+        list.iter()
+            .map(|s| match s {
+                Stmt::If {
+                    then, otherwise, ..
+                } => 1 + statements(then) + statements(otherwise),
+                _ => 1,
+            })
+            .sum()
+    }
+    let mut n = statements(&handler.body);
+    for s in &handler.body {
+        // Nested statements' expressions included.
+        s.walk_exprs(&mut |_| n += 1);
+    }
+    for e in handler.key.iter().chain(&handler.guard) {
+        e.walk(&mut |_| n += 1);
+    }
+    n
+}
+
+/// A program checked, and compiled for the JIT when it runs it, outside the registry's
+/// lock; [`Registry::register`] records it.
+pub struct CheckedProgram {
+    program: Program,
+    warnings: Vec<Diagnostic>,
+    texts: HashMap<(String, u32), String>,
+    /// Its handlers' sizes.
+    size: Size,
+    jit: Option<JitProgram>,
+}
+
+impl std::fmt::Debug for CheckedProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedProgram")
+            .field("size", &self.size)
+            .field("jit", &self.jit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles a checked program for `kind` (no lock held: this is the slow part of a
+/// deploy). A program with a handler past the JIT threshold, or one the JIT cannot
+/// compile, runs on the interpreter (with a warning in the node's log).
+pub fn compile_checked(
+    kind: EngineKind,
+    mut checked: CheckedProgram,
+    limits: &DeployLimits,
+) -> CheckedProgram {
+    if kind == EngineKind::Jit && checked.size.fits_jit(&checked.program, limits) {
+        checked.jit = jit_for(&checked.program);
+    }
+    checked
+}
+
+/// The JIT's code for a program, or `None` (with a warning) when the JIT cannot
+/// compile it.
+pub(super) fn jit_for(program: &Program) -> Option<JitProgram> {
+    let started = std::time::Instant::now();
+    match compile(program) {
+        Ok(code) => {
+            tracing::debug!(projections = ?labels(program), ms = started.elapsed().as_millis() as u64, "compiled");
+            Some(code)
+        }
+        Err(e) => {
+            tracing::warn!(projections = ?labels(program), reason = %e, "the JIT cannot compile this program; its projections run on the interpreter");
+            None
+        }
+    }
+}
+
+fn labels(program: &Program) -> Vec<String> {
+    (program.projections.iter())
+        .map(|p| format!("{}@v{}", p.name, p.version))
+        .collect()
+}
+
+/// The size of a program's handlers, in IR nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    largest: usize,
+    total: usize,
+}
+
+impl Size {
+    fn of(program: &Program) -> Size {
+        let mut size = Size::default();
+        for handler in (program.projections.iter())
+            .flat_map(|p| &p.handlers)
+            .chain(program.imports.iter().flat_map(|i| &i.rules))
+        {
+            let n = handler_nodes(handler);
+            size.largest = size.largest.max(n);
+            size.total += n;
+        }
+        size
+    }
+
+    /// Whether the JIT compiles a program of this size; warns when it does not.
+    fn fits_jit(self, program: &Program, limits: &DeployLimits) -> bool {
+        let fits = self.largest <= limits.jit_max_handler_nodes
+            && self.total <= limits.jit_max_program_nodes;
+        if !fits {
+            tracing::warn!(
+                projections = ?labels(program),
+                largest_handler_nodes = self.largest,
+                handler_threshold = limits.jit_max_handler_nodes,
+                total_nodes = self.total,
+                program_threshold = limits.jit_max_program_nodes,
+                "the program is too large for the JIT to compile in bounded time; it runs on the interpreter"
+            );
+        }
+        fits
+    }
 }
 
 fn normalise(text: &str) -> String {
@@ -134,58 +311,135 @@ fn definitions(source: &str) -> HashMap<(String, u32), String> {
 }
 
 impl Registry {
-    /// Rebuilds the registry from the store's deployments and checkpoints.
+    /// Rebuilds the registry from the store's deployments and checkpoints. Nothing is
+    /// compiled: every program starts on the interpreter, and the engine compiles those
+    /// the JIT runs in the background ([`Registry::install_jit`]), so a restart does not
+    /// wait for Cranelift. A program is loaded as it was accepted: limits for new
+    /// deploys do not apply, and versions retired since are skipped.
     ///
     /// # Errors
     /// Store errors.
-    pub fn load(store: &Store, kind: EngineKind) -> Result<Registry, StoreError> {
+    pub fn load(store: &Store) -> Result<Registry, StoreError> {
         let mut registry = Registry {
-            kind,
             promoted: store.promoted()?,
             ..Registry::default()
         };
         for deployment in store.deployments()? {
-            let planned = registry.plan(&deployment.source);
-            match planned.and_then(|p| registry.add(store, &deployment.source, p)) {
+            let unbounded = DeployLimits {
+                max_source_bytes: usize::MAX,
+                max_handler_nodes: usize::MAX,
+                ..DeployLimits::default()
+            };
+            let loaded = Registry::check(&deployment.source, &unbounded).and_then(|checked| {
+                let outcome = registry.plan(&checked, true)?;
+                registry.add(store, checked, outcome)
+            });
+            match loaded {
+                Ok(outcome) if !outcome.retired.is_empty() => tracing::info!(
+                    origin = %deployment.origin,
+                    skipped = ?outcome.retired,
+                    "a deployed program names retired projection versions: they stay retired, the rest of the program runs"
+                ),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(origin = %deployment.origin, error = %e, "a deployed program no longer loads")
                 }
             }
         }
-        // Programs whose projections were all faulted before the restart never run.
-        registry.release_unused_code();
         Ok(registry)
     }
 
-    /// Checks a program, records it in the store and registers its new projections.
+    /// Checks a program on its own (no registry needed, so no lock): size limits, then
+    /// the checker, then the size of each handler.
     ///
     /// # Errors
-    /// [`DeployError`].
-    pub fn deploy(
-        &mut self,
-        store: &Store,
-        source: &str,
-        origin: &str,
-    ) -> Result<DeployOutcome, DeployError> {
-        let seq = store.deployments()?.len() as u64;
-        let planned = self.plan(source)?;
-        // A program with nothing new is not recorded again. Event types count: a
-        // program that only declares events puts their schemas in force (validation,
-        // strict mode), so it is recorded like one that starts projections.
-        if planned.0.started.is_empty() && planned.0.declared.is_empty() {
-            return Ok(planned.0);
+    /// [`DeployError::Invalid`] with the diagnostics.
+    pub fn check(source: &str, limits: &DeployLimits) -> Result<CheckedProgram, DeployError> {
+        if source.len() > limits.max_source_bytes {
+            return Err(DeployError::Invalid(vec![
+                Diagnostic::error(
+                    "D0001",
+                    format!(
+                        "the program is {} bytes; a node accepts programs of at most {} bytes",
+                        source.len(),
+                        limits.max_source_bytes
+                    ),
+                    datamesh_compiler::ast::Span { start: 0, end: 0 },
+                )
+                .help("split it into several programs"),
+            ]));
         }
-        store.add_deployment(seq, origin, source)?;
-        self.add(store, source, planned)
-    }
-
-    /// Checks a program against the deployed ones without changing anything.
-    fn plan(&self, source: &str) -> Result<(DeployOutcome, Program), DeployError> {
         let checked = check_source(source);
         let Some(program) = checked.program else {
             return Err(DeployError::Invalid(checked.diagnostics));
         };
+        let mut too_large = Vec::new();
+        for handler in (program.projections.iter())
+            .flat_map(|p| &p.handlers)
+            .chain(program.imports.iter().flat_map(|i| &i.rules))
+        {
+            let nodes = handler_nodes(handler);
+            if nodes > limits.max_handler_nodes {
+                too_large.push(
+                    Diagnostic::error(
+                        "D0002",
+                        format!(
+                            "this handler is {nodes} expressions and statements; a node accepts handlers of at most {}",
+                            limits.max_handler_nodes
+                        ),
+                        handler.span,
+                    )
+                    .help("split the work over several handlers or projections"),
+                );
+            }
+        }
+        if !too_large.is_empty() {
+            return Err(DeployError::Invalid(too_large));
+        }
+        Ok(CheckedProgram {
+            size: Size::of(&program),
+            texts: definitions(source),
+            program,
+            warnings: checked.diagnostics,
+            jit: None,
+        })
+    }
+
+    /// Records a checked program and registers its new projections, after validating it
+    /// again against the registry as it is now (another deploy may have registered
+    /// meanwhile). A program that brings nothing new is not recorded again.
+    ///
+    /// # Errors
+    /// [`DeployError`].
+    pub fn register(
+        &mut self,
+        store: &Store,
+        source: &str,
+        origin: &str,
+        checked: CheckedProgram,
+    ) -> Result<DeployOutcome, DeployError> {
+        let outcome = self.plan(&checked, false)?;
+        // A program with nothing new is not recorded again. Event types count: a
+        // program that only declares events puts their schemas in force (validation,
+        // strict mode), so it is recorded like one that starts projections.
+        if outcome.brings_nothing() {
+            return Ok(outcome);
+        }
+        let seq = store.deployments()?.len() as u64;
+        store.add_deployment(seq, origin, source)?;
+        self.add(store, checked, outcome)
+    }
+
+    /// Checks a program against the deployed ones without changing anything. While
+    /// `loading` (replaying accepted deploys at start), retired versions are skipped
+    /// whatever they say; a new deploy naming a retired version with another
+    /// definition, or naming nothing but retired versions, is refused.
+    pub fn plan(
+        &self,
+        checked: &CheckedProgram,
+        loading: bool,
+    ) -> Result<DeployOutcome, DeployError> {
+        let program = &checked.program;
         for event in &program.events {
             if let Some(existing) = self.schemas.get(&event.name) {
                 let same =
@@ -201,9 +455,8 @@ impl Registry {
                 }
             }
         }
-        let texts = definitions(source);
         let mut outcome = DeployOutcome {
-            warnings: checked.diagnostics,
+            warnings: checked.warnings.clone(),
             declared: (program.events.iter())
                 .filter(|e| !self.schemas.contains_key(&e.name))
                 .map(|e| e.name.clone())
@@ -212,15 +465,19 @@ impl Registry {
         };
         for projection in &program.projections {
             let label = format!("{}@v{}", projection.name, projection.version);
-            let text = texts
+            let text = checked
+                .texts
                 .get(&(projection.name.clone(), projection.version))
                 .cloned()
                 .unwrap_or_default();
             match self.projections.iter().find(|p| p.label == label) {
                 Some(existing) if existing.retired => {
-                    return Err(DeployError::Conflict(format!(
-                        "projection `{label}` was retired; deploy it as a new version"
-                    )));
+                    if !loading && *existing.definition != *text {
+                        return Err(DeployError::Conflict(format!(
+                            "projection `{label}` was retired; deploy it as a new version"
+                        )));
+                    }
+                    outcome.retired.push(label);
                 }
                 Some(existing) if *existing.definition == *text => outcome.unchanged.push(label),
                 Some(_) => {
@@ -238,7 +495,20 @@ impl Registry {
                 None => outcome.started.push(label),
             }
         }
-        Ok((outcome, program))
+        if !loading
+            && !outcome.retired.is_empty()
+            && outcome.unchanged.is_empty()
+            && outcome.brings_nothing()
+        {
+            return Err(DeployError::Conflict(format!(
+                "{} retired; deploy it as a new version",
+                match outcome.retired.as_slice() {
+                    [one] => format!("projection `{one}` was"),
+                    many => format!("projections {} were", many.join(", ")),
+                }
+            )));
+        }
+        Ok(outcome)
     }
 
     /// Registers a planned program: its new projection versions start from their
@@ -246,22 +516,20 @@ impl Registry {
     fn add(
         &mut self,
         store: &Store,
-        source: &str,
-        (outcome, program): (DeployOutcome, Program),
+        checked: CheckedProgram,
+        outcome: DeployOutcome,
     ) -> Result<DeployOutcome, DeployError> {
-        let texts = definitions(source);
+        let CheckedProgram {
+            program,
+            texts,
+            jit,
+            ..
+        } = checked;
+        if !outcome.retired.is_empty() {
+            tracing::info!(skipped = ?outcome.retired, "the program names retired projection versions: they stay retired");
+        }
         let program = Arc::new(program);
         let program_index = self.programs.len();
-        let jit = match self.kind {
-            EngineKind::Interp => None,
-            EngineKind::Jit => match compile(&program) {
-                Ok(code) => Some(code),
-                Err(e) => {
-                    tracing::warn!(projections = ?outcome.started, reason = %e, "the JIT cannot compile this program; its projections run on the interpreter");
-                    None
-                }
-            },
-        };
         for (index, projection) in program.projections.iter().enumerate() {
             let label = format!("{}@v{}", projection.name, projection.version);
             if !outcome.started.contains(&label) {
@@ -297,6 +565,39 @@ impl Registry {
         self.programs.push(program);
         self.jit.push(jit);
         Ok(outcome)
+    }
+
+    /// Programs the JIT should compile after a [`Registry::load`]: those with a
+    /// projection that can still run and no handler past the threshold (the others
+    /// stay on the interpreter, with a warning).
+    pub fn to_compile(&self, limits: &DeployLimits) -> Vec<(usize, Arc<Program>)> {
+        (self.programs.iter().enumerate())
+            .filter(|(index, _)| self.jit(*index).is_none() && self.runs(*index))
+            .filter(|(_, program)| Size::of(program).fits_jit(program, limits))
+            .map(|(index, program)| (index, program.clone()))
+            .collect()
+    }
+
+    /// Installs compiled code for program `index` (compiled in the background after
+    /// a load), unless none of its projections can run any more. Batches after this
+    /// one run it; the interpreter's document tables of its projections are dropped
+    /// (they hold only clean documents between batches, so nothing is lost).
+    pub fn install_jit(&mut self, index: usize, code: JitProgram) -> bool {
+        let runs = self.runs(index);
+        match self.jit.get_mut(index) {
+            Some(slot @ None) if runs => {
+                *slot = Some(code);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether some projection of program `index` can still apply events.
+    fn runs(&self, index: usize) -> bool {
+        self.projections
+            .iter()
+            .any(|p| p.program == index && p.fault.is_none() && !p.retired)
     }
 
     /// The native code of program number `program`, if the JIT runs it.

@@ -271,6 +271,282 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
     engine.stop().await;
 }
 
+/// Deposits only (for programs that declare nothing else).
+fn deposits(seed: u64, n: usize) -> Vec<NewEvent> {
+    events(seed, n)
+        .into_iter()
+        .filter(|e| e.event_type == "Deposited")
+        .collect()
+}
+
+async fn append_all(log: &Log, events: Vec<NewEvent>) {
+    for chunk in events.chunks(200) {
+        log.append(chunk.to_vec(), Vec::new())
+            .await
+            .expect("append");
+    }
+}
+
+/// Finding 2: a log cut behind the projections' checkpoints (damage cut its tail) must
+/// not leave them past the head: they are rebuilt from position 0 at start, so events
+/// appended at the reused positions are folded and the documents are the log's.
+async fn a_checkpoint_past_the_head_is_rebuilt(kind: EngineKind) {
+    let (dir, program, log) = setup("past-head", kind);
+    append_all(&log, events(0x1234_5678_9ABC_DEF1, 600)).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    engine.deploy(PROGRAM, "t.dmp").expect("deploy");
+    caught_up(&engine, &program, log.head()).await;
+    engine.stop().await;
+    drop(engine);
+    log.close();
+    // Cut the only segment in half: recovery drops the torn tail.
+    let segment = std::fs::read_dir(dir.path().join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let len = std::fs::metadata(&segment).expect("meta").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open");
+    file.set_len(len / 2).expect("truncate");
+    drop(file);
+    let (log, _) = Log::open(LogConfig::new(dir.path().join("log"))).expect("log reopens");
+    assert!(log.head() < 500, "the cut removed records: {}", log.head());
+    // New events take the positions the projections had applied.
+    append_all(&log, events(0x0F0F_1234_5555_AAAA, 150)).await;
+    let engine = Engine::start(log.clone(), store, kind).expect("engine restarts");
+    caught_up(&engine, &program, log.head()).await;
+    assert_eq!(
+        stored(&engine, &program),
+        reference(&program, &log),
+        "{kind}: the projections are the log's after the rebuild"
+    );
+    engine.stop().await;
+    drop(engine);
+    log.close();
+}
+
+/// Finding 2: a store folded from another log (the log directory was replaced) is
+/// rebuilt for this log at start, even where its checkpoints are below the head; the
+/// new log's identity is recorded, so the next start rebuilds nothing.
+async fn a_store_from_another_log_is_rebuilt(kind: EngineKind) {
+    let (dir, program, log) = setup("other-log", kind);
+    append_all(&log, events(0x1111_2222_3333_4444, 300)).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    engine.deploy(PROGRAM, "t.dmp").expect("deploy");
+    caught_up(&engine, &program, log.head()).await;
+    engine.stop().await;
+    drop(engine);
+    assert_eq!(
+        store.log_identity().expect("identity"),
+        Some(log.identity())
+    );
+    log.close();
+    let (other, _) = Log::open(LogConfig::new(dir.path().join("other"))).expect("other log");
+    append_all(&other, events(0x5555_6666_7777_8888, 700)).await;
+    let engine = Engine::start(other.clone(), store.clone(), kind).expect("engine");
+    caught_up(&engine, &program, other.head()).await;
+    assert_eq!(
+        stored(&engine, &program),
+        reference(&program, &other),
+        "{kind}: the projections are the new log's"
+    );
+    assert_eq!(
+        store.log_identity().expect("identity"),
+        Some(other.identity())
+    );
+    engine.stop().await;
+    drop(engine);
+    let engine = Engine::start(other.clone(), store, kind).expect("engine");
+    let positions: Vec<u64> = engine
+        .with_registry(|r| r.projections.iter().map(|p| p.position).collect())
+        .expect("registry");
+    assert!(
+        positions.iter().any(|p| *p > 0),
+        "no rebuild on a start with the same log: {positions:?}"
+    );
+    engine.stop().await;
+    drop(engine);
+    other.close();
+}
+
+/// Finding 4: a record in a sealed segment that no longer reads faults only the
+/// projections that still need it, with a fault naming the segment and offset; a
+/// projection already past it goes on following the head, and the engine runs on.
+async fn an_unreadable_record_faults_only_the_projections_that_need_it(kind: EngineKind) {
+    let (dir, _, log) = setup("unreadable", kind);
+    log.close();
+    let log_dir = dir.path().join("log");
+    let (log, _) = Log::open(LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::new(&log_dir)
+    })
+    .expect("log");
+    let deposit = |account: &str| NewEvent {
+        event_type: "Deposited".to_owned(),
+        payload: format!(r#"{{"account":"{account}","amount":3}}"#).into_bytes(),
+        stream: String::new(),
+        id: String::new(),
+    };
+    let mut batch: Vec<NewEvent> = (0..20).map(|i| deposit(&format!("a{}", i % 5))).collect();
+    batch.push(deposit("the-damaged-one"));
+    batch.extend((0..300).map(|i| deposit(&format!("a{}", i % 5))));
+    append_all(&log, batch).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store, kind).expect("engine");
+    let early = "event Deposited { account: string, amount: int }\nprojection early v1 { key account state { n: int = 0 } on Deposited { n += event.amount } }\n";
+    engine.deploy(early, "early.dmp").expect("deploy");
+    let head = log.head();
+    engine
+        .wait_for("early@v1", head, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        engine.with_registry(|r| r.position("early@v1")).flatten(),
+        Some(head)
+    );
+    // Damage the payload of position 20, in a sealed segment, while the log is open.
+    let mut damaged = None;
+    let mut segments: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    for segment in &segments {
+        let bytes = std::fs::read(segment).expect("segment");
+        let needle = b"the-damaged-one";
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            damaged = Some((segment.clone(), at));
+        }
+    }
+    let (segment, at) = damaged.expect("the record is on disk");
+    assert_ne!(
+        Some(&segment),
+        segments.last(),
+        "the damaged segment is sealed"
+    );
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .expect("open");
+        file.write_all_at(b"X", at as u64).expect("damage");
+        file.sync_all().expect("sync");
+    }
+    let late = "event Deposited { account: string, amount: int }\nprojection late v1 { state { n: int = 0 } on Deposited { n += 1 } }\n";
+    engine.deploy(late, "late.dmp").expect("deploy");
+    engine
+        .wait_for("late@v1", head, Duration::from_secs(60))
+        .await;
+    let (position, fault) = engine
+        .with_registry(|r| {
+            let p = r.resolve("late", Some(1)).expect("late");
+            (p.position, p.fault.clone())
+        })
+        .expect("registry");
+    assert_eq!(position, 20, "late applied everything before the damage");
+    let fault = fault.expect("late is faulted");
+    let name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    assert!(
+        fault.contains(&name) && fault.contains("byte") && fault.contains("L0001"),
+        "{fault}"
+    );
+    // The projection past the damage follows the head; the engine did not stop.
+    append_all(&log, (0..50).map(|_| deposit("a1")).collect()).await;
+    let head = log.head();
+    engine
+        .wait_for("early@v1", head, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        engine.with_registry(|r| r.position("early@v1")).flatten(),
+        Some(head)
+    );
+    assert_eq!(engine.failure(), None);
+    let (faulted, position) = engine
+        .with_registry(|r| (r.is_faulted("early@v1"), r.position("late@v1")))
+        .expect("registry");
+    assert!(!faulted);
+    assert_eq!(position, Some(20));
+    engine.stop().await;
+    drop(engine);
+    log.close();
+}
+
+/// Finding 5: a program that still names a retired version loads after a restart,
+/// with that version skipped: the promoted version serves, and redeploying the same
+/// file is a no-op; a program of nothing but retired versions is still refused.
+async fn a_retired_version_named_by_a_program_is_skipped_after_a_restart(kind: EngineKind) {
+    let (dir, _, log) = setup("retired", kind);
+    append_all(&log, deposits(0xABCD_EF01_2345_6789, 200)).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    let v1 = "event Deposited { account: string, amount: int }\nprojection balances v1 { key account state { balance: int = 0 } on Deposited { balance += event.amount } }\n";
+    let both = format!(
+        "{v1}projection balances v2 {{ key account state {{ balance: int = 0 }} on Deposited {{ balance += event.amount * 2 }} }}\n"
+    );
+    engine.deploy(v1, "v1.dmp").expect("v1");
+    let outcome = engine.deploy(&both, "both.dmp").expect("both");
+    assert_eq!(outcome.started, vec!["balances@v2"]);
+    let head = log.head();
+    for label in ["balances@v1", "balances@v2"] {
+        engine.wait_for(label, head, Duration::from_secs(60)).await;
+    }
+    engine.promote("balances", 2).expect("promote v2");
+    engine.retire("balances", 1).expect("retire v1");
+    engine.stop().await;
+    drop(engine);
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine restarts");
+    let active = engine
+        .with_registry(|r| {
+            r.resolve("balances", None)
+                .map(|p| (p.label.clone(), p.fault.clone()))
+        })
+        .flatten();
+    assert_eq!(active, Some(("balances@v2".to_owned(), None)));
+    append_all(&log, deposits(0x1357_9BDF_2468_ACE0, 50)).await;
+    let head = log.head();
+    assert_eq!(
+        engine
+            .wait_for("balances@v2", head, Duration::from_secs(60))
+            .await,
+        Some(head)
+    );
+    let again = engine
+        .deploy(&both, "both.dmp")
+        .expect("the same file again");
+    assert!(
+        again.started.is_empty() && again.declared.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(again.unchanged, vec!["balances@v2"]);
+    assert_eq!(again.retired, vec!["balances@v1"]);
+    let refused = engine
+        .deploy(v1, "v1.dmp")
+        .expect_err("only a retired version");
+    assert!(
+        matches!(refused, super::DeployError::Conflict(_)),
+        "{refused}"
+    );
+    assert_eq!(store.deployments().expect("deployments").len(), 2);
+    assert!(
+        engine
+            .with_registry(|r| r.is_faulted("balances@v1"))
+            .expect("registry")
+    );
+    engine.stop().await;
+    drop(engine);
+    log.close();
+}
+
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -295,5 +571,80 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     agrees_with_the_interpreter,
-    a_trap_leaves_a_changed_document_as_it_was
+    a_trap_leaves_a_changed_document_as_it_was,
+    a_checkpoint_past_the_head_is_rebuilt,
+    a_store_from_another_log_is_rebuilt,
+    an_unreadable_record_faults_only_the_projections_that_need_it,
+    a_retired_version_named_by_a_program_is_skipped_after_a_restart
 );
+
+/// A program with one handler of about `statements` statements, of one of three
+/// shapes: `if`s with arithmetic on both branches; `let`s that all stay live until
+/// the end (register pressure); map updates (helper calls).
+fn big_program(shape: usize, statements: usize) -> String {
+    let mut body = String::new();
+    match shape {
+        0 => {
+            for i in 0..statements {
+                body.push_str(&format!(
+                    "  if event.amount > {i} {{ total += event.amount * {i} + n }} else {{ n += {i} }}\n"
+                ));
+            }
+        }
+        1 => {
+            for i in 0..statements / 2 {
+                body.push_str(&format!("  let x{i} = event.amount * {i} + n\n"));
+            }
+            for i in 0..statements / 2 {
+                body.push_str(&format!("  total += x{i}\n"));
+            }
+        }
+        _ => {
+            for i in 0..statements {
+                body.push_str(&format!(
+                    "  by[\"k{i}\"] = (by[\"k{i}\"] ?? 0) + event.amount\n"
+                ));
+            }
+        }
+    }
+    format!(
+        "event Deposited {{ account: string, amount: int }}\n\
+         projection big v1 {{\n  key account\n  state {{ total: int = 0, n: int = 0, by: map<string, int> }}\n  on Deposited {{\n{body}  }}\n}}\n"
+    )
+}
+
+/// Measures JIT compile time against handler size (run with `--ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a test"]
+fn measure_compile_time_against_handler_size() {
+    let shapes: Vec<usize> = std::env::var("SHAPES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![0, 1, 2]);
+    let max: usize = std::env::var("MAX")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3200);
+    for shape in shapes {
+        let mut statements = 100;
+        while statements <= max {
+            let source = big_program(shape, statements);
+            let started = std::time::Instant::now();
+            let program = check_source(&source).program.expect("checks");
+            let checked = started.elapsed();
+            let nodes = super::registry::handler_nodes(&program.projections[0].handlers[0]);
+            let started = std::time::Instant::now();
+            let code = datamesh_compiler::codegen::compile(&program);
+            let compiled = started.elapsed();
+            assert!(code.is_ok());
+            println!(
+                "shape {shape} statements {statements:>6} nodes {nodes:>7} bytes {:>8} check {:>8.1} ms jit {:>9.1} ms ({:.1} us/node)",
+                source.len(),
+                checked.as_secs_f64() * 1e3,
+                compiled.as_secs_f64() * 1e3,
+                compiled.as_secs_f64() * 1e6 / nodes as f64
+            );
+            statements *= 2;
+        }
+    }
+}

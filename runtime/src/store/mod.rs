@@ -2,7 +2,10 @@
 //!
 //! One keyspace per projection version (`p.<name>.v<N>`) holds its documents under
 //! order-preserving keys ([`encoding`]); the `meta` keyspace holds deployed sources,
-//! each projection's checkpoint (the next log position it will apply) and faults.
+//! each projection's checkpoint (the next log position it will apply) and faults, the
+//! identity of the log the projections were folded from (`log-identity`), and a
+//! `rebuild/<label>` marker while a projection's documents are being dropped for a
+//! rebuild (so a crash in the middle finishes the drop at the next start).
 //! Invariant: the engine writes a batch's documents and checkpoints in one fjall
 //! transaction, so after any crash every projection's documents match its checkpoint
 //! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
@@ -216,6 +219,105 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The identity of the log this store's projections were folded from, if recorded.
+    ///
+    /// # Errors
+    /// fjall errors, or a stored identity that is not 16 bytes.
+    pub fn log_identity(&self) -> Result<Option<u128>, StoreError> {
+        match self.meta.get("log-identity")? {
+            None => Ok(None),
+            Some(bytes) => {
+                let bytes: [u8; 16] = bytes[..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("log identity".into()))?;
+                Ok(Some(u128::from_le_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Records the identity of the log the projections are folded from, durably.
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn set_log_identity(&self, identity: u128) -> Result<(), StoreError> {
+        let mut tx = self.db.write_tx();
+        tx.insert(&self.meta, "log-identity", identity.to_le_bytes().to_vec());
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Labels of projections whose drop for a rebuild was interrupted (see
+    /// [`Store::reset_projection`]).
+    ///
+    /// # Errors
+    /// fjall errors.
+    pub fn pending_rebuilds(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.db.read_tx().prefix(&self.meta, "rebuild/") {
+            let (key, _) = guard.into_inner()?;
+            if let Some(label) = key.strip_prefix(b"rebuild/") {
+                out.push(String::from_utf8_lossy(label).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a projection version's documents, checkpoint and fault, so that it folds
+    /// again from position 0. Crash-safe: a `rebuild/<label>` marker is made durable
+    /// (with the checkpoint and fault removed) before any document is removed, and
+    /// removed only once every document is; a start that finds the marker drops again.
+    ///
+    /// # Errors
+    /// fjall errors; the marker then stays, and the next start tries again.
+    pub fn reset_projection(&self, label: &str, keyspace: &str) -> Result<(), StoreError> {
+        let marker = format!("rebuild/{label}");
+        let mut tx = self.db.write_tx();
+        tx.insert(&self.meta, marker.as_str(), keyspace.as_bytes().to_vec());
+        tx.remove(&self.meta, format!("checkpoint/{label}"));
+        tx.remove(&self.meta, format!("fault/{label}"));
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        if !self.is_retired(keyspace) && self.db.keyspace_exists(keyspace) {
+            let ks = self.keyspace(keyspace)?;
+            // In chunks, each starting after the last key removed, so no chunk walks
+            // over the tombstones of the ones before.
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let keys: Vec<Vec<u8>> = {
+                    let snapshot = self.db.read_tx();
+                    let lower = match &after {
+                        Some(k) => std::ops::Bound::Excluded(k.clone()),
+                        None => std::ops::Bound::Unbounded,
+                    };
+                    let mut keys = Vec::new();
+                    for guard in snapshot.range(&ks, (lower, std::ops::Bound::Unbounded)) {
+                        let (key, _) = guard.into_inner()?;
+                        keys.push(key.to_vec());
+                        if keys.len() >= 8192 {
+                            break;
+                        }
+                    }
+                    keys
+                };
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                let mut tx = self.db.write_tx();
+                for key in keys {
+                    tx.remove(&ks, key);
+                }
+                tx.commit()?;
+                after = Some(last);
+            }
+        }
+        let mut tx = self.db.write_tx();
+        tx.remove(&self.meta, marker);
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Records a deployed program durably.
