@@ -435,6 +435,129 @@ impl BinaryOp {
     }
 }
 
+// ---------------------------------------------------------------- dropping
+
+// The derived drop glue of a recursive tree recurses once per level, so dropping a
+// generated program nested a hundred thousand levels deep would overflow the stack (the
+// checker refuses such a program, but it still has to free it). These `Drop`s move the
+// children of a node onto a heap work list before the node itself goes, so every node
+// is dropped with its children already taken: no recursion, whatever the depth.
+
+impl Expr {
+    /// A placeholder left where a child was taken out.
+    fn hole() -> Expr {
+        Expr {
+            kind: ExprKind::Error,
+            span: Span::default(),
+        }
+    }
+
+    /// Moves this node's sub-expressions onto `work`.
+    fn take_children(&mut self, work: &mut Vec<Expr>) {
+        match &mut self.kind {
+            ExprKind::Field(x, _) | ExprKind::Unary(_, x) => {
+                work.push(std::mem::replace(&mut **x, Expr::hole()));
+            }
+            ExprKind::Index(x, xs) | ExprKind::MethodCall(x, _, xs) => {
+                work.push(std::mem::replace(&mut **x, Expr::hole()));
+                work.append(xs);
+            }
+            ExprKind::Call(_, xs) | ExprKind::List(xs) => work.append(xs),
+            ExprKind::Binary(_, a, b) => {
+                work.push(std::mem::replace(&mut **a, Expr::hole()));
+                work.push(std::mem::replace(&mut **b, Expr::hole()));
+            }
+            ExprKind::If(c, a, b) => {
+                work.push(std::mem::replace(&mut **c, Expr::hole()));
+                work.push(std::mem::replace(&mut **a, Expr::hole()));
+                work.push(std::mem::replace(&mut **b, Expr::hole()));
+            }
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Bool(_)
+            | ExprKind::None
+            | ExprKind::Duration(_)
+            | ExprKind::Name(_)
+            | ExprKind::EventRoot
+            | ExprKind::Error => {}
+        }
+    }
+}
+
+impl Drop for Expr {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        self.take_children(&mut work);
+        while let Some(mut expr) = work.pop() {
+            expr.take_children(&mut work);
+            // `expr` has no children left: dropping it does not recurse.
+        }
+    }
+}
+
+impl Stmt {
+    /// Moves this statement's nested statements (blocks, `else` branches) onto `work`.
+    /// Expressions stay: they drop themselves without recursion.
+    fn take_children(&mut self, work: &mut Vec<Stmt>) {
+        match &mut self.kind {
+            StmtKind::If(_, then, otherwise) => {
+                work.append(&mut then.stmts);
+                if let Some(o) = otherwise.take() {
+                    work.push(*o);
+                }
+            }
+            StmtKind::Block(b) => work.append(&mut b.stmts),
+            StmtKind::Let(..)
+            | StmtKind::Assign(..)
+            | StmtKind::Delete
+            | StmtKind::Emit(..)
+            | StmtKind::Expr(_)
+            | StmtKind::Error => {}
+        }
+    }
+}
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        self.take_children(&mut work);
+        while let Some(mut stmt) = work.pop() {
+            stmt.take_children(&mut work);
+        }
+    }
+}
+
+impl TypeExpr {
+    /// Moves this type's argument types onto `work`.
+    fn take_children(&mut self, work: &mut Vec<TypeExpr>) {
+        match self {
+            TypeExpr::Named { args, .. } => work.append(args),
+            TypeExpr::Optional(inner, span) => {
+                let hole = TypeExpr::Named {
+                    name: Ident {
+                        name: String::new(),
+                        span: *span,
+                    },
+                    args: Vec::new(),
+                    span: *span,
+                };
+                work.push(std::mem::replace(&mut **inner, hole));
+            }
+        }
+    }
+}
+
+impl Drop for TypeExpr {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        self.take_children(&mut work);
+        while let Some(mut ty) = work.pop() {
+            ty.take_children(&mut work);
+        }
+    }
+}
+
 /// Builds a binary expression spanning `l..r` (used by the grammar's actions).
 pub fn binary(op: BinaryOp, a: Expr, b: Expr, l: usize, r: usize) -> Expr {
     Expr {

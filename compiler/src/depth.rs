@@ -1,11 +1,23 @@
 //! A guard against pathologically deep programs.
 //!
-//! The checker and the interpreter recurse over expressions and statements, so a
-//! generated file with an expression of a hundred thousand terms would overflow the
+//! The checker, the IR's walks, the interpreter and the JIT's translation recurse over
+//! expressions, statements and types, so a generated file with an expression of a
+//! hundred thousand terms (or a `list<list<...>>` thousands deep) would overflow the
 //! stack. [`deepest`] measures nesting with an explicit work list (no recursion), and
-//! the checker refuses programs deeper than [`MAX_DEPTH`] with a diagnostic instead.
+//! the checker refuses programs deeper than [`MAX_DEPTH`] with a diagnostic (E0007)
+//! before any recursive pass sees them. The parser is table-driven (its stack is on the
+//! heap) and the syntax tree drops itself without recursion (see [`crate::ast`]), so
+//! parsing and freeing a refused tree are safe at any depth.
+//!
+//! Invariant: every recursive walk in the front end and the engines runs only on trees
+//! this guard has accepted, and each level of them fits comfortably within
+//! `2 MiB / MAX_DEPTH` of stack (the node checks and compiles on 2 MiB tokio threads;
+//! `compiler/tests/robustness.rs` runs every pass at the limit on such a thread).
 
-use crate::ast::{Block, Expr, ExprKind, File, Item, Member, Span, Stmt, StmtKind, TestStep};
+use crate::ast::{
+    Block, EventDecl, Expr, ExprKind, FieldDecl, File, Item, Member, Span, Stmt, StmtKind,
+    TestStep, TypeExpr,
+};
 
 /// The deepest nesting of expressions and statements a program may have. Hand-written
 /// programs stay far below it; it keeps recursion within a 2 MiB thread stack.
@@ -15,6 +27,21 @@ enum Node<'a> {
     Expr(&'a Expr),
     Stmt(&'a Stmt),
     Block(&'a Block),
+    Type(&'a TypeExpr),
+}
+
+/// The types and defaults of declared fields, at depth 1.
+fn fields<'a>(fields: &'a [FieldDecl], work: &mut Vec<(Node<'a>, usize)>) {
+    for f in fields {
+        work.push((Node::Type(&f.ty), 1));
+        if let Some(x) = &f.default {
+            work.push((Node::Expr(x), 1));
+        }
+    }
+}
+
+fn event<'a>(e: &'a EventDecl, work: &mut Vec<(Node<'a>, usize)>) {
+    fields(&e.fields, work);
 }
 
 /// The depth and span of the most deeply nested node of the file.
@@ -22,24 +49,12 @@ pub fn deepest(file: &File) -> (usize, Span) {
     let mut work: Vec<(Node<'_>, usize)> = Vec::new();
     for item in &file.items {
         match item {
-            Item::Event(e) => work.extend(
-                e.fields
-                    .iter()
-                    .filter_map(|f| f.default.as_ref())
-                    .map(|x| (Node::Expr(x), 1)),
-            ),
+            Item::Event(e) => event(e, &mut work),
             Item::Projection(p) => {
                 for member in &p.members {
                     match member {
                         Member::Key(k) => work.extend(k.parts.iter().map(|x| (Node::Expr(x), 1))),
-                        Member::State(fields, _) => {
-                            work.extend(
-                                fields
-                                    .iter()
-                                    .filter_map(|f| f.default.as_ref())
-                                    .map(|x| (Node::Expr(x), 1)),
-                            );
-                        }
+                        Member::State(decls, _) => fields(decls, &mut work),
                         Member::Handler(h) => {
                             work.extend(
                                 h.key
@@ -55,6 +70,9 @@ pub fn deepest(file: &File) -> (usize, Span) {
                 }
             }
             Item::Import(i) => {
+                for e in &i.events {
+                    event(e, &mut work);
+                }
                 for rule in &i.rules {
                     work.extend(rule.guard.iter().map(|x| (Node::Expr(x), 1)));
                     work.push((Node::Block(&rule.body), 1));
@@ -85,6 +103,7 @@ pub fn deepest(file: &File) -> (usize, Span) {
             Node::Expr(e) => e.span,
             Node::Stmt(s) => s.span,
             Node::Block(b) => b.span,
+            Node::Type(t) => t.span(),
         };
         if depth > max {
             (max, at) = (depth, span);
@@ -93,7 +112,13 @@ pub fn deepest(file: &File) -> (usize, Span) {
         match node {
             Node::Block(b) => work.extend(b.stmts.iter().map(|s| (Node::Stmt(s), next))),
             Node::Stmt(s) => match &s.kind {
-                StmtKind::Let(_, _, x) | StmtKind::Expr(x) => work.push((Node::Expr(x), next)),
+                StmtKind::Let(_, ty, x) => {
+                    work.push((Node::Expr(x), next));
+                    if let Some(ty) = ty {
+                        work.push((Node::Type(ty), next));
+                    }
+                }
+                StmtKind::Expr(x) => work.push((Node::Expr(x), next)),
                 StmtKind::Assign(a, _, b) => {
                     work.extend([(Node::Expr(a), next), (Node::Expr(b), next)])
                 }
@@ -128,6 +153,12 @@ pub fn deepest(file: &File) -> (usize, Span) {
                     (Node::Expr(b), next),
                 ]),
                 _ => {}
+            },
+            Node::Type(t) => match t {
+                TypeExpr::Named { args, .. } => {
+                    work.extend(args.iter().map(|t| (Node::Type(t), next)))
+                }
+                TypeExpr::Optional(inner, _) => work.push((Node::Type(inner), next)),
             },
         }
     }

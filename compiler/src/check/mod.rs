@@ -55,11 +55,10 @@ pub fn check_source(source: &str) -> Checked {
                 at,
             )
             .label("nested too deeply")
-            .help("split long expressions with `let` bindings, and long `else if` chains into separate handlers"),
+            .help("split long expressions with `let` bindings, and long `else if` chains into separate handlers; a type needs at most two levels (`map<string, int>`, `int?`)"),
         );
-        // Dropping a tree this deep recurses as deeply as checking it would: leak it
-        // instead (the caller reports the error and moves on).
-        std::mem::forget(file);
+        // The tree drops itself without recursion, however deep (see `ast`).
+        drop(file);
         return Checked {
             program: None,
             diagnostics,
