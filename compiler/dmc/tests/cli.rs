@@ -243,3 +243,81 @@ fn bench_prints_both_engines_and_their_ratio() {
         assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
     }
 }
+
+/// Runs `dmc check` on `source` written to a temporary file.
+fn check_text(source: &str) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("long.dmp");
+    std::fs::write(&path, source).expect("write");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    dmc(&["check", &path])
+}
+
+#[test]
+fn a_diagnostic_on_a_very_long_line_renders_plainly_instead_of_panicking() {
+    // Finding 11: miette panicked on a diagnostic past column 65,535 and on very long
+    // lines. Such a diagnostic is rendered plainly: file:line:col, code, message, help.
+    let padding = " ".repeat(70_000);
+    let cases = [
+        // Past column 65,535 on a short-enough second line.
+        (
+            format!(
+                "event E {{ n: int }}\n{padding}projection p {{ state {{ v: int = 0 }} on E {{ v = nope }} }}\n"
+            ),
+            "E0106",
+            2,
+        ),
+        // An error near the start of a line a megabyte long.
+        (
+            format!(
+                "event E {{ n: int }} projection p {{ state {{ v: int = 0 }} on E {{ v = nope }} }}{}\n",
+                " ".repeat(1 << 20)
+            ),
+            "E0106",
+            1,
+        ),
+        // A syntax error at the very end of a long line, and a span covering all of it.
+        (
+            format!("event E {{ n: int = {} }}", vec!["1"; 40_000].join(" + ")),
+            "E000",
+            1,
+        ),
+        (format!("event E {{ n: strin }}{padding}@"), "E0103", 1),
+    ];
+    for (source, code, line) in cases {
+        let out = check_text(&source);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains(code), "{stderr}");
+        assert!(stderr.contains(&format!("long.dmp:{line}:")), "{stderr}");
+        // The plain rendering never echoes the whole line.
+        assert!(stderr.len() < 20_000, "{} bytes of stderr", stderr.len());
+    }
+}
+
+#[test]
+fn a_deeply_nested_type_is_refused_by_check_and_explain() {
+    // Finding 6: a type nested thousands of levels deep overflowed the stack and aborted
+    // `dmc check` (and `dmc explain --ast` printed it recursively).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("deep.dmp");
+    let n = 50_000;
+    std::fs::write(
+        &path,
+        format!(
+            "event E {{ n: {}int{} }}\n",
+            "list<".repeat(n),
+            ">".repeat(n)
+        ),
+    )
+    .expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    for args in [vec!["check", path], vec!["explain", path, "--ast"]] {
+        let out = dmc(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("E0007"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("overflow"), "{args:?}: {stderr}");
+    }
+}
