@@ -705,3 +705,77 @@ fn decoding_from_bytes_agrees_with_the_tree_decoder() {
         }
     }
 }
+
+#[test]
+fn a_duration_divided_by_a_duration_is_a_whole_count() {
+    // Finding 18: `(meta.time - due) / 1d` was E0202, so "days late" could not be
+    // computed. It is an int, truncated toward zero like int division.
+    let src = r#"
+        event Paid { account: string, due: timestamp, every: duration }
+        projection late { key account
+          state { days: int, hours: int, times: int, secs: int, ms: int, us: int, whole_days: int }
+          on Paid {
+            days = (meta.time - event.due) / 1d
+            hours = (meta.time - event.due) / 1h
+            times = (meta.time - event.due) / event.every
+            secs = to_seconds(meta.time - event.due)
+            ms = to_millis(1500us)
+            us = to_micros(event.every)
+            whole_days = to_days(meta.time - event.due) + to_hours(-90m) + to_minutes(90s)
+          } }"#;
+    let out = docs(
+        src,
+        &[
+            at(
+                "Paid",
+                json!({"account": "a", "due": "2024-05-01T00:00:00Z", "every": "7h"}),
+                "2024-05-04T23:00:00Z",
+            ),
+            at(
+                "Paid",
+                json!({"account": "b", "due": "2024-05-05T12:00:00Z", "every": "-5h"}),
+                "2024-05-04T00:00:00Z",
+            ),
+        ],
+    );
+    assert_eq!(
+        out,
+        json!({"late": {
+            // 3 days 23 hours late: 3 whole days, 95 hours, 13 times 7 hours.
+            "a": {"days": 3, "hours": 95, "times": 13, "secs": 342_000, "ms": 1, "us": 25_200_000_000i64, "whole_days": 3 - 1 + 1},
+            // 1 day 12 hours early: truncated toward zero, not floored.
+            "b": {"days": -1, "hours": -36, "times": 7, "secs": -129_600, "ms": 1, "us": -18_000_000_000i64, "whole_days": -1 - 1 + 1},
+        }})
+    );
+}
+
+#[test]
+fn dividing_by_a_zero_duration_traps_like_int_division() {
+    let cases: &[(&str, i64, i64, &str)] = &[
+        (
+            "n = seconds(event.a) / seconds(event.b)",
+            1,
+            0,
+            "R0002 division by zero",
+        ),
+        (
+            "d = seconds(event.a); n = d / 0s",
+            1,
+            0,
+            "R0002 division by zero",
+        ),
+        (
+            "n = 1us * event.a / (0s - 1us)",
+            i64::MIN,
+            0,
+            "R0001 integer overflow in division",
+        ),
+    ];
+    for (body, a, b, expected) in cases {
+        let got = trap_of(body, *a, *b);
+        assert!(
+            got.starts_with(expected),
+            "`{body}` with a={a} b={b}: got `{got}`, expected `{expected}`"
+        );
+    }
+}

@@ -346,6 +346,19 @@ fn every_trap_agrees_with_the_interpreter() {
         ("n = event.a / event.b", 1, 0, "R0002 division by zero"),
         ("n = event.a % event.b", 1, 0, "R0002 division by zero"),
         ("n = 5; n /= event.b", 1, 0, "R0002 division by zero"),
+        // A duration divided by a zero duration traps as int division does.
+        (
+            "n = seconds(event.a) / seconds(event.b)",
+            1,
+            0,
+            "R0002 division by zero",
+        ),
+        (
+            "n = 1us * event.a / (0s - 1us)",
+            min,
+            0,
+            "R0001 integer overflow in division",
+        ),
         ("n = 5; n %= event.b", 1, 0, "R0002 division by zero"),
         (
             "x = to_float(event.a) / to_float(event.b)",
@@ -443,6 +456,49 @@ fn boundaries_that_do_not_trap_agree() {
         ),
     ];
     agree(&program, &inputs);
+}
+
+#[test]
+fn duration_division_and_conversions_agree() {
+    // Finding 18: duration / duration is an int (truncated toward zero), and a duration
+    // converts to whole days, hours, minutes, seconds, milliseconds and microseconds.
+    let src = r#"
+        event E { k: string, due: timestamp, every: duration }
+        projection p { key k
+          state { days: int, times: int, n: map<string, int>, units: list<int> }
+          on E {
+            days = (meta.time - event.due) / 1d
+            times = (meta.time - event.due) / event.every
+            n["h"] += (meta.time - event.due) / 1h
+            units.push(to_days(event.every))
+            units.push(to_hours(event.every))
+            units.push(to_minutes(event.every))
+            units.push(to_seconds(event.every))
+            units.push(to_millis(event.every))
+            units.push(to_micros(event.every))
+          } }"#;
+    let program = compile(src);
+    let mut inputs = Vec::new();
+    for (due, every) in [
+        ("2024-04-27T10:00:01Z", "1d1h1m1s1ms1us"),
+        ("2024-05-03T09:59:59Z", "-3h"),
+        ("2024-05-01T10:00:00Z", "1us"),
+        ("1970-01-01T00:00:00Z", "-1us"),
+    ] {
+        inputs.push(local(
+            &program,
+            "E",
+            json!({"k": due, "due": due, "every": every}),
+        ));
+    }
+    let (json, faults) = agree(&program, &inputs);
+    assert!(faults.is_empty(), "{faults:?}");
+    assert_eq!(json["p"]["2024-04-27T10:00:01Z"]["days"], json!(3));
+    assert_eq!(json["p"]["2024-05-03T09:59:59Z"]["days"], json!(-1));
+    assert_eq!(
+        json["p"]["2024-04-27T10:00:01Z"]["units"],
+        json!([1, 25, 1501, 90061, 90_061_001, 90_061_001_001i64])
+    );
 }
 
 #[test]
@@ -613,7 +669,7 @@ mod generate {
             return options[r.below(options.len())].clone();
         }
         let d = depth - 1;
-        match r.below(if s.in_key { 8 } else { 12 }) {
+        match r.below(if s.in_key { 8 } else { 14 }) {
             0..=2 => {
                 let op = r.pick(&["+", "-", "*", "/", "%"]);
                 format!("({} {op} {})", int_expr(r, s, d), int_expr(r, s, d))
@@ -642,6 +698,26 @@ mod generate {
             8 => format!("(oi ?? {})", int_expr(r, s, d)),
             9 => format!("(m[{}] ?? {})", str_expr(r, s, d), int_expr(r, s, d)),
             10 => format!("len({})", r.pick(&["l", "st", "m", "t"])),
+            // Durations divided by durations, and converted to whole units.
+            11 => format!(
+                "({}({}) / {}({}))",
+                r.pick(&["days", "seconds", "millis"]),
+                int_expr(r, s, d),
+                r.pick(&["days", "seconds", "millis"]),
+                int_expr(r, s, d)
+            ),
+            12 => format!(
+                "{}(millis({}))",
+                r.pick(&[
+                    "to_days",
+                    "to_hours",
+                    "to_minutes",
+                    "to_seconds",
+                    "to_millis",
+                    "to_micros"
+                ]),
+                int_expr(r, s, d)
+            ),
             _ => format!(
                 "{}({})",
                 r.pick(&["round", "floor", "ceil"]),

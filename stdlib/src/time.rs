@@ -1,6 +1,6 @@
 //! Time functions of the projection language: parsing and formatting RFC 3339
 //! timestamps and compact durations, calendar fields of a timestamp, and duration
-//! constructors.
+//! constructors and their inverses (whole units in a duration).
 //!
 //! A timestamp is an `i64` count of microseconds since 1970-01-01T00:00:00Z, a duration
 //! an `i64` count of microseconds. Calendar arithmetic is the proleptic Gregorian
@@ -510,6 +510,75 @@ pub fn seconds(n: i64) -> Result<i64> {
 /// ```
 pub fn millis(n: i64) -> Result<i64> {
     scaled(n, MILLISECOND)
+}
+
+/// Returns the whole days (of exactly 24 hours) in a duration, truncated toward zero:
+/// the inverse of [`days`] (`d / 1d` in the language).
+///
+/// # Examples
+///
+/// ```
+/// use datamesh_stdlib::time::{days, hours, to_days};
+/// assert_eq!(to_days(days(3).unwrap() + hours(23).unwrap()), 3);
+/// assert_eq!(to_days(-hours(36).unwrap()), -1);
+/// ```
+pub fn to_days(us: i64) -> i64 {
+    us / DAY
+}
+
+/// Returns the whole hours in a duration, truncated toward zero.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(datamesh_stdlib::time::to_hours(5_400_000_000), 1);
+/// ```
+pub fn to_hours(us: i64) -> i64 {
+    us / HOUR
+}
+
+/// Returns the whole minutes in a duration, truncated toward zero.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(datamesh_stdlib::time::to_minutes(-90_000_000), -1);
+/// ```
+pub fn to_minutes(us: i64) -> i64 {
+    us / MINUTE
+}
+
+/// Returns the whole seconds in a duration, truncated toward zero.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(datamesh_stdlib::time::to_seconds(2_999_999), 2);
+/// ```
+pub fn to_seconds(us: i64) -> i64 {
+    us / SECOND
+}
+
+/// Returns the whole milliseconds in a duration, truncated toward zero.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(datamesh_stdlib::time::to_millis(1_500), 1);
+/// ```
+pub fn to_millis(us: i64) -> i64 {
+    us / MILLISECOND
+}
+
+/// Returns a duration as a count of microseconds (its exact value).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(datamesh_stdlib::time::to_micros(-7), -7);
+/// ```
+pub fn to_micros(us: i64) -> i64 {
+    us
 }
 
 /// Parses a compact duration such as `1h30m`, `250ms`, `2d` or `-1m30s` into

@@ -46,6 +46,12 @@ pub const NAMES: &[&str] = &[
     "minutes",
     "seconds",
     "millis",
+    "to_days",
+    "to_hours",
+    "to_minutes",
+    "to_seconds",
+    "to_millis",
+    "to_micros",
     "parse_time",
     "parse_duration",
     "first",
@@ -138,6 +144,12 @@ pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> 
         ("minutes", [T::Int]) => (Builtin::Minutes, T::Duration),
         ("seconds", [T::Int]) => (Builtin::Seconds, T::Duration),
         ("millis", [T::Int]) => (Builtin::Millis, T::Duration),
+        ("to_days", [T::Duration]) => (Builtin::ToDays, T::Int),
+        ("to_hours", [T::Duration]) => (Builtin::ToHours, T::Int),
+        ("to_minutes", [T::Duration]) => (Builtin::ToMinutes, T::Int),
+        ("to_seconds", [T::Duration]) => (Builtin::ToSeconds, T::Int),
+        ("to_millis", [T::Duration]) => (Builtin::ToMillis, T::Int),
+        ("to_micros", [T::Duration]) => (Builtin::ToMicros, T::Int),
         ("parse_time", [a]) if *a == s => (Builtin::ParseTime, T::Timestamp),
         ("parse_duration", [a]) if *a == s => (Builtin::ParseDuration, T::Duration),
         ("first", [T::List(e)]) => (Builtin::First, T::Optional(e.clone())),
@@ -158,7 +170,8 @@ pub fn resolve(name: &str, args: &[Type]) -> Result<(Builtin, Type), CallError> 
 fn resolve_error_recovery(name: &str) -> Result<(Builtin, Type), CallError> {
     let ty = match name {
         "len" | "year" | "hour" | "minute" | "day_of_month" | "weekday" | "round" | "floor"
-        | "ceil" | "to_int" | "parse_int" | "pow" => Type::Int,
+        | "ceil" | "to_int" | "parse_int" | "pow" | "to_days" | "to_hours" | "to_minutes"
+        | "to_seconds" | "to_millis" | "to_micros" => Type::Int,
         "contains" | "starts_with" | "ends_with" | "is_some" => Type::Bool,
         "to_float" | "parse_float" | "sqrt" => Type::Float,
         "lower" | "upper" | "trim" | "concat" | "substring" | "replace" | "to_string" | "day"
@@ -229,6 +242,12 @@ pub fn signature(name: &str) -> Option<&'static str> {
         "minutes" => "minutes(int) -> duration",
         "seconds" => "seconds(int) -> duration",
         "millis" => "millis(int) -> duration",
+        "to_days" => "to_days(duration) -> int (whole days, truncated toward zero)",
+        "to_hours" => "to_hours(duration) -> int (whole hours, truncated toward zero)",
+        "to_minutes" => "to_minutes(duration) -> int (whole minutes, truncated toward zero)",
+        "to_seconds" => "to_seconds(duration) -> int (whole seconds, truncated toward zero)",
+        "to_millis" => "to_millis(duration) -> int (whole milliseconds, truncated toward zero)",
+        "to_micros" => "to_micros(duration) -> int (microseconds)",
         "parse_time" => "parse_time(string) -> timestamp",
         "parse_duration" => "parse_duration(string) -> duration",
         "first" => "first(list<T>) -> T?",

@@ -252,7 +252,7 @@ impl<'a> Cx<'a> {
                     );
                     return None;
                 }
-                let field = self.state_field(name, place.span)?;
+                let field = self.state_field(name, place.span, Target::Assigned(op, &value.ty))?;
                 (Place::State(field), self.state_ty(field))
             }
             ast::ExprKind::Index(base, index) => {
@@ -260,7 +260,7 @@ impl<'a> Cx<'a> {
                     self.report(not_assignable(place.span));
                     return None;
                 };
-                let field = self.state_field(name, base.span)?;
+                let field = self.state_field(name, base.span, Target::Entry(&value.ty))?;
                 let Type::Map(k, v) = self.state_ty(field) else {
                     let ty = self.state_ty(field);
                     self.report(
@@ -358,7 +358,7 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn state_field(&mut self, name: &str, span: Span) -> Option<usize> {
+    fn state_field(&mut self, name: &str, span: Span, target: Target<'_>) -> Option<usize> {
         let state = self.state.unwrap_or(&[]);
         if let Some(i) = state.iter().position(|f| f.name == name) {
             return Some(i);
@@ -367,9 +367,7 @@ impl<'a> Cx<'a> {
             .label("unknown field");
         let d = match suggest(name, state.iter().map(|f| f.name.as_str())) {
             Some(s) => d.help(format!("did you mean `{s}`?")),
-            None => d.help(format!(
-                "declare it in the projection's state: `state {{ {name}: int = 0 }}`"
-            )),
+            None => d.help(target.help(name)),
         };
         self.report(d);
         None
@@ -559,7 +557,7 @@ impl<'a> Cx<'a> {
             );
             return None;
         };
-        let field = self.state_field(name, recv.span)?;
+        let field = self.state_field(name, recv.span, Target::Collection(op))?;
         let ty = self.state_ty(field);
         let elem: Option<Type> = match (op, &ty) {
             (Mutation::Insert, Type::Set(e)) | (Mutation::Push, Type::List(e)) => {
@@ -1363,6 +1361,55 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// How a name that is not a state field was used as one, for E0106's help.
+#[derive(Clone, Copy)]
+enum Target<'t> {
+    /// `name op= value`, the value of this type.
+    Assigned(AssignOp, &'t Type),
+    /// `name[key] = value`.
+    Entry(&'t Type),
+    /// `name.push(x)` and the other collection updates.
+    Collection(Mutation),
+}
+
+impl Target<'_> {
+    fn help(self, name: &str) -> String {
+        // A type to declare the field with: the assigned value's, when it has one a
+        // field can hold.
+        let declared = |ty: &Type| match ty {
+            Type::None => "int?".to_owned(),
+            Type::Error | Type::Doc(_) => "int".to_owned(),
+            ty => ty.to_string(),
+        };
+        match self {
+            Target::Assigned(AssignOp::Set, ty) => format!(
+                "to name a value in this handler, write `let {name} = ...`; to keep it from one event to the next, declare it in the projection's state: `state {{ {name}: {} }}`",
+                declared(ty)
+            ),
+            Target::Assigned(_, ty) => format!(
+                "declare it in the projection's state: `state {{ {name}: {} }}` (fields start at zero; `let` bindings cannot be updated)",
+                declared(ty)
+            ),
+            Target::Entry(ty) => format!(
+                "declare it in the projection's state as a map: `state {{ {name}: map<string, {}> }}`",
+                if ty.is_scalar() && *ty != Type::Error {
+                    ty.to_string()
+                } else {
+                    "int".to_owned()
+                }
+            ),
+            Target::Collection(op) => format!(
+                "declare it in the projection's state as a collection: `state {{ {name}: {}<string> }}`",
+                if matches!(op, Mutation::Insert) {
+                    "set"
+                } else {
+                    "list"
+                }
+            ),
+        }
+    }
+}
+
 /// The result type of an arithmetic operator, if the operands are allowed.
 pub fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Option<Type> {
     use Type as T;
@@ -1384,6 +1431,9 @@ pub fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Option<Type> {
         (BinaryOp::Add, T::Duration, T::Timestamp) => T::Timestamp,
         (BinaryOp::Sub, T::Timestamp, T::Timestamp) => T::Duration,
         (BinaryOp::Mul | BinaryOp::Div, T::Duration, T::Int) => T::Duration,
+        // How many times one duration fits in another, truncated toward zero:
+        // `(meta.time - due) / 1d` is the whole days late.
+        (BinaryOp::Div, T::Duration, T::Duration) => T::Int,
         (BinaryOp::Mul, T::Int, T::Duration) => T::Duration,
         _ => return None,
     })

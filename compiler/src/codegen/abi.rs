@@ -458,7 +458,7 @@ pub unsafe extern "C" fn dm_concat(
 }
 
 /// Every builtin, indexed by the number generated code passes to [`dm_call`].
-pub const BUILTINS: [Builtin; 46] = [
+pub const BUILTINS: [Builtin; 52] = [
     Builtin::Lower,
     Builtin::Upper,
     Builtin::Trim,
@@ -496,6 +496,12 @@ pub const BUILTINS: [Builtin; 46] = [
     Builtin::Minutes,
     Builtin::Seconds,
     Builtin::Millis,
+    Builtin::ToDays,
+    Builtin::ToHours,
+    Builtin::ToMinutes,
+    Builtin::ToSeconds,
+    Builtin::ToMillis,
+    Builtin::ToMicros,
     Builtin::ParseTime,
     Builtin::ParseDuration,
     Builtin::First,

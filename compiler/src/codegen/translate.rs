@@ -969,7 +969,9 @@ impl<'a, 'f> Translator<'a, 'f> {
             | (B::Add, T::Duration, T::Timestamp)
             | (B::Sub, T::Timestamp, T::Duration)
             | (B::Sub, T::Timestamp, T::Timestamp) => int_op::TIMESTAMP,
-            (B::Div, T::Duration, T::Int) => {
+            // Duration / int is a duration, duration / duration an int: the same
+            // checked division on the microseconds either way.
+            (B::Div, T::Duration, T::Int | T::Duration) => {
                 let failed = self.division_fails(a, b);
                 self.trap_if(failed, int_op::DIV, a, b, span)?;
                 return Ok(JV::one(self.b.ins().sdiv(a, b)));

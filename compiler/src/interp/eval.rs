@@ -490,6 +490,8 @@ pub(super) fn binary_values(op: BinaryOp, a: Value, b: Value, span: Span) -> R<V
             V::Duration(ts(x.checked_mul(y), "duration arithmetic")?)
         }
         (BinaryOp::Div, V::Duration(x), V::Int(y)) => V::Duration(math::div_int(x, y).map_err(t)?),
+        // Traps like int division: by a zero duration, and `i64::MIN / -1`.
+        (BinaryOp::Div, V::Duration(x), V::Duration(y)) => V::Int(math::div_int(x, y).map_err(t)?),
         (op, a, b) => {
             return Err(trap(
                 std_::Trap::InvalidConversion(format!(
@@ -598,6 +600,12 @@ pub fn call_builtin(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Valu
         Builtin::Minutes => Value::Duration(time::minutes(as_int(a))?),
         Builtin::Seconds => Value::Duration(time::seconds(as_int(a))?),
         Builtin::Millis => Value::Duration(time::millis(as_int(a))?),
+        Builtin::ToDays => Value::Int(time::to_days(as_int(a))),
+        Builtin::ToHours => Value::Int(time::to_hours(as_int(a))),
+        Builtin::ToMinutes => Value::Int(time::to_minutes(as_int(a))),
+        Builtin::ToSeconds => Value::Int(time::to_seconds(as_int(a))),
+        Builtin::ToMillis => Value::Int(time::to_millis(as_int(a))),
+        Builtin::ToMicros => Value::Int(time::to_micros(as_int(a))),
         Builtin::ParseTime => Value::Timestamp(time::parse_rfc3339(as_str(a))?),
         Builtin::ParseDuration => Value::Duration(time::parse_duration(as_str(a))?),
         Builtin::First => match a {
