@@ -341,8 +341,11 @@ fn the_log_directory_and_its_files_are_private() {
 /// How a byte range is damaged.
 #[derive(Debug, Clone, Copy)]
 enum Harm {
+    /// Bytes of `offset..offset + len` xor-ed with a pattern.
     Flip,
+    /// `offset..offset + len` zeroed.
     Zero,
+    /// The file cut at `offset`.
     Truncate,
 }
 
@@ -354,33 +357,171 @@ fn last_group_start(records: &[Record], requests: u32, path: &Path, first: u64) 
     frame_offset(path, first, records.len() as u64 - last_len)
 }
 
+/// A pristine log and what was acknowledged, to damage copies of.
+struct Matrix {
+    guard: tempfile::TempDir,
+    pristine: PathBuf,
+    acked: Vec<Record>,
+    active: PathBuf,
+    /// Where the last group starts in the active segment.
+    torn_from: u64,
+    files: Vec<PathBuf>,
+    rt: tokio::runtime::Runtime,
+}
+
+/// What one damaged copy did on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Refused,
+    ServedAll,
+    CutTorn,
+}
+
+impl Matrix {
+    const REQUESTS: u32 = 90;
+    const SEGMENT: u64 = 2048;
+
+    fn new(name: &str) -> Matrix {
+        let guard = temp_dir(name);
+        let pristine = guard.path().join("pristine");
+        std::fs::create_dir_all(&pristine).expect("dir");
+        let acked = build(&pristine, Self::SEGMENT, Self::REQUESTS);
+        let segs = segments(&pristine);
+        assert!(segs.len() >= 4, "{segs:?}");
+        // The idx files are written in the background after each roll: reopen once
+        // so every sealed segment has one.
+        let (log, _) = Log::open(config(&pristine, Self::SEGMENT)).expect("open");
+        log.close();
+        let active = segs.last().expect("active").clone();
+        let active_first: u64 = active
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("first");
+        let torn_from = last_group_start(&acked, Self::REQUESTS, &active, active_first);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&pristine)
+            .expect("dir")
+            .filter_map(|e| Some(e.ok()?.path()))
+            .collect();
+        files.sort();
+        Matrix {
+            guard,
+            pristine,
+            acked,
+            active,
+            torn_from,
+            files,
+            rt: runtime(),
+        }
+    }
+
+    /// Damages a copy of the log (`file`, `harm` over `offset..offset + len`), opens
+    /// it and checks the property (see the module documentation).
+    fn case(&self, file: &Path, harm: Harm, offset: u64, len: u64) -> Outcome {
+        let case_dir = self.guard.path().join("case");
+        let _ = std::fs::remove_dir_all(&case_dir);
+        std::fs::create_dir_all(&case_dir).expect("dir");
+        copy_log(&self.pristine, &case_dir);
+        let target = case_dir.join(file.file_name().expect("name"));
+        let mut bytes = std::fs::read(&target).expect("read");
+        let end = usize::try_from(offset + len).map_or(bytes.len(), |e| e.min(bytes.len()));
+        let start = (offset as usize).min(bytes.len());
+        match harm {
+            Harm::Flip => bytes[start..end].iter_mut().for_each(|b| *b ^= 0x5A),
+            Harm::Zero => bytes[start..end].fill(0),
+            Harm::Truncate => bytes.truncate(start),
+        }
+        std::fs::write(&target, &bytes).expect("write");
+        let what = format!("{harm:?} {len} bytes at {offset} of {}", file.display());
+        let acked = &self.acked;
+        let outcome = match Log::open(config(&case_dir, Self::SEGMENT)) {
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        LogError::Damaged { .. }
+                            | LogError::Corrupt { .. }
+                            | LogError::Header { .. }
+                    ),
+                    "{what}: unexpected error {e}"
+                );
+                Outcome::Refused
+            }
+            Ok((log, recovery)) => {
+                let head = log.head();
+                assert!(head <= acked.len() as u64, "{what}: more than was acked");
+                let outcome = if head < acked.len() as u64 {
+                    assert!(
+                        file == self.active,
+                        "{what}: served {head} of {} records",
+                        acked.len()
+                    );
+                    // A truncated active segment is indistinguishable from a log that
+                    // was never longer (see the Guarantees page). Flipped or zeroed
+                    // bytes are cut only when they reach into the last group: then
+                    // nothing intact after them starts a group, as after a torn write.
+                    if !matches!(harm, Harm::Truncate) {
+                        assert!(
+                            recovery.truncated_bytes > 0 && offset + len > self.torn_from,
+                            "{what}: cut at {head} ({recovery:?}), but the damage is before the last group (which starts at byte {})",
+                            self.torn_from
+                        );
+                    }
+                    Outcome::CutTorn
+                } else {
+                    Outcome::ServedAll
+                };
+                // Every record reads back as acknowledged, or fails as corrupt.
+                let mut failed = false;
+                for position in 0..head {
+                    match log.read(position, 1) {
+                        Ok(records) => assert_eq!(
+                            records.first(),
+                            acked.get(position as usize),
+                            "{what}: position {position}"
+                        ),
+                        Err(LogError::Corrupt { .. }) => failed = true,
+                        Err(e) => panic!("{what}: read {position}: {e}"),
+                    }
+                }
+                if failed {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while !log.scrubbed() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    assert!(
+                        !log.damage().is_empty(),
+                        "{what}: a read failed, the scrub found nothing"
+                    );
+                }
+                // The log still appends after the open.
+                let appended = self
+                    .rt
+                    .block_on(log.append(vec![event("x", "", 1)], vec![]))
+                    .expect("append after recovery");
+                assert_eq!(appended.positions, vec![head]);
+                log.close();
+                outcome
+            }
+        };
+        outcome
+    }
+}
+
+fn tally(outcomes: &[Outcome]) -> (usize, usize, usize) {
+    let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
+    (
+        count(Outcome::Refused),
+        count(Outcome::ServedAll),
+        count(Outcome::CutTorn),
+    )
+}
+
 #[test]
 fn the_corruption_matrix_never_serves_a_hole_or_less_silently() {
-    let guard = temp_dir("matrix");
-    let pristine = guard.path().join("pristine");
-    std::fs::create_dir_all(&pristine).expect("dir");
-    let acked = build(&pristine, 2048, 90);
-    let segs = segments(&pristine);
-    assert!(segs.len() >= 4, "{segs:?}");
-    // The idx files are written in the background after each roll: reopen once so
-    // every sealed segment has one.
-    let (log, _) = Log::open(config(&pristine, 2048)).expect("open");
-    log.close();
-    let active = segs.last().expect("active").clone();
-    let active_first: u64 = active
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("first");
-    let torn_from = last_group_start(&acked, 90, &active, active_first);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&pristine)
-        .expect("dir")
-        .filter_map(|e| Some(e.ok()?.path()))
-        .collect();
-    files.sort();
-    let rt = runtime();
-    let (mut cases, mut refused, mut served_all, mut cut_torn) = (0, 0, 0, 0);
-    for file in &files {
+    let matrix = Matrix::new("matrix");
+    let mut outcomes = Vec::new();
+    for file in &matrix.files {
         let len = std::fs::metadata(file).expect("len").len();
         let offsets: Vec<u64> = (0..len)
             .step_by(((len / 24).max(1)) as usize)
@@ -388,111 +529,57 @@ fn the_corruption_matrix_never_serves_a_hole_or_less_silently() {
             .filter(|o| *o < len)
             .collect();
         for &offset in &offsets {
-            for harm in [Harm::Flip, Harm::Zero, Harm::Truncate] {
-                cases += 1;
-                let case_dir = guard.path().join("case");
-                let _ = std::fs::remove_dir_all(&case_dir);
-                std::fs::create_dir_all(&case_dir).expect("dir");
-                copy_log(&pristine, &case_dir);
-                let target = case_dir.join(file.file_name().expect("name"));
-                let mut bytes = std::fs::read(&target).expect("read");
-                match harm {
-                    Harm::Flip => bytes[offset as usize] ^= 0x5A,
-                    Harm::Zero => {
-                        let end = (offset as usize + 64).min(bytes.len());
-                        bytes[offset as usize..end].fill(0);
-                    }
-                    Harm::Truncate => bytes.truncate(offset as usize),
-                }
-                std::fs::write(&target, &bytes).expect("write");
-                let what = format!("{harm:?} at {offset} of {}", file.display());
-                let is_active = file == &active;
-                match Log::open(config(&case_dir, 2048)) {
-                    Err(e) => {
-                        refused += 1;
-                        assert!(
-                            matches!(
-                                e,
-                                LogError::Damaged { .. }
-                                    | LogError::Corrupt { .. }
-                                    | LogError::Header { .. }
-                            ),
-                            "{what}: unexpected error {e}"
-                        );
-                    }
-                    Ok((log, recovery)) => {
-                        let head = log.head();
-                        if head < acked.len() as u64 {
-                            // Only a torn-looking last group may be cut, and it says so.
-                            assert!(
-                                is_active,
-                                "{what}: served {head} of {} records",
-                                acked.len()
-                            );
-                            // A truncated active segment is indistinguishable from a
-                            // log that was never longer (see the Guarantees page);
-                            // flipped or zeroed bytes are cut only in the last group.
-                            // (A damaged range that reaches into the last group's
-                            // first frame looks like a torn write: nothing intact
-                            // after it starts a group.)
-                            let end = match harm {
-                                Harm::Flip => offset + 1,
-                                Harm::Zero => offset + 64,
-                                Harm::Truncate => u64::MAX,
-                            };
-                            if !matches!(harm, Harm::Truncate) {
-                                assert!(
-                                    recovery.truncated_bytes > 0 && end > torn_from,
-                                    "{what}: cut at {head} ({recovery:?}), but the damage is before the last group (which starts at byte {torn_from})"
-                                );
-                            }
-                            cut_torn += 1;
-                        } else {
-                            served_all += 1;
-                        }
-                        assert_eq!(
-                            head.min(acked.len() as u64),
-                            head,
-                            "{what}: more than was acked"
-                        );
-                        // Every record reads back as acknowledged, or fails as corrupt.
-                        let mut failed = false;
-                        for position in 0..head {
-                            match log.read(position, 1) {
-                                Ok(records) => assert_eq!(
-                                    records.first(),
-                                    acked.get(position as usize),
-                                    "{what}: position {position}"
-                                ),
-                                Err(LogError::Corrupt { .. }) => failed = true,
-                                Err(e) => panic!("{what}: read {position}: {e}"),
-                            }
-                        }
-                        if failed {
-                            let deadline =
-                                std::time::Instant::now() + std::time::Duration::from_secs(30);
-                            while !log.scrubbed() && std::time::Instant::now() < deadline {
-                                std::thread::sleep(std::time::Duration::from_millis(2));
-                            }
-                            assert!(
-                                !log.damage().is_empty(),
-                                "{what}: a read failed, the scrub found nothing"
-                            );
-                        }
-                        // The log still appends after the open.
-                        let appended = rt
-                            .block_on(log.append(vec![event("x", "", 1)], vec![]))
-                            .expect("append after recovery");
-                        assert_eq!(appended.positions, vec![head]);
-                        log.close();
-                    }
-                }
+            for (harm, n) in [(Harm::Flip, 1), (Harm::Zero, 64), (Harm::Truncate, 0)] {
+                outcomes.push(matrix.case(file, harm, offset, n));
             }
         }
     }
+    let (refused, served_all, cut_torn) = tally(&outcomes);
     eprintln!(
-        "corruption matrix: {cases} cases over {} files: {refused} refused, {served_all} served everything, {cut_torn} cut a torn last group",
-        files.len()
+        "corruption matrix: {} cases over {} files: {refused} refused, {served_all} served everything, {cut_torn} cut a torn last group",
+        outcomes.len(),
+        matrix.files.len()
     );
     assert!(refused > 0 && served_all > 0 && cut_torn > 0);
+}
+
+/// Random damage (seeded, so a failure reproduces): a file of the log, a kind, an
+/// offset and a length, one damage per case, checked as the matrix checks.
+/// `DATAMESH_FUZZ_CASES=N` runs N cases (default 300; `DATAMESH_FUZZ_SEED` picks
+/// the seed): `DATAMESH_FUZZ_CASES=20000 cargo test --release -p datamesh-runtime --lib
+/// random_damage`.
+#[test]
+fn random_damage_never_serves_a_hole_or_less_silently() {
+    let cases: usize = std::env::var("DATAMESH_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut seed: u64 = std::env::var("DATAMESH_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED_D47A_3E5A);
+    let mut next = move || {
+        // xorshift64*
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let matrix = Matrix::new("random");
+    let mut outcomes = Vec::with_capacity(cases);
+    for _ in 0..cases {
+        let file = &matrix.files[(next() % matrix.files.len() as u64) as usize];
+        let len = std::fs::metadata(file).expect("len").len().max(1);
+        let offset = next() % len;
+        let (harm, n) = match next() % 3 {
+            0 => (Harm::Flip, 1 + next() % 16),
+            1 => (Harm::Zero, 1 + next() % 512),
+            _ => (Harm::Truncate, 0),
+        };
+        outcomes.push(matrix.case(file, harm, offset, n));
+    }
+    let (refused, served_all, cut_torn) = tally(&outcomes);
+    eprintln!(
+        "random damage: {cases} cases: {refused} refused, {served_all} served everything, {cut_torn} cut a torn last group"
+    );
 }
