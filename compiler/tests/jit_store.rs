@@ -624,7 +624,8 @@ fn strings_past_the_limit_trap_alike_before_they_are_built() {
         states[0].docs.get(&Vec::new()).map(|d| d[0].clone()),
         Some(Value::Int(1 << 20))
     );
-    let limit = "R0007 limit exceeded: a string of 2097152 bytes is longer than the limit of 1048576 bytes";
+    let limit =
+        "R0007 limit exceeded: a string of 2097152 bytes is longer than the limit of 1048576 bytes";
     for body in [
         doublings(17, false),
         doublings(17, true),
@@ -634,7 +635,10 @@ fn strings_past_the_limit_trap_alike_before_they_are_built() {
         format!("{} t = replace(t, \"a\", t)", doublings(10, false)),
     ] {
         let text = trap_of(&body, 0, 0);
-        assert!(text.starts_with("R0007 limit exceeded: a string of "), "`{body}`: {text}");
+        assert!(
+            text.starts_with("R0007 limit exceeded: a string of "),
+            "`{body}`: {text}"
+        );
         if !body.contains("replace") {
             assert_eq!(text, limit, "`{body}`");
         }
@@ -687,17 +691,26 @@ fn full_collections_trap_alike_and_roll_back() {
             Some(doc.clone())
         });
         let mut backed = Backed::default();
-        backed
-            .stored
-            .insert(encode_key(&key), datamesh_compiler::storage::encode_doc(&doc));
-        let got = backed.fold(&jit, &mut JitScratch::new(), (0, None), (event, &row, &meta));
+        backed.stored.insert(
+            encode_key(&key),
+            datamesh_compiler::storage::encode_doc(&doc),
+        );
+        let got = backed.fold(
+            &jit,
+            &mut JitScratch::new(),
+            (0, None),
+            (event, &row, &meta),
+        );
         backed.flush(&jit, 0);
         match (interp, got) {
             (Err((trap, handler)), Err(jit_trap)) => {
                 assert!(traps, "`{body}` trapped: {trap}");
                 assert_eq!(jit_trap, (trap.clone(), handler), "`{body}`");
                 assert_eq!(trap.code(), "R0007", "`{body}`");
-                assert!(trap.to_string().contains("cannot hold more than 1048576"), "{trap}");
+                assert!(
+                    trap.to_string().contains("cannot hold more than 1048576"),
+                    "{trap}"
+                );
                 let stored = backed.docs();
                 assert_eq!(stored.get(&key), Some(&doc), "`{body}` rolled back");
             }
@@ -733,7 +746,12 @@ fn an_oversized_document_is_refused_when_encoded_for_the_store() {
             assert_eq!(jit_result, Ok(()));
             assert_eq!(by_jit, datamesh_compiler::storage::encode_doc(&doc));
         } else {
-            assert_eq!(jit_result, Err(DocTooLarge { limit: MAX_DOC_BYTES }));
+            assert_eq!(
+                jit_result,
+                Err(DocTooLarge {
+                    limit: MAX_DOC_BYTES
+                })
+            );
             // Found without encoding (much) more than the limit.
             assert!(by_jit.len() <= MAX_DOC_BYTES + 16, "{}", by_jit.len());
         }
