@@ -14,7 +14,7 @@ use datamesh_compiler::interp::{Meta, apply_event};
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 
-use super::{Engine, EngineKind};
+use super::{DeployLimits, Engine, EngineKind};
 use crate::log::{Log, LogConfig, NewEvent};
 use crate::store::Store;
 use crate::store::encoding::{decode_doc, decode_key};
@@ -542,6 +542,160 @@ async fn a_retired_version_named_by_a_program_is_skipped_after_a_restart(kind: E
             .with_registry(|r| r.is_faulted("balances@v1"))
             .expect("registry")
     );
+    engine.stop().await;
+    drop(engine);
+    log.close();
+}
+
+/// Finding 8: a deploy compiles outside the registry's lock: while a large program
+/// compiles, what appends and status take (the registry, to validate and to report)
+/// answers at once, and appends go on; a restart does not wait for the compile (the
+/// interpreter folds until the code is installed); both engines agree throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_deploy_compiles_without_blocking_and_a_restart_does_not_wait_for_it() {
+    let kind = EngineKind::Jit;
+    let (dir, _, log) = setup("big-deploy", kind);
+    append_all(&log, deposits(0x2468_1357_ACE0_BDF1, 100)).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    // About 7,200 IR nodes in one handler: under the JIT threshold, seconds to
+    // compile in a debug build.
+    let source = big_program(2, 800);
+    let program = check_source(&source).program.expect("checks");
+    let deployer = engine.clone();
+    let deploy_source = source.clone();
+    let deploy = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        deployer.deploy(&deploy_source, "big.dmp").expect("deploy");
+        started.elapsed()
+    });
+    let (mut registry_worst, mut append_worst, mut samples) = (Duration::ZERO, Duration::ZERO, 0);
+    let more = deposits(0x1111_3333_5555_7777, 400);
+    while !deploy.is_finished() {
+        let started = std::time::Instant::now();
+        engine.with_registry(|r| r.schemas.len());
+        registry_worst = registry_worst.max(started.elapsed());
+        let started = std::time::Instant::now();
+        log.append(vec![more[samples % more.len()].clone()], Vec::new())
+            .await
+            .expect("append");
+        append_worst = append_worst.max(started.elapsed());
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = deploy.join().expect("deploy thread");
+    eprintln!(
+        "deploy {took:?}; during it {samples} samples, registry worst {registry_worst:?}, append worst {append_worst:?}"
+    );
+    assert!(
+        samples >= 3,
+        "the deploy took {took:?}: too short to measure"
+    );
+    assert!(
+        registry_worst * 4 < took,
+        "the registry was held for {registry_worst:?} of a {took:?} deploy"
+    );
+    assert!(
+        append_worst * 2 < took,
+        "an append waited {append_worst:?} during a {took:?} deploy"
+    );
+    assert_eq!(engine.with_registry(|r| r.jit(0).is_some()), Some(true));
+    let head = log.head();
+    engine
+        .wait_for("big@v1", head, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        stored(&engine, &program),
+        reference(&program, &log),
+        "after the deploy"
+    );
+    engine.stop().await;
+    drop(engine);
+
+    // A restart registers the program at once and compiles it in the background.
+    let started = std::time::Instant::now();
+    let engine = Engine::start(log.clone(), store, kind).expect("engine restarts");
+    let start = started.elapsed();
+    assert!(
+        start * 4 < took,
+        "the start took {start:?}; compiling takes {took:?}"
+    );
+    append_all(&log, deposits(0x9999_8888_7777_6666, 100)).await;
+    let head = log.head();
+    assert_eq!(
+        engine
+            .wait_for("big@v1", head, Duration::from_secs(120))
+            .await,
+        Some(head)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while engine.with_registry(|r| r.jit(0).is_none()) == Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the code is never installed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append_all(&log, deposits(0x4444_2222_1111_0000, 100)).await;
+    let head = log.head();
+    engine
+        .wait_for("big@v1", head, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        stored(&engine, &program),
+        reference(&program, &log),
+        "after the restart"
+    );
+    engine.stop().await;
+    drop(engine);
+    log.close();
+}
+
+/// Finding 8: the deploy limits: a source over the byte limit and a handler over the
+/// node limit are refused with a diagnostic; a handler past the JIT threshold runs on
+/// the interpreter, with the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_limits_refuse_or_fall_back_to_the_interpreter() {
+    let kind = EngineKind::Jit;
+    let (dir, _, log) = setup("limits", kind);
+    append_all(&log, deposits(0x0123_4567_89AB_CDEF, 200)).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    let huge = format!("{}{}", big_program(0, 1), " ".repeat(1 << 20));
+    match engine.deploy(&huge, "huge.dmp") {
+        Err(super::DeployError::Invalid(d)) => {
+            assert_eq!(d[0].code, "D0001", "{d:?}");
+            assert!(d[0].message.contains("1048576"), "{d:?}");
+        }
+        other => panic!("a 1 MiB program is refused: {other:?}"),
+    }
+    engine.stop().await;
+    drop(engine);
+    let limits = DeployLimits {
+        max_handler_nodes: 2_000,
+        jit_max_handler_nodes: 500,
+        ..DeployLimits::default()
+    };
+    let engine = Engine::start_with_limits(log.clone(), store, kind, limits).expect("engine");
+    match engine.deploy(&big_program(0, 200), "big.dmp") {
+        Err(super::DeployError::Invalid(d)) => {
+            assert_eq!(d[0].code, "D0002", "{d:?}");
+            assert!(d[0].message.contains("2401"), "{d:?}");
+        }
+        other => panic!("a handler over the limit is refused: {other:?}"),
+    }
+    let source = big_program(0, 100);
+    let program = check_source(&source).program.expect("checks");
+    engine.deploy(&source, "big.dmp").expect("deploys");
+    assert_eq!(
+        engine.with_registry(|r| r.jit(0).is_none()),
+        Some(true),
+        "past the JIT threshold, the interpreter runs it"
+    );
+    engine
+        .wait_for("big@v1", log.head(), Duration::from_secs(60))
+        .await;
+    assert_eq!(stored(&engine, &program), reference(&program, &log));
     engine.stop().await;
     drop(engine);
     log.close();
