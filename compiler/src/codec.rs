@@ -5,6 +5,7 @@
 //! the event type exactly (every field present or defaulted, every value of its declared
 //! type) or a [`PayloadError`] naming the field; it never guesses or coerces silently.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use datamesh_stdlib::{Value, string, time};
@@ -23,11 +24,83 @@ pub struct PayloadError {
 }
 
 impl PayloadError {
+    /// An error at `field`, whose name is quoted as an [`excerpt`].
     fn at(field: &str, message: impl Into<String>) -> PayloadError {
         PayloadError {
-            field: Some(field.to_owned()),
-            message: message.into(),
+            field: Some(excerpt(field).into_owned()),
+            message: clip_message(message.into()),
         }
+    }
+
+    /// An error about the payload as a whole.
+    fn whole(message: impl Into<String>) -> PayloadError {
+        PayloadError {
+            field: None,
+            message: clip_message(message.into()),
+        }
+    }
+}
+
+/// The most bytes of one piece of input (a key, a name, a string value) an error message
+/// quotes; longer input is cut (see [`excerpt`]).
+pub const MAX_ECHO: usize = 64;
+
+/// The most bytes of one error message about a payload (see [`clip_message`]).
+pub const MAX_MESSAGE: usize = 512;
+
+/// How deep a payload may nest objects and arrays (the payload object is level 1).
+/// Declared fields hold scalars or collections of scalars (three levels at most);
+/// the bound keeps a payload of an undeclared type decodable by any later declaration
+/// and every recursive walk over it shallow.
+pub const MAX_DEPTH: usize = 64;
+
+/// Input text as an error message may quote it: as it is up to [`MAX_ECHO`] bytes;
+/// otherwise its start, an ellipsis and its length in bytes (`aaaa… (5242880 bytes)`),
+/// so a message never grows with what a client sent.
+pub fn excerpt(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_ECHO {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX_ECHO - 16;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}… ({} bytes)",
+        text.get(..end).unwrap_or_default(),
+        text.len()
+    ))
+}
+
+/// A message cut to at most about [`MAX_MESSAGE`] bytes (with an ellipsis and its
+/// original length), for messages that may quote input through a library's error.
+pub fn clip_message(message: String) -> String {
+    clip_to(message, MAX_MESSAGE)
+}
+
+/// `message` cut to at most about `max` bytes, as [`clip_message`].
+pub fn clip_to(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max.saturating_sub(24);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} bytes)",
+        message.get(..end).unwrap_or_default(),
+        message.len()
+    )
+}
+
+/// A library's error about `input` with the input quoted as an [`excerpt`].
+fn quoting(error: impl std::fmt::Display, input: &str) -> String {
+    let message = error.to_string();
+    if input.len() <= MAX_ECHO {
+        message
+    } else {
+        clip_message(message.replace(input, &excerpt(input)))
     }
 }
 
@@ -38,22 +111,19 @@ impl PayloadError {
 /// required field, or has a value of the wrong type.
 pub fn decode_payload(event: &EventType, data: &Json) -> Result<Vec<Value>, PayloadError> {
     let Json::Object(object) = data else {
-        return Err(PayloadError {
-            field: None,
-            message: format!(
-                "the payload of `{}` must be a JSON object, found {}",
-                event.name,
-                json_kind(data)
-            ),
-        });
+        return Err(PayloadError::whole(format!(
+            "the payload of `{}` must be a JSON object, found {}",
+            excerpt(&event.name),
+            json_kind(data)
+        )));
     };
     if let Some(unknown) = object.keys().find(|k| event.field(k).is_none()) {
-        let fields: Vec<&str> = event.fields.iter().map(|f| f.name.as_str()).collect();
+        let fields: Vec<Cow<'_, str>> = event.fields.iter().map(|f| excerpt(&f.name)).collect();
         return Err(PayloadError::at(
             unknown,
             format!(
                 "`{}` has no such field (its fields: {})",
-                event.name,
+                excerpt(&event.name),
                 fields.join(", ")
             ),
         ));
@@ -86,13 +156,13 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
     match (ty, json) {
         (Type::Optional(_), Json::Null) => Ok(Value::None),
         (Type::Optional(inner), j) => decode_value(inner, j),
-        (Type::Int, Json::Number(n)) => {
-            n.as_i64().map(Value::Int).ok_or_else(|| match n.as_f64() {
-                _ if n.is_u64() => format!("{n} is out of range for int"),
-                Some(f) if f.fract() == 0.0 => format!("{f} is out of range for int"),
-                _ => wrong(),
-            })
-        }
+        (Type::Int, Json::Number(n)) => n.as_i64().map(Value::Int).ok_or_else(|| {
+            if n.is_u64() {
+                format!("{n} is out of range for int")
+            } else {
+                n.as_f64().map_or_else(wrong, |f| not_an_int(ty, f))
+            }
+        }),
         (Type::Float, Json::Number(n)) => n
             .as_f64()
             .filter(|f| f.is_finite())
@@ -102,11 +172,11 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
         (Type::String, Json::String(s)) => Ok(Value::str(s)),
         (Type::Timestamp, Json::String(s)) => time::parse_rfc3339(s)
             .map(Value::Timestamp)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| quoting(e, s)),
         (Type::Timestamp, Json::Number(n)) => n.as_i64().map(Value::Timestamp).ok_or_else(wrong),
         (Type::Duration, Json::String(s)) => time::parse_duration(s)
             .map(Value::Duration)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| quoting(e, s)),
         (Type::Duration, Json::Number(n)) => n.as_i64().map(Value::Duration).ok_or_else(wrong),
         (Type::List(elem), Json::Array(items)) => items
             .iter()
@@ -123,8 +193,10 @@ pub fn decode_value(ty: &Type, json: &Json) -> Result<Value, String> {
         (Type::Map(k, v), Json::Object(entries)) => entries
             .iter()
             .map(|(key, value)| {
-                let key_value = decode_key(k, key).map_err(|m| format!("key `{key}`: {m}"))?;
-                let value = decode_value(v, value).map_err(|m| format!("entry `{key}`: {m}"))?;
+                let key_value =
+                    decode_key(k, key).map_err(|m| format!("key `{}`: {m}", excerpt(key)))?;
+                let value =
+                    decode_value(v, value).map_err(|m| format!("entry `{}`: {m}", excerpt(key)))?;
                 Ok((key_value, value))
             })
             .collect::<Result<BTreeMap<_, _>, String>>()
@@ -139,18 +211,18 @@ fn decode_key(ty: &Type, text: &str) -> Result<Value, String> {
         Type::String => Ok(Value::str(text)),
         Type::Int => string::parse_int(text)
             .map(Value::Int)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| quoting(e, text)),
         Type::Bool => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("expected true or false, found `{text}`")),
+            _ => Err(format!("expected true or false, found `{}`", excerpt(text))),
         },
         Type::Timestamp => time::parse_rfc3339(text)
             .map(Value::Timestamp)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| quoting(e, text)),
         Type::Duration => time::parse_duration(text)
             .map(Value::Duration)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| quoting(e, text)),
         other => Err(format!("`{other}` cannot be a map key")),
     }
 }
@@ -166,9 +238,28 @@ fn json_kind(json: &Json) -> &'static str {
     }
 }
 
+/// Why a JSON number with a fraction or an exponent (`1.5`, `1e3`, `1e30`) is not an
+/// `int` (or timestamp, duration).
+fn not_an_int(ty: &Type, f: f64) -> String {
+    // 2^63: integers below it in magnitude fit an i64.
+    if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 {
+        format!(
+            "expected {ty}, found the number {} (write an integer without a fraction or exponent)",
+            excerpt(&f.to_string())
+        )
+    } else if f.fract() == 0.0 {
+        format!("{} is out of range for {ty}", excerpt(&f.to_string()))
+    } else {
+        format!(
+            "expected {ty}, found the number {}",
+            excerpt(&f.to_string())
+        )
+    }
+}
+
 fn describe(json: &Json) -> String {
     match json {
-        Json::Number(n) => format!("the number {n}"),
+        Json::Number(n) => format!("the number {}", excerpt(&n.to_string())),
         Json::String(s) if s.len() <= 40 => format!("the string {json}"),
         other => json_kind(other).to_owned(),
     }
@@ -349,12 +440,11 @@ fn decode_with<'de, R: serde_json::de::Read<'de>>(
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
-    if let Err(e) = outcome {
-        // Fall back to the tree decoder for its precise message.
-        let json: Json = serde_json::from_slice(bytes).map_err(|_| PayloadError {
-            field: None,
-            message: format!("not valid JSON: {e}"),
-        })?;
+    if outcome.is_err() {
+        // Fall back to the tree decoder for its precise message (its own parse error
+        // when the JSON is malformed, placed by line and column).
+        let json: Json = serde_json::from_slice(bytes)
+            .map_err(|e| PayloadError::whole(format!("not valid JSON: {e}")))?;
         *row = decode_payload(event, &json)?;
         return Ok(());
     }
@@ -372,30 +462,144 @@ fn decode_with<'de, R: serde_json::de::Read<'de>>(
     Ok(())
 }
 
-/// Checks that a payload is a JSON object, without building anything (for events of a
-/// type no program declares).
+/// Checks the JSON of a payload for an event of a type no program declares, in one
+/// pass that builds nothing: it must be a well-formed JSON object with no lone
+/// surrogate in any string or key, numbers a finite `f64` can hold (integers beyond
+/// it, such as 400 digits, overflow), and at most [`MAX_DEPTH`] levels of nesting.
+/// That is everything the typed decoder ([`decode_payload_into`]) requires of the JSON
+/// itself, so a program declaring the type later can only refuse such a payload for
+/// its fields and their types, never for its JSON.
 ///
 /// # Errors
-/// What is wrong, as a sentence.
-pub fn check_object(bytes: &[u8]) -> Result<(), String> {
-    struct Object;
-    impl<'de> serde::de::Visitor<'de> for Object {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
+/// [`PayloadError`] (no field) saying what is wrong and where (line and column).
+pub fn check_json(bytes: &[u8]) -> Result<(), PayloadError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') => {}
+        None => {
+            return Err(PayloadError::whole(
+                "`data` is empty: it must be a JSON object",
+            ));
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            use serde::de::IgnoredAny;
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(())
+        Some(first) => {
+            let found = match first {
+                b'[' => "an array",
+                b'"' => "a string",
+                b't' | b'f' => "a bool",
+                b'n' => "null",
+                b'-' | b'0'..=b'9' => "a number",
+                _ => "something that is not JSON",
+            };
+            return Err(PayloadError::whole(format!(
+                "`data` must be a JSON object, found {found}"
+            )));
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let checked = serde::Deserializer::deserialize_map(&mut de, Object).and_then(|()| de.end());
-    match checked {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_data() => Err("`data` must be a JSON object".to_owned()),
-        Err(e) => Err(format!("`data` is not valid JSON: {e}")),
+    let checked = serde::Deserializer::deserialize_map(&mut de, Check(0)).and_then(|()| de.end());
+    checked.map_err(|e| {
+        let text = e.to_string();
+        if e.is_data() {
+            // Only [`Check`] raises data errors: its own message, placed.
+            PayloadError::whole(format!("`data` {text}"))
+        } else if text.contains("surrogate") || text.starts_with("unexpected end of hex escape")
+        {
+            PayloadError::whole(format!(
+                "`data` is not valid JSON: a string has a lone surrogate (an escape \\uD800 to \\uDFFF \
+                 not in a high-low pair) at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        } else {
+            PayloadError::whole(format!("`data` is not valid JSON: {text}"))
+        }
+    })
+}
+
+/// Validates one JSON value inside `.0` objects and arrays (see [`check_json`]).
+#[derive(Clone, Copy)]
+struct Check(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Check {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Check {
+    /// The check for the values of a container this one opens.
+    fn deeper<E: serde::de::Error>(self) -> Result<Check, E> {
+        if self.0 >= MAX_DEPTH {
+            return Err(E::custom(format!(
+                "nests deeper than {MAX_DEPTH} levels of objects and arrays"
+            )));
+        }
+        Ok(Check(self.0 + 1))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Check {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // serde_json refuses numbers that overflow an f64; this keeps the promise if
+        // that ever changes.
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(E::custom("has a number out of range"))
+        }
+    }
+
+    // The string was unescaped (lone surrogates refused) to get here.
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper()?;
+        while map.next_key_seed(Key)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key: unescaped (so a lone surrogate is refused), not kept.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(Check(0))
     }
 }
 
@@ -545,5 +749,133 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor<'_> {
                 .map_err(E::custom),
             ty => Err(E::custom(format!("expected {ty}, found a string"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::Span;
+
+    fn event(fields: &[(&str, Type)]) -> EventType {
+        EventType {
+            name: "E".to_owned(),
+            fields: fields
+                .iter()
+                .map(|(name, ty)| Field {
+                    name: (*name).to_owned(),
+                    ty: ty.clone(),
+                    default: None,
+                    span: Span::new(0, 0),
+                })
+                .collect(),
+            span: Span::new(0, 0),
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        // `depth` levels in all: the payload object and depth - 1 arrays inside it.
+        let inner = depth.saturating_sub(1);
+        format!("{{\"a\":{}{}}}", "[".repeat(inner), "]".repeat(inner))
+    }
+
+    #[test]
+    fn check_json_accepts_what_a_declaration_could_decode() {
+        for ok in [
+            "{}",
+            " {\"a\": 1, \"b\": -2.5e10, \"c\": \"x\\u00e9\\ud83d\\ude00\", \"d\": null}",
+            "{\"big\": 18446744073709551615, \"neg\": -9223372036854775808}",
+            "{\"a\": [1, [2, {\"b\": {}}]], \"a\": true}\n",
+            "{\"\": 1e-400}",
+        ] {
+            assert_eq!(check_json(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        assert_eq!(check_json(nested(MAX_DEPTH).as_bytes()), Ok(()));
+        // What is accepted parses as a tree too (serde_json's own depth limit is 128).
+        assert!(serde_json::from_str::<Json>(&nested(MAX_DEPTH)).is_ok());
+    }
+
+    #[test]
+    fn check_json_refuses_what_no_declaration_could_decode() {
+        let cases = [
+            ("{\"a\": \"\\ud800\"}", "lone surrogate"),
+            ("{\"\\udc00\": 1}", "lone surrogate"),
+            ("{\"a\": \"\\ud800\\u0041\"}", "surrogate"),
+            ("{\"a\": 1e400}", "number out of range"),
+            ("[1]", "must be a JSON object, found an array"),
+            ("\"x\"", "must be a JSON object, found a string"),
+            ("", "is empty"),
+            ("{\"a\": 1} x", "trailing characters"),
+            ("{\"a\": \"\u{1}\"}", "control character"),
+            ("{\"a\": \"\\x\"}", "invalid escape"),
+            ("{\"a\": 01}", "not valid JSON"),
+            ("{\"a\": NaN}", "not valid JSON"),
+        ];
+        for (bad, why) in cases {
+            let e = check_json(bad.as_bytes()).expect_err(bad);
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        let digits = format!("{{\"n\": {}}}", "9".repeat(400));
+        let e = check_json(digits.as_bytes()).expect_err("400 digits");
+        assert!(e.message.contains("number out of range"), "{e}");
+        let e = check_json(nested(MAX_DEPTH + 1).as_bytes()).expect_err("too deep");
+        assert!(e.message.contains("deeper than 64 levels"), "{e}");
+        assert!(e.message.contains("column"), "{e}");
+        let deep = format!("{{\"a\":{}", "[".repeat(100_000));
+        let e = check_json(deep.as_bytes()).expect_err("100k deep");
+        assert!(e.message.contains("deeper than 64 levels"), "{e}");
+    }
+
+    #[test]
+    fn errors_quote_input_as_an_excerpt() {
+        let long = "k".repeat(5 << 20);
+        let e = event(&[("a", Type::Int)]);
+        let payload = format!("{{\"{long}\": 1}}");
+        let err = decode_payload_bytes(&e, payload.as_bytes()).expect_err("unknown field");
+        let text = err.to_string();
+        assert!(text.len() < 300, "{}", text.len());
+        assert!(
+            text.contains(&format!("… ({} bytes)", long.len())),
+            "{text}"
+        );
+        let e = event(&[
+            ("t", Type::Timestamp),
+            ("m", Type::Map(Box::new(Type::Bool), Box::new(Type::Int))),
+        ]);
+        for payload in [
+            format!("{{\"t\": \"{long}\", \"m\": {{}}}}"),
+            format!("{{\"t\": 0, \"m\": {{\"{long}\": 1}}}}"),
+            format!("\"{long}\" x"),
+        ] {
+            let text = decode_payload_bytes(&e, payload.as_bytes())
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                text.len() < 2 * MAX_MESSAGE,
+                "{}: {}",
+                text.len(),
+                excerpt(&text)
+            );
+        }
+        assert_eq!(excerpt("short"), "short");
+        let cut = excerpt(&"é".repeat(100)).into_owned();
+        assert!(cut.ends_with("… (200 bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn a_whole_number_with_a_fraction_is_not_called_out_of_range() {
+        let e = event(&[("n", Type::Int)]);
+        let err = decode_payload_bytes(&e, b"{\"n\": 1.0}").expect_err("1.0");
+        assert!(
+            err.message.contains("without a fraction or exponent"),
+            "{err}"
+        );
+        let err = decode_payload_bytes(&e, b"{\"n\": 1e19}").expect_err("1e19");
+        assert!(err.message.contains("out of range for int"), "{err}");
+        let err = decode_payload_bytes(&e, b"{\"n\": 1.5}").expect_err("1.5");
+        assert!(
+            err.message.contains("expected int, found the number 1.5"),
+            "{err}"
+        );
     }
 }

@@ -85,9 +85,13 @@ enum Command {
         /// Client event id (appends are idempotent by it).
         #[arg(long)]
         id: Option<String>,
-        /// Events, one JSON object per line (type, data, stream, id).
+        /// Events, one JSON object per line (type, data, stream, id). A line with
+        /// `time` is refused: the node stamps each event when it appends it.
         #[arg(long, conflicts_with_all = ["type", "data"])]
         file: Option<PathBuf>,
+        /// With --file: append lines that have a `time` (`dmc run` fixtures) without it.
+        #[arg(long, requires = "file")]
+        drop_time: bool,
     },
     /// Print one document as JSON; exit 1 when there is none.
     Get {
@@ -250,8 +254,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             expect_version,
             id,
             file,
+            drop_time,
         } => match file {
-            Some(file) => client::append_file(&mut node, &file).await,
+            Some(file) => client::append_file(&mut node, &file, drop_time).await,
+            None if drop_time => Err(CliError::usage("--drop-time goes with --file")),
             None => {
                 let event = pb::Event {
                     r#type: r#type.unwrap_or_default(),

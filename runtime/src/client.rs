@@ -142,7 +142,7 @@ pub async fn deploy(
     {
         Ok(response) => {
             let r = response.into_inner();
-            print_diagnostics(&r.diagnostics, &origin, &source);
+            print_diagnostics(&r.diagnostics, r.omitted, &origin, &source);
             let out = serde_json::json!({
                 "started": r.started,
                 "unchanged": r.unchanged,
@@ -156,7 +156,7 @@ pub async fn deploy(
         {
             let details: pb::DeployResponse = prost::Message::decode(status.details())
                 .map_err(|_| CliError::from(status.clone()))?;
-            print_diagnostics(&details.diagnostics, &origin, &source);
+            print_diagnostics(&details.diagnostics, details.omitted, &origin, &source);
             Err(CliError::new(format!(
                 "{} was not deployed",
                 path.display()
@@ -166,44 +166,144 @@ pub async fn deploy(
     }
 }
 
-fn print_diagnostics(diagnostics: &[pb::Diagnostic], origin: &str, source: &str) {
-    if diagnostics.is_empty() {
+/// A diagnostic as the node sent it, rendered against the local source.
+#[derive(Debug)]
+struct Remote {
+    diagnostic: pb::Diagnostic,
+    span: miette::SourceSpan,
+    source: std::sync::Arc<miette::NamedSource<String>>,
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.diagnostic.message)
+    }
+}
+
+impl std::error::Error for Remote {}
+
+impl miette::Diagnostic for Remote {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(&self.diagnostic.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(if self.diagnostic.severity == "error" {
+            miette::Severity::Error
+        } else {
+            miette::Severity::Warning
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        (!self.diagnostic.help.is_empty())
+            .then(|| Box::new(&self.diagnostic.help) as Box<dyn std::fmt::Display>)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let label = &self.diagnostic.label;
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_primary_with_span(
+                (!label.is_empty()).then(|| label.clone()),
+                self.span,
+            ),
+        )))
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// Lines longer than this are not drawn with their source (the graphical renderer
+/// struggles past a few thousand columns): the diagnostic is printed plainly.
+const MAX_DRAWN_LINE: usize = 1000;
+
+/// A diagnostic in plain text: `error[E0101]: message`, where, label and help.
+fn plain(d: &pb::Diagnostic, origin: &str) -> String {
+    let mut text = format!(
+        "{}[{}]: {}\n  --> {origin}:{}:{}\n",
+        d.severity, d.code, d.message, d.line, d.column
+    );
+    if !d.label.is_empty() {
+        text.push_str(&format!("  = {}\n", d.label));
+    }
+    if !d.help.is_empty() {
+        text.push_str(&format!("  help: {}\n", d.help));
+    }
+    text
+}
+
+/// The byte range of a diagnostic inside `source`, on character boundaries.
+fn local_span(d: &pb::Diagnostic, source: &str) -> (usize, usize) {
+    let floor = |mut i: usize| {
+        i = i.min(source.len());
+        while !source.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(d.start as usize);
+    (start, floor(d.end as usize).max(start))
+}
+
+/// Whether the line holding `at` is too long to draw.
+fn long_line(source: &str, at: usize) -> bool {
+    let line_start = source
+        .get(..at)
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line_end = source
+        .get(at..)
+        .and_then(|a| a.find('\n'))
+        .map_or(source.len(), |i| at + i);
+    line_end - line_start > MAX_DRAWN_LINE
+}
+
+fn print_diagnostics(diagnostics: &[pb::Diagnostic], omitted: u32, origin: &str, source: &str) {
+    if diagnostics.is_empty() && omitted == 0 {
         return;
     }
-    let converted: Vec<datamesh_compiler::diag::Diagnostic> = diagnostics
-        .iter()
-        .map(|d| {
-            let span = datamesh_compiler::ast::Span::new(d.start as usize, d.end as usize);
-            let code: &'static str = Box::leak(d.code.clone().into_boxed_str());
-            let mut out = if d.severity == "error" {
-                datamesh_compiler::diag::Diagnostic::error(code, d.message.clone(), span)
-            } else {
-                datamesh_compiler::diag::Diagnostic::warning(code, d.message.clone(), span)
-            };
-            out = out.label(d.label.clone());
-            if !d.help.is_empty() {
-                out = out.help(d.help.clone());
-            }
-            out
-        })
-        .collect();
     let handler =
         miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
             .with_width(100);
     let named = std::sync::Arc::new(miette::NamedSource::new(origin, source.to_owned()));
     let mut text = String::new();
-    for d in converted {
-        let _ = handler.render_report(&mut text, &d.with_source(named.clone()));
+    for d in diagnostics {
+        let (start, end) = local_span(d, source);
+        if long_line(source, start) {
+            text.push_str(&plain(d, origin));
+        } else {
+            let remote = Remote {
+                diagnostic: d.clone(),
+                span: (start, end - start).into(),
+                source: named.clone(),
+            };
+            let before = text.len();
+            if handler.render_report(&mut text, &remote).is_err() {
+                text.truncate(before);
+                text.push_str(&plain(d, origin));
+            }
+        }
         text.push('\n');
+    }
+    if omitted > 0 {
+        text.push_str(&format!(
+            "... and {omitted} more diagnostic{} the node did not send (run `dmc check` for all)\n",
+            if omitted == 1 { "" } else { "s" }
+        ));
     }
     eprint!("{text}");
 }
 
-/// One event line of a `.jsonl` file: `{"type", "data", "stream", "id"}`.
+/// One event line of a `.jsonl` file: `{"type", "data", "stream", "id"}`. A line with
+/// `time` (the `dmc run` format) is refused unless `drop_time`: the API cannot carry a
+/// client time (the log stamps each event when it appends it), and a time silently
+/// replaced would be a different event.
 ///
 /// # Errors
 /// A message naming the problem.
-pub fn event_from_line(line: &str) -> Result<pb::Event, String> {
+pub fn event_from_line(line: &str, drop_time: bool) -> Result<pb::Event, String> {
     let json: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let object = json.as_object().ok_or("each line must be a JSON object")?;
@@ -215,9 +315,17 @@ pub fn event_from_line(line: &str) -> Result<pb::Event, String> {
     for key in object.keys() {
         if !["type", "data", "stream", "id", "time"].contains(&key.as_str()) {
             return Err(format!(
-                "unknown key `{key}` (allowed: type, data, stream, id; time is set by the node)"
+                "unknown key `{}` (allowed: type, data, stream, id; time is set by the node)",
+                datamesh_compiler::codec::excerpt(key)
             ));
         }
+    }
+    if object.contains_key("time") && !drop_time {
+        return Err(
+            "`time` cannot be appended: the node stamps each event with the time it appends it \
+             (remove `time`, or pass --drop-time to append the file's events without their times)"
+                .to_owned(),
+        );
     }
     let text = |k: &str| {
         object
@@ -240,13 +348,18 @@ pub fn event_from_line(line: &str) -> Result<pb::Event, String> {
     })
 }
 
-/// `datamesh append --file EVENTS.jsonl`: appends in requests of 1,000 events.
+/// `datamesh append --file EVENTS.jsonl`: appends in requests of 1,000 events and
+/// prints `{"appended": N, "deduplicated": M, "first", "last"}` (events whose ids were
+/// all in the log already are deduplicated, not appended again; `first` and `last` are
+/// the positions of the file's first and last events).
 ///
 /// # Errors
-/// A bad line (nothing is sent then) or a rejected request.
+/// A bad line (nothing is sent then) or a rejected request (the message says what the
+/// requests before it appended).
 pub async fn append_file(
     client: &mut DataMeshClient<Channel>,
     path: &std::path::Path,
+    drop_time: bool,
 ) -> Result<(), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
@@ -256,24 +369,53 @@ pub async fn append_file(
             continue;
         }
         events.push(
-            event_from_line(line)
+            event_from_line(line, drop_time)
                 .map_err(|e| CliError::new(format!("{}:{}: {e}", path.display(), n + 1)))?,
         );
     }
     let mut positions = Vec::new();
+    let (mut appended, mut deduplicated) = (0usize, 0usize);
     for chunk in events.chunks(1000) {
-        let r = client
+        let r = match client
             .append(pb::AppendRequest {
                 events: chunk.to_vec(),
                 expected: Vec::new(),
             })
-            .await?
-            .into_inner();
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let before = if positions.is_empty() {
+                    "nothing was appended".to_owned()
+                } else {
+                    format!(
+                        "the {} events before it were appended ({appended}) or deduplicated \
+                         ({deduplicated})",
+                        positions.len()
+                    )
+                };
+                return Err(CliError::new(format!(
+                    "{} ({:?}) in the request of the file's events {} to {}; {before}",
+                    status.message(),
+                    status.code(),
+                    positions.len(),
+                    positions.len() + chunk.len() - 1
+                )));
+            }
+        };
+        if r.deduplicated {
+            deduplicated += r.positions.len();
+        } else {
+            appended += r.positions.len();
+        }
         positions.extend(r.positions);
     }
-    emit(
-        &serde_json::json!({ "appended": positions.len(), "first": positions.first(), "last": positions.last() }),
-    );
+    emit(&serde_json::json!({
+        "appended": appended,
+        "deduplicated": deduplicated,
+        "first": positions.first(),
+        "last": positions.last(),
+    }));
     Ok(())
 }
 
@@ -369,7 +511,12 @@ pub async fn scan(
             .await?
             .into_inner();
         for d in &r.documents {
-            let doc: serde_json::Value = serde_json::from_str(&d.document).unwrap_or_default();
+            let doc: serde_json::Value = serde_json::from_str(&d.document).map_err(|e| {
+                CliError::new(format!(
+                    "the document at key `{}` is not readable JSON ({e}); nothing more is printed",
+                    datamesh_compiler::codec::excerpt(&d.key)
+                ))
+            })?;
             let _ = writeln!(
                 out,
                 "{}",
@@ -384,9 +531,19 @@ pub async fn scan(
     }
 }
 
-fn record_json(e: &pb::EventRecord) -> serde_json::Value {
-    let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
-    serde_json::json!({
+/// An event as the CLI prints it, or an error when its data cannot be read as JSON
+/// (never a `null` in its place).
+fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
+    let data: serde_json::Value = serde_json::from_str(&e.data).map_err(|error| {
+        CliError::new(format!(
+            "the event at position {} ({}) has data that is not readable JSON ({error}); \
+             nothing more is printed (`datamesh tail --from {}` goes on after it)",
+            e.position,
+            datamesh_compiler::codec::excerpt(&e.r#type),
+            e.position + 1
+        ))
+    })?;
+    Ok(serde_json::json!({
         "position": e.position,
         "type": e.r#type,
         "data": data,
@@ -394,7 +551,7 @@ fn record_json(e: &pb::EventRecord) -> serde_json::Value {
         "stream_version": e.stream_version,
         "id": e.id,
         "time": e.time,
-    })
+    }))
 }
 
 /// `datamesh tail`: one JSON line per event; stops at the head unless `follow`.
@@ -412,11 +569,9 @@ pub async fn tail(
             .await?
             .into_inner();
         while let Some(event) = stream.message().await? {
+            let line = record_json(&event)?;
             let mut out = std::io::stdout().lock();
-            if writeln!(out, "{}", record_json(&event))
-                .and_then(|()| out.flush())
-                .is_err()
-            {
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                 return Ok(());
             }
         }
@@ -434,7 +589,8 @@ pub async fn tail(
             .into_inner();
         let mut out = std::io::stdout().lock();
         for e in &r.events {
-            if writeln!(out, "{}", record_json(e)).is_err() {
+            let line = record_json(e)?;
+            if writeln!(out, "{line}").is_err() {
                 return Ok(());
             }
             position = e.position + 1;

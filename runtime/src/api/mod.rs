@@ -5,6 +5,13 @@
 //! input), FAILED_PRECONDITION (version conflicts, faulted projections, deploy
 //! conflicts), ALREADY_EXISTS (partially repeated ids), NOT_FOUND, RESOURCE_EXHAUSTED
 //! (oversized requests), UNAVAILABLE (the log refuses writes), DEADLINE_EXCEEDED.
+//!
+//! Invariant: a status never grows with what a client sent. Input quoted in a message
+//! (a key, a name, a type) is an excerpt with its length ([`excerpt`]); a deploy's
+//! diagnostics travel in the status details only up to a byte budget, with a count of
+//! the rest; and [`Api`], the service as the node serves it, cuts whatever status
+//! would still be too large for gRPC metadata (HTTP/2 headers, which clients limit to
+//! 8 to 16 KiB: past that the client sees a protocol error instead of the status).
 
 pub mod pb {
     //! Generated protobuf and gRPC code.
@@ -25,11 +32,15 @@ pub mod pb {
         tonic::include_file_descriptor_set!("datamesh_descriptor");
 }
 
+mod guard;
+
+pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE};
+
 use std::pin::Pin;
 use std::time::Duration;
 
 use datamesh_compiler::codec::{
-    check_object, decode_payload_text, doc_to_json, key_string, parse_key,
+    check_json, clip_to, decode_payload_text, doc_to_json, excerpt, key_string, parse_key,
 };
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::interp::default_doc;
@@ -115,7 +126,7 @@ impl Service {
         let mut row = Vec::new();
         for (n, event) in request.events.into_iter().enumerate() {
             let at = |msg: String| {
-                Status::invalid_argument(format!("event {n} ({}): {msg}", event.r#type))
+                Status::invalid_argument(format!("event {n} ({}): {msg}", excerpt(&event.r#type)))
             };
             if event.r#type.is_empty() {
                 return Err(Status::invalid_argument(format!(
@@ -125,7 +136,7 @@ impl Service {
             if event.data.len() > self.limits.max_event_bytes {
                 return Err(Status::resource_exhausted(format!(
                     "event {n} ({}): payload of {} bytes; the limit is {}",
-                    event.r#type,
+                    excerpt(&event.r#type),
                     event.data.len(),
                     self.limits.max_event_bytes
                 )));
@@ -135,8 +146,11 @@ impl Service {
                 ("stream", &event.stream),
                 ("id", &event.id),
             ] {
-                if text.len() > 1024 {
-                    return Err(at(format!("`{what}` is longer than 1024 bytes")));
+                if text.len() > MAX_NAME {
+                    return Err(at(format!(
+                        "`{what}` is {} bytes; the limit is {MAX_NAME}",
+                        text.len()
+                    )));
                 }
             }
             let blank = event.data.trim().is_empty();
@@ -150,14 +164,11 @@ impl Service {
                     known.sort();
                     return Err(at(format!(
                         "undeclared event type, and this node is strict (declared: {})",
-                        known
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        list_names(known.iter().map(|s| s.as_str()))
                     )));
                 }
-                None => check_object(data.as_bytes()).map_err(at)?,
+                // The JSON itself, so that a later declaration cannot fault on it.
+                None => check_json(data.as_bytes()).map_err(|e| at(e.to_string()))?,
             }
             events.push(NewEvent {
                 // The text was just validated: it is stored as sent.
@@ -172,11 +183,17 @@ impl Service {
             });
         }
         let mut expected = Vec::with_capacity(request.expected.len());
-        for e in request.expected {
+        for (n, e) in request.expected.into_iter().enumerate() {
             if e.stream.is_empty() {
-                return Err(Status::invalid_argument(
-                    "an expected version needs a stream",
-                ));
+                return Err(Status::invalid_argument(format!(
+                    "expected version {n}: an expected version needs a stream"
+                )));
+            }
+            if e.stream.len() > MAX_NAME {
+                return Err(Status::invalid_argument(format!(
+                    "expected version {n}: `stream` is {} bytes; the limit is {MAX_NAME}",
+                    e.stream.len()
+                )));
             }
             let kind = match e.expect {
                 Some(pb::expected_version::Expect::Exact(v)) => Expected::Exact(v),
@@ -189,21 +206,64 @@ impl Service {
     }
 }
 
+/// The longest key the store holds, encoded: fjall panics on a longer one, so a longer
+/// key, prefix or bound is refused before it gets there.
+const MAX_STORE_KEY: usize = u16::MAX as usize;
+
+/// An encoded key (or prefix, or bound) the store can be asked for.
+fn storable(what: &str, text: &str, encoded: Vec<u8>) -> Result<Vec<u8>, Status> {
+    if encoded.len() > MAX_STORE_KEY {
+        return Err(Status::invalid_argument(format!(
+            "{what} `{}` is {} bytes encoded; keys are at most {MAX_STORE_KEY} bytes",
+            excerpt(text),
+            encoded.len()
+        )));
+    }
+    Ok(encoded)
+}
+
+/// The longest event type, stream or id an append may carry (bytes).
+const MAX_NAME: usize = 1024;
+
+/// The most bytes of a message made elsewhere (the log, the engine) a status carries.
+const MAX_FOREIGN_MESSAGE: usize = 768;
+
+/// A message from another subsystem, cut to [`MAX_FOREIGN_MESSAGE`] (it may quote
+/// names a client chose).
+fn foreign(message: String) -> String {
+    clip_to(message, MAX_FOREIGN_MESSAGE)
+}
+
+/// Names for a message: each an excerpt, at most 20, then how many more.
+fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = names.len();
+    let mut shown: Vec<String> = names.take(20).map(|n| excerpt(n).into_owned()).collect();
+    if total > shown.len() {
+        shown.push(format!("and {} more", total - shown.len()));
+    }
+    shown.join(", ")
+}
+
 fn lifecycle_status(error: LifecycleError) -> Status {
     match error {
-        LifecycleError::NotFound(m) => Status::not_found(m),
-        LifecycleError::NotReady(m) => Status::failed_precondition(m),
-        LifecycleError::Store(e) => Status::internal(e.to_string()),
+        LifecycleError::NotFound(m) => Status::not_found(foreign(m)),
+        LifecycleError::NotReady(m) => Status::failed_precondition(foreign(m)),
+        LifecycleError::Store(e) => Status::internal(foreign(e.to_string())),
     }
 }
 
 fn log_status(error: LogError) -> Status {
     match error {
         LogError::VersionConflict { .. } => Status::failed_precondition(error.to_string()),
-        LogError::PartialDuplicate { .. } => Status::already_exists(error.to_string()),
+        LogError::PartialDuplicate { .. } | LogError::IdConflict { .. } => {
+            Status::already_exists(error.to_string())
+        }
         LogError::DuplicateIdInRequest(_) => Status::invalid_argument(error.to_string()),
         LogError::Poisoned(_) | LogError::Closed => Status::unavailable(error.to_string()),
-        LogError::Io(_) | LogError::Corrupt { .. } => Status::internal(error.to_string()),
+        LogError::Io(_) => Status::internal(error.to_string()),
+        LogError::Corrupt { .. } | LogError::Damaged { .. } | LogError::Header { .. } => {
+            Status::data_loss(error.to_string())
+        }
     }
 }
 
@@ -220,30 +280,116 @@ pub fn record_to_pb(record: Record) -> pb::EventRecord {
     }
 }
 
-/// Line and column (1-based) of a byte offset.
-fn line_col(source: &str, offset: usize) -> (u32, u32) {
-    let before = source.get(..offset.min(source.len())).unwrap_or_default();
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(column).unwrap_or(u32::MAX),
-    )
+/// Line starts of a source, to place diagnostics without rescanning it for each.
+struct Lines<'a> {
+    source: &'a str,
+    /// Byte offset of each line's start.
+    starts: Vec<usize>,
 }
 
-fn diagnostic_to_pb(source: &str, d: &Diagnostic) -> pb::Diagnostic {
-    let (line, column) = line_col(source, d.span.start as usize);
+impl<'a> Lines<'a> {
+    fn new(source: &'a str) -> Lines<'a> {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { source, starts }
+    }
+
+    /// Line and column (1-based, the column in characters) of a byte offset.
+    fn line_col(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|&start| start <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        let column = self
+            .source
+            .get(start..offset)
+            .map_or(0, |text| text.chars().count())
+            + 1;
+        (
+            u32::try_from(line).unwrap_or(u32::MAX),
+            u32::try_from(column).unwrap_or(u32::MAX),
+        )
+    }
+}
+
+/// What a diagnostic's text fields may hold, in bytes (message, label, help): a
+/// diagnostic quoting a 5 MB name must not become a 5 MB message.
+const DIAGNOSTIC_TEXT: usize = 300;
+
+/// The most diagnostics a deploy response lists (the rest are counted in `omitted`).
+const MAX_DIAGNOSTICS: usize = 100;
+
+/// The budget of a failed deploy's status details (an encoded `DeployResponse`): they
+/// travel base64-encoded in an HTTP/2 header, which clients limit to 8 to 16 KiB with
+/// everything else.
+const DETAILS_BUDGET: usize = 3 << 10;
+
+fn diagnostic_to_pb(lines: &Lines<'_>, d: &Diagnostic) -> pb::Diagnostic {
+    let (line, column) = lines.line_col(d.span.start as usize);
+    let clip = |text: &str| clip_to(text.to_owned(), DIAGNOSTIC_TEXT);
     pb::Diagnostic {
-        code: d.code.to_owned(),
+        code: clip(d.code),
         severity: if d.is_error() { "error" } else { "warning" }.to_owned(),
-        message: d.message.clone(),
+        message: clip(&d.message),
         line,
         column,
         start: d.span.start,
         end: d.span.end,
-        label: d.label.clone(),
-        help: d.help.clone().unwrap_or_default(),
+        label: clip(&d.label),
+        help: d.help.as_deref().map(clip).unwrap_or_default(),
     }
+}
+
+/// A deploy response's diagnostics: errors first, at most [`MAX_DIAGNOSTICS`] and, when
+/// `budget` is set, at most that many encoded bytes (but always the first), with the
+/// number left out.
+fn diagnostics_to_pb(
+    source: &str,
+    diagnostics: &[Diagnostic],
+    budget: Option<usize>,
+) -> (Vec<pb::Diagnostic>, u32) {
+    let lines = Lines::new(source);
+    let ordered = diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .chain(diagnostics.iter().filter(|d| !d.is_error()));
+    let mut listed = Vec::new();
+    let mut bytes = 0;
+    for d in ordered.take(MAX_DIAGNOSTICS) {
+        let d = diagnostic_to_pb(&lines, d);
+        let size = prost::Message::encoded_len(&d) + 4;
+        if budget.is_some_and(|b| bytes + size > b) && !listed.is_empty() {
+            break;
+        }
+        bytes += size;
+        listed.push(d);
+    }
+    let omitted = u32::try_from(diagnostics.len() - listed.len()).unwrap_or(u32::MAX);
+    (listed, omitted)
+}
+
+/// The message of a deploy refused for its errors: how many, and the first few.
+fn compile_failure_message(listed: &[pb::Diagnostic], errors: usize) -> String {
+    let first: Vec<String> = listed
+        .iter()
+        .filter(|d| d.severity == "error")
+        .take(3)
+        .map(|d| {
+            clip_to(
+                format!("{}:{}: {} {}", d.line, d.column, d.code, d.message),
+                160,
+            )
+        })
+        .collect();
+    let more = errors.saturating_sub(first.len());
+    let mut message = format!(
+        "the program does not compile ({errors} error{}): {}",
+        if errors == 1 { "" } else { "s" },
+        first.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more (see the status details)"));
+    }
+    message
 }
 
 /// A projection's fault as one line for people.
@@ -268,20 +414,30 @@ fn wait_budget<T>(request: &Request<T>) -> Duration {
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(|t| {
-            let (digits, unit) = t.split_at(t.len().checked_sub(1)?);
-            let n: u64 = digits.parse().ok()?;
-            Some(match unit {
-                "H" => Duration::from_secs(n * 3600),
-                "M" => Duration::from_secs(n * 60),
-                "S" => Duration::from_secs(n),
-                "m" => Duration::from_millis(n),
-                "u" => Duration::from_micros(n),
-                "n" => Duration::from_nanos(n),
-                _ => return None,
-            })
-        });
+        .and_then(parse_grpc_timeout);
     parsed.map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
+/// A `grpc-timeout` value (`<digits><unit>`), saturating: the spec allows 8 digits,
+/// but a longer value means "a long time", and multiplying it by its unit must not
+/// wrap (2^60 hours wrapped to 0, an immediate deadline). A value too long even for
+/// a `u64` saturates too.
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
+    let secs = |per: u64| Duration::from_secs(n.saturating_mul(per));
+    Some(match unit {
+        "H" => secs(3600),
+        "M" => secs(60),
+        "S" => secs(1),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::EventRecord, Status>> + Send + 'static>>;
@@ -315,12 +471,10 @@ impl DataMesh for Service {
             n => (n as usize).min(10_000),
         };
         let log = self.log.clone();
+        let budget = self.limits.max_bytes;
         let records = tokio::task::spawn_blocking(move || {
-            if r.stream.is_empty() {
-                log.read(r.from, limit)
-            } else {
-                log.read_stream(&r.stream, r.from, limit)
-            }
+            let stream = (!r.stream.is_empty()).then_some(r.stream.as_str());
+            read_bounded(&log, stream, r.from, limit, budget)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -339,6 +493,7 @@ impl DataMesh for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let mut position = request.into_inner().from;
         let log = self.log.clone();
+        let budget = self.limits.max_bytes;
         // A small buffer: a slow consumer makes the reader wait, and it then reads from
         // the log (catch-up) instead of buffering live events without bound.
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -354,7 +509,10 @@ impl DataMesh for Service {
                 }
                 let reader = log.clone();
                 let from = position;
-                let batch = match tokio::task::spawn_blocking(move || reader.read(from, 512)).await
+                let batch = match tokio::task::spawn_blocking(move || {
+                    read_bounded(&reader, None, from, 512, budget)
+                })
+                .await
                 {
                     Ok(Ok(batch)) => batch,
                     Ok(Err(e)) => {
@@ -388,17 +546,22 @@ impl DataMesh for Service {
         let info = self.resolve(&r.projection, r.version)?;
         let position = self.wait(&info, r.min_position, budget).await?;
         let key = parse_key(&info.key, &r.key).map_err(|e| {
-            Status::invalid_argument(format!("key `{}` of `{}`: {e}", r.key, info.label))
+            Status::invalid_argument(foreign(format!(
+                "key `{}` of `{}`: {e}",
+                excerpt(&r.key),
+                info.label
+            )))
         })?;
         let keyspace = self
             .engine
             .store()
             .keyspace(&info.keyspace)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let encoded = storable("key", &r.key, encode_key(&key))?;
         let stored = self
             .engine
             .store()
-            .get(&keyspace, &encode_key(&key))
+            .get(&keyspace, &encoded)
             .map_err(|e| Status::internal(e.to_string()))?;
         let doc = match stored {
             Some(bytes) => decode_doc(&bytes)
@@ -407,7 +570,8 @@ impl DataMesh for Service {
             None => {
                 return Err(Status::not_found(format!(
                     "`{}` has no document at key `{}`",
-                    info.label, r.key
+                    info.label,
+                    excerpt(&r.key)
                 )));
             }
         };
@@ -432,20 +596,29 @@ impl DataMesh for Service {
         let prefix = if r.prefix.is_empty() {
             Vec::new()
         } else {
-            encode_key(&parse_prefix(&info.key, &r.prefix).map_err(Status::invalid_argument)?)
+            storable(
+                "prefix",
+                &r.prefix,
+                encode_key(
+                    &parse_prefix(&info.key, &r.prefix)
+                        .map_err(|e| Status::invalid_argument(foreign(e)))?,
+                ),
+            )?
         };
         let bound = |text: &str| -> Result<Option<Vec<u8>>, Status> {
             if text.is_empty() {
                 return Ok(None);
             }
-            let key = parse_key(&info.key, text)
-                .map_err(|e| Status::invalid_argument(format!("bound `{text}`: {e}")))?;
-            Ok(Some(encode_key(&key)))
+            let key = parse_key(&info.key, text).map_err(|e| {
+                Status::invalid_argument(foreign(format!("bound `{}`: {e}", excerpt(text))))
+            })?;
+            storable("bound", text, encode_key(&key)).map(Some)
         };
         let mut start = bound(&r.start)?;
         let end = bound(&r.end)?;
         if !r.page_token.is_empty() {
             let mut after = from_hex(&r.page_token)
+                .filter(|key| key.len() < MAX_STORE_KEY)
                 .ok_or_else(|| Status::invalid_argument("malformed page token"))?;
             // Resume just after the last key of the previous page.
             after.push(0);
@@ -495,6 +668,12 @@ impl DataMesh for Service {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let r = request.into_inner();
+        if r.origin.len() > MAX_NAME {
+            return Err(Status::invalid_argument(format!(
+                "`origin` is {} bytes; the limit is {MAX_NAME}",
+                r.origin.len()
+            )));
+        }
         let origin = if r.origin.is_empty() {
             "deploy.dmp".to_owned()
         } else {
@@ -506,40 +685,38 @@ impl DataMesh for Service {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         match result {
-            Ok(outcome) => Ok(Response::new(pb::DeployResponse {
-                started: outcome.started,
-                unchanged: outcome.unchanged,
-                declared: outcome.declared,
-                diagnostics: outcome
-                    .warnings
-                    .iter()
-                    .map(|d| diagnostic_to_pb(&r.source, d))
-                    .collect(),
-            })),
+            Ok(outcome) => {
+                let (diagnostics, omitted) = diagnostics_to_pb(&r.source, &outcome.warnings, None);
+                Ok(Response::new(pb::DeployResponse {
+                    started: outcome.started,
+                    unchanged: outcome.unchanged,
+                    declared: outcome.declared,
+                    diagnostics,
+                    omitted,
+                }))
+            }
             Err(DeployError::Invalid(diagnostics)) => {
-                let listed: Vec<pb::Diagnostic> = diagnostics
-                    .iter()
-                    .map(|d| diagnostic_to_pb(&r.source, d))
-                    .collect();
-                let summary: Vec<String> = listed
-                    .iter()
-                    .filter(|d| d.severity == "error")
-                    .map(|d| format!("{}:{}: {} {}", d.line, d.column, d.code, d.message))
-                    .collect();
+                let (listed, omitted) =
+                    diagnostics_to_pb(&r.source, &diagnostics, Some(DETAILS_BUDGET));
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                let message = compile_failure_message(&listed, errors);
                 let details = prost::Message::encode_to_vec(&pb::DeployResponse {
                     started: Vec::new(),
                     unchanged: Vec::new(),
                     declared: Vec::new(),
                     diagnostics: listed,
+                    omitted,
                 });
                 Err(Status::with_details(
                     tonic::Code::InvalidArgument,
-                    format!("the program does not compile: {}", summary.join("; ")),
+                    message,
                     details.into(),
                 ))
             }
-            Err(DeployError::Conflict(message)) => Err(Status::failed_precondition(message)),
-            Err(e) => Err(Status::internal(e.to_string())),
+            Err(DeployError::Conflict(message)) => {
+                Err(Status::failed_precondition(foreign(message)))
+            }
+            Err(e) => Err(Status::internal(foreign(e.to_string()))),
         }
     }
 
@@ -635,6 +812,58 @@ impl DataMesh for Service {
     }
 }
 
+/// About how many bytes a record takes in a response.
+fn record_bytes(record: &Record) -> usize {
+    record.payload.len() + record.event_type.len() + record.stream.len() + record.id.len() + 48
+}
+
+/// Reads up to `limit` records from `from` (a position, or a stream version when
+/// `stream` is set), but no more than about `budget` bytes of them (always at least
+/// one): a read of 10,000 events of 1 MiB each would hold 10 GB in the node and answer
+/// with a message over the size limit. Reads in chunks sized from the records seen, so
+/// small events cost one or two log reads.
+fn read_bounded(
+    log: &Log,
+    stream: Option<&str>,
+    from: u64,
+    limit: usize,
+    budget: usize,
+) -> Result<Vec<Record>, LogError> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut bytes = 0;
+    let mut next = from;
+    while out.len() < limit {
+        let want = if out.is_empty() {
+            limit.min(64)
+        } else {
+            let average = bytes / out.len() + 1;
+            (budget.saturating_sub(bytes) / average).clamp(1, limit - out.len())
+        };
+        let batch = match stream {
+            Some(stream) => log.read_stream(stream, next, want)?,
+            None => log.read(next, want)?,
+        };
+        let got = batch.len();
+        for record in batch {
+            let size = record_bytes(&record);
+            if !out.is_empty() && bytes + size > budget {
+                return Ok(out);
+            }
+            bytes += size;
+            next = if stream.is_some() {
+                record.stream_version + 1
+            } else {
+                record.position + 1
+            };
+            out.push(record);
+        }
+        if got < want {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 fn state_name(p: &crate::engine::ProjectionInfo, head: u64) -> &'static str {
     if p.fault.is_some() {
         "faulted"
@@ -654,15 +883,10 @@ impl Service {
             .ok_or_else(|| {
                 let known = self
                     .engine
-                    .with_registry(|r| {
-                        r.projections
-                            .iter()
-                            .map(|p| p.label.clone())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
+                    .with_registry(|r| list_names(r.projections.iter().map(|p| p.label.as_str())))
                     .unwrap_or_default();
-                let what = version.map_or(name.to_owned(), |v| format!("{name}@v{v}"));
+                let name = excerpt(name);
+                let what = version.map_or(name.to_string(), |v| format!("{name}@v{v}"));
                 if known.is_empty() {
                     return Status::not_found(format!(
                         "no projection `{what}` is deployed (none is: deploy a program first)"
