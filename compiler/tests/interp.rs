@@ -493,6 +493,37 @@ fn every_trap_is_reported_with_its_code() {
 }
 
 #[test]
+fn limits_trap_with_r0007_and_change_nothing() {
+    // A string built past 1 MiB (here by doubling 16 bytes 17 times) traps at the
+    // operation that would build it, with the limit in the message (issue 10,
+    // finding 7).
+    let doubled = |step: &str| format!("t = \"0123456789abcdef\"; {}", step.repeat(17));
+    for body in [
+        doubled("t = t + t; "),
+        doubled("t += t; "),
+        doubled("t = concat(t, t); "),
+    ] {
+        let got = trap_of(&body, 0, 0);
+        assert_eq!(
+            got,
+            "R0007 limit exceeded: a string of 2097152 bytes is longer than the limit of 1048576 bytes",
+            "`{body}`"
+        );
+    }
+    // The span is the operation that would have passed the limit.
+    let src = format!(
+        "event E {{ n: int }}\nprojection p {{ state {{ t: string = \"\" }} on E {{ {} }} }}",
+        doubled("t = t + t; ")
+    );
+    let program = compile(&src);
+    let mut fold = Fold::new(&program);
+    let row = decode_payload(&program.events[0], &json!({"n": 0})).expect("payload");
+    let faults = fold.apply_local(0, &row, Meta::default());
+    let span = faults[0].trap.span;
+    assert_eq!(&src[span.start as usize..span.end as usize], "t + t");
+}
+
+#[test]
 fn trap_spans_point_at_the_failing_expression() {
     let src = "event E { n: int }\nprojection p { state { v: int = 0 } on E { v = 10 / event.n } }";
     let program = compile(src);
