@@ -63,6 +63,17 @@ enum Command {
         #[arg(long, value_enum)]
         engine: Option<EngineArg>,
     },
+    /// Check a stopped node's log, frame by frame, and report where it stops verifying
+    /// and what a repair keeps and drops; with `--apply`, cut the log there (what is
+    /// removed is saved first, the intact events as a file for `append --file`).
+    Repair {
+        /// Data directory of the stopped node [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Cut the log at the damage (without it, nothing is written).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Compile a `.dmp` program on the node and start its projections.
     Deploy {
         /// The program.
@@ -169,6 +180,31 @@ impl From<EngineArg> for EngineKind {
     }
 }
 
+/// `datamesh repair`: reports on the log of a stopped node (and with `apply`, cuts it
+/// at the first damage). Exit code 0 when the log verifies or was repaired, 2 when a
+/// dry run found damage, 1 on errors.
+fn repair(data: Option<PathBuf>, apply: bool) -> Result<(), CliError> {
+    let data = data.unwrap_or_else(|| NodeConfig::default().data);
+    let dir = data.join("log");
+    let report = if apply {
+        crate::log::repair::apply(&dir)
+    } else {
+        crate::log::repair::inspect(&dir)
+    }
+    .map_err(|e| CliError {
+        message: format!("repair {}: {e}", dir.display()),
+        code: 1,
+    })?;
+    print!("{report}");
+    if report.damage.is_some() && !apply {
+        return Err(CliError {
+            message: "the log is damaged; nothing was changed (see above)".to_owned(),
+            code: 2,
+        });
+    }
+    Ok(())
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -241,6 +277,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             code: 1,
         });
     }
+    if let Command::Repair { data, apply } = &cli.command {
+        return repair(data.clone(), *apply);
+    }
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(&cli.node, args).await;
     }
@@ -284,6 +323,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status => client::status(&mut node).await,
         Command::Promote { name, version } => client::promote(&mut node, name, version).await,
         Command::Retire { name, version } => client::retire(&mut node, name, version).await,
-        Command::Serve { .. } | Command::Bench(_) => Ok(()),
+        Command::Serve { .. } | Command::Bench(_) | Command::Repair { .. } => Ok(()),
     }
 }

@@ -103,22 +103,28 @@ pub fn check_limits(limits: &Limits) -> Result<(), NodeError> {
 /// Creates the data directory accessible to its owner only, or checks that an
 /// existing one is: events are often personal data, and any local user could read
 /// them from a directory others can enter (PostgreSQL refuses to start for the same
-/// reason).
+/// reason). An existing but empty directory (made with `mkdir`, say) is restricted
+/// to its owner, since nothing in it could have been read yet.
 ///
 /// # Errors
-/// [`NodeError::Config`] for a directory others can read or enter; I/O errors.
+/// [`NodeError::Config`] for a directory with data in it that others can read or
+/// enter; I/O errors.
 pub fn check_data_dir(data: &std::path::Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
     crate::log::private_dir(data)?;
     let mode = std::fs::metadata(data)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(NodeError::Config(format!(
-            "the data directory {} has mode {mode:o}: other users can read the events in it. Restrict it to its owner (`chmod 700 {}`) and start again",
-            data.display(),
-            data.display()
-        )));
+    if mode & 0o077 == 0 {
+        return Ok(());
     }
-    Ok(())
+    if std::fs::read_dir(data)?.next().is_none() {
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(mode & 0o700))?;
+        return Ok(());
+    }
+    Err(NodeError::Config(format!(
+        "the data directory {} has mode {mode:o}: other users can read the events in it. Restrict it to its owner (`chmod 700 {}`) and start again",
+        data.display(),
+        data.display()
+    )))
 }
 
 /// Runs a node until `shutdown` completes.

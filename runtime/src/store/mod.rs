@@ -5,7 +5,10 @@
 //! each projection's checkpoint (the next log position it will apply) and faults, the
 //! identity of the log the projections were folded from (`log-identity`), and a
 //! `rebuild/<label>` marker while a projection's documents are being dropped for a
-//! rebuild (so a crash in the middle finishes the drop at the next start).
+//! rebuild (so a crash in the middle finishes the drop at the next start), and the
+//! store's `format` version ([`FORMAT_VERSION`], little-endian u32: how documents,
+//! keys and metadata are encoded): a store written by a newer release is refused at
+//! open instead of misread.
 //! Invariant: the engine writes a batch's documents and checkpoints in one fjall
 //! transaction, so after any crash every projection's documents match its checkpoint
 //! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
@@ -34,7 +37,15 @@ pub enum StoreError {
     /// The projection version was retired: its documents are gone.
     #[error("projection store: `{0}` was retired")]
     Retired(String),
+    /// Written in a store format this build does not read.
+    #[error(
+        "projection store: written in store format {0}, newer than this build's format {FORMAT_VERSION}: run the release that wrote it (or a newer one)"
+    )]
+    NewerFormat(u32),
 }
+
+/// The store format this build writes and reads (recorded in `meta` as `format`).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// A stored key and value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -89,6 +100,21 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = SingleWriterTxDatabase::builder(dir).open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        match meta.get("format")? {
+            Some(bytes) => {
+                let version = <[u8; 4]>::try_from(&*bytes)
+                    .map(u32::from_le_bytes)
+                    .map_err(|_| StoreError::Corrupt("format version".into()))?;
+                if version > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat(version));
+                }
+            }
+            None => {
+                let mut tx = db.write_tx();
+                tx.insert(&meta, "format", FORMAT_VERSION.to_le_bytes().to_vec());
+                tx.commit()?;
+            }
+        }
         let mut retired = std::collections::HashSet::new();
         for guard in db.read_tx().prefix(&meta, "retired/") {
             let (key, _) = guard.into_inner()?;
@@ -432,5 +458,43 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_and_this_one_reopens() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(dir.path()).expect("create");
+            assert_eq!(
+                store.meta.get("format").expect("read").as_deref(),
+                Some(&FORMAT_VERSION.to_le_bytes()[..])
+            );
+        }
+        drop(Store::open(dir.path()).expect("reopen"));
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let mut tx = store.db.write_tx();
+            tx.insert(
+                &store.meta,
+                "format",
+                (FORMAT_VERSION + 1).to_le_bytes().to_vec(),
+            );
+            tx.commit().expect("commit");
+            store
+                .db
+                .persist(fjall::PersistMode::SyncAll)
+                .expect("persist");
+        }
+        match Store::open(dir.path()) {
+            Err(e @ StoreError::NewerFormat(_)) => {
+                assert!(e.to_string().contains("newer than this build"), "{e}");
+            }
+            other => panic!("expected NewerFormat, got {other:?}"),
+        }
     }
 }
