@@ -548,7 +548,7 @@ fn every_pass_runs_at_the_depth_limit_on_a_node_thread() {
     on_node_stack(|| {
         let limit = datamesh_compiler::depth::MAX_DEPTH;
         let mut ran = 0;
-        for (what, source) in deep_programs(limit) {
+        for (what, _) in deep_programs(limit) {
             if what.contains("type")
                 || what.contains("import")
                 || what == "given"

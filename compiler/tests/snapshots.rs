@@ -71,11 +71,11 @@ fn precedence_groups_as_documented() {
     let parsed = datamesh_compiler::parser::parse_expr("a + b * c == d or not e and f ?? g")
         .expect("parses");
     // `or` is loosest; its left side is the comparison.
-    let ExprKind::Binary(BinaryOp::Or, left, right) = parsed.kind else {
+    let ExprKind::Binary(BinaryOp::Or, left, right) = &parsed.kind else {
         panic!("top is `or`")
     };
     assert!(matches!(left.kind, ExprKind::Binary(BinaryOp::Eq, _, _)));
-    let ExprKind::Binary(BinaryOp::And, _, coalesce) = right.kind else {
+    let ExprKind::Binary(BinaryOp::And, _, coalesce) = &right.kind else {
         panic!("then `and`")
     };
     assert!(matches!(
