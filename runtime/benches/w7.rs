@@ -9,6 +9,10 @@
 //! recovery rewrites the idx files in the background after `open` returns, outside the
 //! measurement).
 //!
+//! `scrub_{n}_events` measures `Log::open` until the background scrub has verified
+//! every frame of every sealed segment (what a full check on open would cost, paid
+//! after the node is already serving instead).
+//!
 //! Run with `cargo bench -p datamesh-runtime --bench w7` (set `W7_EVENTS` to change the
 //! log size).
 
@@ -57,6 +61,16 @@ fn w7(c: &mut Criterion) {
         b.iter(|| {
             let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("open");
             assert_eq!(recovery.records, n);
+            log.close();
+        })
+    });
+    group.bench_function(format!("scrub_{n}_events"), |b| {
+        b.iter(|| {
+            let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
+            while !log.scrubbed() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(log.damage().is_empty());
             log.close();
         })
     });

@@ -626,6 +626,8 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         "engine": r.engine,
         "strict": r.strict,
         "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
+        "log_damage": r.log_damage,
+        "log_verified": r.log_verified,
         "projections": projections,
     });
     emit(&serde_json::to_string_pretty(&out).unwrap_or_default());

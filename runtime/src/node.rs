@@ -174,7 +174,10 @@ pub async fn serve(
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
 
-    let max_message = config.limits.max_bytes + (4 << 20);
+    // The message limit covers the largest request and the largest response: a
+    // document may be 3 MiB encoded, up to about six times that as JSON, whatever
+    // the request limits are (requests are held to them by the service itself).
+    let max_message = config.limits.max_bytes.max(20 << 20) + (4 << 20);
     // `Api` corrects the statuses tonic makes itself (undecodable or oversized requests)
     // and cuts any status too large for gRPC metadata.
     let server = crate::api::Api::new(service, max_message);

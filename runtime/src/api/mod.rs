@@ -222,6 +222,18 @@ fn storable(what: &str, text: &str, encoded: Vec<u8>) -> Result<Vec<u8>, Status>
     Ok(encoded)
 }
 
+/// A projection name no program could declare (over [`MAX_NAME`] bytes) is not looked
+/// up, so no message quotes it whole.
+fn unknown_if_too_long(name: &str) -> Result<(), Status> {
+    if name.len() > MAX_NAME {
+        return Err(Status::not_found(format!(
+            "no projection `{}` is deployed",
+            excerpt(name)
+        )));
+    }
+    Ok(())
+}
+
 /// The longest event type, stream or id an append may carry (bytes).
 const MAX_NAME: usize = 1024;
 
@@ -254,15 +266,15 @@ fn lifecycle_status(error: LifecycleError) -> Status {
 
 fn log_status(error: LogError) -> Status {
     match error {
-        LogError::VersionConflict { .. } => Status::failed_precondition(error.to_string()),
+        LogError::VersionConflict { .. } => Status::failed_precondition(foreign(error.to_string())),
         LogError::PartialDuplicate { .. } | LogError::IdConflict { .. } => {
-            Status::already_exists(error.to_string())
+            Status::already_exists(foreign(error.to_string()))
         }
-        LogError::DuplicateIdInRequest(_) => Status::invalid_argument(error.to_string()),
-        LogError::Poisoned(_) | LogError::Closed => Status::unavailable(error.to_string()),
-        LogError::Io(_) => Status::internal(error.to_string()),
+        LogError::DuplicateIdInRequest(_) => Status::invalid_argument(foreign(error.to_string())),
+        LogError::Poisoned(_) | LogError::Closed => Status::unavailable(foreign(error.to_string())),
+        LogError::Io(_) => Status::internal(foreign(error.to_string())),
         LogError::Corrupt { .. } | LogError::Damaged { .. } | LogError::Header { .. } => {
-            Status::data_loss(error.to_string())
+            Status::data_loss(foreign(error.to_string()))
         }
     }
 }
@@ -751,6 +763,7 @@ impl DataMesh for Service {
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let r = request.into_inner();
+        unknown_if_too_long(&r.name)?;
         let active = self
             .engine
             .promote(&r.name, r.version)
@@ -764,6 +777,7 @@ impl DataMesh for Service {
         request: Request<pb::RetireRequest>,
     ) -> Result<Response<pb::RetireResponse>, Status> {
         let r = request.into_inner();
+        unknown_if_too_long(&r.name)?;
         let (retired, active) = self
             .engine
             .retire(&r.name, r.version)
@@ -802,6 +816,8 @@ impl DataMesh for Service {
             head,
             projections,
             strict: self.strict,
+            log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
+            log_verified: self.log.scrubbed(),
             log_error: self
                 .log
                 .poisoned()

@@ -434,7 +434,7 @@ impl Matrix {
         std::fs::write(&target, &bytes).expect("write");
         let what = format!("{harm:?} {len} bytes at {offset} of {}", file.display());
         let acked = &self.acked;
-        let outcome = match Log::open(config(&case_dir, Self::SEGMENT)) {
+        match Log::open(config(&case_dir, Self::SEGMENT)) {
             Err(e) => {
                 assert!(
                     matches!(
@@ -503,8 +503,7 @@ impl Matrix {
                 log.close();
                 outcome
             }
-        };
-        outcome
+        }
     }
 }
 

@@ -268,7 +268,7 @@ pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameErro
     let flags = u32::from_le_bytes(word);
     let len = (flags & !GROUP_START) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len < BODY_FIXED || len > MAX_BODY {
+    if !(BODY_FIXED..=MAX_BODY).contains(&len) {
         return Err(FrameError::Corrupt);
     }
     let body = bytes

@@ -420,7 +420,14 @@ impl Log {
     /// I/O errors, or [`LogError::Corrupt`] if a record no longer verifies.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let index = self.shared.index.read().map_err(lock_poisoned)?;
-        read_index(&index, from, max)
+        let read = read_index(&index, from, max);
+        drop(index);
+        if let Err(damage @ LogError::Corrupt { .. }) = &read
+            && note_damage(&self.shared, damage)
+        {
+            tracing::error!(error = %damage, "a log read met a record that does not verify");
+        }
+        read
     }
 
     /// Reads up to `max` records of one stream, from stream version `from_version`.
@@ -500,6 +507,26 @@ fn read_index(index: &Index, from: u64, max: usize) -> Result<Vec<Record>, LogEr
         position = segment.first + last_local as u64;
     }
     Ok(out)
+}
+
+/// Keeps `damage` for [`Log::damage`] unless the same segment and offset are already
+/// there; whether it was new.
+fn note_damage(shared: &Shared, damage: &LogError) -> bool {
+    let place = |e: &LogError| match e {
+        LogError::Corrupt {
+            segment, offset, ..
+        } => Some((segment.clone(), *offset)),
+        _ => None,
+    };
+    let Ok(mut found) = shared.damage.lock() else {
+        return false;
+    };
+    let here = place(damage);
+    if found.iter().any(|e| place(e) == here) {
+        return false;
+    }
+    found.push(damage.clone());
+    true
 }
 
 fn segment_for(segments: &[Segment], position: u64) -> Option<&Segment> {

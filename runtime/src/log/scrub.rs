@@ -45,11 +45,10 @@ pub(super) fn start(dir: &Path, shared: &Arc<Shared>, segments: Vec<Expect>) {
             for expect in segments {
                 // Stop once the log is gone.
                 let Some(shared) = weak.upgrade() else { return };
-                if let Some(damage) = verify(&dir, expect) {
+                if let Some(damage) = verify(&dir, expect)
+                    && super::note_damage(&shared, &damage)
+                {
                     tracing::error!(error = %damage, "the log scrub found damage in a sealed segment; reads of the damaged records fail");
-                    if let Ok(mut found) = shared.damage.lock() {
-                        found.push(damage);
-                    }
                 }
             }
             if let Some(shared) = weak.upgrade() {
