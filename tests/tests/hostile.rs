@@ -258,7 +258,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
             })
             .await,
         Code::NotFound,
-        &[],
+        &["no projection", &cut],
     );
     assert_refused(
         client
