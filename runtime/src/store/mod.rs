@@ -9,12 +9,19 @@
 //! store's `format` version ([`FORMAT_VERSION`], little-endian u32: how documents,
 //! keys and metadata are encoded): a store written by a newer release is refused at
 //! open instead of misread.
+//!
+//! Deploys, promotions and retirements are also appended to the [`catalog`] beside the
+//! store, before `meta`: it is what a damaged store cannot take along (see
+//! [`Store::open`]).
+//!
 //! Invariant: the engine writes a batch's documents and checkpoints in one fjall
 //! transaction, so after any crash every projection's documents match its checkpoint
 //! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
 //! back, and the engine re-applies from there).
 
 pub use datamesh_compiler::storage as encoding;
+
+pub mod catalog;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +44,9 @@ pub enum StoreError {
     /// The projection version was retired: its documents are gone.
     #[error("projection store: `{0}` was retired")]
     Retired(String),
+    /// The catalog (deploys, promotions, retirements) cannot be read or written.
+    #[error("catalog {0}")]
+    Catalog(String),
     /// Written in a store format this build does not read.
     #[error(
         "projection store: written in store format {0}, newer than this build's format {FORMAT_VERSION}: run the release that wrote it (or a newer one)"
@@ -79,6 +89,27 @@ pub struct Store {
     spaces: Mutex<HashMap<String, SingleWriterTxKeyspace>>,
     /// Keyspaces of retired projection versions: never created again, never written.
     retired: Mutex<std::collections::HashSet<String>>,
+    /// The control-plane history, written before `meta`.
+    catalog: catalog::Catalog,
+}
+
+/// Whether fjall failed because the store's files are damaged (rather than an I/O
+/// failure of the machine, a lock held by another process or a newer format).
+fn is_damage(error: &fjall::Error) -> bool {
+    use std::io::ErrorKind;
+    let io_damage = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::UnexpectedEof | ErrorKind::InvalidData | ErrorKind::NotFound
+        )
+    };
+    match error {
+        fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => io_damage(e),
+        fjall::Error::Locked | fjall::Error::Poisoned | fjall::Error::InvalidVersion(Some(_)) => {
+            false
+        }
+        _ => true,
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -93,11 +124,91 @@ pub fn keyspace_name(projection: &str, version: u32) -> String {
 }
 
 impl Store {
-    /// Opens or creates the store in `dir`.
+    /// Opens or creates the store in `dir`, with its catalog beside it (`catalog` in
+    /// `dir`'s parent).
+    ///
+    /// Every deploy, promotion and retirement recorded in the catalog is put back into
+    /// `meta` (the catalog is written first, so `meta` may lack the last one after a
+    /// crash). A store that cannot be opened because its files are damaged (checksum
+    /// mismatches, truncated or missing files, an unreadable journal) is moved aside to
+    /// `store.damaged-<unix seconds>` and a fresh one is started from the catalog: the
+    /// projections are derived from the log, so they rebuild with nothing lost. I/O
+    /// errors, a locked store or a newer format are returned instead.
     ///
     /// # Errors
-    /// fjall errors.
+    /// fjall errors that are not damage, a damaged catalog, a newer store format.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let catalog_path = dir
+            .parent()
+            .map_or_else(|| Path::new("catalog").to_owned(), |p| p.join("catalog"));
+        let (catalog, changes, created) = catalog::Catalog::open(&catalog_path)?;
+        let opened = match Store::open_db(dir) {
+            Err(StoreError::Fjall(e)) if is_damage(&e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = dir.with_file_name(format!("store.damaged-{stamp}"));
+                tracing::error!(store = %dir.display(), moved_to = %aside.display(), error = %e, "the projection store is damaged: it is moved aside and a fresh one started from the catalog; every projection rebuilds from the log");
+                std::fs::rename(dir, &aside)
+                    .map_err(|io| StoreError::Fjall(fjall::Error::Io(io)))?;
+                Store::open_db(dir)?
+            }
+            other => other?,
+        };
+        let (db, meta, retired) = opened;
+        let store = Store {
+            db,
+            meta,
+            spaces: Mutex::new(HashMap::new()),
+            retired: Mutex::new(retired),
+            catalog,
+        };
+        if created {
+            // A store from before the catalog: the catalog starts as its copy.
+            for deployment in store.deployments()? {
+                store.catalog.append(&catalog::Change::Deploy {
+                    seq: deployment.seq,
+                    origin: deployment.origin,
+                    source: deployment.source,
+                })?;
+            }
+            let mut promoted: Vec<(String, u32)> = store.promoted()?.into_iter().collect();
+            promoted.sort();
+            for (name, version) in promoted {
+                store
+                    .catalog
+                    .append(&catalog::Change::Promote { name, version })?;
+            }
+            let mut retired: Vec<String> = store
+                .retired
+                .lock()
+                .map_err(|_| StoreError::Lock)?
+                .iter()
+                .cloned()
+                .collect();
+            retired.sort();
+            for keyspace in retired {
+                store
+                    .catalog
+                    .append(&catalog::Change::Retire { keyspace })?;
+            }
+        } else {
+            store.replay(changes)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens fjall, checks the store format and reads the retired keyspaces.
+    fn open_db(
+        dir: &Path,
+    ) -> Result<
+        (
+            SingleWriterTxDatabase,
+            SingleWriterTxKeyspace,
+            std::collections::HashSet<String>,
+        ),
+        StoreError,
+    > {
         let db = SingleWriterTxDatabase::builder(dir).open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         match meta.get("format")? {
@@ -122,12 +233,50 @@ impl Store {
                 retired.insert(String::from_utf8_lossy(name).into_owned());
             }
         }
-        Ok(Store {
-            db,
-            meta,
-            spaces: Mutex::new(HashMap::new()),
-            retired: Mutex::new(retired),
-        })
+        // Read everything else `meta` holds once, so damage in it shows here.
+        for guard in db.read_tx().iter(&meta) {
+            guard.into_inner()?;
+        }
+        Ok((db, meta, retired))
+    }
+
+    /// Puts every change of the catalog into `meta` (what is there already is written
+    /// again, unchanged).
+    fn replay(&self, changes: Vec<catalog::Change>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut retire = Vec::new();
+        let mut tx = self.db.write_tx();
+        for change in changes {
+            match change {
+                catalog::Change::Deploy {
+                    seq,
+                    origin,
+                    source,
+                } => {
+                    let value =
+                        serde_json::json!({ "origin": origin, "source": source }).to_string();
+                    tx.insert(&self.meta, format!("deploy/{seq:010}"), value);
+                }
+                catalog::Change::Promote { name, version } => {
+                    tx.insert(
+                        &self.meta,
+                        format!("promoted/{name}"),
+                        version.to_le_bytes().to_vec(),
+                    );
+                }
+                catalog::Change::Retire { keyspace } => retire.push(keyspace),
+            }
+        }
+        tx.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        for keyspace in retire {
+            if !self.is_retired(&keyspace) {
+                self.retire_in_store(&keyspace)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the keyspace of a projection version was retired.
@@ -144,6 +293,14 @@ impl Store {
     /// # Errors
     /// fjall errors.
     pub fn retire(&self, keyspace: &str) -> Result<(), StoreError> {
+        self.catalog.append(&catalog::Change::Retire {
+            keyspace: keyspace.to_owned(),
+        })?;
+        self.retire_in_store(keyspace)
+    }
+
+    /// [`Store::retire`] without the catalog.
+    fn retire_in_store(&self, keyspace: &str) -> Result<(), StoreError> {
         self.retired
             .lock()
             .map_err(|_| StoreError::Lock)?
@@ -195,6 +352,10 @@ impl Store {
     /// # Errors
     /// fjall errors.
     pub fn promote(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        self.catalog.append(&catalog::Change::Promote {
+            name: name.to_owned(),
+            version,
+        })?;
         let mut tx = self.db.write_tx();
         tx.insert(
             &self.meta,
@@ -351,6 +512,11 @@ impl Store {
     /// # Errors
     /// fjall errors.
     pub fn add_deployment(&self, seq: u64, origin: &str, source: &str) -> Result<(), StoreError> {
+        self.catalog.append(&catalog::Change::Deploy {
+            seq,
+            origin: origin.to_owned(),
+            source: source.to_owned(),
+        })?;
         let value = serde_json::json!({ "origin": origin, "source": source }).to_string();
         let mut tx = self.db.write_tx();
         tx.insert(&self.meta, format!("deploy/{seq:010}"), value);
@@ -462,7 +628,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod format_tests {
+mod open_tests {
     use super::*;
 
     #[test]
@@ -496,5 +662,48 @@ mod format_tests {
             }
             other => panic!("expected NewerFormat, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_damaged_store_restarts_from_the_catalog_with_every_deploy_promotion_and_retirement() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).expect("create");
+            store
+                .add_deployment(0, "a.dmp", "event A { x: int }")
+                .expect("deploy");
+            store
+                .add_deployment(1, "b.dmp", "event B { y: int }")
+                .expect("deploy");
+            store.keyspace("p.b.v1").expect("keyspace");
+            store.promote("b", 2).expect("promote");
+            store.retire("p.b.v1").expect("retire");
+        }
+        // The store's version file is damaged: fjall refuses to open it.
+        std::fs::write(path.join("version"), b"\xff\xff").expect("damage");
+        let store = Store::open(&path).expect("moved aside and started fresh");
+        let moved = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("store.damaged-")
+            });
+        assert!(moved, "the damaged store is kept aside");
+        let deployments: Vec<(u64, String)> = store
+            .deployments()
+            .expect("deployments")
+            .into_iter()
+            .map(|d| (d.seq, d.origin))
+            .collect();
+        assert_eq!(deployments, vec![(0, "a.dmp".into()), (1, "b.dmp".into())]);
+        assert_eq!(store.promoted().expect("promoted").get("b"), Some(&2));
+        assert!(store.is_retired("p.b.v1"));
+        assert!(matches!(
+            store.keyspace("p.b.v1"),
+            Err(StoreError::Retired(_))
+        ));
     }
 }
