@@ -176,3 +176,82 @@ async fn growth_faults_only_the_growing_projections_jit() {
 async fn growth_faults_only_the_growing_projections_interp() {
     growth_faults_only_the_growing_projections(Engine::Interp).await;
 }
+
+/// A key from a payload longer than the store holds (fjall panics on keys over 64 KiB,
+/// which stopped the whole engine): only the projection keyed by it faults, with
+/// R0007; the others fold on, and the node restarts and serves.
+async fn an_overlong_key_faults_only_its_projection(engine: Engine) {
+    let data_guard = temp_dir("longkey", engine);
+    let data = data_guard.path().join("data");
+    let node = Node::start(&data, engine, &[]);
+    let mut client = node.client().await;
+    client
+        .deploy(pb::DeployRequest {
+            source: "event Seen { who: string }
+                     projection by_who { key who state { n: int = 0 } on Seen { n += 1 } }
+                     projection counts { state { n: int = 0 } on Seen { n += 1 } }"
+                .into(),
+            origin: "keys.dmp".into(),
+        })
+        .await
+        .expect("deploy");
+    let long = "k".repeat(100_000);
+    for who in ["ann", long.as_str(), "bob"] {
+        let head = client
+            .append(pb::AppendRequest {
+                events: vec![event("Seen", &format!(r#"{{"who":"{who}"}}"#), "", "")],
+                expected: vec![],
+            })
+            .await
+            .expect("append")
+            .into_inner()
+            .head;
+        get(&mut client, "counts", head).await.expect("counts");
+    }
+    let faulted = status_of(&mut client, "by_who").await;
+    assert_eq!(faulted.state, "faulted", "{faulted:?}");
+    assert!(faulted.fault.contains("R0007"), "{}", faulted.fault);
+    assert!(
+        faulted.fault.contains("longer than the store holds"),
+        "{}",
+        faulted.fault
+    );
+    assert!(
+        faulted.fault.len() < 4096,
+        "the fault quotes the key briefly"
+    );
+    let counts = get(&mut client, "counts", 3).await.expect("counts");
+    assert_eq!(counts["n"], 3);
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.log_error.is_empty(), "{}", status.log_error);
+    drop(client);
+    drop(node);
+    let node = Node::start(&data, engine, &[]);
+    let mut client = node.client().await;
+    let ann = client
+        .get(pb::GetRequest {
+            projection: "by_who".into(),
+            key: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the faulted projection's documents still read")
+        .into_inner();
+    assert!(ann.document.contains("\"n\":1"), "{}", ann.document);
+    let counts = get(&mut client, "counts", 3).await.expect("counts");
+    assert_eq!(counts["n"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_key_faults_only_its_projection_jit() {
+    an_overlong_key_faults_only_its_projection(Engine::Jit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_key_faults_only_its_projection_interp() {
+    an_overlong_key_faults_only_its_projection(Engine::Interp).await;
+}

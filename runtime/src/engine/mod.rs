@@ -50,7 +50,7 @@ use crate::store::encoding::{
     DocTooLarge, MAX_DOC_BYTES, decode_doc, decode_key, encode_doc_within, encode_key,
     encode_key_into,
 };
-use crate::store::{Commit, Store, StoreError};
+use crate::store::{Commit, MAX_KEY_BYTES, Store, StoreError};
 pub use registry::{
     CheckedProgram, DeployError, DeployLimits, DeployOutcome, JIT_MAX_HANDLER_NODES,
     JIT_MAX_PROGRAM_NODES, LifecycleError, MAX_HANDLER_NODES, ProjectionInfo, Registry,
@@ -694,6 +694,9 @@ fn flush(
     match docs {
         Docs::Jit(table) => match registry.jit(projection.program) {
             Some(code) => table.flush(|key, doc| {
+                if key.len() > MAX_KEY_BYTES {
+                    return Err(too_large(key));
+                }
                 let Some(doc) = doc else {
                     write(key, None);
                     return Ok(());
@@ -707,6 +710,9 @@ fn flush(
             None => Ok(()),
         },
         Docs::Interp(table) => table.flush(|key, doc| {
+            if key.len() > MAX_KEY_BYTES {
+                return Err(too_large(key));
+            }
             let Some(doc) = doc else {
                 write(key, None);
                 return Ok(());
@@ -721,7 +727,8 @@ fn flush(
     Ok(())
 }
 
-/// A changed document that encodes past [`MAX_DOC_BYTES`]: its projection faults.
+/// A changed document that encodes past [`MAX_DOC_BYTES`], or whose key is longer than
+/// the store holds ([`MAX_KEY_BYTES`], keys come from payloads): its projection faults.
 struct TooLarge {
     key: Vec<u8>,
 }
@@ -738,14 +745,24 @@ impl TooLarge {
         if key.len() < full.len() {
             key.push('…');
         }
+        let what = if self.key.len() > MAX_KEY_BYTES {
+            format!(
+                "a document key of {} bytes is longer than the store holds ({MAX_KEY_BYTES} bytes)",
+                self.key.len()
+            )
+        } else {
+            DocTooLarge {
+                limit: MAX_DOC_BYTES,
+            }
+            .to_string()
+        };
         serde_json::json!({
             "position": from,
             "event_type": "",
             "code": datamesh_compiler::interp::LIMIT_CODE,
             "message": format!(
-                "{}: the document at key {key}, after the events at positions {from} to {to} \
-                 (none of which was written)",
-                DocTooLarge { limit: MAX_DOC_BYTES }
+                "{what}: the document at key {key}, after the events at positions {from} to {to} \
+                 (none of which was written)"
             ),
         })
         .to_string()

@@ -54,6 +54,11 @@ pub enum StoreError {
     NewerFormat(u32),
 }
 
+/// The longest key the store holds, in bytes (fjall's limit). Projection keys come from
+/// event payloads, so the engine checks this before writing and faults a projection
+/// whose key is longer; a read of a longer key finds nothing.
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
 /// The store format this build writes and reads (recorded in `meta` as `format`).
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -557,6 +562,10 @@ impl Store {
         keyspace: &SingleWriterTxKeyspace,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        if key.len() > MAX_KEY_BYTES {
+            // Never written (see [`MAX_KEY_BYTES`]); fjall refuses to look it up.
+            return Ok(None);
+        }
         Ok(keyspace.get(key)?.map(|v| v.to_vec()))
     }
 
