@@ -1240,13 +1240,7 @@ impl<'a, 'f> Translator<'a, 'f> {
         Ok(())
     }
 
-    fn translate_mutate(
-        &mut self,
-        field: usize,
-        op: Mutation,
-        args: &[Expr],
-        span: Span,
-    ) -> R<()> {
+    fn translate_mutate(&mut self, field: usize, op: Mutation, args: &[Expr], span: Span) -> R<()> {
         let arg = match args.first() {
             Some(a) => {
                 let v = self.translate_expr(a)?;
