@@ -4,6 +4,15 @@
 //! unterminated string or an out-of-range number is recorded as a [`LexError`] and
 //! lexing goes on, so the parser still sees the rest of the file and one run reports
 //! every problem.
+//!
+//! Invariant: lexing uses a bounded amount of stack whatever the input. Logos compiles
+//! each pattern to a state machine whose transitions are function calls, and in a
+//! debug build (where they are not turned into jumps) a pattern that loops through
+//! several states, such as an alternation repeated with `*` or skips that follow each
+//! other, recursed once per repetition: three thousand comment lines, or a string of
+//! fifty thousand escapes, overflowed a 2 MiB stack. So every pattern here is a single
+//! character class loop, and the repeating parts (string bodies, the groups of a
+//! duration) are scanned by hand in callbacks; comments are tokens that [`lex`] drops.
 
 use logos::Logos;
 
@@ -12,7 +21,6 @@ use crate::ast::Span;
 /// A token of the projection language.
 #[derive(Logos, Debug, Clone, PartialEq)]
 #[logos(skip r"[ \t\r\n\f]+")]
-#[logos(skip(r"//[^\n]*", allow_greedy = true))]
 pub enum Token {
     #[token("event")]
     Event,
@@ -74,13 +82,19 @@ pub enum Token {
     #[regex(r"[0-9][0-9_]*[eE][+-]?[0-9]+", |lex| parse_float(lex.slice()))]
     Float(Option<f64>),
     /// A duration literal such as `90s` or `1h30m`, in microseconds.
-    #[regex("([0-9]+(d|h|m|s|ms|us))+", |lex| datamesh_stdlib::time::parse_duration(lex.slice()).ok())]
+    #[regex("[0-9]+(d|h|m|s|ms|us)", duration)]
     Duration(Option<i64>),
-    #[regex(r#""([^"\\\n]|\\.)*""#, |lex| unescape(lex.slice()))]
+    /// A string literal (made from [`Token::Quoted`] by [`lex`]).
     Str(Result<String, String>),
     /// A string that reaches the end of the line without its closing quote.
-    #[regex(r#""([^"\\\n]|\\.)*"#)]
     UnterminatedStr,
+    /// A string literal as scanned: whether it was closed. [`lex`] turns it into
+    /// [`Token::Str`] or [`Token::UnterminatedStr`]; the parser never sees it.
+    #[token("\"", string)]
+    Quoted(bool),
+    /// A `// ...` comment, dropped by [`lex`].
+    #[regex(r"//[^\n]*", allow_greedy = true)]
+    Comment,
 
     #[token("{")]
     LBrace,
@@ -158,7 +172,10 @@ impl std::fmt::Display for Token {
             Token::Int(_) => f.write_str("integer literal"),
             Token::Float(_) => f.write_str("float literal"),
             Token::Duration(_) => f.write_str("duration literal"),
-            Token::Str(_) | Token::UnterminatedStr => f.write_str("string literal"),
+            Token::Str(_) | Token::UnterminatedStr | Token::Quoted(_) => {
+                f.write_str("string literal")
+            }
+            Token::Comment => f.write_str("comment"),
             other => write!(f, "`{}`", other.text()),
         }
     }
@@ -231,7 +248,9 @@ impl Token {
             | Token::Float(_)
             | Token::Duration(_)
             | Token::Str(_)
-            | Token::UnterminatedStr => "",
+            | Token::UnterminatedStr
+            | Token::Quoted(_)
+            | Token::Comment => "",
         }
     }
 }
@@ -290,6 +309,12 @@ pub fn lex(source: &str) -> (Vec<Spanned>, Vec<LexError>) {
             }
         };
         let token = match token {
+            Token::Comment => continue,
+            Token::Quoted(true) => Token::Str(unescape(&source[range.clone()])),
+            Token::Quoted(false) => Token::UnterminatedStr,
+            other => other,
+        };
+        let token = match token {
             Token::Int(None) => {
                 errors.push(LexError {
                     kind: LexErrorKind::IntOutOfRange,
@@ -343,6 +368,65 @@ pub fn lex(source: &str) -> (Vec<Spanned>, Vec<LexError>) {
         tokens.push((range.start, token, range.end));
     }
     (tokens, errors)
+}
+
+/// Scans the rest of a string literal after its opening quote, as the pattern
+/// `"([^"\\\n]|\\.)*"?` would: up to and including the closing quote (`true`), or up to
+/// the end of the line, a `\` that escapes nothing, or the end of the file (`false`).
+fn string(lex: &mut logos::Lexer<'_, Token>) -> bool {
+    let rest = lex.remainder().as_bytes();
+    let mut i = 0;
+    let closed = loop {
+        match rest.get(i) {
+            Some(b'"') => {
+                i += 1;
+                break true;
+            }
+            Some(b'\\') => match rest.get(i + 1) {
+                // An escape covers the next character; the bytes of a multi-byte
+                // character after it are never `"`, `\` or a newline, so stepping over
+                // its first byte is enough.
+                Some(next) if *next != b'\n' => i += 2,
+                _ => break false,
+            },
+            Some(b'\n') | None => break false,
+            Some(_) => i += 1,
+        }
+    };
+    lex.bump(i);
+    closed
+}
+
+/// Extends a duration literal's first group (`90s`) over the groups that follow it
+/// (`1h30m15s`), as the pattern `([0-9]+(d|h|m|s|ms|us))+` would, and parses it.
+fn duration(lex: &mut logos::Lexer<'_, Token>) -> Option<i64> {
+    let rest = lex.remainder().as_bytes();
+    let mut end = 0;
+    loop {
+        let digits = rest[end..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            break;
+        }
+        let after = &rest[end + digits..];
+        // The longest unit first: a unit's second letter is never a digit, so taking it
+        // never stops a following group from matching.
+        let unit = if after.starts_with(b"ms") || after.starts_with(b"us") {
+            2
+        } else if matches!(after.first(), Some(b'd' | b'h' | b'm' | b's')) {
+            1
+        } else {
+            0
+        };
+        if unit == 0 {
+            break;
+        }
+        end += digits + unit;
+    }
+    lex.bump(end);
+    datamesh_stdlib::time::parse_duration(lex.slice()).ok()
 }
 
 fn parse_int(text: &str) -> Option<i64> {
@@ -425,6 +509,74 @@ mod tests {
                 Token::Duration(Some(5_400_000_000)),
             ]
         );
+    }
+
+    #[test]
+    fn strings_and_durations_scanned_by_hand_lex_as_their_patterns_did() {
+        let d = |us: i64| Token::Duration(Some(us));
+        assert_eq!(
+            kinds("1h30m15s 1ms5 1m5x 3us 2d1 1_0d 1msx"),
+            vec![
+                d(5_415_000_000),
+                d(1_000),
+                Token::Int(Some(5)),
+                d(60_000_000),
+                Token::Int(Some(5)),
+                Token::Ident("x".into()),
+                d(3),
+                d(172_800_000_000),
+                Token::Int(Some(1)),
+                Token::Int(Some(10)),
+                Token::Ident("d".into()),
+                d(1_000),
+                Token::Ident("x".into()),
+            ]
+        );
+        let (tokens, errors) = lex("\"a\\\"b\" \"é\\é\" \"a\\\n\"open");
+        let tokens: Vec<_> = tokens.into_iter().map(|(s, t, e)| (s, t, e)).collect();
+        assert_eq!(
+            tokens,
+            vec![
+                (0, Token::Str(Ok("a\"b".into())), 6),
+                (7, Token::Str(Ok(String::new())), 14),
+                (15, Token::Str(Ok("a".into())), 17),
+                (19, Token::Str(Ok("open".into())), 24),
+            ]
+        );
+        let kinds: Vec<_> = errors.into_iter().map(|e| (e.kind, e.span)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (LexErrorKind::BadEscape("\\é".into()), Span::new(7, 14)),
+                (LexErrorKind::UnterminatedString, Span::new(15, 17)),
+                (LexErrorKind::UnexpectedChar('\\'), Span::new(17, 18)),
+                (LexErrorKind::UnterminatedString, Span::new(19, 24)),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_runs_of_comments_escapes_and_duration_groups_lex_on_a_small_stack() {
+        // Each of these recursed once per repetition inside logos' generated state
+        // machine (debug build) and overflowed a 2 MiB stack.
+        let sources = [
+            "// c\n".repeat(50_000),
+            format!("\"{}\"", "a\\n".repeat(100_000)),
+            format!("\"{}", "\\\"".repeat(100_000)),
+            "1ms".repeat(100_000),
+            "1d".repeat(100_000),
+        ];
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for source in &sources {
+                    let (tokens, _) = lex(source);
+                    assert!(tokens.len() <= 1);
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("no overflow");
     }
 
     #[test]

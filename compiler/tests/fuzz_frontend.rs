@@ -7,7 +7,7 @@
 //! by `dmc` would be), token deletions, duplications, swaps and insertions of tokens
 //! seen anywhere in the corpus, splices of another program's text, duplicated nesting
 //! (an opening bracket and its closing partner repeated up to thousands of times), and
-//! long runs of one token. Then, on a thread with the node's 2 MiB stack:
+//! long runs of one token (or of comment lines, duration groups, string escapes). Then, on a thread with the node's 2 MiB stack:
 //!
 //! - `check_source` returns (no panic, no stack overflow), within a time limit;
 //! - every diagnostic's span lies inside the source, starts and ends on char
@@ -370,12 +370,17 @@ fn mutate(rng: &mut Rng, text: &mut String, corpus: &[String], tokens: &[String]
             let ranges = token_ranges(text);
             if !ranges.is_empty() {
                 let r = ranges[rng.below(ranges.len())];
-                let unit = match rng.below(5) {
+                let unit = match rng.below(8) {
                     0 => format!("{} ", &text[r.0..r.1]),
                     1 => "not ".to_owned(),
                     2 => "- ".to_owned(),
                     3 => "1 + ".to_owned(),
-                    _ => "list<".to_owned(),
+                    4 => "list<".to_owned(),
+                    // Runs the lexer once loops over: comment lines, duration groups,
+                    // escapes (each recursed in logos' state machine before).
+                    5 => "// c\n".to_owned(),
+                    6 => "1ms".to_owned(),
+                    _ => "\\n".to_owned(),
                 };
                 let times = [10, 200, 5_000][rng.below(3)];
                 text.insert_str(r.0, &unit.repeat(times));
