@@ -533,7 +533,6 @@ mod tests {
             ]
         );
         let (tokens, errors) = lex("\"a\\\"b\" \"é\\é\" \"a\\\n\"open");
-        let tokens: Vec<_> = tokens.into_iter().map(|(s, t, e)| (s, t, e)).collect();
         assert_eq!(
             tokens,
             vec![
