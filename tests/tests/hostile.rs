@@ -534,9 +534,9 @@ async fn undecodable_oversized_and_odd_deadline_requests() {
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert_eq!(snapshot(&mut client).await, before);
 
-    // Over the message limit (16 MiB of payloads + 4 MiB): RESOURCE_EXHAUSTED, as the
-    // book says, not OUT_OF_RANGE.
-    let big = format!(r#"{{"account":"{}","amount":1}}"#, "a".repeat(21 << 20));
+    // Over the message limit (at least 20 MiB, what a read of a 3 MiB document may
+    // need, + 4 MiB): RESOURCE_EXHAUSTED, as the book says, not OUT_OF_RANGE.
+    let big = format!(r#"{{"account":"{}","amount":1}}"#, "a".repeat(25 << 20));
     let status = client
         .append(pb::AppendRequest {
             events: vec![event("Deposited", &big, "", "")],

@@ -11,6 +11,7 @@
 //! what a torn write looks like, and then says so (`truncated_bytes`).
 
 use super::format::{FRAME_HEADER, SEGMENT_HEADER};
+use super::tests::{runtime, temp_dir};
 use super::*;
 
 fn event(stream: &str, id: &str, n: u32) -> NewEvent {
@@ -24,20 +25,6 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
         stream: stream.to_owned(),
         id: id.to_owned(),
     }
-}
-
-fn temp_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("datamesh-logdmg-{name}-"))
-        .tempdir()
-        .expect("temp dir")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn config(dir: &Path, segment_bytes: u64) -> LogConfig {

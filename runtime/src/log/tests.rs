@@ -12,14 +12,14 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
 }
 
 /// A fresh directory, removed when the returned guard is dropped.
-fn temp_dir(name: &str) -> tempfile::TempDir {
+pub(super) fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("datamesh-log-{name}-"))
         .tempdir()
         .expect("temp dir")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
