@@ -20,11 +20,16 @@ pub fn root() -> PathBuf {
 
 /// A fresh directory per test and engine (both engines' variants run concurrently),
 /// removed when the returned guard is dropped.
+/// Private to its owner, as a node requires of a data directory with data in it.
 pub fn temp_dir(name: &str, engine: Engine) -> tempfile::TempDir {
-    tempfile::Builder::new()
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
         .prefix(&format!("datamesh-e2e-{name}-{}-", engine.name()))
         .tempdir()
-        .expect("temp dir")
+        .expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 700");
+    dir
 }
 
 /// The engine a node runs handlers on. Every test runs once per engine (see
