@@ -383,3 +383,29 @@ async fn a_damaged_projection_store_is_rebuilt_from_the_log() {
     );
     assert!(rebuilt > 0);
 }
+
+/// A second node, or a repair, on the data directory of a running node is refused:
+/// recovery would cut the running node's group in flight as a torn tail.
+#[test]
+fn a_running_nodes_data_directory_is_not_opened_twice() {
+    let engine = Engine::Jit;
+    let guard = temp_dir("twice", engine);
+    let data = guard.path().join("data");
+    let node = Node::start(&data, engine, &[]);
+    let (code, lines) = Node::try_start(&data, engine, &[], Some("warn"))
+        .err()
+        .expect("a second node on the same data must not start");
+    let text = lines.join("\n");
+    assert_ne!(code, Some(0));
+    assert!(text.contains("in use by another process"), "{text}");
+    let (code, out, err) = offline(&["repair", "--data", data.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    // The first node still serves.
+    let (code, out, err) = node.cli(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(node);
+    let (code, out, err) = offline(&["repair", "--data", data.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every record verifies"), "{out}");
+}

@@ -271,7 +271,9 @@ fn log_status(error: LogError) -> Status {
             Status::already_exists(foreign(error.to_string()))
         }
         LogError::DuplicateIdInRequest(_) => Status::invalid_argument(foreign(error.to_string())),
-        LogError::Poisoned(_) | LogError::Closed => Status::unavailable(foreign(error.to_string())),
+        LogError::Poisoned(_) | LogError::Closed | LogError::Locked(_) => {
+            Status::unavailable(foreign(error.to_string()))
+        }
         LogError::Io(_) => Status::internal(foreign(error.to_string())),
         LogError::Corrupt { .. } | LogError::Damaged { .. } | LogError::Header { .. } => {
             Status::data_loss(foreign(error.to_string()))

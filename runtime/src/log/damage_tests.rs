@@ -569,3 +569,27 @@ fn random_damage_never_serves_a_hole_or_less_silently() {
         "random damage: {cases} cases: {refused} refused, {served_all} served everything, {cut_torn} cut a torn last group"
     );
 }
+
+#[test]
+fn a_log_open_in_one_place_is_refused_in_another_and_by_repair() {
+    let guard = temp_dir("lock");
+    let (log, _) = Log::open(config(guard.path(), 4096)).expect("open");
+    let second = Log::open(config(guard.path(), 4096));
+    assert!(
+        matches!(&second, Err(LogError::Locked(_))),
+        "{:?}",
+        second.map(|_| ())
+    );
+    assert!(matches!(
+        repair::inspect(guard.path()),
+        Err(LogError::Locked(_))
+    ));
+    assert!(matches!(
+        repair::apply(guard.path()),
+        Err(LogError::Locked(_))
+    ));
+    log.close();
+    let (log, _) = Log::open(config(guard.path(), 4096)).expect("reopen once closed");
+    log.close();
+    assert!(repair::inspect(guard.path()).is_ok());
+}

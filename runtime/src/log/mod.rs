@@ -203,6 +203,11 @@ pub enum LogError {
     /// The log is shutting down.
     #[error("the log is closed")]
     Closed,
+    /// Another process has the log open.
+    #[error(
+        "the log in {0} is in use by another process (a running node holds its lock): stop that node first; two processes must never open one log"
+    )]
+    Locked(String),
 }
 
 impl From<std::io::Error> for LogError {
@@ -244,6 +249,8 @@ struct Shared {
     damage: Mutex<Vec<LogError>>,
     /// Set when the background scrub has verified every segment it was given.
     scrubbed: std::sync::atomic::AtomicBool,
+    /// The directory's lock, held while the log is open (see [`lock_dir`]).
+    _lock: File,
 }
 
 /// An append request on its way to the writer thread.
@@ -304,6 +311,7 @@ impl Log {
     /// events).
     pub fn open(config: LogConfig) -> Result<(Log, Recovery), LogError> {
         private_dir(&config.dir)?;
+        let lock = lock_dir(&config.dir)?;
         let Recovered {
             index,
             recovery,
@@ -322,6 +330,7 @@ impl Log {
             identity,
             damage: Mutex::new(Vec::new()),
             scrubbed: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
         });
         scrub::start(&config.dir, &shared, to_scrub);
         let (jobs, rx) = std::sync::mpsc::channel();
@@ -592,6 +601,30 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Takes the exclusive lock of a log directory (`LOCK`, an advisory file lock the
+/// kernel drops when the process ends, crash or not), so that no second process opens
+/// the same log: recovery would cut the running writer's group in flight as a torn
+/// tail, and two writers would interleave. `datamesh repair` takes it too.
+///
+/// # Errors
+/// [`LogError::Locked`] when another process holds it; I/O errors.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 /// Creates (truncating) a file readable and writable by its owner only.

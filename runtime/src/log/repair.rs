@@ -144,11 +144,13 @@ struct Findings {
     salvaged: Vec<Record>,
 }
 
-/// Reads the log in `dir` and reports what a repair would do. Writes nothing.
+/// Reads the log in `dir` and reports what a repair would do. Writes nothing (but the
+/// lock file, when missing).
 ///
 /// # Errors
-/// I/O errors.
+/// I/O errors; [`LogError::Locked`] when a node has the log open.
 pub fn inspect(dir: &Path) -> Result<RepairReport, LogError> {
+    let _lock = super::lock_dir(dir)?;
     Ok(find(dir)?.report)
 }
 
@@ -157,8 +159,10 @@ pub fn inspect(dir: &Path) -> Result<RepairReport, LogError> {
 /// cuts the log there. A log without damage is left alone.
 ///
 /// # Errors
-/// I/O errors; when saving fails, nothing of the log has changed.
+/// I/O errors; when saving fails, nothing of the log has changed. [`LogError::Locked`]
+/// when a node has the log open.
 pub fn apply(dir: &Path) -> Result<RepairReport, LogError> {
+    let _lock = super::lock_dir(dir)?;
     let Findings {
         mut report,
         segments,
