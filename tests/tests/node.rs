@@ -601,6 +601,7 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
         .expect("log dir")
         .filter_map(Result::ok)
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .max()
         .expect("a segment");
     let len = std::fs::metadata(&segment).expect("meta").len();
