@@ -35,6 +35,10 @@
 //! (`DATAMESH_FUZZ_SECONDS=0` lifts the time limit; `DATAMESH_FUZZ_SEED=<n>` picks
 //! another sequence.)
 
+mod seeded;
+
+use seeded::{Rng, env_u64};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -115,39 +119,6 @@ event Small { account: string, amount: int }
 event Empty {}
 "#;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 const STRINGS: &[&str] = &[
     "",
     "a1",
@@ -197,7 +168,7 @@ fn scalar_text(rng: &mut Rng, ty: &Type) -> String {
             .pick(&["\"1h30m\"", "\"0s\"", "\"2d\"", "90000000", "\"1us\""])
             .to_string(),
         Type::Optional(inner) => {
-            if rng.chance(2) {
+            if rng.one_in(2) {
                 "null".to_owned()
             } else {
                 value_text(rng, inner)
@@ -240,9 +211,9 @@ fn valid_payload(rng: &mut Rng, event: &EventType) -> String {
     let mut fields: Vec<&Field> = event
         .fields
         .iter()
-        .filter(|f| f.default.is_none() || rng.chance(2))
+        .filter(|f| f.default.is_none() || rng.one_in(2))
         .collect();
-    if rng.chance(2) {
+    if rng.one_in(2) {
         for i in (1..fields.len()).rev() {
             fields.swap(i, rng.below(i + 1));
         }
@@ -309,7 +280,7 @@ fn mutate(rng: &mut Rng, text: &str) -> Vec<u8> {
                 bytes.drain(start..end);
             }
             4 => {
-                let digits = if rng.chance(2) { 400 } else { 20 };
+                let digits = if rng.one_in(2) { 400 } else { 20 };
                 let number: Vec<u8> = std::iter::repeat_n(b'9', digits).collect();
                 bytes.splice(at..at, number);
             }
@@ -322,7 +293,7 @@ fn mutate(rng: &mut Rng, text: &str) -> Vec<u8> {
             6 => bytes.truncate(at),
             _ => {
                 let depth = rng.below(80);
-                let open = if rng.chance(2) { b'[' } else { b'{' };
+                let open = if rng.one_in(2) { b'[' } else { b'{' };
                 let run: Vec<u8> = std::iter::repeat_n(open, depth).collect();
                 bytes.splice(at..at, run);
             }
@@ -335,12 +306,12 @@ fn mutate(rng: &mut Rng, text: &str) -> Vec<u8> {
 fn hostile(rng: &mut Rng) -> String {
     match rng.below(9) {
         0 => {
-            let depth = if rng.chance(8) {
+            let depth = if rng.one_in(8) {
                 100_000
             } else {
                 rng.below(140)
             };
-            let (open, close) = if rng.chance(2) {
+            let (open, close) = if rng.one_in(2) {
                 ("[".repeat(depth), "]".repeat(depth))
             } else {
                 ("{\"k\":".repeat(depth), "}".repeat(depth))
@@ -349,9 +320,9 @@ fn hostile(rng: &mut Rng) -> String {
         }
         1 => {
             let digits = [1, 19, 20, 300, 309, 310, 400, 5000][rng.below(8)];
-            let sign = if rng.chance(2) { "-" } else { "" };
-            let frac = if rng.chance(2) { ".5" } else { "" };
-            let exp = if rng.chance(3) {
+            let sign = if rng.one_in(2) { "-" } else { "" };
+            let frac = if rng.one_in(2) { ".5" } else { "" };
+            let exp = if rng.one_in(3) {
                 format!(
                     "e{}",
                     rng.pick(&["-400", "400", "308", "-5000", "99999999999"])
@@ -379,7 +350,7 @@ fn hostile(rng: &mut Rng) -> String {
                 "\\uzzzz",
             ];
             let s: String = (0..rng.below(20)).map(|_| *rng.pick(&escapes)).collect();
-            if rng.chance(2) {
+            if rng.one_in(2) {
                 format!("{{\"s\": \"{s}\"}}")
             } else {
                 format!("{{\"{s}\": 1}}")
@@ -565,7 +536,7 @@ fn payload_decoding_never_panics_and_validator_and_engine_agree() {
         if seconds > 0 && started.elapsed() > Duration::from_secs(seconds) {
             break;
         }
-        let mut rng = Rng((seed ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15)).max(1));
+        let mut rng = Rng::new(seed ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         for _ in 0..4 {
             rng.next();
         }
@@ -581,7 +552,7 @@ fn payload_decoding_never_panics_and_validator_and_engine_agree() {
             }
             _ => {
                 let text = hostile(&mut rng);
-                if rng.chance(3) {
+                if rng.one_in(3) {
                     mutate(&mut rng, &text)
                 } else {
                     text.into_bytes()

@@ -30,6 +30,10 @@
 //! another sequence; `DATAMESH_FUZZ_TRACE=1` writes each input to the temp directory
 //! before checking it, since a stack overflow aborts before anything is reported.)
 
+mod seeded;
+
+use seeded::{Rng, env_u64};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,13 +44,6 @@ const NODE_STACK: usize = 2 << 20;
 
 /// The longest a single case may take (debug build, a busy machine).
 const CASE_LIMIT: Duration = Duration::from_secs(10);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -82,30 +79,6 @@ fn corpus() -> Vec<String> {
         .collect();
     assert!(sources.len() >= 20, "the corpus is too small");
     sources
-}
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
 }
 
 /// Text fragments worth inserting beyond the corpus' own tokens: edge-case literals,
@@ -216,7 +189,7 @@ fn mutate(rng: &mut Rng, text: &mut String, corpus: &[String], tokens: &[String]
         // Insert a random byte (ASCII mostly).
         1 => {
             let at = floor(text, rng.below(text.len() + 1));
-            let c = if rng.chance(80) {
+            let c = if rng.percent(80) {
                 char::from(rng.below(128) as u8)
             } else {
                 char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('\u{fffd}')
@@ -268,11 +241,11 @@ fn mutate(rng: &mut Rng, text: &mut String, corpus: &[String], tokens: &[String]
         // Insert a token (from the corpus or the extras) at a token boundary.
         6 | 7 => {
             let ranges = token_ranges(text);
-            let at = if ranges.is_empty() || rng.chance(20) {
+            let at = if ranges.is_empty() || rng.percent(20) {
                 floor(text, rng.below(text.len() + 1))
             } else {
                 let r = ranges[rng.below(ranges.len())];
-                if rng.chance(50) { r.0 } else { r.1 }
+                if rng.percent(50) { r.0 } else { r.1 }
             };
             let t = &tokens[rng.below(tokens.len())];
             text.insert_str(at, &format!(" {t} "));
@@ -293,7 +266,7 @@ fn mutate(rng: &mut Rng, text: &mut String, corpus: &[String], tokens: &[String]
             let to = floor(other, from + rng.below(400));
             let piece = &other[from..to.max(from)];
             let at = floor(text, rng.below(text.len() + 1));
-            if rng.chance(50) {
+            if rng.percent(50) {
                 text.insert_str(at, piece);
             } else {
                 text.truncate(at);
@@ -340,7 +313,7 @@ fn mutate(rng: &mut Rng, text: &mut String, corpus: &[String], tokens: &[String]
                 let inner = text[inner_start..inner_end].to_owned();
                 let mut out = String::with_capacity(text.len() + times * (inner.len() + 2));
                 out.push_str(&text[..ranges[i].0]);
-                if rng.chance(50) {
+                if rng.percent(50) {
                     // `(((x)))`: the opening and the closing bracket repeated.
                     out.push_str(&open.repeat(times + 1));
                     out.push_str(&inner);

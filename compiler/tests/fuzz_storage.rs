@@ -20,6 +20,10 @@
 //!
 //! The test prints the number of cases it ran and how many mutations decoded.
 
+mod seeded;
+
+use seeded::{Rng, env_u64};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,33 +60,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// xorshift64*: small, fast, and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 const TEXTS: [&str; 8] = ["", "a", "héllo", "😀x", "a\0b", "\u{7f}", "key-1", "zz"];
 
 fn scalar(rng: &mut Rng) -> Value {
@@ -94,7 +71,7 @@ fn scalar(rng: &mut Rng) -> Value {
     };
     match rng.below(8) {
         0 => Value::None,
-        1 => Value::Bool(rng.chance(2)),
+        1 => Value::Bool(rng.one_in(2)),
         2 => Value::Int(int(rng)),
         3 => Value::Float([0.0, -0.0, 1.5, f64::MAX, f64::MIN_POSITIVE][rng.below(5)]),
         4 => Value::str(TEXTS[rng.below(TEXTS.len())].repeat(1 + rng.below(3))),
@@ -120,7 +97,7 @@ fn value(rng: &mut Rng) -> Value {
 
 fn key_part(rng: &mut Rng) -> Value {
     match rng.below(5) {
-        0 => Value::Bool(rng.chance(2)),
+        0 => Value::Bool(rng.one_in(2)),
         1 => Value::Int(rng.next() as i64),
         2 => Value::Timestamp(rng.next() as i64),
         3 => Value::Duration(rng.next() as i64),
@@ -180,8 +157,8 @@ const ALLOCATION_BOUND: usize = 1 << 20;
 
 #[test]
 fn mutated_documents_and_keys_decode_to_their_own_bytes_or_are_refused() {
-    let cases = env_number("DATAMESH_FUZZ_CASES", 1_000_000);
-    let mut rng = Rng(env_number("DATAMESH_FUZZ_SEED", 0x005e_ed0f_da7a_3e5a).max(1));
+    let cases = env_u64("DATAMESH_FUZZ_CASES", 1_000_000);
+    let mut rng = Rng::new(env_u64("DATAMESH_FUZZ_SEED", 0x005e_ed0f_da7a_3e5a));
     let (mut docs_decoded, mut keys_decoded) = (0u64, 0u64);
     for case in 0..cases {
         // Documents.

@@ -4,6 +4,7 @@
 //! document and every fault (position, trap kind and span, handler).
 
 mod common;
+mod seeded;
 
 use common::{
     DELETE_GUARDS_AND_KEYS, TRAP_AFTER_WRITES, compile, decoded, delete_guards_and_keys_events,
@@ -574,6 +575,7 @@ fn compiled_code_is_freed_and_recompiled_many_times() {
 /// Random well-typed programs and events, built from a seed by a small PRNG so every
 /// case is reproducible from the seed proptest reports.
 mod generate {
+    use crate::seeded::Rng;
     use proptest::prelude::*;
     use serde_json::{Value as Json, json};
 
@@ -586,27 +588,6 @@ mod generate {
 
     pub fn case() -> impl Strategy<Value = Case> {
         any::<u64>().prop_map(build)
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64*: deterministic and good enough for test generation.
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
     }
 
     const INTS: &[i64] = &[
@@ -626,7 +607,7 @@ mod generate {
     ];
 
     fn int_value(r: &mut Rng) -> i64 {
-        if r.chance(60) {
+        if r.percent(60) {
             INTS[r.below(INTS.len())]
         } else {
             (r.next() % 2001) as i64 - 1000
@@ -647,7 +628,7 @@ mod generate {
     }
 
     fn int_expr(r: &mut Rng, s: &Scope, depth: u32) -> String {
-        let leaf = depth == 0 || r.chance(35);
+        let leaf = depth == 0 || r.percent(35);
         if leaf {
             let mut options: Vec<String> = vec![
                 int_lit(r),
@@ -755,7 +736,7 @@ mod generate {
     }
 
     fn float_expr(r: &mut Rng, s: &Scope, depth: u32) -> String {
-        if depth == 0 || r.chance(40) {
+        if depth == 0 || r.percent(40) {
             let mut options = vec![float_lit(r)];
             if !s.in_key {
                 options.push("z".into());
@@ -783,7 +764,7 @@ mod generate {
     }
 
     fn str_expr(r: &mut Rng, s: &Scope, depth: u32) -> String {
-        if depth == 0 || r.chance(40) {
+        if depth == 0 || r.percent(40) {
             let mut options: Vec<String> = vec![
                 "\"\"".into(),
                 "\"a\"".into(),
@@ -824,7 +805,7 @@ mod generate {
     }
 
     fn bool_expr(r: &mut Rng, s: &Scope, depth: u32) -> String {
-        if depth == 0 || r.chance(25) {
+        if depth == 0 || r.percent(25) {
             let mut options = vec!["true".to_string(), "false".to_string()];
             if !s.in_key {
                 options.push("w".into());
@@ -856,7 +837,7 @@ mod generate {
 
     fn stmts(r: &mut Rng, s: &mut Scope, depth: u32, count: usize, out: &mut String) {
         for i in 0..count {
-            if i + 1 == count && r.chance(6) {
+            if i + 1 == count && r.percent(6) {
                 out.push_str("delete\n");
                 return;
             }
@@ -881,7 +862,7 @@ mod generate {
             4 => format!("w = {}", bool_expr(r, s, e)),
             5 => format!("t {}= {}", r.pick(&["+", ""]), str_expr(r, s, e)),
             6 => {
-                if r.chance(30) {
+                if r.percent(30) {
                     "oi = none".into()
                 } else {
                     format!("oi = {}", int_expr(r, s, e))
@@ -916,7 +897,7 @@ mod generate {
                 stmts(r, s, depth - 1, n, &mut body);
                 s.locals.truncate(saved);
                 let mut other = String::new();
-                if r.chance(60) {
+                if r.percent(60) {
                     let n = 1 + r.below(2);
                     stmts(r, s, depth - 1, n, &mut other);
                     s.locals.truncate(saved);
@@ -945,7 +926,7 @@ mod generate {
         out.push('\n');
         let handlers = 1 + r.below(4);
         for _ in 0..handlers {
-            let event = if r.chance(65) { "A" } else { "B" };
+            let event = if r.percent(65) { "A" } else { "B" };
             let mut scope = Scope {
                 event,
                 locals: Vec::new(),
@@ -959,7 +940,7 @@ mod generate {
                 scope.in_key = false;
                 out.push_str(&format!(" key {key}"));
             }
-            if r.chance(30) {
+            if r.percent(30) {
                 out.push_str(&format!(" where {}", bool_expr(r, &scope, 2)));
             }
             out.push_str(" {\n");
@@ -973,21 +954,21 @@ mod generate {
     fn event(r: &mut Rng) -> (String, Json, i64) {
         let k = format!("k{}", r.below(3));
         let time = (r.next() % 4_000_000_000_000) as i64;
-        if r.chance(60) {
+        if r.percent(60) {
             let strings = ["", "a", "bc", "Ab-c"];
-            let o = if r.chance(40) {
+            let o = if r.percent(40) {
                 Json::Null
             } else {
                 json!(int_value(r))
             };
-            let os = if r.chance(40) {
+            let os = if r.percent(40) {
                 Json::Null
             } else {
                 json!(strings[r.below(strings.len())])
             };
             let data = json!({
                 "k": k, "i": int_value(r), "j": int_value(r), "f": float_value(r),
-                "b": r.chance(50), "s": strings[r.below(strings.len())], "o": o, "os": os,
+                "b": r.percent(50), "s": strings[r.below(strings.len())], "o": o, "os": os,
             });
             ("A".into(), data, time)
         } else {
@@ -1000,7 +981,7 @@ mod generate {
     }
 
     fn build(seed: u64) -> Case {
-        let mut r = Rng(seed | 1);
+        let mut r = Rng::new(seed | 1);
         let mut source = String::from(
             "event A { k: string, i: int, j: int, f: float, b: bool, s: string, o: int?, os: string? }\n\
              event B { k: string, i: int, n: int }\n",

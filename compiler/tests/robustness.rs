@@ -2,6 +2,10 @@
 //! deterministic random mutations of them are lexed, parsed and checked, and the
 //! diagnostics must point inside the source (and syntax errors carry a help line).
 
+mod seeded;
+
+use seeded::Rng;
+
 use datamesh_compiler::check::check_source;
 
 fn examples() -> Vec<String> {
@@ -41,22 +45,6 @@ fn check_is_sane(source: &str) {
     }
     if checked.program.is_some() {
         assert!(checked.diagnostics.iter().all(|d| !d.is_error()));
-    }
-}
-
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
@@ -131,7 +119,7 @@ fn random_mutations_never_panic() {
         "\n",
         "\"\\u{110000}\"",
     ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     for source in examples() {
         for _ in 0..300 {
             let mut text = source.clone();
