@@ -62,6 +62,12 @@ enum Command {
         /// interpreter) [default: jit].
         #[arg(long, value_enum)]
         engine: Option<EngineArg>,
+        /// This node's name in the mesh [default: datamesh].
+        #[arg(long)]
+        name: Option<String>,
+        /// A peer, as NAME=ADDRESS (`http://HOST:PORT` or `unix:PATH`); repeatable.
+        #[arg(long = "peer", value_name = "NAME=ADDRESS")]
+        peers: Vec<String>,
     },
     /// Check a stopped node's log, frame by frame, and report where it stops verifying
     /// and what a repair keeps and drops; with `--apply`, cut the log there (what is
@@ -236,6 +242,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         strict,
         segment_mib,
         engine,
+        name,
+        peers,
     } = cli.command
     {
         let mut node = NodeConfig::default();
@@ -260,6 +268,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         if let Some(engine) = engine {
             node.engine = engine.into();
+        }
+        if let Some(name) = name {
+            crate::mesh::check_name(&name).map_err(|e| CliError::usage(format!("--name: {e}")))?;
+            node.mesh.name = name;
+        }
+        for peer in peers {
+            let (name, address) = crate::mesh::parse_peer(&peer)
+                .map_err(|e| CliError::usage(format!("--peer: {e}")))?;
+            node.mesh.peers.insert(name, address);
         }
         tracing_subscriber::fmt()
             .with_env_filter(

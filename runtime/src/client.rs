@@ -622,6 +622,8 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         })
         .collect();
     let out = serde_json::json!({
+        "name": r.name,
+        "peers": r.peers.iter().map(|p| serde_json::json!({ "name": p.name, "address": p.address })).collect::<Vec<_>>(),
         "head": r.head,
         "engine": r.engine,
         "strict": r.strict,

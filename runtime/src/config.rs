@@ -11,6 +11,10 @@
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
 //! segment_mib = 128              # log segment size
+//! name = "payments"              # this node's name in the mesh
+//!
+//! [peers.bank]                   # a peer, by name
+//! address = "http://127.0.0.1:7071"
 //!
 //! [limits]
 //! max_events = 10000             # events per append
@@ -68,6 +72,18 @@ pub struct FileConfig {
     pub segment_mib: Option<u64>,
     /// Request limits.
     pub limits: Option<FileLimits>,
+    /// The node's name in the mesh.
+    pub name: Option<String>,
+    /// Peers by name (`[peers.NAME]` tables).
+    pub peers: Option<std::collections::BTreeMap<String, FilePeer>>,
+}
+
+/// A `[peers.NAME]` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    /// `http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`.
+    pub address: String,
 }
 
 /// The `[limits]` table.
@@ -139,6 +155,16 @@ impl FileConfig {
         if let Some(mib) = self.segment_mib {
             base.segment_bytes = segment_bytes(mib)?;
         }
+        if let Some(name) = &self.name {
+            crate::mesh::check_name(name).map_err(|e| format!("`name`: {e}"))?;
+            base.mesh.name = name.clone();
+        }
+        for (peer, table) in self.peers.iter().flatten() {
+            crate::mesh::check_name(peer).map_err(|e| format!("`[peers.{peer}]`: {e}"))?;
+            crate::mesh::check_address(&table.address)
+                .map_err(|e| format!("`[peers.{peer}] address`: {e}"))?;
+            base.mesh.peers.insert(peer.clone(), table.address.clone());
+        }
         if let Some(limits) = &self.limits {
             let positive = |key: &str, v: Option<usize>, current: usize| match v {
                 Some(0) => Err(format!("`limits.{key}` must be at least 1")),
@@ -177,6 +203,39 @@ pub fn segment_bytes(mib: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_and_peers_are_read_and_checked() {
+        let file = FileConfig::parse(
+            "name = \"payments\"\n[peers.bank]\naddress = \"http://127.0.0.1:7071\"\n[peers.reporting]\naddress = \"unix:/run/r.sock\"\n",
+        )
+        .expect("parses");
+        let config = file.apply(NodeConfig::default()).expect("applies");
+        assert_eq!(config.mesh.name, "payments");
+        assert_eq!(
+            config.mesh.peers.get("bank").map(String::as_str),
+            Some("http://127.0.0.1:7071")
+        );
+        assert_eq!(config.mesh.peers.len(), 2);
+        for (text, named) in [
+            ("name = \"2fast\"\n", "`name`"),
+            (
+                "[peers.bank]\naddress = \"127.0.0.1:7071\"\n",
+                "`[peers.bank] address`",
+            ),
+            (
+                "[peers.\"a b\"]\naddress = \"http://x:1\"\n",
+                "`[peers.a b]`",
+            ),
+        ] {
+            let error = FileConfig::parse(text)
+                .expect("parses")
+                .apply(NodeConfig::default())
+                .expect_err(text);
+            assert!(error.contains(named), "{error}");
+        }
+        assert!(FileConfig::parse("[peers.bank]\naddres = \"http://x:1\"\n").is_err());
+    }
 
     #[test]
     fn an_empty_file_keeps_every_default() {

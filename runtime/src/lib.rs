@@ -1,6 +1,7 @@
 //! The DataMesh node: the durable log ([`log`]), the projection store on fjall
-//! ([`store`]), the projection engine ([`engine`]), the gRPC API ([`api`]) and the
-//! client side of the `datamesh` CLI ([`client`]).
+//! ([`store`]), the projection engine ([`engine`]), the gRPC API ([`api`]), the node's
+//! place in the mesh ([`mesh`]) and the client side of the `datamesh` CLI
+//! ([`client`]).
 //!
 //! Dependency direction: the runtime uses the compiler's typed IR and interpreter
 //! through `datamesh_compiler`; it knows nothing of syntax.
@@ -12,5 +13,6 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod log;
+pub mod mesh;
 pub mod node;
 pub mod store;

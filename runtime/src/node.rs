@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// The engine handlers run on.
     pub engine: EngineKind,
+    /// The node's name and its peers.
+    pub mesh: crate::mesh::MeshConfig,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +47,7 @@ impl Default for NodeConfig {
             segment_bytes: 128 << 20,
             limits: Limits::default(),
             engine: EngineKind::default(),
+            mesh: crate::mesh::MeshConfig::default(),
         }
     }
 }
@@ -150,7 +153,8 @@ pub async fn serve(
     );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store, config.engine)?;
-    let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits);
+    let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits)
+        .with_mesh(config.mesh.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -170,7 +174,7 @@ pub async fn serve(
     // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames
     // back for tens of milliseconds per request.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(address = %local, data = %config.data.display(), engine = %config.engine, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    tracing::info!(name = %config.mesh.name, peers = config.mesh.peers.len(), address = %local, data = %config.data.display(), engine = %config.engine, startup_ms = started.elapsed().as_millis() as u64, "serving");
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
 

@@ -32,6 +32,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("datamesh_descriptor");
 }
 
+mod export;
 mod guard;
 
 pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE};
@@ -84,6 +85,7 @@ pub struct Service {
     engine: Engine,
     strict: bool,
     limits: Limits,
+    mesh: std::sync::Arc<crate::mesh::MeshConfig>,
 }
 
 impl Service {
@@ -94,7 +96,15 @@ impl Service {
             engine,
             strict,
             limits,
+            mesh: std::sync::Arc::default(),
         }
+    }
+
+    /// The service of a node with this name and these peers.
+    #[must_use]
+    pub fn with_mesh(mut self, mesh: crate::mesh::MeshConfig) -> Service {
+        self.mesh = std::sync::Arc::new(mesh);
+        self
     }
 
     /// Checks an append and takes its events apart (moving, not copying, their text).
@@ -705,6 +715,8 @@ impl DataMesh for Service {
                     started: outcome.started,
                     unchanged: outcome.unchanged,
                     declared: outcome.declared,
+                    exported: outcome.exported,
+                    retired: outcome.retired,
                     diagnostics,
                     omitted,
                 }))
@@ -715,11 +727,9 @@ impl DataMesh for Service {
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
                 let message = compile_failure_message(&listed, errors);
                 let details = prost::Message::encode_to_vec(&pb::DeployResponse {
-                    started: Vec::new(),
-                    unchanged: Vec::new(),
-                    declared: Vec::new(),
                     diagnostics: listed,
                     omitted,
+                    ..pb::DeployResponse::default()
                 });
                 Err(Status::with_details(
                     tonic::Code::InvalidArgument,
@@ -791,6 +801,15 @@ impl DataMesh for Service {
         }))
     }
 
+    type ExportStream = export::ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        self.export_stream(request.into_inner()).map(Response::new)
+    }
+
     async fn status(
         &self,
         _: Request<pb::StatusRequest>,
@@ -818,6 +837,13 @@ impl DataMesh for Service {
             head,
             projections,
             strict: self.strict,
+            name: self.mesh.name.clone(),
+            peers: (self.mesh.peers.iter())
+                .map(|(name, address)| pb::Peer {
+                    name: name.clone(),
+                    address: address.clone(),
+                })
+                .collect(),
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self

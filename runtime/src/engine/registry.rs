@@ -108,14 +108,16 @@ pub struct DeployOutcome {
     pub retired: Vec<String>,
     /// Event types the node did not know before, now declared.
     pub declared: Vec<String>,
+    /// Exports no deployed program made before, as `PEER:Type`.
+    pub exported: Vec<String>,
     /// Warnings.
     pub warnings: Vec<Diagnostic>,
 }
 
 impl DeployOutcome {
-    /// Nothing to record: no new projection version, no new event type.
+    /// Nothing to record: no new projection version, event type or export.
     pub fn brings_nothing(&self) -> bool {
-        self.started.is_empty() && self.declared.is_empty()
+        self.started.is_empty() && self.declared.is_empty() && self.exported.is_empty()
     }
 }
 
@@ -419,9 +421,10 @@ impl Registry {
         checked: CheckedProgram,
     ) -> Result<DeployOutcome, DeployError> {
         let outcome = self.plan(&checked, false)?;
-        // A program with nothing new is not recorded again. Event types count: a
-        // program that only declares events puts their schemas in force (validation,
-        // strict mode), so it is recorded like one that starts projections.
+        // A program with nothing new is not recorded again. Event types and exports
+        // count: a program that only declares events puts their schemas in force
+        // (validation, strict mode), and one that only exports opens the export side
+        // to a peer, so each is recorded like one that starts projections.
         if outcome.brings_nothing() {
             return Ok(outcome);
         }
@@ -463,6 +466,22 @@ impl Registry {
                 .collect(),
             ..DeployOutcome::default()
         };
+        // An export is new content too: a program that only exports (to a peer, types
+        // declared elsewhere) is recorded.
+        for export in &program.exports {
+            let before =
+                crate::mesh::exports_to(self.programs.iter().map(AsRef::as_ref), &export.peer);
+            for &event in &export.events {
+                if let Some(declared) = program.events.get(event)
+                    && !before.contains_key(&declared.name)
+                {
+                    let pair = format!("{}:{}", export.peer, declared.name);
+                    if !outcome.exported.contains(&pair) {
+                        outcome.exported.push(pair);
+                    }
+                }
+            }
+        }
         for projection in &program.projections {
             let label = format!("{}@v{}", projection.name, projection.version);
             let text = checked

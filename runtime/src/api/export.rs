@@ -1,0 +1,198 @@
+//! The `Export` RPC: the export side of the mesh.
+//!
+//! A peer names itself and a position; the node answers with a hello (its name, its
+//! log's identity and head, the event types exported to that peer with their
+//! declarations), then every exported event from that position on, in log order, and
+//! follows the log live. While nothing exported appears it sends heartbeats (the head,
+//! and the position up to which everything has been considered), at least every
+//! [`HEARTBEAT`] when idle and after every stretch of events none of which is
+//! exported, so an importer can checkpoint past what it will never see and tell an
+//! idle exporter from a stalled link.
+//!
+//! Invariants: an event of a type not exported to the peer is never sent (the check is
+//! [`crate::mesh::exports_to`], the one place that decides); the set of types is fixed
+//! for the life of a stream, and a deploy that changes it ends the stream (UNAVAILABLE),
+//! so an importer never silently misses events of a type exported later.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::{Service, log_status, pb, read_bounded};
+use crate::engine::Engine;
+use crate::mesh::{check_name, exports_to};
+
+/// The longest an idle export stream stays silent.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The least time between two heartbeats while scanning past unexported events.
+const SCAN_HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Records read per step.
+const STEP: usize = 512;
+
+/// The stream of an `Export` call.
+pub type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportMessage, Status>> + Send>>;
+
+/// What the deployed programs export to `peer`, and the deploy count it was computed
+/// at (programs are only ever added, so a change of the count is when to look again).
+fn exported(engine: &Engine, peer: &str) -> (usize, BTreeMap<String, String>) {
+    engine
+        .with_registry(|r| {
+            (
+                r.programs.len(),
+                exports_to(r.programs.iter().map(AsRef::as_ref), peer),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn message(kind: pb::export_message::Kind) -> Result<pb::ExportMessage, Status> {
+    Ok(pb::ExportMessage { kind: Some(kind) })
+}
+
+impl Service {
+    /// Starts an export stream (see the module documentation).
+    pub(super) fn export_stream(&self, request: pb::ExportRequest) -> Result<ExportStream, Status> {
+        let peer = request.peer;
+        // (The message quotes the name only when it is short.)
+        check_name(&peer).map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
+        let (mut generation, types) = exported(&self.engine, &peer);
+        let node = self.mesh.name.clone();
+        if types.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "node `{node}` exports nothing to `{peer}`: a program deployed here must say `export to {peer} {{ ... }}`"
+            )));
+        }
+        let log = self.log.clone();
+        let engine = self.engine.clone();
+        let budget = self.limits.max_bytes;
+        let hello = pb::ExportHello {
+            node: node.clone(),
+            log_identity: format!("{:032x}", log.identity()),
+            head: log.head(),
+            types: types
+                .iter()
+                .map(|(name, declaration)| pb::ExportedType {
+                    name: name.clone(),
+                    declaration: declaration.clone(),
+                })
+                .collect(),
+        };
+        let mut position = request.from;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            if tx
+                .send(message(pb::export_message::Kind::Hello(hello)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let heartbeat = |head: u64, position: u64| {
+                message(pb::export_message::Kind::Heartbeat(pb::ExportHeartbeat {
+                    head,
+                    position,
+                }))
+            };
+            let mut head_changes = log.watch_head();
+            let mut last_beat = tokio::time::Instant::now();
+            loop {
+                // A deploy may have changed what this peer may read: end the stream
+                // if it did (the importer reconnects and sees the new set).
+                let deployed = engine.with_registry(|r| r.programs.len()).unwrap_or(0);
+                if deployed != generation {
+                    let (now, current) = exported(&engine, &peer);
+                    if current != types {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "what node `{node}` exports to `{peer}` changed: reconnect to read the new set"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    generation = now;
+                }
+                let head = log.head();
+                if position >= head {
+                    tokio::select! {
+                        changed = head_changes.changed() => if changed.is_err() { return },
+                        () = tokio::time::sleep(HEARTBEAT) => {
+                            if tx.send(heartbeat(log.head(), position)).await.is_err() {
+                                return;
+                            }
+                            last_beat = tokio::time::Instant::now();
+                        }
+                        () = tx.closed() => return,
+                    }
+                    continue;
+                }
+                let reader = log.clone();
+                let from = position;
+                let batch = match tokio::task::spawn_blocking(move || {
+                    read_bounded(&reader, None, from, STEP, budget)
+                })
+                .await
+                {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(log_status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut sent = false;
+                for record in batch {
+                    position = record.position + 1;
+                    if !types.contains_key(&record.event_type) {
+                        continue;
+                    }
+                    let Ok(data) = String::from_utf8(record.payload) else {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "the payload at position {} is not UTF-8",
+                                record.position
+                            ))))
+                            .await;
+                        return;
+                    };
+                    let event = pb::ExportedEvent {
+                        position: record.position,
+                        r#type: record.event_type,
+                        stream: record.stream,
+                        id: record.id,
+                        time: record.time,
+                        data,
+                        origin: vec![node.clone()],
+                    };
+                    if tx
+                        .send(message(pb::export_message::Kind::Event(event)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent = true;
+                }
+                if sent {
+                    last_beat = tokio::time::Instant::now();
+                } else if last_beat.elapsed() >= SCAN_HEARTBEAT || position >= log.head() {
+                    if tx.send(heartbeat(log.head(), position)).await.is_err() {
+                        return;
+                    }
+                    last_beat = tokio::time::Instant::now();
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
