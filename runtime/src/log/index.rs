@@ -263,46 +263,57 @@ pub(super) struct IntactAfter {
     pub proves_damage: bool,
 }
 
-/// Looks for intact frames in `bytes` (the file from a damaged frame on, whose
-/// position should have been `expected`): tries every byte offset after the first for
-/// a frame that verifies and carries a plausible position (at least `expected`, and no
-/// more records past it than the bytes could hold), then follows the frames from
-/// there, resynchronising after each further damage.
-pub(super) fn intact_after(bytes: &[u8], base: u64, expected: u64) -> Option<IntactAfter> {
+/// The intact frames in `bytes` (the file from a damaged frame on, whose position
+/// should have been `expected`), from offset `skip` on: tries every byte offset for a
+/// frame that verifies and carries a plausible position (at least `expected`, above the
+/// last one found, and no more records past `expected` than the bytes could hold; the
+/// position is checked before any checksum), follows the frames from there and
+/// resynchronises after each further damage. Yields each frame with its offset in
+/// `bytes`.
+pub(super) fn intact_frames(
+    bytes: &[u8],
+    skip: usize,
+    expected: u64,
+) -> impl Iterator<Item = (usize, format::FrameRef<'_>)> {
     let min_frame = (FRAME_HEADER + format::BODY_FIXED) as u64;
-    // No more records can follow the damage than its bytes could hold.
     let most = bytes.len() as u64 / min_frame + 1;
-    let plausible = |position: u64| position >= expected && position - expected <= most;
-    let mut found: Option<IntactAfter> = None;
-    let mut at = 1usize;
-    let mut last_position = None;
-    while at + FRAME_HEADER + format::BODY_FIXED <= bytes.len() {
-        // The position is the body's first word: check it before any checksum.
-        let position = bytes
-            .get(at + FRAME_HEADER..at + FRAME_HEADER + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes);
-        let candidate =
-            position.is_some_and(|p| plausible(p) && last_position.is_none_or(|last| p > last));
-        if !candidate {
-            at += 1;
-            continue;
-        }
-        match format::decode_frame_ref(&bytes[at..]) {
-            Ok((frame, used)) => {
-                let info = found.get_or_insert(IntactAfter {
-                    offset: base + at as u64,
-                    position: frame.position,
-                    records: 0,
-                    proves_damage: false,
-                });
-                info.records += 1;
-                info.proves_damage |= frame.group_start;
-                last_position = Some(frame.position);
+    let mut at = skip;
+    let mut last_position: Option<u64> = None;
+    std::iter::from_fn(move || {
+        while at + FRAME_HEADER + format::BODY_FIXED <= bytes.len() {
+            let position = bytes
+                .get(at + FRAME_HEADER..at + FRAME_HEADER + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes);
+            let candidate = position.is_some_and(|p| {
+                p >= expected && p - expected <= most && last_position.is_none_or(|l| p > l)
+            });
+            if candidate && let Ok((frame, used)) = format::decode_frame_ref(&bytes[at..]) {
+                let here = at;
                 at += used;
+                last_position = Some(frame.position);
+                return Some((here, frame));
             }
-            Err(_) => at += 1,
+            at += 1;
         }
+        None
+    })
+}
+
+/// What follows a damaged frame at file offset `base` (`bytes` from it on, its
+/// position `expected`): the intact frames after it (see [`intact_frames`]), and
+/// whether they prove it is not a torn write.
+pub(super) fn intact_after(bytes: &[u8], base: u64, expected: u64) -> Option<IntactAfter> {
+    let mut found: Option<IntactAfter> = None;
+    for (at, frame) in intact_frames(bytes, 1, expected) {
+        let info = found.get_or_insert(IntactAfter {
+            offset: base + at as u64,
+            position: frame.position,
+            records: 0,
+            proves_damage: false,
+        });
+        info.records += 1;
+        info.proves_damage |= frame.group_start;
     }
     found
 }

@@ -29,7 +29,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, FRAME_HEADER, SEGMENT_HEADER};
+use super::format::SEGMENT_HEADER;
 use super::{LogError, Record, check_header, index, segment_name};
 
 /// Where a log first stops verifying.
@@ -322,7 +322,17 @@ fn find(dir: &Path) -> Result<Findings, LogError> {
             File::open(&segment.path)?.read_exact_at(&mut bytes, from)?;
             // The damaged frame itself is skipped: start after its first byte.
             let skip = usize::from(i == at && !header_damaged);
-            for record in salvage(&bytes, skip, expected) {
+            // A later segment's records start at its first position (its name), even
+            // when a whole segment between could not be read.
+            let from_position = if i == at {
+                expected
+            } else {
+                expected.max(segment.first)
+            };
+            let found: Vec<Record> = index::intact_frames(&bytes, skip, from_position)
+                .map(|(_, frame)| frame.to_record())
+                .collect();
+            for record in found {
                 expected = record.position + 1;
                 report.dropped_until = report.dropped_until.max(expected);
                 report.salvaged.push(record.position);
@@ -362,30 +372,4 @@ fn segment_files_readonly(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     }
     names.sort();
     Ok(names)
-}
-
-/// The intact records in `bytes` from offset `from` on, in increasing positions of at
-/// least `expected`, resynchronising after damage by trying every byte offset.
-fn salvage(bytes: &[u8], from: usize, expected: u64) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    let mut at = from;
-    while at + FRAME_HEADER + format::BODY_FIXED <= bytes.len() {
-        let next = out.last().map_or(expected, |r| r.position + 1);
-        let position = bytes
-            .get(at + FRAME_HEADER..at + FRAME_HEADER + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes);
-        if position.is_none_or(|p| p < next) {
-            at += 1;
-            continue;
-        }
-        match format::decode_frame(&bytes[at..]) {
-            Ok((record, used)) => {
-                at += used;
-                out.push(record);
-            }
-            Err(_) => at += 1,
-        }
-    }
-    out
 }
