@@ -248,11 +248,12 @@ impl Store {
     /// Puts every change of the catalog into `meta` (what is there already is written
     /// again, unchanged).
     fn replay(&self, changes: Vec<catalog::Change>) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
+        // Only what `meta` lacks is written (normally nothing: the catalog is ahead of
+        // `meta` by at most the change a crash interrupted, or by everything after a
+        // damaged store was replaced).
+        let mut deploys: Vec<(String, String)> = Vec::new();
+        let mut promoted: HashMap<String, u32> = HashMap::new();
         let mut retire = Vec::new();
-        let mut tx = self.db.write_tx();
         for change in changes {
             match change {
                 catalog::Change::Deploy {
@@ -260,22 +261,36 @@ impl Store {
                     origin,
                     source,
                 } => {
-                    let value =
-                        serde_json::json!({ "origin": origin, "source": source }).to_string();
-                    tx.insert(&self.meta, format!("deploy/{seq:010}"), value);
+                    let key = format!("deploy/{seq:010}");
+                    if self.meta.get(&key)?.is_none() {
+                        let value =
+                            serde_json::json!({ "origin": origin, "source": source }).to_string();
+                        deploys.push((key, value));
+                    }
                 }
                 catalog::Change::Promote { name, version } => {
-                    tx.insert(
-                        &self.meta,
-                        format!("promoted/{name}"),
-                        version.to_le_bytes().to_vec(),
-                    );
+                    promoted.insert(name, version);
                 }
                 catalog::Change::Retire { keyspace } => retire.push(keyspace),
             }
         }
-        tx.commit()?;
-        self.db.persist(fjall::PersistMode::SyncAll)?;
+        let current = self.promoted()?;
+        promoted.retain(|name, version| current.get(name) != Some(version));
+        if !deploys.is_empty() || !promoted.is_empty() {
+            let mut tx = self.db.write_tx();
+            for (key, value) in deploys {
+                tx.insert(&self.meta, key, value);
+            }
+            for (name, version) in promoted {
+                tx.insert(
+                    &self.meta,
+                    format!("promoted/{name}"),
+                    version.to_le_bytes().to_vec(),
+                );
+            }
+            tx.commit()?;
+            self.db.persist(fjall::PersistMode::SyncAll)?;
+        }
         for keyspace in retire {
             if !self.is_retired(&keyspace) {
                 self.retire_in_store(&keyspace)?;
@@ -714,5 +729,35 @@ mod open_tests {
             store.keyspace("p.b.v1"),
             Err(StoreError::Retired(_))
         ));
+    }
+
+    #[test]
+    fn a_change_the_catalog_has_and_meta_lacks_is_put_back() {
+        // As after a crash between the catalog's sync and the store's commit.
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("store");
+        drop(Store::open(&path).expect("create"));
+        {
+            let (catalog, _, _) =
+                catalog::Catalog::open(&dir.path().join("catalog")).expect("catalog");
+            catalog
+                .append(&catalog::Change::Deploy {
+                    seq: 0,
+                    origin: "late.dmp".into(),
+                    source: "event L { x: int }".into(),
+                })
+                .expect("append");
+            catalog
+                .append(&catalog::Change::Promote {
+                    name: "l".into(),
+                    version: 3,
+                })
+                .expect("append");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let deployments = store.deployments().expect("deployments");
+        assert_eq!(deployments.len(), 1);
+        assert_eq!(deployments[0].origin, "late.dmp");
+        assert_eq!(store.promoted().expect("promoted").get("l"), Some(&3));
     }
 }
