@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::{Service, log_status, pb, read_bounded};
+use super::{Service, pb, read_step};
 use crate::engine::Engine;
 use crate::mesh::{check_name, exports_to};
 
@@ -130,20 +130,10 @@ impl Service {
                     }
                     continue;
                 }
-                let reader = log.clone();
-                let from = position;
-                let batch = match tokio::task::spawn_blocking(move || {
-                    read_bounded(&reader, None, from, STEP, budget)
-                })
-                .await
-                {
-                    Ok(Ok(batch)) => batch,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(log_status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                let batch = match read_step(&log, position, STEP, budget).await {
+                    Ok(batch) => batch,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };

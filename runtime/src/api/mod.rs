@@ -531,20 +531,10 @@ impl DataMesh for Service {
                     }
                     continue;
                 }
-                let reader = log.clone();
-                let from = position;
-                let batch = match tokio::task::spawn_blocking(move || {
-                    read_bounded(&reader, None, from, 512, budget)
-                })
-                .await
-                {
-                    Ok(Ok(batch)) => batch,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(log_status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                let batch = match read_step(&log, position, 512, budget).await {
+                    Ok(batch) => batch,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
@@ -853,6 +843,17 @@ impl DataMesh for Service {
                 .unwrap_or_default(),
             engine: self.engine.kind().name().to_owned(),
         }))
+    }
+}
+
+/// One step of a stream that follows the log: [`read_bounded`] from `from` on a
+/// blocking thread, its failure as the status to end the stream with.
+async fn read_step(log: &Log, from: u64, max: usize, budget: usize) -> Result<Vec<Record>, Status> {
+    let reader = log.clone();
+    match tokio::task::spawn_blocking(move || read_bounded(&reader, None, from, max, budget)).await
+    {
+        Ok(read) => read.map_err(log_status),
+        Err(e) => Err(Status::internal(e.to_string())),
     }
 }
 

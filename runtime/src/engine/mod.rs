@@ -690,41 +690,51 @@ fn flush(
     let mut write = |key: &[u8], doc: Option<Vec<u8>>| {
         written.push((keyspace.clone(), key.to_vec(), doc));
     };
-    let too_large = |key: &[u8]| TooLarge { key: key.to_vec() };
     match docs {
         Docs::Jit(table) => match registry.jit(projection.program) {
             Some(code) => table.flush(|key, doc| {
-                if key.len() > MAX_KEY_BYTES {
-                    return Err(too_large(key));
-                }
-                let Some(doc) = doc else {
-                    write(key, None);
-                    return Ok(());
-                };
-                let mut bytes = Vec::with_capacity(64);
-                code.doc_to_stored_within(projection.index, doc, MAX_DOC_BYTES, &mut bytes)
-                    .map_err(|_| too_large(key))?;
-                write(key, Some(bytes));
+                let doc = stored(key, doc, |doc, bytes| {
+                    code.doc_to_stored_within(projection.index, doc, MAX_DOC_BYTES, bytes)
+                        .is_ok()
+                })?;
+                write(key, doc);
                 Ok(())
             }),
             None => Ok(()),
         },
         Docs::Interp(table) => table.flush(|key, doc| {
-            if key.len() > MAX_KEY_BYTES {
-                return Err(too_large(key));
-            }
-            let Some(doc) = doc else {
-                write(key, None);
-                return Ok(());
-            };
-            let mut bytes = Vec::with_capacity(64);
-            encode_doc_within(doc, MAX_DOC_BYTES, &mut bytes).map_err(|_| too_large(key))?;
-            write(key, Some(bytes));
+            let doc = stored(key, doc, |doc, bytes| {
+                encode_doc_within(doc, MAX_DOC_BYTES, bytes).is_ok()
+            })?;
+            write(key, doc);
             Ok(())
         }),
     }?;
     commit.docs.append(&mut written);
     Ok(())
+}
+
+/// What the store gets for a changed document at `key` (`None`: deleted), encoded by
+/// `encode` (false: past [`MAX_DOC_BYTES`]); a key or document over the store's limits
+/// is [`TooLarge`].
+fn stored<D>(
+    key: &[u8],
+    doc: Option<D>,
+    encode: impl FnOnce(D, &mut Vec<u8>) -> bool,
+) -> Result<Option<Vec<u8>>, TooLarge> {
+    let too_large = || TooLarge { key: key.to_vec() };
+    if key.len() > MAX_KEY_BYTES {
+        return Err(too_large());
+    }
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(64);
+    if encode(doc, &mut bytes) {
+        Ok(Some(bytes))
+    } else {
+        Err(too_large())
+    }
 }
 
 /// A changed document that encodes past [`MAX_DOC_BYTES`], or whose key is longer than
