@@ -75,6 +75,7 @@ pub async fn fill_log(log: &Log, n: u64, streams: bool) -> Result<(), LogError> 
                         String::new()
                     },
                     id: String::new(),
+                    origin: String::new(),
                 }
             })
             .collect();

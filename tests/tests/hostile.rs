@@ -392,6 +392,7 @@ async fn tail_refuses_to_print_what_it_cannot_read() {
             payload: payload.as_bytes().to_vec(),
             stream: String::new(),
             id: String::new(),
+            origin: String::new(),
         };
         log.append(
             vec![

@@ -190,6 +190,7 @@ impl Service {
                 event_type: event.r#type,
                 stream: event.stream,
                 id: event.id,
+                origin: String::new(),
             });
         }
         let mut expected = Vec::with_capacity(request.expected.len());

@@ -105,6 +105,7 @@ fn events(seed: u64, n: usize) -> Vec<NewEvent> {
                 payload: data.into_bytes(),
                 stream: String::new(),
                 id: String::new(),
+                origin: String::new(),
             }
         })
         .collect()
@@ -249,6 +250,7 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
         payload: format!(r#"{{"account":"a","amount":{amount}}}"#).into_bytes(),
         stream: String::new(),
         id: String::new(),
+        origin: String::new(),
     };
     let batch = vec![deposit(1), deposit(5), deposit(37), deposit(2)];
     log.append(batch, Vec::new()).await.expect("append");
@@ -391,6 +393,7 @@ async fn an_unreadable_record_faults_only_the_projections_that_need_it(kind: Eng
         payload: format!(r#"{{"account":"{account}","amount":3}}"#).into_bytes(),
         stream: String::new(),
         id: String::new(),
+        origin: String::new(),
     };
     let mut batch: Vec<NewEvent> = (0..20).map(|i| deposit(&format!("a{}", i % 5))).collect();
     batch.push(deposit("the-damaged-one"));

@@ -24,6 +24,7 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
         .into_bytes(),
         stream: stream.to_owned(),
         id: id.to_owned(),
+        origin: String::new(),
     }
 }
 
@@ -177,6 +178,54 @@ fn a_torn_last_group_is_cut_even_with_intact_frames_inside_it() {
     assert_eq!(log.head(), last_group);
     assert!(recovery.truncated_bytes > 0);
     log.close();
+}
+
+#[test]
+fn a_group_is_all_in_the_log_or_none_of_it() {
+    // The last request is one group of 3 events. A crash can leave its first frames
+    // whole on disk and the last torn, or not written at all: either way none of the
+    // group may survive (it was never acknowledged, and a batch is atomic: a retry
+    // of it must not meet half of it as a partial duplicate).
+    for (case, harm) in [
+        ("last-frame-torn", 0usize),
+        ("last-frame-missing", 1),
+        ("last-frame-half", 2),
+    ] {
+        let guard = temp_dir(case);
+        let dir = guard.path();
+        let acked = build(dir, 1 << 20, 9);
+        let path = dir.join(segment_name(0));
+        let group = acked.len() as u64 - 3;
+        let last_frame = frame_offset(&path, 0, acked.len() as u64 - 1) as usize;
+        let mut bytes = std::fs::read(&path).expect("read");
+        match harm {
+            0 => bytes[last_frame + 12..].fill(0),
+            1 => bytes.truncate(last_frame),
+            _ => bytes.truncate(last_frame + (bytes.len() - last_frame) / 2),
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let (log, recovery) = Log::open(config(dir, 1 << 20)).expect("a torn tail opens");
+        assert_eq!(log.head(), group, "{case}");
+        assert!(recovery.truncated_bytes > 0, "{case}");
+        assert_eq!(
+            log.read(0, 1000).expect("read"),
+            acked[..group as usize],
+            "{case}"
+        );
+        // The batch is retried whole and lands whole.
+        let rt = runtime();
+        let retry: Vec<NewEvent> = acked[group as usize..]
+            .iter()
+            .map(|r| NewEvent::local(&r.event_type, r.payload.clone(), &r.stream, &r.id))
+            .collect();
+        let appended = rt.block_on(log.append(retry, vec![])).expect("retry");
+        assert_eq!(
+            appended.positions,
+            vec![group, group + 1, group + 2],
+            "{case}"
+        );
+        log.close();
+    }
 }
 
 #[test]

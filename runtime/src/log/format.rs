@@ -15,17 +15,25 @@
 //! (projection checkpoints, a peer's import position) can tell whether it belongs to
 //! this log.
 //!
-//! A frame is `len: u32 LE | crc32: u32 LE | body`. The low 31 bits of `len` are the
+//! A frame is `len: u32 LE | crc32: u32 LE | body`. The low 27 bits of `len` are the
 //! body's length; its top bit ([`GROUP_START`]) marks the first frame of a group (the
-//! records one `write` and one `fdatasync` made durable together). The checksum covers
-//! the length word and the body, so a flipped length or flag is detected too. The body
-//! holds one event: `position u64 | time i64 | stream_version u64 | type (u16 len +
-//! bytes) | stream (u16 + bytes) | id (u16 + bytes) | payload (u32 len + bytes)`.
+//! records one `write` and one `fdatasync` made durable together) and the next one
+//! ([`GROUP_END`], format 2) its last frame. The checksum covers the length word and
+//! the body, so a flipped length or flag is detected too. The body holds one event:
+//! `position u64 | time i64 | stream_version u64 | type (u16 len + bytes) | stream (u16
+//! + bytes) | id (u16 + bytes) | payload (u32 len + bytes)`, and in format 2, for an
+//! event imported from another node, `origin (u16 len + bytes)`: the names of the
+//! nodes it passed through, comma-separated, the node it was first written on first.
+//! A local event has no origin field, so its frame is the same in both formats.
 //!
 //! Group starts are what tell a torn tail from damage: only the last group can be
 //! partly on disk after a crash (the writer syncs each group before it writes the
 //! next), so an intact frame that starts a group after a damaged frame proves the
 //! damaged one was in an earlier, synced group: the damage is not a torn write.
+//! Group ends make a group atomic: recovery keeps the last segment up to the last frame
+//! that ends a group, so the intact first frames of a group the crash interrupted are
+//! cut with the rest of it (a batch is all in the log or none of it, and an import's
+//! events and its link position are too).
 //!
 //! Invariant: [`decode_frame`] accepts a frame only if its length fits the bytes
 //! available and its checksum matches; anything else is a torn or corrupt tail, never
@@ -44,14 +52,24 @@ pub const BODY_FIXED: usize = 8 + 8 + 8 + 2 + 2 + 2 + 4;
 /// The flag in a frame's length word that marks the first frame of a group.
 pub const GROUP_START: u32 = 1 << 31;
 
+/// The flag in a frame's length word that marks the last frame of a group (format 2).
+pub const GROUP_END: u32 = 1 << 30;
+
+/// The bits of a frame's length word that hold the body's length.
+const LEN_MASK: u32 = (1 << 27) - 1;
+
 /// Bytes of a segment's header; its first frame starts there.
 pub const SEGMENT_HEADER: usize = 48;
 
 /// What a segment file starts with.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"DMLOGSEG";
 
-/// The log format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The log format this build writes. It reads format 1 too (no group ends, no
+/// origins).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest log format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// A segment's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +137,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError>
     if version > FORMAT_VERSION {
         return Err(HeaderError::Newer(version));
     }
-    if version != FORMAT_VERSION {
+    if version < OLDEST_FORMAT {
         return Err(HeaderError::Unknown(version));
     }
     let mut identity = [0u8; 16];
@@ -150,6 +168,9 @@ pub struct Record {
     pub id: String,
     /// Payload: JSON text.
     pub payload: Vec<u8>,
+    /// For an event imported from another node, the nodes it passed through
+    /// (comma-separated, the one it was first written on first); "" for a local event.
+    pub origin: String,
 }
 
 /// Why bytes are not a frame.
@@ -176,6 +197,11 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
     let len = u32::try_from(record.payload.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&record.payload);
+    if !record.origin.is_empty() {
+        let len = u16::try_from(record.origin.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&record.origin.as_bytes()[..usize::from(len)]);
+    }
     let body_len = out.len() - start - FRAME_HEADER;
     out[start..start + 4]
         .copy_from_slice(&u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes());
@@ -184,8 +210,17 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
 
 /// Marks the frame at the start of `frame` as the first of its group (and reseals it).
 pub fn mark_group_start(frame: &mut [u8]) {
+    set_flag(frame, GROUP_START);
+}
+
+/// Marks the frame at the start of `frame` as the last of its group (and reseals it).
+pub fn mark_group_end(frame: &mut [u8]) {
+    set_flag(frame, GROUP_END);
+}
+
+fn set_flag(frame: &mut [u8], flag: u32) {
     if let Some(word) = frame.get_mut(..4) {
-        let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) | GROUP_START;
+        let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) | flag;
         word.copy_from_slice(&len.to_le_bytes());
         seal_frame(frame);
     }
@@ -194,7 +229,7 @@ pub fn mark_group_start(frame: &mut [u8]) {
 /// Writes the checksum of the frame at the start of `frame` (its length word and body).
 fn seal_frame(frame: &mut [u8]) {
     let Some(word) = frame.get(..4) else { return };
-    let len = (u32::from_le_bytes([word[0], word[1], word[2], word[3]]) & !GROUP_START) as usize;
+    let len = (u32::from_le_bytes([word[0], word[1], word[2], word[3]]) & LEN_MASK) as usize;
     let Some(body) = frame.get(FRAME_HEADER..FRAME_HEADER + len) else {
         return;
     };
@@ -228,13 +263,23 @@ pub struct FrameRef<'a> {
     pub id: &'a str,
     /// Payload.
     pub payload: &'a [u8],
+    /// The nodes an imported event passed through ("" for a local event).
+    pub origin: &'a str,
     /// The frame's checksum.
     pub crc: u32,
     /// Whether the frame is the first of its group.
     pub group_start: bool,
+    /// Whether the frame is the last of its group (format 2).
+    pub group_end: bool,
 }
 
-impl FrameRef<'_> {
+impl<'a> FrameRef<'a> {
+    /// The id the log deduplicates by: a local event's id, "" for an imported event
+    /// (whose id names the peer event it came from).
+    pub fn dedup_id(&self) -> &'a str {
+        if self.origin.is_empty() { self.id } else { "" }
+    }
+
     /// The owned record.
     pub fn to_record(self) -> Record {
         Record {
@@ -245,6 +290,7 @@ impl FrameRef<'_> {
             stream: self.stream.to_owned(),
             id: self.id.to_owned(),
             payload: self.payload.to_vec(),
+            origin: self.origin.to_owned(),
         }
     }
 }
@@ -266,7 +312,10 @@ pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameErro
     let header = bytes.get(..FRAME_HEADER).ok_or(FrameError::Incomplete)?;
     let word = [header[0], header[1], header[2], header[3]];
     let flags = u32::from_le_bytes(word);
-    let len = (flags & !GROUP_START) as usize;
+    if flags & !(LEN_MASK | GROUP_START | GROUP_END) != 0 {
+        return Err(FrameError::Corrupt);
+    }
+    let len = (flags & LEN_MASK) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if !(BODY_FIXED..=MAX_BODY).contains(&len) {
         return Err(FrameError::Corrupt);
@@ -279,6 +328,7 @@ pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameErro
     }
     let mut frame = decode_body(body, crc).ok_or(FrameError::Corrupt)?;
     frame.group_start = flags & GROUP_START != 0;
+    frame.group_end = flags & GROUP_END != 0;
     Ok((frame, FRAME_HEADER + len))
 }
 
@@ -296,6 +346,14 @@ fn decode_body(body: &[u8], crc: u32) -> Option<FrameRef<'_>> {
     let id = text()?;
     let len = u32::from_le_bytes(cursor.take(4)?.try_into().ok()?) as usize;
     let payload = cursor.take(len)?;
+    let origin = if cursor.at == body.len() {
+        ""
+    } else {
+        let len = u16::from_le_bytes(cursor.take(2)?.try_into().ok()?);
+        std::str::from_utf8(cursor.take(usize::from(len))?)
+            .ok()
+            .filter(|o| !o.is_empty())?
+    };
     (cursor.at == body.len()).then_some(FrameRef {
         position,
         time,
@@ -304,8 +362,10 @@ fn decode_body(body: &[u8], crc: u32) -> Option<FrameRef<'_>> {
         stream,
         id,
         payload,
+        origin,
         crc,
         group_start: false,
+        group_end: false,
     })
 }
 
@@ -335,7 +395,32 @@ mod tests {
             stream: "account-1".into(),
             id: "e-7".into(),
             payload: br#"{"amount":5}"#.to_vec(),
+            origin: String::new(),
         }
+    }
+
+    #[test]
+    fn an_imported_event_carries_its_origin_and_a_local_one_stays_format_1() {
+        let local = record();
+        let mut buf = Vec::new();
+        encode_frame(&local, &mut buf);
+        // A local event's frame is what format 1 wrote: no origin field.
+        assert_eq!(buf.len(), FRAME_HEADER + BODY_FIXED + 9 + 9 + 3 + 12);
+        let imported = Record {
+            origin: "payments,bank".into(),
+            ..record()
+        };
+        let mut buf = Vec::new();
+        encode_frame(&imported, &mut buf);
+        assert_eq!(decode_frame(&buf), Ok((imported, buf.len())));
+        mark_group_end(&mut buf);
+        let (frame, _) = decode_frame_ref(&buf).expect("marked frame");
+        assert!(frame.group_end && !frame.group_start);
+        assert_eq!(frame.origin, "payments,bank");
+        // An unknown flag bit is damage, not a longer frame.
+        buf[3] ^= 0x10;
+        seal_frame(&mut buf);
+        assert_eq!(decode_frame(&buf).map(|_| ()), Err(FrameError::Corrupt));
     }
 
     #[test]

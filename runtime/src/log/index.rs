@@ -160,6 +160,9 @@ pub(super) struct Scan {
     pub stopped: Option<String>,
     /// Bytes in the file.
     pub file_len: u64,
+    /// The end of the last frame that ends a group (format 2), and the records up to
+    /// it: what a crash cannot have left half-written.
+    pub committed: Option<(u64, usize)>,
 }
 
 /// Scans the records of a segment file from its first frame (after the header, which
@@ -184,6 +187,7 @@ pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io
     // Unscanned bytes are buffer[start..end]; `at` is the file offset of `start`.
     let (mut start, mut end, mut at) = (0usize, 0usize, SEGMENT_HEADER as u64);
     let mut eof = false;
+    let mut committed = None;
     let stopped = loop {
         if start == end && eof {
             break None;
@@ -196,11 +200,14 @@ pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io
                     used as u64,
                     frame.time,
                     frame.stream,
-                    frame.id,
+                    frame.dedup_id(),
                     frame.crc,
                 );
                 start += used;
                 at += used as u64;
+                if frame.group_end {
+                    committed = Some((at, segment.offsets.len()));
+                }
             }
             Ok((frame, _)) => {
                 break Some(format!(
@@ -245,6 +252,7 @@ pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io
         segment,
         stopped,
         file_len,
+        committed,
     })
 }
 
@@ -630,7 +638,7 @@ fn spot_check(idx: &IdxFile, segment: &File) -> Result<(), String> {
             && frame.position == position
             && frame.time <= idx.max_time
             && (frame.stream.is_empty() || idx.stream_has(frame.stream, position))
-            && idx.id_of(position).unwrap_or_default() == frame.id
+            && idx.id_of(position).unwrap_or_default() == frame.dedup_id()
             && (i != last || frame.crc == idx.last_crc);
         if !agrees {
             return Err(format!(

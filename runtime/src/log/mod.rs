@@ -85,6 +85,34 @@ pub struct NewEvent {
     pub stream: String,
     /// Client id for idempotency, "" for none.
     pub id: String,
+    /// For an event imported from another node, the nodes it passed through
+    /// (comma-separated, the one it was first written on first); "" for a local event.
+    /// An imported event's id is not an idempotency key: the link's position in the
+    /// log keeps imports exactly once.
+    pub origin: String,
+}
+
+impl NewEvent {
+    /// A local event.
+    pub fn local(
+        event_type: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        stream: impl Into<String>,
+        id: impl Into<String>,
+    ) -> NewEvent {
+        NewEvent {
+            event_type: event_type.into(),
+            payload: payload.into(),
+            stream: stream.into(),
+            id: id.into(),
+            origin: String::new(),
+        }
+    }
+
+    /// The id the log deduplicates this event by: a local event's client id, if any.
+    pub fn dedup_id(&self) -> Option<&str> {
+        (!self.id.is_empty() && self.origin.is_empty()).then_some(self.id.as_str())
+    }
 }
 
 /// An expectation about a stream's state, checked atomically with the append.
@@ -739,11 +767,11 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             to_scrub: Vec::new(),
         });
     };
-    let scan_last = || -> Result<(File, index::Scan), LogError> {
+    let scan_last = || -> Result<(File, index::Scan, u32), LogError> {
         let file = File::open(&last_path)?;
-        check_header(&file, &segment_name(last_first), last_first, Some(identity))?;
+        let header = check_header(&file, &segment_name(last_first), last_first, Some(identity))?;
         let scan = index::scan(last_first, &file)?;
-        Ok((file, scan))
+        Ok((file, scan, header.version))
     };
     std::thread::scope(|scope| {
         let last_scan = std::thread::Builder::new()
@@ -758,7 +786,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             None => scan_last(),
         };
         let (sealed, head) = sealed?;
-        let (file, scan) = last?;
+        let (file, scan, version) = last?;
         let name = segment_name(last_first);
         if last_first != head {
             return Err(LogError::Corrupt {
@@ -768,10 +796,53 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             });
         }
         let index::Scan {
-            segment: active,
+            segment: mut active,
             stopped,
             file_len,
+            committed,
         } = scan;
+        // Whole groups only: in format 2 every group ends with a marked frame, so what
+        // follows the last one is a group the crash interrupted, even when its first
+        // frames are intact. (A format-1 segment this build has written to has group
+        // ends from then on; one it has not keeps format 1's rule: cut at the first
+        // bad frame.)
+        let whole = match committed {
+            Some(end) => Some(end),
+            None if version >= 2 => Some((format::SEGMENT_HEADER as u64, 0)),
+            None => None,
+        };
+        let partial = whole.filter(|&(len, _)| len < active.len);
+        let position = last_first + active.offsets.len() as u64;
+        if stopped.is_some() {
+            let at = active.len;
+            let rest_len = usize::try_from(file_len - at)
+                .map_err(|_| LogError::Io("segment too large".to_owned()))?;
+            let mut rest = vec![0u8; rest_len];
+            file.read_exact_at(&mut rest, at)?;
+            if let Some(found) = index::intact_after(&rest, at, position)
+                && found.proves_damage
+            {
+                return Err(LogError::Damaged {
+                    segment: name,
+                    offset: at,
+                    position,
+                    intact: found.records,
+                    intact_offset: found.offset,
+                    intact_position: found.position,
+                });
+            }
+        }
+        if stopped.is_some() || partial.is_some() {
+            let (keep, kept) = partial.unwrap_or((active.len, active.offsets.len()));
+            let reason = stopped.as_deref().unwrap_or("the group has no last frame");
+            tracing::warn!(segment = %name, offset = keep, bytes = file_len - keep, reason, cut_records_of_the_last_group = active.offsets.len() - kept, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
+            let writable = std::fs::OpenOptions::new().write(true).open(&last_path)?;
+            writable.set_len(keep)?;
+            writable.sync_all()?;
+            if partial.is_some() {
+                active = index::scan(last_first, &file)?.segment;
+            }
+        }
         let mut recovery = Recovery {
             segments: names.len() + 1,
             records: last_first + active.offsets.len() as u64,
@@ -779,33 +850,6 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             truncated_bytes: file_len.saturating_sub(active.len),
             ..Recovery::default()
         };
-        if let Some(reason) = stopped {
-            let at = active.len;
-            let position = recovery.records;
-            let rest_len = usize::try_from(file_len - at)
-                .map_err(|_| LogError::Io("segment too large".to_owned()))?;
-            let mut rest = vec![0u8; rest_len];
-            file.read_exact_at(&mut rest, at)?;
-            match index::intact_after(&rest, at, position) {
-                Some(found) if found.proves_damage => {
-                    return Err(LogError::Damaged {
-                        segment: name,
-                        offset: at,
-                        position,
-                        intact: found.records,
-                        intact_offset: found.offset,
-                        intact_position: found.position,
-                    });
-                }
-                found => {
-                    let intact = found.map_or(0, |f| f.records);
-                    tracing::warn!(segment = %name, offset = at, bytes = recovery.truncated_bytes, %reason, intact_frames_of_the_last_group = intact, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
-                }
-            }
-            let file = std::fs::OpenOptions::new().write(true).open(&last_path)?;
-            file.set_len(at)?;
-            file.sync_all()?;
-        }
         // The indexes are built only now: allocating them while the scan runs makes the
         // two threads contend for the address space lock (measured: slower overall).
         let mut lists = Vec::with_capacity(sealed.len());

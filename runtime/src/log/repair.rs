@@ -213,6 +213,7 @@ pub fn apply(dir: &Path) -> Result<RepairReport, LogError> {
                 .open(&segment.path)?;
             file.set_len(cut_at)?;
             file.sync_all()?;
+            end_last_group(&segment.path, segment.first)?;
         } else {
             std::fs::remove_file(&segment.path)?;
         }
@@ -220,6 +221,33 @@ pub fn apply(dir: &Path) -> Result<RepairReport, LogError> {
     File::open(dir)?.sync_all()?;
     report.saved_to = Some(saved);
     Ok(report)
+}
+
+/// Marks the last record of a segment cut at damage as the end of its group: the
+/// records before the damage were acknowledged (that is what the damage check proved),
+/// and recovery keeps a group only up to its marked end (see `format`).
+fn end_last_group(path: &Path, first: u64) -> Result<(), LogError> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let scan = index::scan(first, &file)?;
+    let Some(last) = scan.segment.offsets.last().copied() else {
+        return Ok(());
+    };
+    if scan
+        .committed
+        .is_some_and(|(end, _)| end == scan.segment.len)
+    {
+        return Ok(());
+    }
+    let mut frame = vec![0u8; usize::try_from(scan.segment.len - last).unwrap_or(0)];
+    file.read_exact_at(&mut frame, last)?;
+    super::format::mark_group_end(&mut frame);
+    file.write_all_at(&frame[..8], last)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// One line of `dropped.jsonl`: what `datamesh append --file` takes.

@@ -8,6 +8,7 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
         payload: format!("{{\"n\":{n}}}").into_bytes(),
         stream: stream.to_owned(),
         id: id.to_owned(),
+        origin: String::new(),
     }
 }
 
@@ -351,6 +352,7 @@ fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
         payload: vec![b'x'; 6000],
         stream: "s".into(),
         id: format!("b{n}"),
+        origin: String::new(),
     };
     let mut acknowledged = 0;
     let mut failure = None;
@@ -744,6 +746,7 @@ fn an_idx_whose_segment_changed_is_never_trusted() {
             stream: String::new(),
             id: String::new(),
             payload: b"{}".to_vec(),
+            origin: String::new(),
         },
         &mut frame,
     );
@@ -812,6 +815,7 @@ fn a_chunked_scan_finds_what_a_whole_scan_finds() {
             stream: "c-1".into(),
             id: String::new(),
             payload: vec![b'x'; 300],
+            origin: String::new(),
         },
         &mut frame,
     );

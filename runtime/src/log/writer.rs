@@ -40,10 +40,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
-use super::format::{Record, SEGMENT_HEADER, encode_frame, mark_group_start};
+use super::format::{Record, SEGMENT_HEADER, encode_frame, mark_group_end, mark_group_start};
 use super::ids::{IdIndex, IdList};
 use super::index::{self, Offsets, SegmentIndex, StreamPositions};
-use super::{Appended, Expected, Job, LogConfig, LogError, Segment, Shared, segment_name};
+use super::{
+    Appended, Expected, Job, LogConfig, LogError, NewEvent, Segment, Shared, segment_name,
+};
 
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -379,10 +381,13 @@ fn write_group(
                         stream: event.stream,
                         id: event.id,
                         payload: event.payload,
+                        origin: event.origin,
                     };
                     relative.push(buffer.len() as u64);
                     encode_frame(&record, buffer);
-                    if !record.id.is_empty() {
+                    // An imported event's id names the peer event it came from; the
+                    // link's position, not the id index, keeps imports exactly once.
+                    if !record.id.is_empty() && record.origin.is_empty() {
                         known.ids.insert(&record.id, *next);
                         // Not into the active segment's list yet: this group may roll
                         // to the next segment.
@@ -404,9 +409,11 @@ fn write_group(
     }
     let mut new_segment = None;
     let mut sealed = None;
-    if !relative.is_empty() {
-        // Recovery tells damage from a torn write by the group starts (see `format`).
+    if let Some(&last) = relative.last() {
+        // Recovery tells damage from a torn write by the group starts, and keeps only
+        // whole groups by their ends (see `format`).
         mark_group_start(buffer);
+        mark_group_end(&mut buffer[last as usize..]);
     }
     if !buffer.is_empty() {
         // Roll to a new segment when this group would overfill the active one.
@@ -575,16 +582,16 @@ fn validate(
 ) -> Result<Option<Vec<u64>>, LogError> {
     let lookup = |id: &str| known.ids.get(id);
     let mut seen: super::Map<&str, ()> = super::Map::default();
-    for event in &job.events {
-        if !event.id.is_empty() && seen.insert(event.id.as_str(), ()).is_some() {
-            return Err(LogError::DuplicateIdInRequest(event.id.clone()));
+    for id in job.events.iter().filter_map(NewEvent::dedup_id) {
+        if seen.insert(id, ()).is_some() {
+            return Err(LogError::DuplicateIdInRequest(id.to_owned()));
         }
     }
-    if job.events.iter().any(|e| !e.id.is_empty()) {
+    if job.events.iter().any(|e| e.dedup_id().is_some()) {
         let found: Vec<Option<u64>> = job
             .events
             .iter()
-            .map(|e| (!e.id.is_empty()).then(|| lookup(&e.id)).flatten())
+            .map(|e| e.dedup_id().and_then(lookup))
             .collect();
         if found.iter().all(Option::is_some) {
             let positions: Vec<u64> = found.into_iter().flatten().collect();
