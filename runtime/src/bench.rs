@@ -76,6 +76,7 @@ pub async fn fill_log(log: &Log, n: u64, streams: bool) -> Result<(), LogError> 
                     },
                     id: String::new(),
                     origin: String::new(),
+                    time: None,
                 }
             })
             .collect();

@@ -163,8 +163,31 @@ enum Command {
         /// Version number.
         version: u32,
     },
+    /// Operate the node's links to its peers (the mesh).
+    Link {
+        #[command(subcommand)]
+        action: LinkCommand,
+    },
     /// Drive a running node with a benchmark workload.
     Bench(crate::bench::BenchArgs),
+}
+
+/// `datamesh link ...`
+#[derive(Debug, Subcommand)]
+enum LinkCommand {
+    /// Move a stopped link to a peer position and accept the peer's log as it is now
+    /// (after the peer's data was replaced, or its log is behind the link). The reset
+    /// is kept in this node's log.
+    Reset {
+        /// The peer.
+        peer: String,
+        /// The peer position to import from (0: all of the peer's log).
+        #[arg(long = "from")]
+        from: u64,
+        /// Who resets and why, kept with the reset.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 /// `--engine` values (kept apart from [`EngineKind`] so the engine does not depend on
@@ -340,6 +363,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status => client::status(&mut node).await,
         Command::Promote { name, version } => client::promote(&mut node, name, version).await,
         Command::Retire { name, version } => client::retire(&mut node, name, version).await,
+        Command::Link {
+            action: LinkCommand::Reset { peer, from, note },
+        } => client::link_reset(&mut node, peer, from, note).await,
         Command::Serve { .. } | Command::Bench(_) | Command::Repair { .. } => Ok(()),
     }
 }

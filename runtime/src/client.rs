@@ -51,15 +51,36 @@ fn emit(text: &impl std::fmt::Display) {
 /// # Errors
 /// When the URL is invalid or nothing answers there.
 pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
-    let unreachable = |e: &dyn std::fmt::Display| {
+    let channel = channel(url).await.map_err(|e| {
         CliError::new(format!(
-            "cannot reach a node at {url}: {e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
+            "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
         ))
+    })?;
+    Ok(DataMeshClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// A gRPC channel to a node at `url` (`http://HOST:PORT`, `https://...` or
+/// `unix:PATH`), with HTTP/2 keepalive pings so that a peer that vanished without
+/// closing the connection is noticed within seconds. Used by the CLI and by the
+/// node's own links to its peers.
+///
+/// # Errors
+/// The address is not a URL, or nothing answers there.
+pub async fn channel(url: &str) -> Result<Channel, String> {
+    let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach a node at {url}: {e}");
+    let keepalive = |endpoint: tonic::transport::Endpoint| {
+        endpoint
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(std::time::Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_timeout(std::time::Duration::from_secs(5))
     };
-    let channel = if let Some(path) = url.strip_prefix("unix:") {
+    if let Some(path) = url.strip_prefix("unix:") {
         // The URI is not used to connect: the connector opens the socket.
         let path = std::path::PathBuf::from(path);
-        tonic::transport::Endpoint::from_static("http://localhost")
+        keepalive(tonic::transport::Endpoint::from_static("http://localhost"))
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                 let path = path.clone();
                 async move {
@@ -68,19 +89,39 @@ pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
                 }
             }))
             .await
-            .map_err(|e| unreachable(&e))?
+            .map_err(|e| unreachable(&e))
     } else {
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| CliError::new(format!("invalid node URL `{url}`: {e}")))?;
-        endpoint
+            .map_err(|e| format!("invalid node URL `{url}`: {e}"))?;
+        keepalive(endpoint)
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| unreachable(&e))?
-    };
-    Ok(DataMeshClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+            .map_err(|e| unreachable(&e))
+    }
+}
+
+/// `datamesh link reset PEER --from N`: prints `{"reset": PEER, "from": N, "position": P}`
+/// (P: where the node's log keeps the reset).
+///
+/// # Errors
+/// The node's refusal (no link to that peer).
+pub async fn link_reset(
+    client: &mut DataMeshClient<Channel>,
+    peer: String,
+    from: u64,
+    note: String,
+) -> Result<(), CliError> {
+    let r = client
+        .link_reset(pb::LinkResetRequest {
+            peer: peer.clone(),
+            from_position: from,
+            note,
+        })
+        .await?
+        .into_inner();
+    emit(&serde_json::json!({ "reset": peer, "from": from, "position": r.position }));
+    Ok(())
 }
 
 /// `datamesh promote NAME VERSION`: prints `{"active": "name@vN"}`.
@@ -543,7 +584,7 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
             e.position + 1
         ))
     })?;
-    Ok(serde_json::json!({
+    let mut out = serde_json::json!({
         "position": e.position,
         "type": e.r#type,
         "data": data,
@@ -551,7 +592,13 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
         "stream_version": e.stream_version,
         "id": e.id,
         "time": e.time,
-    }))
+    });
+    if !e.origin.is_empty()
+        && let Some(map) = out.as_object_mut()
+    {
+        map.insert("origin".into(), e.origin.clone().into());
+    }
+    Ok(out)
 }
 
 /// `datamesh tail`: one JSON line per event; stops at the head unless `follow`.
@@ -631,6 +678,19 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         "log_damage": r.log_damage,
         "log_verified": r.log_verified,
         "projections": projections,
+        "links": r.links.iter().map(|l| serde_json::json!({
+            "peer": l.peer,
+            "state": l.state,
+            "position": l.position,
+            "peer_head": l.peer_head,
+            "lag": l.lag,
+            "imported": l.imported,
+            "last_progress": if l.last_progress == 0 { serde_json::Value::Null } else { datamesh_stdlib::time::format_rfc3339(l.last_progress).into() },
+            "error": if l.error.is_empty() { serde_json::Value::Null } else { l.error.clone().into() },
+            "last_trap": if l.last_trap.is_empty() { serde_json::Value::Null } else { l.last_trap.clone().into() },
+            "traps": l.traps,
+            "peer_identity": l.peer_identity,
+        })).collect::<Vec<_>>(),
     });
     emit(&serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())

@@ -153,8 +153,15 @@ pub async fn serve(
     );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store, config.engine)?;
+    let links = crate::mesh::Links::start(
+        log.clone(),
+        engine.clone(),
+        config.mesh.clone(),
+        config.limits.max_event_bytes,
+    );
     let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits)
-        .with_mesh(config.mesh.clone());
+        .with_mesh(config.mesh.clone())
+        .with_links(links.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -227,6 +234,8 @@ pub async fn serve(
         result = result.and(unix_served);
     }
     tracing::info!("shutting down: in-flight requests finished");
+    // Each link ends after its batch in flight is committed (or refused).
+    links.stop().await;
     // The batch being folded commits (checkpoints with their documents), then the
     // engine stops; the log closes after its queued appends.
     engine.stop().await;

@@ -393,6 +393,7 @@ async fn tail_refuses_to_print_what_it_cannot_read() {
             stream: String::new(),
             id: String::new(),
             origin: String::new(),
+            time: None,
         };
         log.append(
             vec![

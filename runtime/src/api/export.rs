@@ -146,6 +146,14 @@ impl Service {
                     if !types.contains_key(&record.event_type) {
                         continue;
                     }
+                    // The chain it came through, then this node. An event that came
+                    // from the peer itself is not sent back (the importer would drop
+                    // it anyway: it never imports what started there).
+                    let mut origin = super::origin_chain(&record.origin);
+                    if origin.iter().any(|n| n == &peer) {
+                        continue;
+                    }
+                    origin.push(node.clone());
                     let Ok(data) = String::from_utf8(record.payload) else {
                         let _ = tx
                             .send(Err(Status::data_loss(format!(
@@ -162,7 +170,7 @@ impl Service {
                         id: record.id,
                         time: record.time,
                         data,
-                        origin: vec![node.clone()],
+                        origin,
                     };
                     if tx
                         .send(message(pb::export_message::Kind::Event(event)))

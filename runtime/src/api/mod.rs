@@ -86,6 +86,7 @@ pub struct Service {
     strict: bool,
     limits: Limits,
     mesh: std::sync::Arc<crate::mesh::MeshConfig>,
+    links: Option<crate::mesh::Links>,
 }
 
 impl Service {
@@ -97,7 +98,15 @@ impl Service {
             strict,
             limits,
             mesh: std::sync::Arc::default(),
+            links: None,
         }
+    }
+
+    /// The service of a node whose links these are (status, `link reset`).
+    #[must_use]
+    pub fn with_links(mut self, links: crate::mesh::Links) -> Service {
+        self.links = Some(links);
+        self
     }
 
     /// The service of a node with this name and these peers.
@@ -142,6 +151,12 @@ impl Service {
                 return Err(Status::invalid_argument(format!(
                     "event {n}: `type` is empty"
                 )));
+            }
+            if crate::mesh::is_reserved(&event.r#type) || crate::mesh::is_reserved(&event.stream) {
+                return Err(at(
+                    "types and streams starting with `$` are reserved for the node's own records"
+                        .to_owned(),
+                ));
             }
             if event.data.len() > self.limits.max_event_bytes {
                 return Err(Status::resource_exhausted(format!(
@@ -191,6 +206,7 @@ impl Service {
                 stream: event.stream,
                 id: event.id,
                 origin: String::new(),
+                time: None,
             });
         }
         let mut expected = Vec::with_capacity(request.expected.len());
@@ -302,6 +318,16 @@ pub fn record_to_pb(record: Record) -> pb::EventRecord {
         stream_version: record.stream_version,
         id: record.id,
         time: datamesh_stdlib::time::format_rfc3339(record.time),
+        origin: origin_chain(&record.origin),
+    }
+}
+
+/// A record's origin chain as a list ("" is a local event: empty).
+pub fn origin_chain(origin: &str) -> Vec<String> {
+    if origin.is_empty() {
+        Vec::new()
+    } else {
+        origin.split(',').map(str::to_owned).collect()
     }
 }
 
@@ -707,6 +733,7 @@ impl DataMesh for Service {
                     unchanged: outcome.unchanged,
                     declared: outcome.declared,
                     exported: outcome.exported,
+                    imported: outcome.imported,
                     retired: outcome.retired,
                     diagnostics,
                     omitted,
@@ -801,6 +828,31 @@ impl DataMesh for Service {
         self.export_stream(request.into_inner()).map(Response::new)
     }
 
+    async fn link_reset(
+        &self,
+        request: Request<pb::LinkResetRequest>,
+    ) -> Result<Response<pb::LinkResetResponse>, Status> {
+        let r = request.into_inner();
+        crate::mesh::check_name(&r.peer)
+            .map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
+        if r.note.len() > MAX_NAME {
+            return Err(Status::invalid_argument(format!(
+                "`note` is {} bytes; the limit is {MAX_NAME}",
+                r.note.len()
+            )));
+        }
+        let Some(links) = &self.links else {
+            return Err(Status::failed_precondition("this node runs no links"));
+        };
+        match links.reset(&r.peer, r.from_position, &r.note).await {
+            Ok(position) => Ok(Response::new(pb::LinkResetResponse { position })),
+            Err(crate::mesh::ResetError::NoLink(peer)) => Err(Status::not_found(format!(
+                "no deployed program has an `import {peer}` block, so there is no link to reset"
+            ))),
+            Err(crate::mesh::ResetError::Log(e)) => Err(log_status(e)),
+        }
+    }
+
     async fn status(
         &self,
         _: Request<pb::StatusRequest>,
@@ -835,6 +887,16 @@ impl DataMesh for Service {
                     address: address.clone(),
                 })
                 .collect(),
+            links: self
+                .links
+                .as_ref()
+                .map(|l| {
+                    l.status()
+                        .iter()
+                        .map(crate::mesh::LinkState::to_pb)
+                        .collect()
+                })
+                .unwrap_or_default(),
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self
@@ -891,6 +953,12 @@ fn read_bounded(
         };
         let got = batch.len();
         for record in batch {
+            // The node's own records (a link's position) are not events: skipped,
+            // unless their stream is read by name.
+            if stream.is_none() && crate::mesh::is_reserved(&record.event_type) {
+                next = record.position + 1;
+                continue;
+            }
             let size = record_bytes(&record);
             if !out.is_empty() && bytes + size > budget {
                 return Ok(out);

@@ -110,6 +110,9 @@ pub struct DeployOutcome {
     pub declared: Vec<String>,
     /// Exports no deployed program made before, as `PEER:Type`.
     pub exported: Vec<String>,
+    /// Peers whose `import` block this program brings or changes: their links run
+    /// this program's block from now on.
+    pub imported: Vec<String>,
     /// Warnings.
     pub warnings: Vec<Diagnostic>,
 }
@@ -117,7 +120,10 @@ pub struct DeployOutcome {
 impl DeployOutcome {
     /// Nothing to record: no new projection version, event type or export.
     pub fn brings_nothing(&self) -> bool {
-        self.started.is_empty() && self.declared.is_empty() && self.exported.is_empty()
+        self.started.is_empty()
+            && self.declared.is_empty()
+            && self.exported.is_empty()
+            && self.imported.is_empty()
     }
 }
 
@@ -163,6 +169,9 @@ pub struct Registry {
     pub schemas: Arc<HashMap<String, EventType>>,
     /// The promoted version of each projection name (reads without a version go there).
     pub promoted: HashMap<String, u32>,
+    /// The `import` block in force for each peer: the newest program that has one
+    /// (its index in `programs`), and the block's normalised text.
+    imports: HashMap<String, (usize, String)>,
     /// Per program (same index as `programs`): its native code, or `None` when the
     /// interpreter runs it (chosen, the JIT could not compile it, or every projection of
     /// it is faulted and its code was freed).
@@ -199,6 +208,8 @@ pub struct CheckedProgram {
     program: Program,
     warnings: Vec<Diagnostic>,
     texts: HashMap<(String, u32), String>,
+    /// The normalised text of each `import` block, by peer.
+    import_texts: HashMap<String, String>,
     /// Its handlers' sizes.
     size: Size,
     jit: Option<JitProgram>,
@@ -292,11 +303,25 @@ fn normalise(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The text of each projection declaration, by (name, version).
-fn definitions(source: &str) -> HashMap<(String, u32), String> {
+/// The text of each projection declaration, by (name, version), and of each import
+/// block, by peer.
+type Definitions = (HashMap<(String, u32), String>, HashMap<String, String>);
+
+fn definitions(source: &str) -> Definitions {
     let (file, _) = datamesh_compiler::parser::parse(source);
     let mut out = HashMap::new();
+    let mut imports = HashMap::new();
+    let text_of = |span: datamesh_compiler::ast::Span| {
+        normalise(
+            source
+                .get(span.start as usize..span.end as usize)
+                .unwrap_or_default(),
+        )
+    };
     for item in &file.items {
+        if let datamesh_compiler::ast::Item::Import(i) = item {
+            imports.insert(i.peer.name.clone(), text_of(i.span));
+        }
         if let datamesh_compiler::ast::Item::Projection(p) = item {
             let version = p
                 .version
@@ -309,7 +334,7 @@ fn definitions(source: &str) -> HashMap<(String, u32), String> {
             out.insert((p.name.name.clone(), version), normalise(text));
         }
     }
-    out
+    (out, imports)
 }
 
 impl Registry {
@@ -398,9 +423,11 @@ impl Registry {
         if !too_large.is_empty() {
             return Err(DeployError::Invalid(too_large));
         }
+        let (texts, import_texts) = definitions(source);
         Ok(CheckedProgram {
             size: Size::of(&program),
-            texts: definitions(source),
+            texts,
+            import_texts,
             program,
             warnings: checked.diagnostics,
             jit: None,
@@ -482,6 +509,15 @@ impl Registry {
                 }
             }
         }
+        // An import block is new content when no program had one for that peer, or
+        // when it differs from the one in force: the link runs it from now on.
+        for import in &program.imports {
+            let text = checked.import_texts.get(&import.peer);
+            let current = self.imports.get(&import.peer).map(|(_, t)| t);
+            if text != current {
+                outcome.imported.push(import.peer.clone());
+            }
+        }
         for projection in &program.projections {
             let label = format!("{}@v{}", projection.name, projection.version);
             let text = checked
@@ -541,6 +577,7 @@ impl Registry {
         let CheckedProgram {
             program,
             texts,
+            import_texts,
             jit,
             ..
         } = checked;
@@ -580,6 +617,12 @@ impl Registry {
             Arc::make_mut(&mut self.schemas)
                 .entry(event.name.clone())
                 .or_insert_with(|| event.clone());
+        }
+        for peer in &outcome.imported {
+            if let Some(text) = import_texts.get(peer) {
+                self.imports
+                    .insert(peer.clone(), (program_index, text.clone()));
+            }
         }
         self.programs.push(program);
         self.jit.push(jit);
@@ -782,6 +825,22 @@ impl Registry {
                     )
                 })
             })
+    }
+
+    /// The import block in force for each peer: the program that has it (its index
+    /// and the program) and the block's index in it.
+    pub fn imports(&self) -> Vec<(String, usize, Arc<Program>, usize)> {
+        let mut out: Vec<_> = self
+            .imports
+            .iter()
+            .filter_map(|(peer, &(index, _))| {
+                let program = self.programs.get(index)?;
+                let block = program.imports.iter().position(|i| &i.peer == peer)?;
+                Some((peer.clone(), index, program.clone(), block))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Whether `info` is the version reads go to by default.

@@ -106,6 +106,7 @@ fn events(seed: u64, n: usize) -> Vec<NewEvent> {
                 stream: String::new(),
                 id: String::new(),
                 origin: String::new(),
+                time: None,
             }
         })
         .collect()
@@ -251,6 +252,7 @@ async fn a_trap_leaves_a_changed_document_as_it_was(kind: EngineKind) {
         stream: String::new(),
         id: String::new(),
         origin: String::new(),
+        time: None,
     };
     let batch = vec![deposit(1), deposit(5), deposit(37), deposit(2)];
     log.append(batch, Vec::new()).await.expect("append");
@@ -394,6 +396,7 @@ async fn an_unreadable_record_faults_only_the_projections_that_need_it(kind: Eng
         stream: String::new(),
         id: String::new(),
         origin: String::new(),
+        time: None,
     };
     let mut batch: Vec<NewEvent> = (0..20).map(|i| deposit(&format!("a{}", i % 5))).collect();
     batch.push(deposit("the-damaged-one"));

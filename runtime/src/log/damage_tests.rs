@@ -25,6 +25,7 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
         stream: stream.to_owned(),
         id: id.to_owned(),
         origin: String::new(),
+        time: None,
     }
 }
 

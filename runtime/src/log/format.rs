@@ -20,8 +20,8 @@
 //! records one `write` and one `fdatasync` made durable together) and the next one
 //! ([`GROUP_END`], format 2) its last frame. The checksum covers the length word and
 //! the body, so a flipped length or flag is detected too. The body holds one event:
-//! `position u64 | time i64 | stream_version u64 | type (u16 len + bytes) | stream (u16
-//! + bytes) | id (u16 + bytes) | payload (u32 len + bytes)`, and in format 2, for an
+//! `position u64 | time i64 | stream_version u64 | type (u16 len + bytes) | stream
+//! (u16 len + bytes) | id (u16 len + bytes) | payload (u32 len + bytes)`, and in format 2, for an
 //! event imported from another node, `origin (u16 len + bytes)`: the names of the
 //! nodes it passed through, comma-separated, the node it was first written on first.
 //! A local event has no origin field, so its frame is the same in both formats.
@@ -278,6 +278,16 @@ impl<'a> FrameRef<'a> {
     /// (whose id names the peer event it came from).
     pub fn dedup_id(&self) -> &'a str {
         if self.origin.is_empty() { self.id } else { "" }
+    }
+
+    /// The record's time as the log's clock counts it: a local event's append time;
+    /// `i64::MIN` for an imported event, whose time is the peer's.
+    pub fn local_time(&self) -> i64 {
+        if self.origin.is_empty() {
+            self.time
+        } else {
+            i64::MIN
+        }
     }
 
     /// The owned record.

@@ -198,7 +198,7 @@ pub(super) fn scan_chunked(first: u64, mut file: &File, chunk: usize) -> std::io
                 segment.push(
                     at,
                     used as u64,
-                    frame.time,
+                    frame.local_time(),
                     frame.stream,
                     frame.dedup_id(),
                     frame.crc,
@@ -636,7 +636,7 @@ fn spot_check(idx: &IdxFile, segment: &File) -> Result<(), String> {
         let position = idx.first + i as u64;
         let agrees = used == size
             && frame.position == position
-            && frame.time <= idx.max_time
+            && frame.local_time() <= idx.max_time
             && (frame.stream.is_empty() || idx.stream_has(frame.stream, position))
             && idx.id_of(position).unwrap_or_default() == frame.dedup_id()
             && (i != last || frame.crc == idx.last_crc);

@@ -90,6 +90,9 @@ pub struct NewEvent {
     /// An imported event's id is not an idempotency key: the link's position in the
     /// log keeps imports exactly once.
     pub origin: String,
+    /// For an imported event, its time on the node it was first written on (µs since
+    /// the epoch); `None` for a local event, which gets its append time.
+    pub time: Option<i64>,
 }
 
 impl NewEvent {
@@ -106,6 +109,7 @@ impl NewEvent {
             stream: stream.into(),
             id: id.into(),
             origin: String::new(),
+            time: None,
         }
     }
 

@@ -9,6 +9,7 @@ fn event(stream: &str, id: &str, n: u32) -> NewEvent {
         stream: stream.to_owned(),
         id: id.to_owned(),
         origin: String::new(),
+        time: None,
     }
 }
 
@@ -353,6 +354,7 @@ fn a_failed_write_poisons_the_log_and_a_restart_recovers() {
         stream: "s".into(),
         id: format!("b{n}"),
         origin: String::new(),
+        time: None,
     };
     let mut acknowledged = 0;
     let mut failure = None;

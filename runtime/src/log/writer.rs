@@ -375,7 +375,7 @@ fn write_group(
                     };
                     let record = Record {
                         position: *next,
-                        time,
+                        time: event.time.unwrap_or(time),
                         stream_version,
                         event_type: event.event_type,
                         stream: event.stream,
@@ -449,6 +449,8 @@ fn write_group(
     }
     let base = active.len;
     active.len += buffer.len() as u64;
+    // (An imported record keeps its time on its first node; only local append times
+    // count as the log's time, which stays monotonic whatever a peer's clock says.)
     track(active, base, &relative, buffer, time, &streams, &ids);
     *last_time = time;
     let mut written = Written {

@@ -198,12 +198,14 @@ pub async fn head(client: &mut DataMeshClient<Channel>) -> u64 {
         .head
 }
 
+/// Every event in the node's log, in order (the node's own records, such as a link's
+/// position, are not events: positions may skip them).
 pub async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventRecord> {
-    let mut out = Vec::new();
+    let mut out: Vec<pb::EventRecord> = Vec::new();
     loop {
         let r = client
             .read(pb::ReadRequest {
-                from: out.len() as u64,
+                from: out.last().map_or(0, |e| e.position + 1),
                 limit: 5000,
                 stream: String::new(),
             })

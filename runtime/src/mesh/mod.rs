@@ -1,15 +1,27 @@
-//! The mesh, as far as it stands: a node's name, the peers it knows, and what it
-//! exports to each of them.
+//! The mesh: a node's name, the peers it knows, what it exports to each of them, and
+//! the links that import from them.
 //!
 //! A node has a name (`--name`, config `name`), which its peers know it by and which
 //! `export to NAME { ... }` blocks of other nodes' programs name. It knows its peers by
 //! name and address (`--peer NAME=ADDR`, config `[peers.NAME] address = ...`). The
 //! export side is served by the `Export` RPC (`api/export.rs`): a peer reads, from a
-//! position, only the events that the deployed programs export to it.
+//! position, only the events that the deployed programs export to it. The import side
+//! is a link per peer that an `import` block names ([`links`], [`link`]), which checks
+//! the peer's exports against the block ([`schema`]) and keeps its position in this
+//! node's own log ([`checkpoint`]).
 //!
 //! Invariant: which types a peer may read is decided here, in [`exports_to`], and
 //! nowhere else, so that when peers authenticate (TLS), only the name passed in
 //! changes, from the one the peer claims to the one its certificate proves.
+
+pub mod checkpoint;
+pub mod link;
+pub mod links;
+pub mod schema;
+
+pub use checkpoint::is_reserved;
+pub use link::LinkState;
+pub use links::{Links, ResetError};
 
 use std::collections::BTreeMap;
 
