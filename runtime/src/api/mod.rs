@@ -525,7 +525,7 @@ impl DataMesh for Service {
         let budget = self.limits.max_bytes;
         let records = tokio::task::spawn_blocking(move || {
             let stream = (!r.stream.is_empty()).then_some(r.stream.as_str());
-            read_bounded(&log, stream, r.from, limit, budget)
+            read_bounded(&log, stream, r.from, limit, budget, true)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -567,6 +567,9 @@ impl DataMesh for Service {
                 };
                 for record in batch {
                     position = record.position + 1;
+                    if crate::mesh::is_reserved(&record.event_type) {
+                        continue;
+                    }
                     if tx.send(Ok(record_to_pb(record))).await.is_err() {
                         return;
                     }
@@ -910,10 +913,12 @@ impl DataMesh for Service {
 }
 
 /// One step of a stream that follows the log: [`read_bounded`] from `from` on a
-/// blocking thread, its failure as the status to end the stream with.
+/// blocking thread (the node's own records included: the caller moves past them),
+/// its failure as the status to end the stream with.
 async fn read_step(log: &Log, from: u64, max: usize, budget: usize) -> Result<Vec<Record>, Status> {
     let reader = log.clone();
-    match tokio::task::spawn_blocking(move || read_bounded(&reader, None, from, max, budget)).await
+    match tokio::task::spawn_blocking(move || read_bounded(&reader, None, from, max, budget, false))
+        .await
     {
         Ok(read) => read.map_err(log_status),
         Err(e) => Err(Status::internal(e.to_string())),
@@ -936,6 +941,7 @@ fn read_bounded(
     from: u64,
     limit: usize,
     budget: usize,
+    skip_reserved: bool,
 ) -> Result<Vec<Record>, LogError> {
     let mut out: Vec<Record> = Vec::new();
     let mut bytes = 0;
@@ -953,9 +959,10 @@ fn read_bounded(
         };
         let got = batch.len();
         for record in batch {
-            // The node's own records (a link's position) are not events: skipped,
-            // unless their stream is read by name.
-            if stream.is_none() && crate::mesh::is_reserved(&record.event_type) {
+            // The node's own records (a link's position) are not events: a read
+            // skips them, unless it reads their stream by name. (Streams that follow
+            // the log see them, to move past them.)
+            if skip_reserved && stream.is_none() && crate::mesh::is_reserved(&record.event_type) {
                 next = record.position + 1;
                 continue;
             }
