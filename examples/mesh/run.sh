@@ -65,7 +65,7 @@ fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/datamesh-mesh.XXXXXX")
 chmod 700 "$tmp"
-declare -A pid addr
+declare -A pid addr command
 
 stop_nodes() {
   local status=$?
@@ -110,10 +110,12 @@ start() {
   local node=$1 index=$2
   shift 2
   local listen=127.0.0.1:0
-  [[ -n ${BASE_PORT:-} ]] && listen=127.0.0.1:$((BASE_PORT + index))
+  if [[ -n ${BASE_PORT:-} ]]; then
+    listen=127.0.0.1:$((BASE_PORT + index))
+  fi
+  local args=(serve --name "$node" --data "$tmp/$node" --listen "$listen" "$@")
   # NO_COLOR: plain log lines in the log file.
-  NO_COLOR=1 "$dm" serve --name "$node" --data "$tmp/$node" --listen "$listen" "$@" \
-    2>"$tmp/$node.log" >/dev/null &
+  NO_COLOR=1 "$dm" "${args[@]}" 2>"$tmp/$node.log" >/dev/null &
   pid[$node]=$!
   local i line=
   for ((i = 0; i < 300; i++)); do
@@ -130,6 +132,9 @@ start() {
     return 1
   fi
   addr[$node]=http://${line#datamesh listening on }
+  # How to start it again (on the port it has now), for --keep.
+  args[6]=${addr[$node]#http://}
+  command[$node]=$(printf '%q ' "$dm" "${args[@]}")
   # With --socket the node prints a second line once the socket is ready.
   if [[ $* == *--socket* ]]; then
     for ((i = 0; i < 100; i++)); do
@@ -244,10 +249,10 @@ links reporting
 
 if ((keep)); then
   echo
-  echo "== the nodes keep running (--keep)"
+  echo "== the nodes keep running (--keep); logs and data in $tmp"
   for node in "${nodes[@]}"; do
-    echo "  $node: pid ${pid[$node]}, --node ${addr[$node]}, data $tmp/$node, log $tmp/$node.log"
+    echo "$node: pid ${pid[$node]}, --node ${addr[$node]}"
+    echo "  start again: NO_COLOR=1 ${command[$node]}2>>$tmp/$node.log &"
   done
-  echo "  payments also serves unix:$tmp/payments.sock"
-  echo "  stop them: kill ${pid[*]}; rm -rf $tmp"
+  echo "stop them all: kill ${pid[payments]} ${pid[cards]} ${pid[bank]} ${pid[reporting]}; rm -rf $tmp"
 fi

@@ -205,7 +205,7 @@ fn offline(dir: &Path, program: &str, lines: &str) -> serde_json::Value {
 
 fn payment(i: usize) -> pb::Event {
     let currency = if i % 7 == 3 { "USD" } else { "EUR" };
-    let fee = if i % 5 == 0 { 150 } else { 0 };
+    let fee = if i.is_multiple_of(5) { 150 } else { 0 };
     event(
         "PaymentSettled",
         &format!(
