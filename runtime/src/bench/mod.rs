@@ -9,7 +9,9 @@
 //! - `w3`: `w2` with the `balances` projection kept up to date: after each append the
 //!   client reads its account's document with `min_position` just past its event
 //!   (read-your-writes), and the latency covers both calls;
-//! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`.
+//! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`;
+//! - `w8`: the mesh, two nodes: catch-up import of `--events`, then live end-to-end
+//!   latency with `--clients` appending on the exporter (see `w8.rs`).
 //!
 //! Accounts (`--accounts`, 10,000) are picked uniformly, or with `--skew zipf` from
 //! Zipf(1.1), the skewed variant of the workloads (account 0 the hottest).
@@ -24,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+mod w8;
 
 use crate::api::pb;
 use crate::client::{CliError, connect};
@@ -89,7 +93,7 @@ pub async fn fill_log(log: &Log, n: u64, streams: bool) -> Result<(), LogError> 
 /// Options of `datamesh bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Workload: w1, w2, w3 or w5.
+    /// Workload: w1, w2, w3, w5 or w8.
     #[arg(long, default_value = "w1")]
     pub workload: String,
     /// Events to append (w1).
@@ -118,6 +122,9 @@ pub struct BenchArgs {
     /// w3): the node then also checks and records every id.
     #[arg(long)]
     pub ids: bool,
+    /// w8: the importing node (`--node` is the exporter).
+    #[arg(long)]
+    pub importer: Option<String>,
 }
 
 /// Unique event ids for one run, `<run>-<n>`, when the run asks for them.
@@ -394,9 +401,9 @@ async fn merged(tasks: Vec<ClientTask>) -> Result<Histogram<u64>, CliError> {
 /// # Errors
 /// Connection failures, rejected requests.
 pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
-    if !matches!(args.workload.as_str(), "w1" | "w2" | "w3" | "w5") {
+    if !matches!(args.workload.as_str(), "w1" | "w2" | "w3" | "w5" | "w8") {
         return Err(CliError {
-            message: format!("unknown workload `{}` (w1, w2, w3, w5)", args.workload),
+            message: format!("unknown workload `{}` (w1, w2, w3, w5, w8)", args.workload),
             code: 2,
         });
     }
@@ -413,6 +420,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
                 code: 2,
             });
         }
+    }
+    if args.workload == "w8" {
+        return w8::run(url, &args).await;
     }
     let mut client = connect(url).await?;
     let program = if matches!(args.workload.as_str(), "w3" | "w5") {
