@@ -184,11 +184,23 @@ pub async fn deploy(
         Ok(response) => {
             let r = response.into_inner();
             print_diagnostics(&r.diagnostics, r.omitted, &origin, &source);
-            let out = serde_json::json!({
+            let mut out = serde_json::json!({
                 "started": r.started,
                 "unchanged": r.unchanged,
                 "declared": r.declared,
             });
+            // The rest only when there is something to say, so the common line stays short.
+            if let Some(map) = out.as_object_mut() {
+                for (key, list) in [
+                    ("exported", &r.exported),
+                    ("imported", &r.imported),
+                    ("retired", &r.retired),
+                ] {
+                    if !list.is_empty() {
+                        map.insert(key.into(), list.clone().into());
+                    }
+                }
+            }
             emit(&out);
             Ok(())
         }

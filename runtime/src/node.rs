@@ -191,6 +191,7 @@ pub async fn serve(
     let max_message = config.limits.max_bytes.max(20 << 20) + (4 << 20);
     // `Api` corrects the statuses tonic makes itself (undecodable or oversized requests)
     // and cuts any status too large for gRPC metadata.
+    let closer = service.clone();
     let server = crate::api::Api::new(service, max_message);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -216,6 +217,8 @@ pub async fn serve(
     let served = router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
+            // Streams that follow the log would keep their connections open forever.
+            closer.close();
             let _ = stop.send(true);
         })
         .await

@@ -66,6 +66,11 @@ impl Member {
         }
     }
 
+    /// SIGTERM; the exit code (`None` when it had to be killed after 5 s).
+    fn terminate(&mut self) -> Option<i32> {
+        self.node.take().and_then(|mut node| node.terminate())
+    }
+
     async fn client(&self) -> DataMeshClient<Channel> {
         self.node().client().await
     }
@@ -503,8 +508,13 @@ async fn a_replaced_peer_log_stops_the_link_until_a_reset() {
     let before = caught_up(&mut b, "payments", &mut p).await;
     let banked = read_all(&mut b).await.len();
 
-    // The exporter stops for a while: the link says so, and catches up after.
-    payments.kill9();
+    // The exporter stops for a while (and stops promptly, though an importer follows
+    // it live): the link says so, and catches up after.
+    assert_eq!(
+        payments.terminate(),
+        Some(0),
+        "a clean stop with an importer attached"
+    );
     let down = wait_link(&mut b, "payments", 30, |l| {
         l.state == "connecting" && !l.error.is_empty()
     })
@@ -637,6 +647,8 @@ async fn a_block_that_disagrees_with_the_peer_stops_or_pauses_the_link() {
     let mut payments = Member::new(dir, "payments", &[]);
     let mut bank = Member::new(dir, "bank", &[&payments]);
     let mut stranger = Member::new(dir, "stranger", &[&payments]);
+    // The bank's `cards` configured at the address of another node.
+    bank.peers.push(("cards".into(), payments.socket.clone()));
     payments.start();
     bank.start();
     stranger.start();

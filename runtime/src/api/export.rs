@@ -39,7 +39,7 @@ pub type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportMessage, Stat
 
 /// What the deployed programs export to `peer`, and the deploy count it was computed
 /// at (programs are only ever added, so a change of the count is when to look again).
-fn exported(engine: &Engine, peer: &str) -> (usize, BTreeMap<String, String>) {
+fn exported(engine: &Engine, peer: &str) -> (usize, BTreeMap<String, crate::mesh::Exported>) {
     engine
         .with_registry(|r| {
             (
@@ -76,14 +76,16 @@ impl Service {
             head: log.head(),
             types: types
                 .iter()
-                .map(|(name, declaration)| pb::ExportedType {
+                .map(|(name, exported)| pb::ExportedType {
                     name: name.clone(),
-                    declaration: declaration.clone(),
+                    declaration: exported.declaration.clone(),
+                    defaulted: exported.defaulted.clone(),
                 })
                 .collect(),
         };
         let mut position = request.from;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut closing = self.closing();
         tokio::spawn(async move {
             if tx
                 .send(message(pb::export_message::Kind::Hello(hello)))
@@ -101,6 +103,11 @@ impl Service {
             let mut head_changes = log.watch_head();
             let mut last_beat = tokio::time::Instant::now();
             loop {
+                let closed = *closing.borrow();
+                if closed {
+                    let _ = tx.send(Err(super::shutting_down())).await;
+                    return;
+                }
                 // A deploy may have changed what this peer may read: end the stream
                 // if it did (the importer reconnects and sees the new set).
                 let deployed = engine.with_registry(|r| r.programs.len()).unwrap_or(0);
@@ -127,6 +134,7 @@ impl Service {
                             last_beat = tokio::time::Instant::now();
                         }
                         () = tx.closed() => return,
+                        changed = closing.changed() => if changed.is_err() { return },
                     }
                     continue;
                 }

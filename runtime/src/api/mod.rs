@@ -87,6 +87,9 @@ pub struct Service {
     limits: Limits,
     mesh: std::sync::Arc<crate::mesh::MeshConfig>,
     links: Option<crate::mesh::Links>,
+    /// Set when the node shuts down: the streams that follow the log end then, so
+    /// that the server's graceful shutdown does not wait for them forever.
+    closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Service {
@@ -99,7 +102,19 @@ impl Service {
             limits,
             mesh: std::sync::Arc::default(),
             links: None,
+            closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Ends every stream that follows the log (`Subscribe`, `Export`) with
+    /// UNAVAILABLE: the node is shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Set once [`Service::close`] was called.
+    fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The service of a node whose links these are (status, `link reset`).
@@ -281,6 +296,11 @@ fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
         shown.push(format!("and {} more", total - shown.len()));
     }
     shown.join(", ")
+}
+
+/// What a stream that follows the log ends with when the node shuts down.
+fn shutting_down() -> Status {
+    Status::unavailable("the node is shutting down")
 }
 
 fn lifecycle_status(error: LifecycleError) -> Status {
@@ -548,13 +568,20 @@ impl DataMesh for Service {
         // A small buffer: a slow consumer makes the reader wait, and it then reads from
         // the log (catch-up) instead of buffering live events without bound.
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut closing = self.closing();
         tokio::spawn(async move {
             let mut head = log.watch_head();
             loop {
+                let closed = *closing.borrow();
+                if closed {
+                    let _ = tx.send(Err(shutting_down())).await;
+                    return;
+                }
                 if position >= log.head() {
                     tokio::select! {
                         changed = head.changed() => if changed.is_err() { return },
                         () = tx.closed() => return,
+                        changed = closing.changed() => if changed.is_err() { return },
                     }
                     continue;
                 }

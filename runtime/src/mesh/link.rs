@@ -203,13 +203,18 @@ impl Link {
             }
         });
         let Some(address) = &self.address else {
-            return Err(Failure::new(
-                "no-address",
-                format!(
-                    "no address for peer `{0}`: start the node with `--peer {0}=ADDRESS` or add `[peers.{0}] address = \"...\"` to its config",
-                    self.peer
-                ),
-            ));
+            // Only a restart with the peer configured can help: say so once and wait.
+            let message = format!(
+                "no address for peer `{0}`: start the node with `--peer {0}=ADDRESS` or add `[peers.{0}] address = \"...\"` to its config",
+                self.peer
+            );
+            tracing::warn!(peer = %self.peer, "{message}");
+            self.update(|s| {
+                s.state = "no-address";
+                s.error = message;
+            });
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            return Ok(());
         };
         let channel = crate::client::channel(address)
             .await
@@ -237,6 +242,7 @@ impl Link {
             }
             Err(_) => return Err(Failure::new("connecting", "the peer sent no hello")),
         };
+        self.update(|s| s.peer_head = hello.head);
         self.check_hello(&hello, &mut committed)?;
         self.update(|s| {
             s.peer_head = hello.head;
@@ -372,6 +378,16 @@ impl Link {
         committed: &mut Checkpoint,
     ) -> Result<(), Failure> {
         let peer = &self.peer;
+        if hello.node != *peer {
+            return Err(Failure::new(
+                "stopped",
+                format!(
+                    "the node at {} calls itself `{}`, not `{peer}`: check the address configured for `{peer}`",
+                    self.address.as_deref().unwrap_or_default(),
+                    hello.node
+                ),
+            ));
+        }
         if !committed.identity.is_empty() && committed.identity != hello.log_identity {
             return Err(Failure::new(
                 "stopped",
@@ -393,7 +409,15 @@ impl Link {
         let exported = hello
             .types
             .iter()
-            .map(|t| (t.name.clone(), t.declaration.clone()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    super::Exported {
+                        declaration: t.declaration.clone(),
+                        defaulted: t.defaulted.clone(),
+                    },
+                )
+            })
             .collect();
         let Some(block) = self.program.imports.get(self.block) else {
             return Err(Failure::new("stopped", "the import block is gone"));
@@ -447,7 +471,7 @@ impl Link {
                 batch.pause = Some(Failure::new(
                     "paused",
                     format!(
-                        "error[M0006]: the event at position {} of `{}` ({}{}) does not match `import {}`'s declaration of `{}`: {e}\n  help: deploy a program whose `import {}` block declares the event as the peer sends it; the link resumes at position {} (the event is never skipped)",
+                        "error[M0006]: the event at position {} of `{}` ({}{}) does not match `import {}`'s declaration of `{}`: {e}\n  help: deploy a program whose `import {}` block declares the event as the peer sends it, and the link resumes at position {}; if no block can (the peer accepted the event before it declared its type), skip it explicitly with `datamesh link reset {} --from {}` (kept in the log). The event is never skipped otherwise",
                         event.position,
                         self.peer,
                         event.r#type,
@@ -459,7 +483,9 @@ impl Link {
                         self.peer,
                         declared.name,
                         self.peer,
-                        event.position
+                        event.position,
+                        self.peer,
+                        event.position + 1
                     ),
                 ));
                 return batch;

@@ -105,20 +105,35 @@ pub fn parse_peer(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), address.to_owned()))
 }
 
-/// The event types the `programs` export to `peer`, by name, each with its declaration
-/// as `.dmp` text (what an importer checks its own declarations against). Empty when
-/// nothing is exported to it.
+/// An event type as exported: what an importer checks its own declaration against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Its declaration as `.dmp` text (see [`declaration`]).
+    pub declaration: String,
+    /// The fields that have a default here: an event of this node may leave them out
+    /// (it is stored as it was appended), so an importer must not require them.
+    pub defaulted: Vec<String>,
+}
+
+/// The event types the `programs` export to `peer`, by name. Empty when nothing is
+/// exported to it.
 pub fn exports_to<'a>(
     programs: impl IntoIterator<Item = &'a Program>,
     peer: &str,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, Exported> {
     let mut out = BTreeMap::new();
     for program in programs {
         for export in program.exports.iter().filter(|e| e.peer == peer) {
             for &event in &export.events {
                 if let Some(declared) = program.events.get(event) {
                     out.entry(declared.name.clone())
-                        .or_insert_with(|| declaration(declared));
+                        .or_insert_with(|| Exported {
+                            declaration: declaration(declared),
+                            defaulted: (declared.fields.iter())
+                                .filter(|f| f.default.is_some())
+                                .map(|f| f.name.clone())
+                                .collect(),
+                        });
                 }
             }
         }
@@ -173,7 +188,7 @@ mod tests {
         let bank = exports_to([&program], "bank");
         assert_eq!(bank.keys().collect::<Vec<_>>(), ["Paid", "Refunded"]);
         assert_eq!(
-            bank["Paid"],
+            bank["Paid"].declaration,
             "event Paid { order: string, amount: int, note: string? }"
         );
         assert_eq!(

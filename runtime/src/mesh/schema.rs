@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use datamesh_compiler::ir::{EventType, Import, Type};
 
+use super::Exported;
+
 /// One disagreement between the block and the exporter, as a diagnostic: a code, the
 /// problem naming both sides, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +41,11 @@ impl std::fmt::Display for Mismatch {
 
 /// Checks `block` (this node's `import PEER`) against `exported` (type name ->
 /// declaration, as the exporter serves it to `me`); every mismatch found.
-pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, String>) -> Vec<Mismatch> {
+pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, Exported>) -> Vec<Mismatch> {
     let peer = &block.peer;
     let mut out = Vec::new();
     for declared in &block.events {
-        let Some(text) = exported.get(&declared.name) else {
+        let Some(theirs) = exported.get(&declared.name) else {
             out.push(Mismatch {
                 code: "M0001",
                 message: format!(
@@ -58,6 +60,8 @@ pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, String>) -> V
             });
             continue;
         };
+        let text = &theirs.declaration;
+        let defaulted = &theirs.defaulted;
         let Some(theirs) = parse_declaration(text) else {
             out.push(Mismatch {
                 code: "M0002",
@@ -69,13 +73,19 @@ pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, String>) -> V
             });
             continue;
         };
-        fields(peer, declared, &theirs, &mut out);
+        fields(peer, declared, &theirs, defaulted, &mut out);
     }
     out
 }
 
 /// The fields of one type on both sides.
-fn fields(peer: &str, ours: &EventType, theirs: &EventType, out: &mut Vec<Mismatch>) {
+fn fields(
+    peer: &str,
+    ours: &EventType,
+    theirs: &EventType,
+    defaulted: &[String],
+    out: &mut Vec<Mismatch>,
+) {
     let name = &ours.name;
     for field in &theirs.fields {
         match ours.field(&field.name) {
@@ -92,6 +102,20 @@ fn fields(peer: &str, ours: &EventType, theirs: &EventType, out: &mut Vec<Mismat
             }),
             Some(i) => {
                 let mine = &ours.fields[i];
+                let required = mine.default.is_none() && !matches!(mine.ty, Type::Optional(_));
+                if required && defaulted.contains(&field.name) {
+                    out.push(Mismatch {
+                        code: "M0007",
+                        message: format!(
+                            "`{peer}` may leave `{name}.{}` out of an event (it has a default there), but `import {peer}` requires it",
+                            field.name
+                        ),
+                        help: format!(
+                            "give `{}` a default in the block (`{}: {} = ...`), as `{peer}` does",
+                            field.name, field.name, mine.ty
+                        ),
+                    });
+                }
                 if mine.ty != field.ty {
                     out.push(Mismatch {
                         code: "M0004",
@@ -142,21 +166,28 @@ mod tests {
 
     #[test]
     fn a_block_that_agrees_passes_and_each_disagreement_is_named() {
-        let exported: BTreeMap<String, String> = [
+        let exported = |text: &str, defaulted: &[&str]| Exported {
+            declaration: text.to_owned(),
+            defaulted: defaulted.iter().map(|d| (*d).to_owned()).collect(),
+        };
+        let exported: BTreeMap<String, Exported> = [
             (
                 "Paid".to_owned(),
-                "event Paid { order: string, cents: int, note: string? }".to_owned(),
+                exported(
+                    "event Paid { order: string, cents: int, note: string?, fee: int }",
+                    &["fee"],
+                ),
             ),
             (
                 "Refunded".to_owned(),
-                "event Refunded { order: string }".to_owned(),
+                exported("event Refunded { order: string }", &[]),
             ),
         ]
         .into();
         let ok = block(
             "event Got { order: string }
              import payments {
-               event Paid { order: string, cents: int, note: string?, extra: int = 0 }
+               event Paid { order: string, cents: int, note: string?, fee: int = 0, extra: int = 0 }
                on Paid { emit Got { order: event.order } }
              }",
         );
@@ -164,7 +195,7 @@ mod tests {
         let bad = block(
             "event Got { order: string }
              import payments {
-               event Paid { order: string, cents: float, wanted: string }
+               event Paid { order: string, cents: float, fee: int, wanted: string }
                event Voided { order: string }
                on Paid { emit Got { order: event.order } }
                on Voided { emit Got { order: event.order } }
@@ -174,7 +205,7 @@ mod tests {
             .iter()
             .map(|m| m.code)
             .collect();
-        assert_eq!(codes, ["M0004", "M0003", "M0005", "M0001"]);
+        assert_eq!(codes, ["M0004", "M0003", "M0007", "M0005", "M0001"]);
         let text = check(&bad, "bank", &exported)[0].to_string();
         assert!(
             text.contains("declares `Paid.cents: float`, but `payments` sends it as `int`"),
