@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 /// A node of a test mesh: its data directory and socket.
 struct Member {
     name: String,
+    engine: Engine,
     data: PathBuf,
     socket: PathBuf,
     peers: Vec<(String, PathBuf)>,
@@ -29,6 +30,7 @@ impl Member {
     fn new(dir: &Path, name: &str, peers: &[&Member]) -> Member {
         Member {
             name: name.to_owned(),
+            engine: Engine::Jit,
             data: dir.join(name),
             socket: dir.join(format!("{name}.sock")),
             peers: peers
@@ -52,7 +54,7 @@ impl Member {
             args.push(format!("{peer}=unix:{}", socket.display()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.node = Some(Node::start(&self.data, Engine::Jit, &args));
+        self.node = Some(Node::start(&self.data, self.engine, &args));
         self
     }
 
@@ -239,13 +241,24 @@ fn charge(i: usize) -> pb::Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_and_a_fan_in_import_what_the_offline_fold_gives() {
-    let guard = temp_dir("mesh-chain", Engine::Jit);
+    chain_and_fan_in(Engine::Jit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_and_a_fan_in_on_the_interpreter_import_the_same() {
+    chain_and_fan_in(Engine::Interp).await;
+}
+
+/// payments and cards -> bank -> reporting, the importers' rules run on `engine`.
+async fn chain_and_fan_in(engine: Engine) {
+    let guard = temp_dir("mesh-chain", engine);
     let dir = guard.path();
     let mut payments = Member::new(dir, "payments", &[]);
     let mut cards = Member::new(dir, "cards", &[]);
     let mut bank = Member::new(dir, "bank", &[&payments, &cards]);
     let mut reporting = Member::new(dir, "reporting", &[&bank]);
     for m in [&mut payments, &mut cards, &mut bank, &mut reporting] {
+        m.engine = engine;
         m.start();
     }
     let (mut p, mut c, mut b, mut r) = (

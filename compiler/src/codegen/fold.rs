@@ -135,61 +135,8 @@ impl<'p> JitFold<'p> {
         row: &[Value],
         meta: &Meta,
     ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
-        let Some(block) = self.program.imports.get(import) else {
-            return Ok(Vec::new());
-        };
-        let mut meta = meta.clone();
-        if let Some(decl) = block.events.get(event) {
-            meta.event_type = Arc::from(decl.name.as_str());
-        }
-        let code = &self.code;
-        let ctx = &mut self.scratch.ctx;
-        let Some(compiled) = code.imports.get(import) else {
-            return Ok(Vec::new());
-        };
-        let Some(layout) = compiled.rows.get(event) else {
-            return Ok(Vec::new());
-        };
-        let mut words = Vec::new();
-        layout.encode_row(row, &mut words);
-        let values = [
-            Value::Str(meta.stream.clone()),
-            Value::Str(meta.event_type.clone()),
-            Value::Str(meta.id.clone()),
-        ];
-        let abi_meta = abi::MetaAbi {
-            position: meta.position,
-            time: meta.time,
-            stream: &raw const values[0],
-            event_type: &raw const values[1],
-            id: &raw const values[2],
-        };
-        let mut out = Vec::new();
-        for rule in compiled.rules.iter().filter(|r| r.event == event) {
-            ctx.emitted.clear();
-            let status = call(
-                rule.body,
-                std::ptr::null_mut(),
-                &words,
-                &abi_meta,
-                ctx,
-                std::ptr::null_mut(),
-            );
-            if status == abi::STATUS_TRAP {
-                let trap = trap_from(ctx, code);
-                ctx.arena.clear();
-                return Err(Fault {
-                    projection: import,
-                    position: meta.position,
-                    event_type: meta.event_type.to_string(),
-                    trap,
-                    handler: rule.span,
-                });
-            }
-            out.append(&mut ctx.emitted);
-        }
-        ctx.arena.clear();
-        Ok(out)
+        self.code
+            .run_import(self.program, import, event, row, meta, &mut self.scratch)
     }
 
     /// The documents and fault of every projection, as the interpreter stores them.
@@ -239,5 +186,79 @@ impl FoldEngine for JitFold<'_> {
 
     fn snapshot(&self) -> Vec<ProjectionState> {
         JitFold::snapshot(self)
+    }
+}
+
+impl JitProgram {
+    /// Runs the compiled import rules of `import` on one of the peer's events (`event`
+    /// indexes the import's own event types): the local events they emit, in order,
+    /// exactly as [`crate::interp::Fold::run_import`] computes them. `program` must be
+    /// the program this code was compiled from.
+    ///
+    /// # Errors
+    /// The [`Fault`] of the rule that trapped (its `projection` is the import's index).
+    pub fn run_import(
+        &self,
+        program: &Program,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: &Meta,
+        scratch: &mut JitScratch,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
+        let Some(block) = program.imports.get(import) else {
+            return Ok(Vec::new());
+        };
+        let mut meta = meta.clone();
+        if let Some(decl) = block.events.get(event) {
+            meta.event_type = Arc::from(decl.name.as_str());
+        }
+        let ctx = &mut scratch.ctx;
+        let Some(compiled) = self.imports.get(import) else {
+            return Ok(Vec::new());
+        };
+        let Some(layout) = compiled.rows.get(event) else {
+            return Ok(Vec::new());
+        };
+        let mut words = Vec::new();
+        layout.encode_row(row, &mut words);
+        let values = [
+            Value::Str(meta.stream.clone()),
+            Value::Str(meta.event_type.clone()),
+            Value::Str(meta.id.clone()),
+        ];
+        let abi_meta = abi::MetaAbi {
+            position: meta.position,
+            time: meta.time,
+            stream: &raw const values[0],
+            event_type: &raw const values[1],
+            id: &raw const values[2],
+        };
+        let mut out = Vec::new();
+        for rule in compiled.rules.iter().filter(|r| r.event == event) {
+            ctx.emitted.clear();
+            let status = call(
+                rule.body,
+                std::ptr::null_mut(),
+                &words,
+                &abi_meta,
+                ctx,
+                std::ptr::null_mut(),
+            );
+            if status == abi::STATUS_TRAP {
+                let trap = trap_from(ctx, self);
+                ctx.arena.clear();
+                return Err(Fault {
+                    projection: import,
+                    position: meta.position,
+                    event_type: meta.event_type.to_string(),
+                    trap,
+                    handler: rule.span,
+                });
+            }
+            out.append(&mut ctx.emitted);
+        }
+        ctx.arena.clear();
+        Ok(out)
     }
 }

@@ -655,11 +655,16 @@ impl Registry {
         }
     }
 
-    /// Whether some projection of program `index` can still apply events.
+    /// Whether some projection of program `index` can still apply events, or the
+    /// program has import rules (a link may run them).
     fn runs(&self, index: usize) -> bool {
-        self.projections
-            .iter()
-            .any(|p| p.program == index && p.fault.is_none() && !p.retired)
+        self.programs
+            .get(index)
+            .is_some_and(|p| !p.imports.is_empty())
+            || self
+                .projections
+                .iter()
+                .any(|p| p.program == index && p.fault.is_none() && !p.retired)
     }
 
     /// The native code of program number `program`, if the JIT runs it.
@@ -672,7 +677,12 @@ impl Registry {
     /// again.
     pub fn release_unused_code(&mut self) {
         for (index, code) in self.jit.iter_mut().enumerate() {
+            let imports = self
+                .programs
+                .get(index)
+                .is_some_and(|p| !p.imports.is_empty());
             if code.is_some()
+                && !imports
                 && self
                     .projections
                     .iter()

@@ -29,8 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datamesh_compiler::codec::{decode_payload_text, doc_to_json};
-use datamesh_compiler::interp::{Fold, Meta, imported_meta};
+use datamesh_compiler::codegen::JitScratch;
+use datamesh_compiler::interp::{Fault, Fold, Meta, imported_meta};
 use datamesh_compiler::ir::Program;
+use datamesh_stdlib::Value;
 use tokio::sync::watch;
 
 use super::checkpoint::{self, Checkpoint};
@@ -110,9 +112,12 @@ pub(super) struct Link {
     pub peer: String,
     /// The peer's address, if configured.
     pub address: Option<String>,
-    /// The program whose import block runs, and the block's index in it.
+    /// The program whose import block runs, its index in the registry (whose JIT code
+    /// runs the rules when the JIT compiled it), and the block's index in it.
     pub program: Arc<Program>,
+    pub index: usize,
     pub block: usize,
+    pub engine: crate::engine::Engine,
     pub log: Log,
     /// The largest payload an event may have on this node.
     pub max_event_bytes: usize,
@@ -430,7 +435,8 @@ impl Link {
         Ok(())
     }
 
-    /// Runs a batch of peer messages through the block's rules: the local events to
+    /// Runs a batch of peer messages through the block's rules, with the program's
+    /// native code when the JIT compiled it (else the interpreter): the local events to
     /// append, and where the link stands after them.
     fn fold(
         &self,
@@ -438,11 +444,37 @@ impl Link {
         position: &mut u64,
         peer_head: &mut u64,
     ) -> Batch {
+        let folded = self.engine.with_registry(|registry| {
+            let same = registry
+                .programs
+                .get(self.index)
+                .is_some_and(|p| Arc::ptr_eq(p, &self.program));
+            let code = registry.jit(self.index).filter(|_| same);
+            let interp = Fold::new(&self.program);
+            let mut scratch = code.map(|_| JitScratch::new());
+            let mut rules = |kind: usize, row: &[Value], meta: &Meta| match (code, scratch.as_mut())
+            {
+                (Some(code), Some(scratch)) => {
+                    code.run_import(&self.program, self.block, kind, row, meta, scratch)
+                }
+                _ => interp.run_import(self.block, kind, row, meta),
+            };
+            self.fold_with(messages, position, peer_head, &mut rules)
+        });
+        folded.unwrap_or_default()
+    }
+
+    fn fold_with(
+        &self,
+        messages: Vec<pb::ExportMessage>,
+        position: &mut u64,
+        peer_head: &mut u64,
+        rules: &mut RunRules<'_>,
+    ) -> Batch {
         let mut batch = Batch::default();
         let Some(block) = self.program.imports.get(self.block) else {
             return batch;
         };
-        let fold = Fold::new(&self.program);
         let mut row = Vec::new();
         for message in messages {
             let event = match message.kind {
@@ -498,7 +530,7 @@ impl Link {
                 id: Arc::from(event.id.as_str()),
             };
             *position = event.position + 1;
-            let emitted = match fold.run_import(self.block, kind, &row, &source) {
+            let emitted = match rules(kind, &row, &source) {
                 Ok(emitted) => emitted,
                 Err(fault) => {
                     batch.traps += 1;
@@ -547,6 +579,12 @@ impl Link {
         batch
     }
 }
+
+/// Runs the block's rules on one peer event (type index, row, envelope).
+type RunRules<'a> = dyn FnMut(usize, &[Value], &Meta) -> Result<Emitted, Fault> + 'a;
+
+/// The local events rules emitted for one peer event: type index and row.
+type Emitted = Vec<(usize, Vec<Value>)>;
 
 /// About how many bytes a peer message holds.
 fn message_bytes(message: &pb::ExportMessage) -> usize {
