@@ -397,15 +397,31 @@ impl Log {
         events: Vec<NewEvent>,
         expected: Vec<(String, Expected)>,
     ) -> Result<Appended, LogError> {
+        self.submit(events, expected).await
+    }
+
+    /// Queues a batch for the writer now and returns its outcome as a future, so the
+    /// caller can prepare the next batch while this one is written and synced.
+    /// Requests are committed in the order they were submitted. Dropping the future
+    /// does not withdraw the request: it is committed (or refused) all the same.
+    pub fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        expected: Vec<(String, Expected)>,
+    ) -> impl std::future::Future<Output = Result<Appended, LogError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        self.jobs
+        let sent = self
+            .jobs
             .send(Job {
                 events,
                 expected,
                 reply,
             })
-            .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+            .map_err(|_| LogError::Closed);
+        async move {
+            sent?;
+            rx.await.map_err(|_| LogError::Closed)?
+        }
     }
 
     /// One past the last durable position.

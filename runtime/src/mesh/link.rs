@@ -191,8 +191,25 @@ impl Link {
         }
     }
 
-    /// One connection to the peer, until it fails or `stop` is set (`Ok`).
+    /// One connection to the peer, until it fails or `stop` is set (`Ok`). The request
+    /// a session left in flight is settled before it returns, so the next session
+    /// reads the link's position from a log that no longer changes under it.
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), Failure> {
+        let mut pending = None;
+        let result = self.follow(stop, &mut pending).await;
+        if let Some((request, _)) = pending.take() {
+            let _ = request.await;
+        }
+        result
+    }
+
+    /// Connects, checks the hello and imports until a failure or `stop`; `pending` is
+    /// the append in flight (at most one), with the checkpoint it commits.
+    async fn follow(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        pending: &mut Option<(Pending, Checkpoint)>,
+    ) -> Result<(), Failure> {
         let mut committed = checkpoint::last(&self.log, &self.peer)
             .map_err(|e| Failure::new("connecting", format!("reading the link's position: {e}")))?
             .unwrap_or_else(|| Checkpoint {
@@ -274,13 +291,31 @@ impl Link {
         let mut position = committed.position;
         let mut peer_head = hello.head;
         let mut last_write = Instant::now();
+        // The checkpoint of the last request submitted (`committed` once it is).
+        let mut submitted = committed.clone();
         loop {
-            let first = tokio::select! {
-                next = tokio::time::timeout(SILENCE, rx.recv()) => next,
-                _ = stop.changed() => return Ok(()),
+            let step = tokio::select! {
+                next = tokio::time::timeout(SILENCE, rx.recv()) => Step::Message(next),
+                done = settle(pending), if pending.is_some() => Step::Committed(done),
+                _ = stop.changed() => Step::Stop,
             };
-            let first = match first {
-                Err(_) => {
+            let first = match step {
+                Step::Stop => return Ok(()),
+                Step::Committed(done) => {
+                    let taken = pending.take();
+                    done.map_err(|e| {
+                        Failure::new("connecting", format!("appending imported events: {e}"))
+                    })?;
+                    if let Some((_, checkpoint)) = taken {
+                        committed = checkpoint;
+                    }
+                    self.update(|s| {
+                        s.position = committed.position;
+                        s.imported = committed.imported;
+                    });
+                    continue;
+                }
+                Step::Message(Err(_)) => {
                     return Err(Failure::new(
                         "connecting",
                         format!(
@@ -289,14 +324,14 @@ impl Link {
                         ),
                     ));
                 }
-                Ok(None) | Ok(Some(Ok(None))) => {
+                Step::Message(Ok(None) | Ok(Some(Ok(None)))) => {
                     return Err(Failure::new(
                         "connecting",
                         "the peer ended the export stream",
                     ));
                 }
-                Ok(Some(Err(status))) => return Err(self.refusal(&status)),
-                Ok(Some(Ok(Some(message)))) => message,
+                Step::Message(Ok(Some(Err(status)))) => return Err(self.refusal(&status)),
+                Step::Message(Ok(Some(Ok(Some(message))))) => message,
             };
             let mut size = message_bytes(&first);
             let mut messages = vec![first];
@@ -312,9 +347,9 @@ impl Link {
             }
             let caught_up_hint = rx.is_empty();
             let batch = self.fold(messages, &mut position, &mut peer_head);
-            let moved = position != committed.position;
+            let moved = position != submitted.position;
             let write = !batch.events.is_empty()
-                || committed.identity.is_empty() && !hello.log_identity.is_empty()
+                || submitted.identity.is_empty() && !hello.log_identity.is_empty()
                 || moved
                     && (batch.pause.is_some()
                         || caught_up_hint && position >= peer_head
@@ -324,23 +359,34 @@ impl Link {
                     peer: self.peer.clone(),
                     identity: hello.log_identity.clone(),
                     position,
-                    imported: committed.imported + batch.events.len() as u64,
+                    imported: submitted.imported + batch.events.len() as u64,
                     reset: None,
                 };
                 let mut events = batch.events;
                 events.push(next.record());
-                self.log.append(events, Vec::new()).await.map_err(|e| {
-                    Failure::new("connecting", format!("appending imported events: {e}"))
-                })?;
-                committed = next;
+                // Submitted now, so the writer syncs it while the next batch is folded;
+                // kept in `pending` before the previous request is awaited, so that
+                // whatever happens next it is settled before another session starts.
+                // (A link's request carries no ids and no expected versions: it can only
+                // fail when the log refuses every later request too, so requests in
+                // flight never commit out of order with a failure between them.)
+                let request: Pending = Box::pin(self.log.submit(events, Vec::new()));
+                let previous = pending.replace((request, next.clone()));
+                if let Some((previous, checkpoint)) = previous {
+                    previous.await.map_err(|e| {
+                        Failure::new("connecting", format!("appending imported events: {e}"))
+                    })?;
+                    committed = checkpoint;
+                }
+                submitted = next;
                 last_write = Instant::now();
             }
             let live = position >= peer_head;
             self.update(|s| {
-                s.position = position;
+                s.position = committed.position;
                 s.peer_head = peer_head;
                 s.imported = committed.imported;
-                s.peer_identity.clone_from(&committed.identity);
+                s.peer_identity.clone_from(&submitted.identity);
                 s.traps += batch.traps;
                 if let Some(trap) = batch.last_trap {
                     s.last_trap = trap;
@@ -577,6 +623,38 @@ impl Link {
             batch.events.append(&mut out);
         }
         batch
+    }
+}
+
+/// An append of the link in flight.
+type Pending = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<crate::log::Appended, crate::log::LogError>> + Send,
+    >,
+>;
+
+/// What a session's wait ended with.
+enum Step {
+    /// A message from the peer (or its end, or silence).
+    Message(
+        Result<
+            Option<Result<Option<pb::ExportMessage>, tonic::Status>>,
+            tokio::time::error::Elapsed,
+        >,
+    ),
+    /// The append in flight was settled.
+    Committed(Result<crate::log::Appended, crate::log::LogError>),
+    /// The link is asked to stop.
+    Stop,
+}
+
+/// Waits for the append in flight (forever when there is none).
+async fn settle(
+    pending: &mut Option<(Pending, Checkpoint)>,
+) -> Result<crate::log::Appended, crate::log::LogError> {
+    match pending {
+        Some((request, _)) => request.await,
+        None => std::future::pending().await,
     }
 }
 
