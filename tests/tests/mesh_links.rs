@@ -362,6 +362,27 @@ async fn chain_and_fan_in(engine: Engine) {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
 
+/// Two nodes in `dir`, payments and the bank importing from it, running the example
+/// programs; with a client of each.
+async fn payments_and_bank(
+    dir: &Path,
+) -> (
+    Member,
+    Member,
+    DataMeshClient<Channel>,
+    DataMeshClient<Channel>,
+) {
+    let mut payments = Member::new(dir, "payments", &[]);
+    let mut bank = Member::new(dir, "bank", &[&payments]);
+    payments.start();
+    bank.start();
+    let mut p = payments.client().await;
+    let mut b = bank.client().await;
+    deploy(&mut p, &example("payments.dmp")).await;
+    deploy(&mut b, &example("bank.dmp")).await;
+    (payments, bank, p, b)
+}
+
 /// Appends payments `from..to` to the node at `socket`, retrying each batch until
 /// it is acknowledged (the node may be down): ids make a retry exactly once.
 async fn append_through_restarts(socket: &Path, from: usize, to: usize, batch: usize) {
@@ -509,14 +530,7 @@ async fn kill_matrix_one_hundred_rounds() {
 async fn a_replaced_peer_log_stops_the_link_until_a_reset() {
     let guard = temp_dir("mesh-wiped", Engine::Jit);
     let dir = guard.path();
-    let mut payments = Member::new(dir, "payments", &[]);
-    let mut bank = Member::new(dir, "bank", &[&payments]);
-    payments.start();
-    bank.start();
-    let mut p = payments.client().await;
-    let mut b = bank.client().await;
-    deploy(&mut p, &example("payments.dmp")).await;
-    deploy(&mut b, &example("bank.dmp")).await;
+    let (mut payments, bank, mut p, mut b) = payments_and_bank(dir).await;
     append(&mut p, (0..10).map(payment).collect()).await;
     let before = caught_up(&mut b, "payments", &mut p).await;
     let banked = read_all(&mut b).await.len();
@@ -611,14 +625,7 @@ async fn a_replaced_peer_log_stops_the_link_until_a_reset() {
 async fn dropped_events_move_the_link_for_good() {
     let guard = temp_dir("mesh-dropped", Engine::Jit);
     let dir = guard.path();
-    let mut payments = Member::new(dir, "payments", &[]);
-    let mut bank = Member::new(dir, "bank", &[&payments]);
-    payments.start();
-    bank.start();
-    let mut p = payments.client().await;
-    let mut b = bank.client().await;
-    deploy(&mut p, &example("payments.dmp")).await;
-    deploy(&mut b, &example("bank.dmp")).await;
+    let (_payments, mut bank, mut p, mut b) = payments_and_bank(dir).await;
     // 200,000 events none of which passes the rules (USD).
     for chunk in 0..40 {
         let events = (0..5_000)
