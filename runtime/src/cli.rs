@@ -51,6 +51,11 @@ enum Command {
         /// Also serve on this Unix socket (clients: `--node unix:PATH`).
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Listen on an address other than loopback without TLS and authentication
+        /// (this release has neither): anyone who can reach it can deploy, append,
+        /// retire and read everything. Only on a network you trust.
+        #[arg(long)]
+        insecure: bool,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
@@ -262,6 +267,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         data,
         listen,
         socket,
+        insecure,
         strict,
         segment_mib,
         engine,
@@ -286,6 +292,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             node.socket = socket;
         }
         node.strict |= strict;
+        node.insecure |= insecure;
         if let Some(mib) = segment_mib {
             node.segment_bytes = segment_bytes(mib).map_err(CliError::usage)?;
         }

@@ -686,6 +686,7 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         "head": r.head,
         "engine": r.engine,
         "strict": r.strict,
+        "insecure": r.insecure,
         "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
         "log_damage": r.log_damage,
         "log_verified": r.log_verified,

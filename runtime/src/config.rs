@@ -6,7 +6,8 @@
 //!
 //! ```toml
 //! data = "/var/lib/datamesh"     # data directory
-//! listen = "0.0.0.0:7070"        # gRPC address
+//! listen = "127.0.0.1:7070"      # gRPC address (another than loopback needs insecure)
+//! insecure = false               # allow a non-loopback address without TLS and tokens
 //! socket = "/run/datamesh.sock"  # also serve on this Unix socket
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
@@ -64,6 +65,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// A Unix socket to serve on as well.
     pub socket: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS and authentication.
+    pub insecure: Option<bool>,
     /// Reject undeclared event types.
     pub strict: Option<bool>,
     /// `jit` or `interp`.
@@ -137,6 +140,9 @@ impl FileConfig {
         }
         if let Some(socket) = &self.socket {
             base.socket = Some(socket.clone());
+        }
+        if let Some(insecure) = self.insecure {
+            base.insecure = insecure;
         }
         if let Some(strict) = self.strict {
             base.strict = strict;

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub engine: EngineKind,
     /// The node's name and its peers.
     pub mesh: crate::mesh::MeshConfig,
+    /// Serve an address other than loopback although the node has no TLS and no
+    /// authentication (see [`check_exposure`]).
+    pub insecure: bool,
 }
 
 impl Default for NodeConfig {
@@ -48,6 +51,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             engine: EngineKind::default(),
             mesh: crate::mesh::MeshConfig::default(),
+            insecure: false,
         }
     }
 }
@@ -103,6 +107,25 @@ pub fn check_limits(limits: &Limits) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Refuses to serve an address other than loopback unless the operator said
+/// `insecure`: this release has neither TLS nor authentication, so anyone who can
+/// reach such an address can deploy, append, retire projections (deleting their
+/// documents) and read every event, in plain text. Loopback and the Unix socket
+/// (private to the node's user) are for the services on the same host.
+///
+/// # Errors
+/// [`NodeError::Config`] saying what to do.
+pub fn check_exposure(config: &NodeConfig) -> Result<(), NodeError> {
+    if config.listen.ip().is_loopback() || config.insecure {
+        return Ok(());
+    }
+    Err(NodeError::Config(format!(
+        "refusing to listen on {}: the node has no TLS and no authentication yet, so anyone who can reach that address could deploy, append, retire projections and read every event. Listen on loopback (`--listen 127.0.0.1:{}`, the default) or a Unix socket (`--socket PATH`) and put an authenticating proxy in front, or pass `--insecure` (config `insecure = true`) to serve it anyway on a network you trust",
+        config.listen,
+        config.listen.port()
+    )))
+}
+
 /// Creates the data directory accessible to its owner only, or checks that an
 /// existing one is: events are often personal data, and any local user could read
 /// them from a directory others can enter (PostgreSQL refuses to start for the same
@@ -140,6 +163,7 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
     check_limits(&config.limits)?;
+    check_exposure(&config)?;
     check_data_dir(&config.data)?;
     let (log, recovery) = Log::open(LogConfig {
         dir: config.data.join("log"),
@@ -161,7 +185,8 @@ pub async fn serve(
     );
     let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits)
         .with_mesh(config.mesh.clone())
-        .with_links(links.clone());
+        .with_links(links.clone())
+        .with_insecure(config.insecure && !config.listen.ip().is_loopback());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -182,6 +207,13 @@ pub async fn serve(
     // back for tens of milliseconds per request.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(name = %config.mesh.name, peers = config.mesh.peers.len(), address = %local, data = %config.data.display(), engine = %config.engine, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    if local.ip().is_loopback() {
+        tracing::info!(
+            "no TLS and no authentication: serving loopback (and the Unix socket, if any) only, for the services on this host"
+        );
+    } else {
+        tracing::warn!(address = %local, "INSECURE: serving a network address with no TLS and no authentication (--insecure): anyone who can reach it can deploy, append, retire and read everything");
+    }
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
 
@@ -246,8 +278,9 @@ pub async fn serve(
     result
 }
 
-/// Binds a Unix socket at `path`. A socket file left there by a node that is gone (a
-/// crash leaves it behind) is replaced; one a live process answers on is an error.
+/// Binds a Unix socket at `path`, private to the node's user (mode 0600). A socket
+/// file left there by a node that is gone (a crash leaves it behind) is replaced; one
+/// a live process answers on is an error.
 async fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, NodeError> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -265,8 +298,13 @@ async fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, N
         }
         std::fs::remove_file(path)?;
     }
-    tokio::net::UnixListener::bind(path)
-        .map_err(|e| NodeError::Server(format!("cannot listen on unix:{}: {e}", path.display())))
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| NodeError::Server(format!("cannot listen on unix:{}: {e}", path.display())))?;
+    // Only the node's own user may connect (connecting needs write permission): the
+    // socket has no authentication either.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -90,6 +90,8 @@ pub struct Service {
     /// Set when the node shuts down: the streams that follow the log end then, so
     /// that the server's graceful shutdown does not wait for them forever.
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// Serving a network address with no TLS and no authentication (`--insecure`).
+    insecure: bool,
 }
 
 impl Service {
@@ -103,7 +105,16 @@ impl Service {
             mesh: std::sync::Arc::default(),
             links: None,
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            insecure: false,
         }
+    }
+
+    /// The service of a node that serves a network address with no TLS and no
+    /// authentication, which `status` reports.
+    #[must_use]
+    pub fn with_insecure(mut self, insecure: bool) -> Service {
+        self.insecure = insecure;
+        self
     }
 
     /// Ends every stream that follows the log (`Subscribe`, `Export`) with
@@ -927,6 +938,7 @@ impl DataMesh for Service {
                         .collect()
                 })
                 .unwrap_or_default(),
+            insecure: self.insecure,
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self
