@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use datamesh_runtime::api::pb;
 use datamesh_runtime::api::pb::export_message::Kind;
+use std::collections::VecDeque;
 use tonic::Code;
 
 const PAYMENTS: &str = "event Paid { order: string, amount: int }
@@ -18,15 +19,52 @@ event Audited { note: string }
 export to bank { Paid, Refunded }
 export to reporting { Paid }";
 
-/// The next message of an export stream, within 10 s.
-async fn next(stream: &mut tonic::Streaming<pb::ExportMessage>) -> Kind {
-    tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("a message within 10 s")
-        .expect("no error")
-        .expect("the stream goes on")
-        .kind
-        .expect("a kind")
+/// What an export stream says, one event at a time (the exporter sends events in
+/// batches).
+#[derive(Debug)]
+enum Msg {
+    Hello(pb::ExportHello),
+    Event(pb::ExportedEvent),
+    Heartbeat(pb::ExportHeartbeat),
+}
+
+/// An export stream read one [`Msg`] at a time.
+struct Feed {
+    stream: tonic::Streaming<pb::ExportMessage>,
+    queue: VecDeque<Msg>,
+}
+
+impl From<tonic::Streaming<pb::ExportMessage>> for Feed {
+    fn from(stream: tonic::Streaming<pb::ExportMessage>) -> Feed {
+        Feed {
+            stream,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+/// The next item of an export stream, within 10 s.
+async fn next(feed: &mut Feed) -> Msg {
+    loop {
+        if let Some(msg) = feed.queue.pop_front() {
+            return msg;
+        }
+        let kind = tokio::time::timeout(Duration::from_secs(10), feed.stream.message())
+            .await
+            .expect("a message within 10 s")
+            .expect("no error")
+            .expect("the stream goes on")
+            .kind
+            .expect("a kind");
+        match kind {
+            Kind::Hello(h) => feed.queue.push_back(Msg::Hello(h)),
+            Kind::Heartbeat(h) => feed.queue.push_back(Msg::Heartbeat(h)),
+            Kind::Events(batch) => {
+                assert!(!batch.events.is_empty(), "an empty batch is never sent");
+                feed.queue.extend(batch.events.into_iter().map(Msg::Event));
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,15 +122,16 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let log = read_all(&mut client).await;
 
     // The bank reads Paid and Refunded, from the start.
-    let mut stream = client
+    let mut stream: Feed = client
         .export(pb::ExportRequest {
             peer: "bank".into(),
             from: 0,
         })
         .await
         .expect("export to bank")
-        .into_inner();
-    let Kind::Hello(hello) = next(&mut stream).await else {
+        .into_inner()
+        .into();
+    let Msg::Hello(hello) = next(&mut stream).await else {
         panic!("the first message is the hello")
     };
     assert_eq!(hello.node, "payments");
@@ -112,7 +151,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let mut received = Vec::new();
     for _ in 0..3 {
         match next(&mut stream).await {
-            Kind::Event(e) => received.push(e),
+            Msg::Event(e) => received.push(e),
             other => panic!("expected an event, got {other:?}"),
         }
     }
@@ -139,7 +178,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     assert!(log[0].time.starts_with("20"), "{}", log[0].time);
     // Caught up: a heartbeat with the head, then live events.
     match next(&mut stream).await {
-        Kind::Heartbeat(beat) => assert_eq!((beat.head, beat.position), (4, 4)),
+        Msg::Heartbeat(beat) => assert_eq!((beat.head, beat.position), (4, 4)),
         other => panic!("expected a heartbeat, got {other:?}"),
     }
     for (ty, data) in [
@@ -156,26 +195,27 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     }
     let live = loop {
         match next(&mut stream).await {
-            Kind::Event(e) => break e,
-            Kind::Heartbeat(_) => continue,
-            Kind::Hello(_) => panic!("one hello"),
+            Msg::Event(e) => break e,
+            Msg::Heartbeat(_) => continue,
+            Msg::Hello(_) => panic!("one hello"),
         }
     };
     assert_eq!((live.position, live.r#type.as_str()), (5, "Paid"));
 
     // A later position skips what came before; the reporting peer sees Paid only.
-    let mut reporting = client
+    let mut reporting: Feed = client
         .export(pb::ExportRequest {
             peer: "reporting".into(),
             from: 1,
         })
         .await
         .expect("export to reporting")
-        .into_inner();
-    assert!(matches!(next(&mut reporting).await, Kind::Hello(_)));
+        .into_inner()
+        .into();
+    assert!(matches!(next(&mut reporting).await, Msg::Hello(_)));
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        if let Kind::Event(e) = next(&mut reporting).await {
+        if let Msg::Event(e) = next(&mut reporting).await {
             seen.push((e.position, e.r#type));
         }
     }
@@ -226,7 +266,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
         .into_inner();
     assert_eq!(deployed.exported, ["bank:Audited"]);
     let ended = loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.stream.message())
             .await
             .expect("within 10 s");
         match message {
@@ -245,7 +285,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
         .await
         .expect("append");
     loop {
-        if let Kind::Event(e) = next(&mut reporting).await {
+        if let Msg::Event(e) = next(&mut reporting).await {
             assert_eq!(e.position, 6);
             break;
         }

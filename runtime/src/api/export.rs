@@ -2,7 +2,8 @@
 //!
 //! A peer names itself and a position; the node answers with a hello (its name, its
 //! log's identity and head, the event types exported to that peer with their
-//! declarations), then every exported event from that position on, in log order, and
+//! declarations), then every exported event from that position on, in log order (in
+//! batches: the exported events of one read of the log per message), and
 //! follows the log live. While nothing exported appears it sends heartbeats (the head,
 //! and the position up to which everything has been considered), at least every
 //! [`HEARTBEAT`] when idle and after every stretch of events none of which is
@@ -148,7 +149,7 @@ impl Service {
                 if batch.is_empty() {
                     continue;
                 }
-                let mut sent = false;
+                let mut events = Vec::new();
                 for record in batch {
                     position = record.position + 1;
                     if !types.contains_key(&record.event_type) {
@@ -171,7 +172,7 @@ impl Service {
                             .await;
                         return;
                     };
-                    let event = pb::ExportedEvent {
+                    events.push(pb::ExportedEvent {
                         position: record.position,
                         r#type: record.event_type,
                         stream: record.stream,
@@ -179,15 +180,21 @@ impl Service {
                         time: record.time,
                         data,
                         origin,
-                    };
+                    });
+                }
+                // One message per read of the log: a message per event cost the
+                // exporter a channel hand-off and an HTTP/2 frame each (W8: a sixth of
+                // its time in context switches).
+                let sent = !events.is_empty();
+                if sent {
+                    let batch = pb::ExportedEvents { events };
                     if tx
-                        .send(message(pb::export_message::Kind::Event(event)))
+                        .send(message(pb::export_message::Kind::Events(batch)))
                         .await
                         .is_err()
                     {
                         return;
                     }
-                    sent = true;
                 }
                 if sent {
                     last_beat = tokio::time::Instant::now();

@@ -5,7 +5,7 @@
 //! checkpoint (see `checkpoint.rs`) and checks the hello: the peer's log must be the
 //! one the link followed (same identity, head not behind the link), and the block must
 //! agree with what the peer exports (`schema.rs`). Then it takes whatever messages
-//! have arrived (up to [`BATCH_EVENTS`]), runs each event of a declared type through
+//! have arrived (up to [`BATCH_MESSAGES`]), runs each event of a declared type through
 //! the block's rules, and appends the emitted events with the new checkpoint as one
 //! request, which the log commits as one group: all of it or none of it. Events the
 //! rules drop, events of types the block does not declare, events that came from this
@@ -39,8 +39,9 @@ use super::checkpoint::{self, Checkpoint};
 use crate::api::pb;
 use crate::log::{Log, NewEvent};
 
-/// Most peer messages handled in one batch (one append).
-pub const BATCH_EVENTS: usize = 2048;
+/// Most peer messages handled in one batch (one append); each carries the exported
+/// events of one read of the peer's log (up to 512).
+pub const BATCH_MESSAGES: usize = 8;
 
 /// Most peer payload bytes handled in one batch.
 const BATCH_BYTES: usize = 4 << 20;
@@ -278,7 +279,7 @@ impl Link {
         });
         // Messages are read on their own task, so that a batch is whatever has
         // arrived while the previous one was appended.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(BATCH_EVENTS);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BATCH_MESSAGES);
         let _reader = AbortOnDrop(tokio::spawn(async move {
             loop {
                 let next = stream.message().await;
@@ -335,7 +336,7 @@ impl Link {
             };
             let mut size = message_bytes(&first);
             let mut messages = vec![first];
-            while messages.len() < BATCH_EVENTS && size < BATCH_BYTES {
+            while messages.len() < BATCH_MESSAGES && size < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(Ok(Some(message))) => {
                         size += message_bytes(&message);
@@ -522,15 +523,22 @@ impl Link {
             return batch;
         };
         let mut row = Vec::new();
-        for message in messages {
-            let event = match message.kind {
-                Some(pb::export_message::Kind::Event(event)) => event,
-                Some(pb::export_message::Kind::Heartbeat(beat)) => {
+        // Events and heartbeats, in the order the peer sent them.
+        let items = messages.into_iter().flat_map(|message| match message.kind {
+            Some(pb::export_message::Kind::Events(batch)) => {
+                batch.events.into_iter().map(Ok).collect()
+            }
+            Some(pb::export_message::Kind::Heartbeat(beat)) => vec![Err(beat)],
+            _ => Vec::new(),
+        });
+        for item in items {
+            let event = match item {
+                Ok(event) => event,
+                Err(beat) => {
                     *peer_head = (*peer_head).max(beat.head);
                     *position = (*position).max(beat.position);
                     continue;
                 }
-                _ => continue,
             };
             if event.position < *position {
                 continue;
@@ -667,7 +675,11 @@ type Emitted = Vec<(usize, Vec<Value>)>;
 /// About how many bytes a peer message holds.
 fn message_bytes(message: &pb::ExportMessage) -> usize {
     match &message.kind {
-        Some(pb::export_message::Kind::Event(e)) => e.data.len() + e.id.len() + e.stream.len() + 64,
+        Some(pb::export_message::Kind::Events(batch)) => batch
+            .events
+            .iter()
+            .map(|e| e.data.len() + e.id.len() + e.stream.len() + 64)
+            .sum(),
         _ => 32,
     }
 }
