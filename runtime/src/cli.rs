@@ -30,6 +30,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     node: String,
+    /// A file holding the token to send (client commands, when the node requires
+    /// one); `DATAMESH_TOKEN` holds the token itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +77,16 @@ enum Command {
         /// A peer, as NAME=ADDRESS (`http://HOST:PORT` or `unix:PATH`); repeatable.
         #[arg(long = "peer", value_name = "NAME=ADDRESS")]
         peers: Vec<String>,
+        /// The token this node presents to a peer it imports from, as NAME=FILE (a
+        /// `peer:THIS_NODE` token of that peer); repeatable.
+        #[arg(long = "peer-token", value_name = "NAME=FILE")]
+        peer_tokens: Vec<String>,
+    },
+    /// Manage the tokens of a node (in its data directory; a running node picks the
+    /// changes up within a second). With tokens, every call needs one.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
     },
     /// Check a stopped node's log, frame by frame, and report where it stops verifying
     /// and what a repair keeps and drops; with `--apply`, cut the log there (what is
@@ -177,6 +191,37 @@ enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// `datamesh token ...`
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the only time it is shown; the node keeps a hash).
+    Create {
+        /// admin, writer, reader, or peer:NAME (what the node NAME may import).
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The node's data directory [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// List the tokens (ids, names, roles; never secrets).
+    List {
+        /// The node's data directory [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Revoke a token by id: calls with it are refused from then on.
+    Revoke {
+        /// The token's id.
+        id: String,
+        /// The node's data directory [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
 /// `datamesh link ...`
 #[derive(Debug, Subcommand)]
 enum LinkCommand {
@@ -217,6 +262,46 @@ impl From<EngineArg> for EngineKind {
 /// `datamesh repair`: reports on the log of a stopped node (and with `apply`, cuts it
 /// at the first damage). Exit code 0 when the log verifies or was repaired, 2 when a
 /// dry run found damage, 1 on errors.
+/// `datamesh token ...`: works on the data directory's token file.
+fn token(action: &TokenCommand) -> Result<(), CliError> {
+    let dir = |data: &Option<PathBuf>| data.clone().unwrap_or_else(|| NodeConfig::default().data);
+    let failed = |e: crate::auth::AuthError| CliError {
+        message: e.to_string(),
+        code: 1,
+    };
+    let shown = |t: &crate::auth::TokenRecord| {
+        serde_json::json!({
+            "id": t.id,
+            "name": t.name,
+            "role": t.role,
+            "created": datamesh_stdlib::time::format_rfc3339(t.created),
+            "revoked": t.revoked.map(datamesh_stdlib::time::format_rfc3339),
+        })
+    };
+    match action {
+        TokenCommand::Create { role, name, data } => {
+            let data = dir(data);
+            crate::node::check_data_dir(&data).map_err(|e| CliError::usage(e.to_string()))?;
+            let (record, token) = crate::auth::create(&data, role, name).map_err(failed)?;
+            let mut out = shown(&record);
+            if let Some(map) = out.as_object_mut() {
+                map.insert("token".into(), token.into());
+            }
+            println!("{out}");
+        }
+        TokenCommand::List { data } => {
+            for record in crate::auth::list(&dir(data)).map_err(failed)? {
+                println!("{}", shown(&record));
+            }
+        }
+        TokenCommand::Revoke { id, data } => {
+            let record = crate::auth::revoke(&dir(data), id).map_err(failed)?;
+            println!("{}", shown(&record));
+        }
+    }
+    Ok(())
+}
+
 fn repair(data: Option<PathBuf>, apply: bool) -> Result<(), CliError> {
     let data = data.unwrap_or_else(|| NodeConfig::default().data);
     let dir = data.join("log");
@@ -273,6 +358,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         engine,
         name,
         peers,
+        peer_tokens,
     } = cli.command
     {
         let mut node = NodeConfig::default();
@@ -308,6 +394,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(|e| CliError::usage(format!("--peer: {e}")))?;
             node.mesh.peers.insert(name, address);
         }
+        for pair in peer_tokens {
+            let (name, file) = pair.split_once('=').ok_or_else(|| {
+                CliError::usage(format!("--peer-token: `{pair}` is not NAME=FILE"))
+            })?;
+            crate::mesh::check_name(name)
+                .map_err(|e| CliError::usage(format!("--peer-token: {e}")))?;
+            node.mesh
+                .tokens
+                .insert(name.to_owned(), PathBuf::from(file));
+        }
         tracing_subscriber::fmt()
             .with_env_filter(
                 // By default the node's own events at `info`, its libraries' only from
@@ -326,6 +422,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
     if let Command::Repair { data, apply } = &cli.command {
         return repair(data.clone(), *apply);
+    }
+    if let Command::Token { action } = &cli.command {
+        return token(action);
+    }
+    let token = match (&cli.token_file, std::env::var("DATAMESH_TOKEN")) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| CliError::usage(format!("--token-file {}: {e}", file.display())))?,
+        ),
+        (None, Ok(token)) if !token.is_empty() => Some(token),
+        _ => None,
+    };
+    if let Some(token) = token {
+        client::use_token(token.trim().to_owned());
     }
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(&cli.node, args).await;
@@ -373,6 +483,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Link {
             action: LinkCommand::Reset { peer, from, note },
         } => client::link_reset(&mut node, peer, from, note).await,
-        Command::Serve { .. } | Command::Bench(_) | Command::Repair { .. } => Ok(()),
+        Command::Serve { .. }
+        | Command::Bench(_)
+        | Command::Repair { .. }
+        | Command::Token { .. } => Ok(()),
     }
 }

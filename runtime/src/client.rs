@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::api::pb;
@@ -50,15 +51,70 @@ fn emit(text: &impl std::fmt::Display) {
 ///
 /// # Errors
 /// When the URL is invalid or nothing answers there.
-pub async fn connect(url: &str) -> Result<DataMeshClient<Channel>, CliError> {
+pub async fn connect(url: &str) -> Result<Client, CliError> {
     let channel = channel(url).await.map_err(|e| {
         CliError::new(format!(
             "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
         ))
     })?;
-    Ok(DataMeshClient::new(channel)
+    let bearer = match TOKEN.get() {
+        Some(token) => Bearer::new(token).map_err(CliError::usage)?,
+        None => Bearer(None),
+    };
+    Ok(DataMeshClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
+}
+
+/// A client of the DataMesh service that sends the token of this process, if any.
+pub type Client = DataMeshClient<InterceptedService<Channel, Bearer>>;
+
+/// The token the clients of this process send (`--token-file`, `DATAMESH_TOKEN`).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every client [`connect`] makes from now on send `token`.
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// Adds `authorization: Bearer <token>` to every request, when there is a token.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// The header for `token`.
+    ///
+    /// # Errors
+    /// A token that cannot be a header value.
+    pub fn new(token: &str) -> Result<Bearer, String> {
+        format!("Bearer {}", token.trim())
+            .parse()
+            .map(|value| Bearer(Some(value)))
+            .map_err(|_| {
+                "the token is not printable ASCII: is it the file the node printed?".to_owned()
+            })
+    }
+}
+
+impl Bearer {
+    /// Adds the header to `request`.
+    pub fn apply<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        self.apply(&mut request);
+        Ok(request)
+    }
 }
 
 /// A gRPC channel to a node at `url` (`http://HOST:PORT`, `https://...` or
@@ -107,7 +163,7 @@ pub async fn channel(url: &str) -> Result<Channel, String> {
 /// # Errors
 /// The node's refusal (no link to that peer).
 pub async fn link_reset(
-    client: &mut DataMeshClient<Channel>,
+    client: &mut Client,
     peer: String,
     from: u64,
     note: String,
@@ -128,11 +184,7 @@ pub async fn link_reset(
 ///
 /// # Errors
 /// The node's refusal (unknown version, not caught up, faulted).
-pub async fn promote(
-    client: &mut DataMeshClient<Channel>,
-    name: String,
-    version: u32,
-) -> Result<(), CliError> {
+pub async fn promote(client: &mut Client, name: String, version: u32) -> Result<(), CliError> {
     let r = client
         .promote(pb::PromoteRequest { name, version })
         .await?
@@ -145,11 +197,7 @@ pub async fn promote(
 ///
 /// # Errors
 /// The node's refusal (unknown version, the promoted version).
-pub async fn retire(
-    client: &mut DataMeshClient<Channel>,
-    name: String,
-    version: u32,
-) -> Result<(), CliError> {
+pub async fn retire(client: &mut Client, name: String, version: u32) -> Result<(), CliError> {
     let r = client
         .retire(pb::RetireRequest { name, version })
         .await?
@@ -167,10 +215,7 @@ pub async fn retire(
 ///
 /// # Errors
 /// Unreadable file, diagnostics (rendered against the local source), conflicts.
-pub async fn deploy(
-    client: &mut DataMeshClient<Channel>,
-    path: &std::path::Path,
-) -> Result<(), CliError> {
+pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), CliError> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
     let origin = path.display().to_string();
@@ -410,7 +455,7 @@ pub fn event_from_line(line: &str, drop_time: bool) -> Result<pb::Event, String>
 /// A bad line (nothing is sent then) or a rejected request (the message says what the
 /// requests before it appended).
 pub async fn append_file(
-    client: &mut DataMeshClient<Channel>,
+    client: &mut Client,
     path: &std::path::Path,
     drop_time: bool,
 ) -> Result<(), CliError> {
@@ -477,7 +522,7 @@ pub async fn append_file(
 /// # Errors
 /// A rejected request.
 pub async fn append_one(
-    client: &mut DataMeshClient<Channel>,
+    client: &mut Client,
     event: pb::Event,
     expect: Option<i64>,
 ) -> Result<(), CliError> {
@@ -516,7 +561,7 @@ pub async fn append_one(
 /// # Errors
 /// No such projection or document (exit 1).
 pub async fn get(
-    client: &mut DataMeshClient<Channel>,
+    client: &mut Client,
     projection: String,
     key: String,
     version: u32,
@@ -541,7 +586,7 @@ pub async fn get(
 /// # Errors
 /// A rejected request.
 pub async fn scan(
-    client: &mut DataMeshClient<Channel>,
+    client: &mut Client,
     projection: String,
     prefix: String,
     limit: u32,
@@ -617,11 +662,7 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
 ///
 /// # Errors
 /// A failed request.
-pub async fn tail(
-    client: &mut DataMeshClient<Channel>,
-    from: u64,
-    follow: bool,
-) -> Result<(), CliError> {
+pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), CliError> {
     if follow {
         let mut stream = client
             .subscribe(pb::SubscribeRequest { from })
@@ -664,7 +705,7 @@ pub async fn tail(
 ///
 /// # Errors
 /// A failed request.
-pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError> {
+pub async fn status(client: &mut Client) -> Result<(), CliError> {
     let r = client.status(pb::StatusRequest {}).await?.into_inner();
     let projections: Vec<serde_json::Value> = r
         .projections
@@ -687,6 +728,7 @@ pub async fn status(client: &mut DataMeshClient<Channel>) -> Result<(), CliError
         "engine": r.engine,
         "strict": r.strict,
         "insecure": r.insecure,
+        "auth": r.auth,
         "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
         "log_damage": r.log_damage,
         "log_verified": r.log_verified,

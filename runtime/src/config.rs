@@ -16,6 +16,7 @@
 //!
 //! [peers.bank]                   # a peer, by name
 //! address = "http://127.0.0.1:7071"
+//! token_file = "/etc/datamesh/bank.token"  # the token to present to it, if it needs one
 //!
 //! [limits]
 //! max_events = 10000             # events per append
@@ -87,6 +88,8 @@ pub struct FileConfig {
 pub struct FilePeer {
     /// `http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`.
     pub address: String,
+    /// A file holding the token this node presents to the peer.
+    pub token_file: Option<PathBuf>,
 }
 
 /// The `[limits]` table.
@@ -170,6 +173,9 @@ impl FileConfig {
             crate::mesh::check_address(&table.address)
                 .map_err(|e| format!("`[peers.{peer}] address`: {e}"))?;
             base.mesh.peers.insert(peer.clone(), table.address.clone());
+            if let Some(file) = &table.token_file {
+                base.mesh.tokens.insert(peer.clone(), file.clone());
+            }
         }
         if let Some(limits) = &self.limits {
             let positive = |key: &str, v: Option<usize>, current: usize| match v {

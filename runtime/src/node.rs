@@ -175,6 +175,9 @@ pub async fn serve(
         truncated_bytes = recovery.truncated_bytes,
         "log recovered"
     );
+    let tokens = Arc::new(
+        crate::auth::Tokens::load(&config.data).map_err(|e| NodeError::Config(e.to_string()))?,
+    );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store, config.engine)?;
     let links = crate::mesh::Links::start(
@@ -186,7 +189,8 @@ pub async fn serve(
     let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits)
         .with_mesh(config.mesh.clone())
         .with_links(links.clone())
-        .with_insecure(config.insecure && !config.listen.ip().is_loopback());
+        .with_insecure(config.insecure && !config.listen.ip().is_loopback())
+        .with_tokens(tokens.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -224,7 +228,7 @@ pub async fn serve(
     // `Api` corrects the statuses tonic makes itself (undecodable or oversized requests)
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
-    let server = crate::api::Api::new(service, max_message);
+    let server = crate::api::Api::new(service, max_message).with_tokens(tokens.clone());
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -57,10 +57,23 @@ fn message(kind: pb::export_message::Kind) -> Result<pb::ExportMessage, Status> 
 
 impl Service {
     /// Starts an export stream (see the module documentation).
-    pub(super) fn export_stream(&self, request: pb::ExportRequest) -> Result<ExportStream, Status> {
+    pub(super) fn export_stream(
+        &self,
+        request: pb::ExportRequest,
+        principal: Option<&crate::auth::Principal>,
+    ) -> Result<ExportStream, Status> {
         let peer = request.peer;
         // (The message quotes the name only when it is short.)
         check_name(&peer).map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
+        // With tokens, a peer reads only as the name its token was made for.
+        if let Some(principal) = principal
+            && !principal.may_export_to(&peer)
+        {
+            return Err(Status::permission_denied(format!(
+                "token `{}` has role {}: it may not read what is exported to `{peer}`",
+                principal.id, principal.role
+            )));
+        }
         let (mut generation, types) = exported(&self.engine, &peer);
         let node = self.mesh.name.clone();
         if types.is_empty() {

@@ -11,6 +11,11 @@
 //!   error) is cut: the message to [`MAX_STATUS_MESSAGE`] bytes, and details over
 //!   [`MAX_STATUS_DETAILS`] bytes are left out (the message says so).
 //!
+//! It also authenticates and authorizes every call of the DataMesh service when the
+//! node has tokens ([`crate::auth`]): a call without a valid token, or whose role does
+//! not allow it, is answered here, before it reaches the service, so it changes
+//! nothing; an allowed call carries its [`crate::auth::Principal`] in its extensions.
+//!
 //! Errors are sent before any message as headers only ("trailers-only"), which is
 //! where this looks: a successful response costs one header lookup. The corrections
 //! match tonic's own messages; `tests/tests/hostile.rs` sends each case, so a tonic
@@ -41,6 +46,7 @@ pub const MAX_STATUS_DETAILS: usize = 3 << 10;
 #[derive(Debug, Clone)]
 pub struct Api {
     inner: DataMeshServer<Service>,
+    tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 impl Api {
@@ -50,7 +56,33 @@ impl Api {
             inner: DataMeshServer::new(service)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
+            tokens: None,
         }
+    }
+
+    /// The service checking calls against `tokens` (when any is active).
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: std::sync::Arc<crate::auth::Tokens>) -> Api {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Who may make this call: `Ok(None)` when the node has no tokens.
+    fn admit<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Result<Option<crate::auth::Principal>, Status> {
+        let Some(tokens) = self.tokens.as_ref().filter(|t| t.enabled()) else {
+            return Ok(None);
+        };
+        let header = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let principal = tokens.authenticate(header)?;
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        crate::auth::authorize(&principal, method)?;
+        Ok(Some(principal))
     }
 }
 
@@ -73,7 +105,16 @@ where
         tower::Service::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.admit(&request) {
+            Ok(Some(principal)) => {
+                request.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(status) => {
+                return Box::pin(async move { Ok(status.into_http::<tonic::body::Body>()) });
+            }
+        }
         let reply = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
             let mut reply = reply.await?;

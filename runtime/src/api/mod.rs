@@ -92,6 +92,8 @@ pub struct Service {
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// Serving a network address with no TLS and no authentication (`--insecure`).
     insecure: bool,
+    /// The node's tokens (for `status`; [`Api`] checks them).
+    tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 impl Service {
@@ -106,7 +108,15 @@ impl Service {
             links: None,
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             insecure: false,
+            tokens: None,
         }
+    }
+
+    /// The service of a node with these tokens (`status` says whether they are on).
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: std::sync::Arc<crate::auth::Tokens>) -> Service {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// The service of a node that serves a network address with no TLS and no
@@ -866,7 +876,12 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        self.export_stream(request.into_inner()).map(Response::new)
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
+        self.export_stream(request.into_inner(), principal.as_ref())
+            .map(Response::new)
     }
 
     async fn link_reset(
@@ -939,6 +954,7 @@ impl DataMesh for Service {
                 })
                 .unwrap_or_default(),
             insecure: self.insecure,
+            auth: self.tokens.as_ref().is_some_and(|t| t.enabled()),
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self

@@ -113,6 +113,8 @@ pub(super) struct Link {
     pub peer: String,
     /// The peer's address, if configured.
     pub address: Option<String>,
+    /// The file of the token to present to the peer, if configured.
+    pub token: Option<std::path::PathBuf>,
     /// The program whose import block runs, its index in the registry (whose JIT code
     /// runs the rules when the JIT compiled it), and the block's index in it.
     pub program: Arc<Program>,
@@ -244,11 +246,28 @@ impl Link {
             .map_err(|e| Failure::new("connecting", e))?;
         let mut client =
             pb::data_mesh_client::DataMeshClient::new(channel).max_decoding_message_size(128 << 20);
+        let mut request = tonic::Request::new(pb::ExportRequest {
+            peer: self.me.clone(),
+            from: committed.position,
+        });
+        if let Some(file) = &self.token {
+            // Read at each connection, so a new token is used without a restart.
+            let token = std::fs::read_to_string(file).map_err(|e| {
+                Failure::new(
+                    "connecting",
+                    format!(
+                        "the token file for `{}` ({}): {e}",
+                        self.peer,
+                        file.display()
+                    ),
+                )
+            })?;
+            let bearer = crate::client::Bearer::new(&token)
+                .map_err(|e| Failure::new("connecting", format!("{}: {e}", file.display())))?;
+            bearer.apply(&mut request);
+        }
         let response = client
-            .export(pb::ExportRequest {
-                peer: self.me.clone(),
-                from: committed.position,
-            })
+            .export(request)
             .await
             .map_err(|status| self.refusal(&status))?;
         let mut stream = response.into_inner();
@@ -407,7 +426,9 @@ impl Link {
     /// What a refusal of the peer means for the link.
     fn refusal(&self, status: &tonic::Status) -> Failure {
         match status.code() {
-            tonic::Code::PermissionDenied => Failure::new("refused", status.message()),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                Failure::new("refused", status.message())
+            }
             tonic::Code::Unimplemented => Failure::new(
                 "refused",
                 format!(

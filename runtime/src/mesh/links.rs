@@ -253,6 +253,7 @@ impl Links {
             me: self.inner.mesh.name.clone(),
             peer: peer.to_owned(),
             address: self.inner.mesh.peers.get(peer).cloned(),
+            token: self.inner.mesh.tokens.get(peer).cloned(),
             program,
             index,
             block,

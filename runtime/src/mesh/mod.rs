@@ -34,6 +34,9 @@ pub struct MeshConfig {
     pub name: String,
     /// Known peers by name: their addresses.
     pub peers: BTreeMap<String, String>,
+    /// Files holding the token this node presents to a peer it imports from (a
+    /// `peer:THIS_NODE` token of that peer), by peer name; read at each connection.
+    pub tokens: BTreeMap<String, std::path::PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -41,6 +44,7 @@ impl Default for MeshConfig {
         MeshConfig {
             name: DEFAULT_NAME.to_owned(),
             peers: BTreeMap::new(),
+            tokens: BTreeMap::new(),
         }
     }
 }

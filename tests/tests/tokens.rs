@@ -1,0 +1,292 @@
+//! Tokens and roles (issue 15, second part): with tokens in its data directory a node
+//! refuses every call without a valid one (UNAUTHENTICATED) and every call its role
+//! does not allow (PERMISSION_DENIED), changing nothing; tokens are made, listed and
+//! revoked with `datamesh token` against the data directory, running or not; a link
+//! presents the token its peer gave it and reads only as the peer the token names.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use datamesh_runtime::api::pb;
+use tonic::{Code, Request};
+
+/// `datamesh token create` for the data directory `data`: the token.
+fn create_token(data: &Path, role: &str, name: &str) -> String {
+    let (code, out, err) = cli_at(
+        "http://127.0.0.1:1",
+        &[
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--data",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(line["role"], role);
+    line["token"].as_str().expect("token").to_owned()
+}
+
+fn with<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing() {
+    let guard = temp_dir("tokens", Engine::Jit);
+    let data = guard.path().join("data");
+    // The first admin token needs no network: the node is not running yet.
+    let admin = create_token(&data, "admin", "ops");
+    let writer = create_token(&data, "writer", "orders service");
+    let reader = create_token(&data, "reader", "dashboards");
+    let node = Node::start(&data, Engine::Jit, &[]);
+    let mut client = node.client().await;
+
+    let refused = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(
+        refused.code(),
+        Code::Unauthenticated,
+        "{}",
+        refused.message()
+    );
+    let refused = client
+        .status(with(pb::StatusRequest {}, "dmt_00000000_00"))
+        .await
+        .expect_err("a made-up token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let status = client
+        .status(with(pb::StatusRequest {}, &reader))
+        .await
+        .expect("a reader may ask for status")
+        .into_inner();
+    assert!(status.auth);
+
+    let deposit = || pb::AppendRequest {
+        events: vec![event("Deposited", r#"{"account":"a1","amount":5}"#, "", "")],
+        expected: vec![],
+    };
+    let refused = client
+        .append(with(deposit(), &reader))
+        .await
+        .expect_err("a reader may not append");
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("role reader"),
+        "{}",
+        refused.message()
+    );
+    let refused = client
+        .deploy(with(
+            pb::DeployRequest {
+                source: "event Deposited { account: string, amount: int }".into(),
+                origin: "x.dmp".into(),
+            },
+            &writer,
+        ))
+        .await
+        .expect_err("a writer may not deploy");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let status = client
+        .status(with(pb::StatusRequest {}, &admin))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.head, 0, "nothing a refused call sent was appended");
+    assert!(status.projections.is_empty());
+    client
+        .append(with(deposit(), &writer))
+        .await
+        .expect("a writer appends");
+
+    // The CLI sends the token of --token-file or DATAMESH_TOKEN.
+    let file = guard.path().join("admin.token");
+    std::fs::write(&file, format!("{admin}\n")).expect("write");
+    let (code, out, err) = node.cli(&["--token-file", file.to_str().expect("utf-8"), "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"head\": 1"), "{out}");
+    let (code, _, err) = node.cli(&["status"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("requires a token"), "{err}");
+
+    // Revoked while the node runs: refused within about a second.
+    let (code, out, _) = cli_at(
+        &node.url,
+        &["token", "list", "--data", data.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3);
+    assert!(!out.contains(&writer), "a list never shows a secret");
+    let writer_id = writer.split('_').nth(1).expect("id");
+    let (code, out, err) = cli_at(
+        &node.url,
+        &[
+            "token",
+            "revoke",
+            writer_id,
+            "--data",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.append(with(deposit(), &writer)).await {
+            Err(status) if status.code() == Code::Unauthenticated => break,
+            other => {
+                assert!(Instant::now() < deadline, "still accepted: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_presents_its_token_and_reads_only_as_the_peer_it_names() {
+    let guard = temp_dir("tokens-mesh", Engine::Jit);
+    let dir = guard.path();
+    let payments_data = dir.join("payments");
+    let admin = create_token(&payments_data, "admin", "ops");
+    let bank_token = create_token(&payments_data, "peer:bank", "the bank's link");
+    let other_token = create_token(&payments_data, "peer:reporting", "reporting's link");
+    let socket = dir.join("payments.sock");
+    let payments = Node::start(
+        &payments_data,
+        Engine::Jit,
+        &[
+            "--name",
+            "payments",
+            "--socket",
+            socket.to_str().expect("utf-8"),
+        ],
+    );
+    let mut p = payments.client().await;
+    let program = "event Paid { order: string, cents: int }\nexport to bank { Paid }";
+    p.deploy(with(
+        pb::DeployRequest {
+            source: program.into(),
+            origin: "payments.dmp".into(),
+        },
+        &admin,
+    ))
+    .await
+    .expect("deploy");
+    p.append(with(
+        pb::AppendRequest {
+            events: vec![event("Paid", r#"{"order":"o1","cents":500}"#, "", "p1")],
+            expected: vec![],
+        },
+        &admin,
+    ))
+    .await
+    .expect("append");
+
+    // A peer token reads only as the peer it was made for.
+    let refused = p
+        .export(with(
+            pb::ExportRequest {
+                peer: "bank".into(),
+                from: 0,
+            },
+            &other_token,
+        ))
+        .await
+        .expect_err("reporting's token does not read the bank's export");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = p
+        .status(with(pb::StatusRequest {}, &bank_token))
+        .await
+        .expect_err("a peer token only reads its export");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let bank_program = "event Credited { order: string, cents: int }
+projection credits { key order state { cents: int } on Credited { cents += event.cents } }
+import payments {
+  event Paid { order: string, cents: int }
+  on Paid { emit Credited { order: event.order, cents: event.cents } }
+}";
+    let peer = format!("payments=unix:{}", socket.display());
+    // Without a token the link is refused, and says why.
+    let lost = Node::start(
+        &dir.join("lost"),
+        Engine::Jit,
+        &["--name", "bank", "--peer", &peer],
+    );
+    let mut l = lost.client().await;
+    l.deploy(pb::DeployRequest {
+        source: bank_program.into(),
+        origin: "bank.dmp".into(),
+    })
+    .await
+    .expect("deploy");
+    // With the token payments made for it, it imports.
+    let token_file = dir.join("payments.token");
+    std::fs::write(&token_file, &bank_token).expect("write");
+    let peer_token = format!("payments={}", token_file.display());
+    let bank = Node::start(
+        &dir.join("bank"),
+        Engine::Jit,
+        &[
+            "--name",
+            "bank",
+            "--peer",
+            &peer,
+            "--peer-token",
+            &peer_token,
+        ],
+    );
+    let mut b = bank.client().await;
+    b.deploy(pb::DeployRequest {
+        source: bank_program.into(),
+        origin: "bank.dmp".into(),
+    })
+    .await
+    .expect("deploy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut imported, mut refused) = (false, false);
+    while !(imported && refused) {
+        assert!(
+            Instant::now() < deadline,
+            "imported {imported}, refused {refused}"
+        );
+        let status = b
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        imported = status
+            .links
+            .iter()
+            .any(|k| k.peer == "payments" && k.imported == 1);
+        let status = l
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        refused = status.links.iter().any(|k| {
+            k.peer == "payments" && k.state == "refused" && k.error.contains("requires a token")
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(read_all(&mut l).await.is_empty());
+    assert_eq!(read_all(&mut b).await.len(), 1);
+}
