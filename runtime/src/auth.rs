@@ -15,9 +15,11 @@
 //!
 //! Roles ([`Role`]): `admin` may do everything; `writer` may append; `reader` may
 //! read (get, scan, read, subscribe, list projections, status); `peer:NAME` may only
-//! read the export stream for `NAME`. [`authorize`] is the one table mapping each RPC
-//! to the roles allowed, and the export side asks [`Principal::may_export_to`] whether
-//! a principal may read as a peer name.
+//! read the export stream for `NAME`. A writer's token may be limited to some event
+//! types, a reader's to some projections (its `scope`; a reader limited so reads
+//! documents of those projections only, not the log). [`authorize`] is the one table
+//! mapping each RPC to the roles allowed; the checks that need the request's content
+//! (scopes, the export's peer name) are the `Principal::may_*` methods beside it.
 //!
 //! Invariants: a request without a valid token is refused with UNAUTHENTICATED, one
 //! whose role does not allow the RPC with PERMISSION_DENIED, in both cases before it
@@ -98,6 +100,9 @@ pub struct TokenRecord {
     /// When it was revoked, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<i64>,
+    /// A writer's event types, a reader's projections; empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
 }
 
 /// The token file's contents.
@@ -184,8 +189,23 @@ fn write_file(path: &Path, file: &TokenFile) -> Result<(), AuthError> {
 ///
 /// # Errors
 /// [`AuthError`].
-pub fn create(data: &Path, role: &str, name: &str) -> Result<(TokenRecord, String), AuthError> {
+pub fn create(
+    data: &Path,
+    role: &str,
+    name: &str,
+    scope: &[String],
+) -> Result<(TokenRecord, String), AuthError> {
     let role: Role = role.parse().map_err(AuthError::Invalid)?;
+    if !scope.is_empty() && !matches!(role, Role::Writer | Role::Reader) {
+        return Err(AuthError::Invalid(format!(
+            "a scope limits a writer (to event types) or a reader (to projections), not {role}"
+        )));
+    }
+    if let Some(bad) = scope.iter().find(|s| s.is_empty() || s.len() > 1024) {
+        return Err(AuthError::Invalid(format!(
+            "`{bad}` is not an event type or projection name"
+        )));
+    }
     if name.len() > 256 {
         return Err(AuthError::Invalid(
             "a token name has at most 256 bytes".into(),
@@ -205,6 +225,7 @@ pub fn create(data: &Path, role: &str, name: &str) -> Result<(TokenRecord, Strin
         hash: hash(&token),
         created: now_micros(),
         revoked: None,
+        scope: scope.to_vec(),
     };
     file.tokens.push(record.clone());
     write_file(&path, &file)?;
@@ -244,9 +265,62 @@ pub struct Principal {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// A writer's event types, a reader's projections; empty: all of them.
+    pub scope: Vec<String>,
 }
 
 impl Principal {
+    fn in_scope(&self, name: &str) -> bool {
+        self.scope.is_empty() || self.scope.iter().any(|s| s == name)
+    }
+
+    fn out_of_scope(&self, what: &str) -> Status {
+        Status::permission_denied(format!(
+            "token `{}` ({}) is limited to {}: not {what}",
+            self.id,
+            self.name,
+            self.scope.join(", ")
+        ))
+    }
+
+    /// Whether this principal may append events of `event_type`.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED for a type outside a writer's scope.
+    pub fn may_append(&self, event_type: &str) -> Result<(), Status> {
+        match self.role {
+            Role::Writer if !self.in_scope(event_type) => {
+                Err(self.out_of_scope(&format!("event type `{event_type}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this principal may read documents of `projection`.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED for a projection outside a reader's scope.
+    pub fn may_read_projection(&self, projection: &str) -> Result<(), Status> {
+        match self.role {
+            Role::Reader if !self.in_scope(projection) => {
+                Err(self.out_of_scope(&format!("projection `{projection}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this principal may read the log's events (a reader limited to some
+    /// projections may not: the events hold what the other projections fold).
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED for a reader with a scope.
+    pub fn may_read_log(&self) -> Result<(), Status> {
+        match self.role {
+            Role::Reader if !self.scope.is_empty() => Err(self.out_of_scope("the log's events")),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this principal may read the export stream as `peer`.
     pub fn may_export_to(&self, peer: &str) -> bool {
         match &self.role {
@@ -362,6 +436,7 @@ impl Tokens {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 role: role.clone(),
+                scope: t.scope.clone(),
             })
             .ok_or_else(unknown)
     }
@@ -405,10 +480,13 @@ mod tests {
     fn tokens_authenticate_by_hash_and_roles_authorize_by_table() {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path();
-        let (admin, admin_token) = create(data, "admin", "ops").expect("create");
-        let (_, reader_token) = create(data, "reader", "dashboards").expect("create");
-        let (_, peer_token) = create(data, "peer:bank", "bank node").expect("create");
-        assert!(create(data, "root", "x").is_err());
+        let (admin, admin_token) = create(data, "admin", "ops", &[]).expect("create");
+        let (_, reader_token) = create(data, "reader", "dashboards", &[]).expect("create");
+        let (_, peer_token) = create(data, "peer:bank", "bank node", &[]).expect("create");
+        assert!(create(data, "root", "x", &[]).is_err());
+        assert!(create(data, "admin", "x", &["Paid".to_owned()]).is_err());
+        let (_, scoped_token) =
+            create(data, "writer", "orders", &["Paid".to_owned()]).expect("create");
         let stored = std::fs::read_to_string(tokens_file(data)).expect("file");
         assert!(!stored.contains(&admin_token), "the secret is never stored");
         use std::os::unix::fs::PermissionsExt;
@@ -447,6 +525,12 @@ mod tests {
             .expect("peer");
         assert!(authorize(&peer, "Export").is_ok() && authorize(&peer, "Status").is_err());
         assert!(peer.may_export_to("bank") && !peer.may_export_to("reporting"));
+        let scoped = tokens
+            .authenticate(Some(&format!("Bearer {scoped_token}")))
+            .expect("scoped writer");
+        assert!(scoped.may_append("Paid").is_ok() && scoped.may_append("Refunded").is_err());
+        assert!(who.may_append("Refunded").is_ok());
+        assert!(reader.may_read_projection("balances").is_ok() && reader.may_read_log().is_ok());
 
         // Revoked: refused once the node has looked at the file again.
         revoke(data, &admin.id).expect("revoke");

@@ -202,6 +202,10 @@ enum TokenCommand {
         /// Who or what holds it.
         #[arg(long, default_value = "")]
         name: String,
+        /// Limit a writer to these event types, or a reader to these projections
+        /// (comma-separated; a reader so limited cannot read the log's events).
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
         /// The node's data directory [default: datamesh-data].
         #[arg(long)]
         data: Option<PathBuf>,
@@ -276,13 +280,19 @@ fn token(action: &TokenCommand) -> Result<(), CliError> {
             "role": t.role,
             "created": datamesh_stdlib::time::format_rfc3339(t.created),
             "revoked": t.revoked.map(datamesh_stdlib::time::format_rfc3339),
+            "scope": t.scope,
         })
     };
     match action {
-        TokenCommand::Create { role, name, data } => {
+        TokenCommand::Create {
+            role,
+            name,
+            scope,
+            data,
+        } => {
             let data = dir(data);
             crate::node::check_data_dir(&data).map_err(|e| CliError::usage(e.to_string()))?;
-            let (record, token) = crate::auth::create(&data, role, name).map_err(failed)?;
+            let (record, token) = crate::auth::create(&data, role, name, scope).map_err(failed)?;
             let mut out = shown(&record);
             if let Some(map) = out.as_object_mut() {
                 map.insert("token".into(), token.into());

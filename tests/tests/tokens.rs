@@ -15,19 +15,25 @@ use tonic::{Code, Request};
 
 /// `datamesh token create` for the data directory `data`: the token.
 fn create_token(data: &Path, role: &str, name: &str) -> String {
-    let (code, out, err) = cli_at(
-        "http://127.0.0.1:1",
-        &[
-            "token",
-            "create",
-            "--role",
-            role,
-            "--name",
-            name,
-            "--data",
-            data.to_str().expect("utf-8"),
-        ],
-    );
+    create_scoped(data, role, name, None)
+}
+
+/// As [`create_token`], limited to `scope` (comma-separated).
+fn create_scoped(data: &Path, role: &str, name: &str, scope: Option<&str>) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--role",
+        role,
+        "--name",
+        name,
+        "--data",
+        data.to_str().expect("utf-8"),
+    ];
+    if let Some(scope) = scope {
+        args.extend(["--scope", scope]);
+    }
+    let (code, out, err) = cli_at("http://127.0.0.1:1", &args);
     assert_eq!(code, 0, "{out}{err}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(line["role"], role);
@@ -118,12 +124,66 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
         .await
         .expect("a writer appends");
 
+    // Scopes: a writer of some types, a reader of some projections (not the log).
+    let deposits_only = create_scoped(&data, "writer", "deposits", Some("Deposited"));
+    let balances_only = create_scoped(&data, "reader", "balances", Some("balances"));
+    let withdrawal = pb::AppendRequest {
+        events: vec![event("Withdrawn", r#"{"account":"a1","amount":5}"#, "", "")],
+        expected: vec![],
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The node picks the new tokens up within a second.
+        match client.append(with(deposit(), &deposits_only)).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::Unauthenticated && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let refused = client
+        .append(with(withdrawal, &deposits_only))
+        .await
+        .expect_err("out of scope");
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+    let refused = client
+        .read(with(pb::ReadRequest::default(), &balances_only))
+        .await
+        .expect_err("a scoped reader does not read the log");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = client
+        .get(with(
+            pb::GetRequest {
+                projection: "secrets".into(),
+                key: "a1".into(),
+                ..Default::default()
+            },
+            &balances_only,
+        ))
+        .await
+        .expect_err("out of scope");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let head = |r: pb::StatusResponse| r.head;
+    let before = head(
+        client
+            .status(with(pb::StatusRequest {}, &reader))
+            .await
+            .expect("status")
+            .into_inner(),
+    );
+
     // The CLI sends the token of --token-file or DATAMESH_TOKEN.
     let file = guard.path().join("admin.token");
     std::fs::write(&file, format!("{admin}\n")).expect("write");
     let (code, out, err) = node.cli(&["--token-file", file.to_str().expect("utf-8"), "status"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("\"head\": 1"), "{out}");
+    assert!(out.contains(&format!("\"head\": {before}")), "{out}");
     let (code, _, err) = node.cli(&["status"]);
     assert_ne!(code, 0);
     assert!(err.contains("requires a token"), "{err}");
@@ -134,7 +194,7 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
         &["token", "list", "--data", data.to_str().expect("utf-8")],
     );
     assert_eq!(code, 0);
-    assert_eq!(out.lines().count(), 3);
+    assert_eq!(out.lines().count(), 5);
     assert!(!out.contains(&writer), "a list never shows a secret");
     let writer_id = writer.split('_').nth(1).expect("id");
     let (code, out, err) = cli_at(

@@ -319,6 +319,11 @@ fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
     shown.join(", ")
 }
 
+/// Who sent `request`, when the node has tokens ([`Api`] put it there).
+fn principal<T>(request: &Request<T>) -> Option<&crate::auth::Principal> {
+    request.extensions().get::<crate::auth::Principal>()
+}
+
 /// What a stream that follows the log ends with when the node shuts down.
 fn shutting_down() -> Status {
     Status::unavailable("the node is shutting down")
@@ -540,6 +545,11 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        if let Some(principal) = principal(&request) {
+            for event in &request.get_ref().events {
+                principal.may_append(&event.r#type)?;
+            }
+        }
         let (events, expected) = self.validate_append(request.into_inner())?;
         let appended = self
             .log
@@ -557,6 +567,9 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<pb::ReadResponse>, Status> {
+        if let Some(principal) = principal(&request) {
+            principal.may_read_log()?;
+        }
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 1000,
@@ -583,6 +596,9 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if let Some(principal) = principal(&request) {
+            principal.may_read_log()?;
+        }
         let mut position = request.into_inner().from;
         let log = self.log.clone();
         let budget = self.limits.max_bytes;
@@ -633,6 +649,9 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        if let Some(principal) = principal(&request) {
+            principal.may_read_projection(&request.get_ref().projection)?;
+        }
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
@@ -677,6 +696,9 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        if let Some(principal) = principal(&request) {
+            principal.may_read_projection(&request.get_ref().projection)?;
+        }
         let budget = wait_budget(&request);
         let r = request.into_inner();
         let info = self.resolve(&r.projection, r.version)?;
