@@ -182,6 +182,13 @@ enum Command {
         /// Version number.
         version: u32,
     },
+    /// Print the node's audit trail (who deployed, promoted, retired, reset a link,
+    /// made or revoked a token, and when), one JSON object per line.
+    Audit {
+        /// The node's data directory [default: datamesh-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Operate the node's links to its peers (the mesh).
     Link {
         #[command(subcommand)]
@@ -293,6 +300,7 @@ fn token(action: &TokenCommand) -> Result<(), CliError> {
             let data = dir(data);
             crate::node::check_data_dir(&data).map_err(|e| CliError::usage(e.to_string()))?;
             let (record, token) = crate::auth::create(&data, role, name, scope).map_err(failed)?;
+            audit_token(&data, "token create", &record);
             let mut out = shown(&record);
             if let Some(map) = out.as_object_mut() {
                 map.insert("token".into(), token.into());
@@ -305,11 +313,23 @@ fn token(action: &TokenCommand) -> Result<(), CliError> {
             }
         }
         TokenCommand::Revoke { id, data } => {
-            let record = crate::auth::revoke(&dir(data), id).map_err(failed)?;
+            let data = dir(data);
+            let record = crate::auth::revoke(&data, id).map_err(failed)?;
+            audit_token(&data, "token revoke", &record);
             println!("{}", shown(&record));
         }
     }
     Ok(())
+}
+
+/// Records a token change in the audit trail (by whoever ran `datamesh token` on the
+/// data directory).
+fn audit_token(data: &std::path::Path, action: &str, record: &crate::auth::TokenRecord) {
+    let by = serde_json::json!({ "local": "datamesh token" });
+    let details = serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
+    if let Err(e) = crate::audit::record(data, action, by, details) {
+        eprintln!("warning: the token changed, but the audit trail could not record it: {e}");
+    }
 }
 
 fn repair(data: Option<PathBuf>, apply: bool) -> Result<(), CliError> {
@@ -436,6 +456,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Token { action } = &cli.command {
         return token(action);
     }
+    if let Command::Audit { data } = &cli.command {
+        let data = data.clone().unwrap_or_else(|| NodeConfig::default().data);
+        let entries = crate::audit::read(&data).map_err(|e| CliError {
+            message: format!("{}: {e}", crate::audit::audit_file(&data).display()),
+            code: 1,
+        })?;
+        for entry in entries {
+            println!("{entry}");
+        }
+        return Ok(());
+    }
     let token = match (&cli.token_file, std::env::var("DATAMESH_TOKEN")) {
         (Some(file), _) => Some(
             std::fs::read_to_string(file)
@@ -496,6 +527,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { .. }
         | Command::Bench(_)
         | Command::Repair { .. }
-        | Command::Token { .. } => Ok(()),
+        | Command::Token { .. }
+        | Command::Audit { .. } => Ok(()),
     }
 }

@@ -7,6 +7,7 @@
 //! through `datamesh_compiler`; it knows nothing of syntax.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;

@@ -190,7 +190,8 @@ pub async fn serve(
         .with_mesh(config.mesh.clone())
         .with_links(links.clone())
         .with_insecure(config.insecure && !config.listen.ip().is_loopback())
-        .with_tokens(tokens.clone());
+        .with_tokens(tokens.clone())
+        .with_audit(config.data.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -586,6 +586,14 @@ async fn a_replaced_peer_log_stops_the_link_until_a_reset() {
         "payments restored from scratch",
     ]);
     assert_eq!(code, 0, "{out}{err}");
+    let (_, audit, _) = bank
+        .node()
+        .cli(&["audit", "--data", bank.data.to_str().expect("utf-8")]);
+    let last = audit.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("\"link reset\"") && last.contains("payments restored from scratch"),
+        "{audit}"
+    );
     caught_up(&mut b, "payments", &mut p).await;
     let after = read_all(&mut b).await;
     let new_ids: Vec<&str> = after[banked..].iter().map(|e| e.id.as_str()).collect();

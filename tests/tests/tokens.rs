@@ -188,6 +188,48 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
     assert_ne!(code, 0);
     assert!(err.contains("requires a token"), "{err}");
 
+    // Admin actions are in the audit trail with who made them; refused ones are not.
+    client
+        .deploy(with(
+            pb::DeployRequest {
+                source: "event Deposited { account: string, amount: int }".into(),
+                origin: "deposits.dmp".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("an admin deploys");
+    let (code, out, err) = cli_at(
+        &node.url,
+        &["audit", "--data", data.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "token create",
+            "token create",
+            "token create",
+            "token create",
+            "token create",
+            "deploy"
+        ],
+        "{out}"
+    );
+    let deploy = entries.last().expect("deploy");
+    assert_eq!(deploy["by"]["name"], "ops");
+    assert_eq!(deploy["by"]["role"], "admin");
+    assert_eq!(deploy["details"]["origin"], "deposits.dmp");
+    assert!(!out.contains("dmt_"), "no secret in the audit trail");
+
     // Revoked while the node runs: refused within about a second.
     let (code, out, _) = cli_at(
         &node.url,
@@ -208,6 +250,16 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = cli_at(
+        &node.url,
+        &["audit", "--data", data.to_str().expect("utf-8")],
+    );
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.contains("token revoke")),
+        "{out}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match client.append(with(deposit(), &writer)).await {

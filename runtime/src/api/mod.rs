@@ -94,6 +94,8 @@ pub struct Service {
     insecure: bool,
     /// The node's tokens (for `status`; [`Api`] checks them).
     tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
+    /// The data directory, whose audit trail admin actions are appended to.
+    audit: Option<std::path::PathBuf>,
 }
 
 impl Service {
@@ -109,6 +111,27 @@ impl Service {
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             insecure: false,
             tokens: None,
+            audit: None,
+        }
+    }
+
+    /// The service of a node that keeps its audit trail in the data directory `data`.
+    #[must_use]
+    pub fn with_audit(mut self, data: std::path::PathBuf) -> Service {
+        self.audit = Some(data);
+        self
+    }
+
+    /// Appends an admin action to the audit trail (see [`crate::audit`]).
+    async fn audit(&self, by: serde_json::Value, action: &'static str, details: serde_json::Value) {
+        let Some(data) = self.audit.clone() else {
+            return;
+        };
+        let written =
+            tokio::task::spawn_blocking(move || crate::audit::record(&data, action, by, details))
+                .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!(action, "cannot append an admin action to the audit trail");
         }
     }
 
@@ -317,6 +340,18 @@ fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
         shown.push(format!("and {} more", total - shown.len()));
     }
     shown.join(", ")
+}
+
+/// Who sent `request`, as the audit trail names them: the token, or the address.
+fn who<T>(request: &Request<T>) -> serde_json::Value {
+    match principal(request) {
+        Some(p) => serde_json::json!({ "token": p.id, "name": p.name, "role": p.role.to_string() }),
+        None => serde_json::json!({
+            "address": request
+                .remote_addr()
+                .map_or_else(|| "unix socket".to_owned(), |a| a.to_string())
+        }),
+    }
 }
 
 /// Who sent `request`, when the node has tokens ([`Api`] put it there).
@@ -781,6 +816,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
+        let by = who(&request);
         let r = request.into_inner();
         if r.origin.len() > MAX_NAME {
             return Err(Status::invalid_argument(format!(
@@ -795,11 +831,22 @@ impl DataMesh for Service {
         };
         let engine = self.engine.clone();
         let source = r.source.clone();
+        let deployed_as = origin.clone();
         let result = tokio::task::spawn_blocking(move || engine.deploy(&source, &origin))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         match result {
             Ok(outcome) => {
+                if !outcome.brings_nothing() {
+                    let details = serde_json::json!({
+                        "origin": deployed_as,
+                        "started": outcome.started,
+                        "declared": outcome.declared,
+                        "exported": outcome.exported,
+                        "imported": outcome.imported,
+                    });
+                    self.audit(by, "deploy", details).await;
+                }
                 let (diagnostics, omitted) = diagnostics_to_pb(&r.source, &outcome.warnings, None);
                 Ok(Response::new(pb::DeployResponse {
                     started: outcome.started,
@@ -865,6 +912,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
+        let by = who(&request);
         let r = request.into_inner();
         unknown_if_too_long(&r.name)?;
         let active = self
@@ -872,6 +920,8 @@ impl DataMesh for Service {
             .promote(&r.name, r.version)
             .map_err(lifecycle_status)?;
         tracing::info!(%active, "promoted");
+        self.audit(by, "promote", serde_json::json!({ "active": active }))
+            .await;
         Ok(Response::new(pb::PromoteResponse { active }))
     }
 
@@ -879,6 +929,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::RetireRequest>,
     ) -> Result<Response<pb::RetireResponse>, Status> {
+        let by = who(&request);
         let r = request.into_inner();
         unknown_if_too_long(&r.name)?;
         let (retired, active) = self
@@ -886,6 +937,8 @@ impl DataMesh for Service {
             .retire(&r.name, r.version)
             .map_err(lifecycle_status)?;
         tracing::info!(%retired, "retired");
+        let details = serde_json::json!({ "retired": retired, "active": active });
+        self.audit(by, "retire", details).await;
         Ok(Response::new(pb::RetireResponse {
             retired,
             active: active.unwrap_or_default(),
@@ -910,6 +963,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::LinkResetRequest>,
     ) -> Result<Response<pb::LinkResetResponse>, Status> {
+        let by = who(&request);
         let r = request.into_inner();
         crate::mesh::check_name(&r.peer)
             .map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
@@ -923,7 +977,16 @@ impl DataMesh for Service {
             return Err(Status::failed_precondition("this node runs no links"));
         };
         match links.reset(&r.peer, r.from_position, &r.note).await {
-            Ok(position) => Ok(Response::new(pb::LinkResetResponse { position })),
+            Ok(position) => {
+                let details = serde_json::json!({
+                    "peer": r.peer,
+                    "from": r.from_position,
+                    "note": r.note,
+                    "link_record": position,
+                });
+                self.audit(by, "link reset", details).await;
+                Ok(Response::new(pb::LinkResetResponse { position }))
+            }
             Err(crate::mesh::ResetError::NoLink(peer)) => Err(Status::not_found(format!(
                 "no deployed program has an `import {peer}` block, so there is no link to reset"
             ))),
