@@ -122,9 +122,12 @@ pub enum AuthError {
         /// What went wrong.
         message: String,
     },
-    /// A bad argument (role, id).
+    /// A bad argument (role, scope, name).
     #[error("{0}")]
     Invalid(String),
+    /// No token has this id.
+    #[error("no token `{0}`")]
+    NoToken(String),
 }
 
 fn now_micros() -> i64 {
@@ -184,6 +187,29 @@ fn write_file(path: &Path, file: &TokenFile) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// Runs `change` (a read, change and write of the token file) holding the data
+/// directory's token lock, so that a node and `datamesh token --data` changing tokens
+/// at once do not lose one another's change.
+fn locked<T>(data: &Path, change: impl FnOnce() -> Result<T, AuthError>) -> Result<T, AuthError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.join("tokens.lock");
+    let error = |e: std::io::Error| AuthError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    crate::log::private_dir(data).map_err(error)?;
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(error)?;
+    lock.lock().map_err(error)?;
+    change()
+}
+
 /// Creates a token with `role` named `name` in the data directory `data`; returns its
 /// record and the secret token, which is shown only now.
 ///
@@ -211,6 +237,15 @@ pub fn create(
             "a token name has at most 256 bytes".into(),
         ));
     }
+    locked(data, || create_locked(data, role, name, scope))
+}
+
+fn create_locked(
+    data: &Path,
+    role: Role,
+    name: &str,
+    scope: &[String],
+) -> Result<(TokenRecord, String), AuthError> {
     let path = tokens_file(data);
     let mut file = read_file(&path)?;
     let mut random = [0u8; 36];
@@ -243,12 +278,16 @@ pub fn list(data: &Path) -> Result<Vec<TokenRecord>, AuthError> {
 /// Revokes the token `id`.
 ///
 /// # Errors
-/// [`AuthError::Invalid`] when there is no such token.
+/// [`AuthError::NoToken`] when there is no such token.
 pub fn revoke(data: &Path, id: &str) -> Result<TokenRecord, AuthError> {
+    locked(data, || revoke_locked(data, id))
+}
+
+fn revoke_locked(data: &Path, id: &str) -> Result<TokenRecord, AuthError> {
     let path = tokens_file(data);
     let mut file = read_file(&path)?;
     let Some(record) = file.tokens.iter_mut().find(|t| t.id == id) else {
-        return Err(AuthError::Invalid(format!("no token `{id}`")));
+        return Err(AuthError::NoToken(id.to_owned()));
     };
     record.revoked.get_or_insert_with(now_micros);
     let revoked = record.clone();

@@ -82,8 +82,9 @@ enum Command {
         #[arg(long = "peer-token", value_name = "NAME=FILE")]
         peer_tokens: Vec<String>,
     },
-    /// Manage the tokens of a node (in its data directory; a running node picks the
-    /// changes up within a second). With tokens, every call needs one.
+    /// Manage the tokens of a node: through the node (with an admin token), or with
+    /// `--data DIR` on its data directory, running or not (the first admin token needs
+    /// no network). With tokens, every call needs one.
     Token {
         #[command(subcommand)]
         action: TokenCommand,
@@ -202,6 +203,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Create a token and print it (the only time it is shown; the node keeps a hash).
+    /// Through the node (an admin token), or with `--data` on its data directory.
     Create {
         /// admin, writer, reader, or peer:NAME (what the node NAME may import).
         #[arg(long)]
@@ -213,13 +215,13 @@ enum TokenCommand {
         /// (comma-separated; a reader so limited cannot read the log's events).
         #[arg(long, value_delimiter = ',')]
         scope: Vec<String>,
-        /// The node's data directory [default: datamesh-data].
+        /// Work on this data directory directly (without it: through the node).
         #[arg(long)]
         data: Option<PathBuf>,
     },
     /// List the tokens (ids, names, roles; never secrets).
     List {
-        /// The node's data directory [default: datamesh-data].
+        /// Work on this data directory directly (without it: through the node).
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -227,7 +229,7 @@ enum TokenCommand {
     Revoke {
         /// The token's id.
         id: String,
-        /// The node's data directory [default: datamesh-data].
+        /// Work on this data directory directly (without it: through the node).
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -273,9 +275,66 @@ impl From<EngineArg> for EngineKind {
 /// `datamesh repair`: reports on the log of a stopped node (and with `apply`, cuts it
 /// at the first damage). Exit code 0 when the log verifies or was repaired, 2 when a
 /// dry run found damage, 1 on errors.
-/// `datamesh token ...`: works on the data directory's token file.
-fn token(action: &TokenCommand) -> Result<(), CliError> {
-    let dir = |data: &Option<PathBuf>| data.clone().unwrap_or_else(|| NodeConfig::default().data);
+impl TokenCommand {
+    /// The data directory to work on offline, if one was given.
+    fn data(&self) -> Option<&PathBuf> {
+        match self {
+            TokenCommand::Create { data, .. }
+            | TokenCommand::List { data }
+            | TokenCommand::Revoke { data, .. } => data.as_ref(),
+        }
+    }
+}
+
+/// A token as `datamesh token` prints it.
+fn token_line(t: &pb::TokenInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "name": t.name,
+        "role": t.role,
+        "created": t.created,
+        "revoked": if t.revoked.is_empty() { serde_json::Value::Null } else { t.revoked.clone().into() },
+        "scope": t.scope,
+    })
+}
+
+/// `datamesh token ...` without `--data`: through the node (an admin token).
+async fn token_online(node: &mut client::Client, action: TokenCommand) -> Result<(), CliError> {
+    match action {
+        TokenCommand::Create {
+            role, name, scope, ..
+        } => {
+            let r = node
+                .token_create(pb::TokenCreateRequest { role, name, scope })
+                .await?
+                .into_inner();
+            let mut out = r.token.as_ref().map(token_line).unwrap_or_default();
+            if let Some(map) = out.as_object_mut() {
+                map.insert("token".into(), r.secret.into());
+            }
+            println!("{out}");
+        }
+        TokenCommand::List { .. } => {
+            let r = node.token_list(pb::TokenListRequest {}).await?.into_inner();
+            for t in &r.tokens {
+                println!("{}", token_line(t));
+            }
+        }
+        TokenCommand::Revoke { id, .. } => {
+            let r = node
+                .token_revoke(pb::TokenRevokeRequest { id })
+                .await?
+                .into_inner();
+            println!("{}", r.token.as_ref().map(token_line).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `datamesh token ... --data DIR`: works on the data directory's token file (the node
+/// may be stopped or running).
+fn token(action: &TokenCommand, data: &std::path::Path) -> Result<(), CliError> {
+    let dir = |_: &Option<PathBuf>| data.to_path_buf();
     let failed = |e: crate::auth::AuthError| CliError {
         message: e.to_string(),
         code: 1,
@@ -453,8 +512,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Repair { data, apply } = &cli.command {
         return repair(data.clone(), *apply);
     }
-    if let Command::Token { action } = &cli.command {
-        return token(action);
+    if let Command::Token { action } = &cli.command
+        && let Some(data) = action.data()
+    {
+        return token(action, data);
     }
     if let Command::Audit { data } = &cli.command {
         let data = data.clone().unwrap_or_else(|| NodeConfig::default().data);
@@ -527,7 +588,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { .. }
         | Command::Bench(_)
         | Command::Repair { .. }
-        | Command::Token { .. }
         | Command::Audit { .. } => Ok(()),
+        Command::Token { action } => token_online(&mut node, action).await,
     }
 }

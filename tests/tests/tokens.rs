@@ -230,13 +230,56 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
     assert_eq!(deploy["details"]["origin"], "deposits.dmp");
     assert!(!out.contains("dmt_"), "no secret in the audit trail");
 
+    // Through the node: an admin manages tokens over the API; no one else may.
+    let (code, out, err) = node.cli(&[
+        "--token-file",
+        file.to_str().expect("utf-8"),
+        "token",
+        "create",
+        "--role",
+        "reader",
+        "--name",
+        "made online",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"token\":\"dmt_"), "{out}");
+    let refused = client
+        .token_create(with(
+            pb::TokenCreateRequest {
+                role: "admin".into(),
+                name: "escalation".into(),
+                scope: vec![],
+            },
+            &writer,
+        ))
+        .await
+        .expect_err("a writer may not make tokens");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let missing = client
+        .token_revoke(with(pb::TokenRevokeRequest { id: "nope".into() }, &admin))
+        .await
+        .expect_err("no such token");
+    assert_eq!(missing.code(), Code::NotFound);
+    let listed = client
+        .token_list(with(pb::TokenListRequest {}, &admin))
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    assert_eq!(listed.len(), 6);
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.name == "made online" && t.role == "reader")
+    );
+
     // Revoked while the node runs: refused within about a second.
     let (code, out, _) = cli_at(
         &node.url,
         &["token", "list", "--data", data.to_str().expect("utf-8")],
     );
     assert_eq!(code, 0);
-    assert_eq!(out.lines().count(), 5);
+    assert_eq!(out.lines().count(), 6);
     assert!(!out.contains(&writer), "a list never shows a secret");
     let writer_id = writer.split('_').nth(1).expect("id");
     let (code, out, err) = cli_at(

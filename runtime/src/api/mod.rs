@@ -342,6 +342,38 @@ fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
     shown.join(", ")
 }
 
+impl Service {
+    /// The data directory whose tokens the token RPCs manage.
+    fn token_dir(&self) -> Result<std::path::PathBuf, Status> {
+        self.audit
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node keeps no tokens"))
+    }
+}
+
+/// A token as the API shows it (never its secret).
+fn token_info(record: &crate::auth::TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        role: record.role.clone(),
+        scope: record.scope.clone(),
+        created: datamesh_stdlib::time::format_rfc3339(record.created),
+        revoked: record
+            .revoked
+            .map(datamesh_stdlib::time::format_rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+fn token_status(error: crate::auth::AuthError) -> Status {
+    match error {
+        crate::auth::AuthError::Invalid(m) => Status::invalid_argument(foreign(m)),
+        crate::auth::AuthError::NoToken(_) => Status::not_found(foreign(error.to_string())),
+        crate::auth::AuthError::File { .. } => Status::internal(foreign(error.to_string())),
+    }
+}
+
 /// Who sent `request`, as the audit trail names them: the token, or the address.
 fn who<T>(request: &Request<T>) -> serde_json::Value {
     match principal(request) {
@@ -957,6 +989,62 @@ impl DataMesh for Service {
             .cloned();
         self.export_stream(request.into_inner(), principal.as_ref())
             .map(Response::new)
+    }
+
+    async fn token_create(
+        &self,
+        request: Request<pb::TokenCreateRequest>,
+    ) -> Result<Response<pb::TokenCreateResponse>, Status> {
+        let by = who(&request);
+        let r = request.into_inner();
+        let data = self.token_dir()?;
+        let (record, secret) = tokio::task::spawn_blocking(move || {
+            crate::auth::create(&data, &r.role, &r.name, &r.scope)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(token_status)?;
+        let token = token_info(&record);
+        let details =
+            serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
+        self.audit(by, "token create", details).await;
+        Ok(Response::new(pb::TokenCreateResponse {
+            token: Some(token),
+            secret,
+        }))
+    }
+
+    async fn token_list(
+        &self,
+        _: Request<pb::TokenListRequest>,
+    ) -> Result<Response<pb::TokenListResponse>, Status> {
+        let data = self.token_dir()?;
+        let records = tokio::task::spawn_blocking(move || crate::auth::list(&data))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(token_status)?;
+        Ok(Response::new(pb::TokenListResponse {
+            tokens: records.iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn token_revoke(
+        &self,
+        request: Request<pb::TokenRevokeRequest>,
+    ) -> Result<Response<pb::TokenRevokeResponse>, Status> {
+        let by = who(&request);
+        let id = request.into_inner().id;
+        let data = self.token_dir()?;
+        let record = tokio::task::spawn_blocking(move || crate::auth::revoke(&data, &id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(token_status)?;
+        let details =
+            serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
+        self.audit(by, "token revoke", details).await;
+        Ok(Response::new(pb::TokenRevokeResponse {
+            token: Some(token_info(&record)),
+        }))
     }
 
     async fn link_reset(
