@@ -281,8 +281,6 @@ struct Shared {
     damage: Mutex<Vec<LogError>>,
     /// Set when the background scrub has verified every segment it was given.
     scrubbed: std::sync::atomic::AtomicBool,
-    /// The directory's lock, held while the log is open (see [`lock_dir`]).
-    _lock: File,
 }
 
 /// An append request on its way to the writer thread.
@@ -362,7 +360,6 @@ impl Log {
             identity,
             damage: Mutex::new(Vec::new()),
             scrubbed: std::sync::atomic::AtomicBool::new(false),
-            _lock: lock,
         });
         scrub::start(&config.dir, &shared, to_scrub);
         let (jobs, rx) = std::sync::mpsc::channel();
@@ -376,7 +373,11 @@ impl Log {
                     ids,
                     missing,
                 };
-                writer::run(&config, &writer_shared, recovered, &rx)
+                writer::run(&config, &writer_shared, recovered, &rx);
+                // The directory's lock lives exactly as long as the writer: released
+                // when the last handle is closed (which joins this thread), never
+                // held on by a background reader such as the scrub.
+                drop(lock);
             })?;
         Ok((
             Log {

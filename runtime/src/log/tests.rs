@@ -791,7 +791,12 @@ fn damage_inside_an_indexed_segment_surfaces_on_read() {
     log.close();
     // Without the idx the scan refuses the damaged sealed segment, as before.
     std::fs::remove_file(dir.join(first.replace(".seg", ".idx"))).expect("remove");
-    assert!(matches!(Log::open(config), Err(LogError::Corrupt { .. })));
+    let reopened = Log::open(config);
+    assert!(
+        matches!(reopened, Err(LogError::Corrupt { .. })),
+        "{:?}",
+        reopened.map(|(_, recovery)| recovery)
+    );
 }
 
 #[test]
