@@ -1081,9 +1081,9 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
     let data_guard = temp_dir("config", Engine::Jit);
-    let data = data_guard.path().to_path_buf();
-    let _ = std::fs::create_dir_all(&data);
-    let config = data.with_extension("toml");
+    let data = data_guard.path().join("data");
+    // Inside the guard's directory, so it goes with it.
+    let config = data_guard.path().join("node.toml");
     std::fs::write(
         &config,
         "strict = true\nengine = \"interp\"\n[limits]\nmax_events = 2\n",
