@@ -805,3 +805,50 @@ async fn an_import_loop_terminates() {
     assert_eq!(ea.iter().filter(|e| e.origin == ["b"]).count(), 2);
     assert_eq!(eb.iter().filter(|e| e.origin == ["a"]).count(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_restored_from_an_older_copy_stops_the_link() {
+    let guard = temp_dir("mesh-restored", Engine::Jit);
+    let dir = guard.path();
+    let (mut payments, bank, mut p, mut b) = payments_and_bank(dir).await;
+    append(&mut p, (0..5).map(payment).collect()).await;
+    caught_up(&mut b, "payments", &mut p).await;
+    // A copy of the exporter's data, taken while it is stopped.
+    payments.kill9();
+    let backup = dir.join("payments-backup");
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&payments.data)
+        .arg(&backup)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    payments.start();
+    let mut p = payments.client().await;
+    append(&mut p, (5..15).map(payment).collect()).await;
+    let before = caught_up(&mut b, "payments", &mut p).await;
+    let banked = read_all(&mut b).await.len();
+
+    // Restored from the copy, it takes new events until its head passes the link's
+    // position again: those positions now hold other events. The link notices.
+    payments.kill9();
+    std::fs::remove_dir_all(&payments.data).expect("remove");
+    std::fs::rename(&backup, &payments.data).expect("restore");
+    payments.start();
+    let mut p = payments.client().await;
+    append(&mut p, (100..140).map(payment).collect()).await;
+    assert!(head(&mut p).await > before.position);
+    let stopped = wait_link(&mut b, "payments", 30, |l| l.state == "stopped").await;
+    assert!(
+        stopped.error.contains("restored from an older copy"),
+        "{}",
+        stopped.error
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        read_all(&mut b).await.len(),
+        banked,
+        "nothing imported from the restored log"
+    );
+    drop(bank);
+}

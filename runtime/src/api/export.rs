@@ -84,6 +84,14 @@ impl Service {
         let log = self.log.clone();
         let engine = self.engine.clone();
         let budget = self.limits.max_bytes;
+        let mut position = request.from;
+        // The time of the record before `position`: what lets an importer tell this
+        // log from an older copy of it that has grown past its position again.
+        let mut previous_time = position
+            .checked_sub(1)
+            .and_then(|p| log.read(p, 1).ok())
+            .and_then(|r| r.first().map(|r| r.time))
+            .unwrap_or(0);
         let hello = pb::ExportHello {
             node: node.clone(),
             log_identity: format!("{:032x}", log.identity()),
@@ -96,8 +104,8 @@ impl Service {
                     defaulted: exported.defaulted.clone(),
                 })
                 .collect(),
+            previous_time,
         };
-        let mut position = request.from;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut closing = self.closing();
         tokio::spawn(async move {
@@ -108,10 +116,11 @@ impl Service {
             {
                 return;
             }
-            let heartbeat = |head: u64, position: u64| {
+            let heartbeat = |head: u64, position: u64, previous_time: i64| {
                 message(pb::export_message::Kind::Heartbeat(pb::ExportHeartbeat {
                     head,
                     position,
+                    previous_time,
                 }))
             };
             let mut head_changes = log.watch_head();
@@ -142,7 +151,7 @@ impl Service {
                     tokio::select! {
                         changed = head_changes.changed() => if changed.is_err() { return },
                         () = tokio::time::sleep(HEARTBEAT) => {
-                            if tx.send(heartbeat(log.head(), position)).await.is_err() {
+                            if tx.send(heartbeat(log.head(), position, previous_time)).await.is_err() {
                                 return;
                             }
                             last_beat = tokio::time::Instant::now();
@@ -165,6 +174,7 @@ impl Service {
                 let mut events = Vec::new();
                 for record in batch {
                     position = record.position + 1;
+                    previous_time = record.time;
                     if !types.contains_key(&record.event_type) {
                         continue;
                     }
@@ -212,7 +222,11 @@ impl Service {
                 if sent {
                     last_beat = tokio::time::Instant::now();
                 } else if last_beat.elapsed() >= SCAN_HEARTBEAT || position >= log.head() {
-                    if tx.send(heartbeat(log.head(), position)).await.is_err() {
+                    if tx
+                        .send(heartbeat(log.head(), position, previous_time))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     last_beat = tokio::time::Instant::now();

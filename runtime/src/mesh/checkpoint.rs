@@ -44,9 +44,18 @@ pub struct Checkpoint {
     pub position: u64,
     /// Local events the link has appended, in total.
     pub imported: u64,
+    /// The time (µs) of the peer's record at `position - 1`, as the link saw it; 0
+    /// when unknown (a new link, a reset). A peer that answers with another time there
+    /// is not the log the link read (restored from an older copy, then grown again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_time: i64,
     /// Set on the record a `datamesh link reset` wrote: who asked and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<String>,
+}
+
+fn is_zero(time: &i64) -> bool {
+    *time == 0
 }
 
 impl Checkpoint {

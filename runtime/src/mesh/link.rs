@@ -313,6 +313,8 @@ impl Link {
         let mut last_write = Instant::now();
         // The checkpoint of the last request submitted (`committed` once it is).
         let mut submitted = committed.clone();
+        // The time of the peer's record at `position - 1` (0: unknown).
+        let mut last_time = committed.last_time;
         loop {
             let step = tokio::select! {
                 next = tokio::time::timeout(SILENCE, rx.recv()) => Step::Message(next),
@@ -367,6 +369,9 @@ impl Link {
             }
             let caught_up_hint = rx.is_empty();
             let batch = self.fold(messages, &mut position, &mut peer_head);
+            if let Some(time) = batch.last_time {
+                last_time = time;
+            }
             let moved = position != submitted.position;
             let write = !batch.events.is_empty()
                 || submitted.identity.is_empty() && !hello.log_identity.is_empty()
@@ -380,6 +385,7 @@ impl Link {
                     identity: hello.log_identity.clone(),
                     position,
                     imported: submitted.imported + batch.events.len() as u64,
+                    last_time,
                     reset: None,
                 };
                 let mut events = batch.events;
@@ -479,6 +485,20 @@ impl Link {
                 ),
             ));
         }
+        if committed.position > 0
+            && committed.last_time != 0
+            && hello.previous_time != committed.last_time
+        {
+            return Err(Failure::new(
+                "stopped",
+                format!(
+                    "`{peer}`'s record at position {} is not the one this link read there (its time was {}, it is {}): the peer's log was restored from an older copy or repaired, and has grown again, so positions this link imported from now hold other events. Nothing is imported until an operator decides: `datamesh link reset {peer} --from POSITION`",
+                    committed.position - 1,
+                    committed.last_time,
+                    hello.previous_time
+                ),
+            ));
+        }
         let exported = hello
             .types
             .iter()
@@ -557,6 +577,9 @@ impl Link {
                 Ok(event) => event,
                 Err(beat) => {
                     *peer_head = (*peer_head).max(beat.head);
+                    if beat.position >= *position && beat.previous_time != 0 {
+                        batch.last_time = Some(beat.previous_time);
+                    }
                     *position = (*position).max(beat.position);
                     continue;
                 }
@@ -571,6 +594,7 @@ impl Link {
                 .filter(|_| !event.origin.iter().any(|n| n == &self.me))
             else {
                 *position = event.position + 1;
+                batch.last_time = Some(event.time);
                 continue;
             };
             let declared = &block.events[kind];
@@ -605,6 +629,7 @@ impl Link {
                 id: Arc::from(event.id.as_str()),
             };
             *position = event.position + 1;
+            batch.last_time = Some(event.time);
             let emitted = match rules(kind, &row, &source) {
                 Ok(emitted) => emitted,
                 Err(fault) => {
@@ -709,6 +734,9 @@ fn message_bytes(message: &pb::ExportMessage) -> usize {
 #[derive(Debug, Default)]
 struct Batch {
     events: Vec<NewEvent>,
+    /// The time of the peer's record before the position the batch reached, when the
+    /// batch moved it.
+    last_time: Option<i64>,
     traps: u64,
     last_trap: Option<String>,
     /// The link pauses after this batch (at the event that did not decode).

@@ -143,6 +143,7 @@ impl Links {
             identity: String::new(),
             position: from,
             imported: last.map_or(0, |c| c.imported),
+            last_time: 0,
             reset: Some(if note.is_empty() {
                 "link reset".to_owned()
             } else {
