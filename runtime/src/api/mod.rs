@@ -366,6 +366,17 @@ fn token_info(record: &crate::auth::TokenRecord) -> pb::TokenInfo {
     }
 }
 
+/// Runs a change or read of the token file on a blocking thread (it syncs, and may
+/// wait for the file's lock), its failure as a status.
+async fn on_tokens<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::auth::AuthError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(token_status)
+}
+
 fn token_status(error: crate::auth::AuthError) -> Status {
     match error {
         crate::auth::AuthError::Invalid(m) => Status::invalid_argument(foreign(m)),
@@ -983,10 +994,7 @@ impl DataMesh for Service {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        let principal = request
-            .extensions()
-            .get::<crate::auth::Principal>()
-            .cloned();
+        let principal = principal(&request).cloned();
         self.export_stream(request.into_inner(), principal.as_ref())
             .map(Response::new)
     }
@@ -998,12 +1006,8 @@ impl DataMesh for Service {
         let by = who(&request);
         let r = request.into_inner();
         let data = self.token_dir()?;
-        let (record, secret) = tokio::task::spawn_blocking(move || {
-            crate::auth::create(&data, &r.role, &r.name, &r.scope)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(token_status)?;
+        let (record, secret) =
+            on_tokens(move || crate::auth::create(&data, &r.role, &r.name, &r.scope)).await?;
         let token = token_info(&record);
         let details =
             serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
@@ -1019,10 +1023,7 @@ impl DataMesh for Service {
         _: Request<pb::TokenListRequest>,
     ) -> Result<Response<pb::TokenListResponse>, Status> {
         let data = self.token_dir()?;
-        let records = tokio::task::spawn_blocking(move || crate::auth::list(&data))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(token_status)?;
+        let records = on_tokens(move || crate::auth::list(&data)).await?;
         Ok(Response::new(pb::TokenListResponse {
             tokens: records.iter().map(token_info).collect(),
         }))
@@ -1035,10 +1036,7 @@ impl DataMesh for Service {
         let by = who(&request);
         let id = request.into_inner().id;
         let data = self.token_dir()?;
-        let record = tokio::task::spawn_blocking(move || crate::auth::revoke(&data, &id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(token_status)?;
+        let record = on_tokens(move || crate::auth::revoke(&data, &id)).await?;
         let details =
             serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
         self.audit(by, "token revoke", details).await;
