@@ -11,7 +11,10 @@
 //!
 //! Authentication is on as soon as the file holds a token that is not revoked; a node
 //! without tokens serves everyone (and only on loopback or its Unix socket unless
-//! `--insecure`, see `node::check_exposure`).
+//! `--insecure`, see `node::check_exposure`). A node serving a network address
+//! (with TLS and tokens) requires a token for good ([`Tokens::require`]): revoking
+//! the last one locks everyone out. A client whose TLS certificate names a node
+//! (`crate::tls`) needs no token: it has that node's peer role.
 //!
 //! Roles ([`Role`]): `admin` may do everything; `writer` may append; `reader` may
 //! read (get, scan, read, subscribe, list projections, status); `peer:NAME` may only
@@ -309,6 +312,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The node `name`, proved by its client certificate: the role `peer:NAME`.
+    pub fn certified(name: &str) -> Principal {
+        Principal {
+            id: format!("cert:{name}"),
+            name: name.to_owned(),
+            role: Role::Peer(name.to_owned()),
+            scope: Vec::new(),
+        }
+    }
+
     fn in_scope(&self, name: &str) -> bool {
         self.scope.is_empty() || self.scope.iter().any(|s| s == name)
     }
@@ -376,6 +389,8 @@ pub struct Tokens {
     path: PathBuf,
     loaded: RwLock<Loaded>,
     checked: Mutex<Instant>,
+    /// Every call needs a token even when none is active (see [`Tokens::require`]).
+    required: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -397,6 +412,7 @@ impl Tokens {
             path: tokens_file(data),
             loaded: RwLock::new(Loaded::default()),
             checked: Mutex::new(Instant::now()),
+            required: std::sync::atomic::AtomicBool::new(false),
         };
         tokens.reload()?;
         Ok(tokens)
@@ -438,10 +454,20 @@ impl Tokens {
         }
     }
 
-    /// Whether requests must carry a token (some token is active).
+    /// Whether requests must carry a token (some token is active, or tokens are
+    /// required).
     pub fn enabled(&self) -> bool {
         self.refresh();
-        self.loaded.read().is_ok_and(|l| !l.active.is_empty())
+        self.required.load(std::sync::atomic::Ordering::Relaxed)
+            || self.loaded.read().is_ok_and(|l| !l.active.is_empty())
+    }
+
+    /// Requires a token from now on, whatever the file holds: a node serving a
+    /// network because it has tokens must lock everyone out when its last token is
+    /// revoked or the file deleted, not let everyone in.
+    pub fn require(&self) {
+        self.required
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Who sent a request with this `authorization` header value.

@@ -34,6 +34,16 @@ struct Cli {
     /// one); `DATAMESH_TOKEN` holds the token itself.
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) to verify an `https://` node against (client
+    /// commands); without it, the system's trusted roots.
+    #[arg(long, global = true, env = "DATAMESH_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present to an `https://` node, with `--key`.
+    #[arg(long, global = true, env = "DATAMESH_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The key (PEM) of `--cert`.
+    #[arg(long, global = true, env = "DATAMESH_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,10 +66,24 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Listen on an address other than loopback without TLS and authentication
-        /// (this release has neither): anyone who can reach it can deploy, append,
-        /// retire and read everything. Only on a network you trust.
+        /// (a token): anyone who can reach it may read or change what that leaves
+        /// open. Only on a network you trust.
         #[arg(long)]
         insecure: bool,
+        /// Serve TLS on the TCP listener with this certificate chain (PEM); the
+        /// node's links present it to `https://` peers too. Reloaded on SIGHUP and
+        /// when the file changes.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of `--tls-cert`.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The CA (PEM) of the mesh: clients may present certificates it signed (a
+        /// certificate naming `datamesh://NAME` proves the node NAME, which is then
+        /// served only what is exported to NAME), and `https://` peers are verified
+        /// against it.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
@@ -183,6 +207,13 @@ enum Command {
         /// Version number.
         version: u32,
     },
+    /// Certificates for development: `cert dev --out DIR NAME...` makes a local
+    /// CA and a certificate and key per node (for mutual TLS in a mesh on one
+    /// machine, with no openssl command).
+    Cert {
+        #[command(subcommand)]
+        action: CertCommand,
+    },
     /// Print the node's audit trail (who deployed, promoted, retired, reset a link,
     /// made or revoked a token, and when), one JSON object per line.
     Audit {
@@ -232,6 +263,26 @@ enum TokenCommand {
         /// Work on this data directory directly (without it: through the node).
         #[arg(long)]
         data: Option<PathBuf>,
+    },
+}
+
+/// `datamesh cert ...`
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Make a development CA in DIR (`ca.pem`, `ca.key`; reused when it exists) and,
+    /// per node name, `NAME.pem` and `NAME.key`: valid for both ends of a connection,
+    /// naming the node as `datamesh://NAME`, for `localhost`, `127.0.0.1`, `::1` and
+    /// each `--host`. Prints the files as JSON.
+    Dev {
+        /// The directory to write to (created, mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+        /// The node names (one certificate each).
+        #[arg(value_name = "NAME", required = true)]
+        nodes: Vec<String>,
+        /// Another host name or IP address the certificates are valid for; repeatable.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
     },
 }
 
@@ -448,6 +499,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         name,
         peers,
         peer_tokens,
+        tls_cert,
+        tls_key,
+        tls_ca,
     } = cli.command
     {
         let mut node = NodeConfig::default();
@@ -468,6 +522,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         node.strict |= strict;
         node.insecure |= insecure;
+        if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+            node.tls = Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                ca: tls_ca.or_else(|| node.tls.as_ref().and_then(|t| t.ca.clone())),
+            });
+        }
         if let Some(mib) = segment_mib {
             node.segment_bytes = segment_bytes(mib).map_err(CliError::usage)?;
         }
@@ -517,6 +578,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     {
         return token(action, data);
     }
+    if let Command::Cert {
+        action: CertCommand::Dev { out, nodes, hosts },
+    } = &cli.command
+    {
+        let made = crate::tls::dev::make(out, nodes, hosts)
+            .map_err(|e| CliError::usage(format!("cert dev: {e}")))?;
+        let nodes: serde_json::Map<String, serde_json::Value> = made
+            .nodes
+            .iter()
+            .map(|(name, cert, key)| {
+                (
+                    name.clone(),
+                    serde_json::json!({ "cert": cert.display().to_string(), "key": key.display().to_string() }),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "ca": made.ca.display().to_string(), "new_ca": made.new_ca, "nodes": nodes })
+        );
+        return Ok(());
+    }
     if let Command::Audit { data } = &cli.command {
         let data = data.clone().unwrap_or_else(|| NodeConfig::default().data);
         let entries = crate::audit::read(&data).map_err(|e| CliError {
@@ -539,6 +622,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(token) = token {
         client::use_token(token.trim().to_owned());
     }
+    client::use_tls(crate::tls::ClientTls {
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    });
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(&cli.node, args).await;
     }
@@ -588,6 +676,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { .. }
         | Command::Bench(_)
         | Command::Repair { .. }
+        | Command::Cert { .. }
         | Command::Audit { .. } => Ok(()),
         Command::Token { action } => token_online(&mut node, action).await,
     }

@@ -52,10 +52,16 @@ fn emit(text: &impl std::fmt::Display) {
 /// # Errors
 /// When the URL is invalid or nothing answers there.
 pub async fn connect(url: &str) -> Result<Client, CliError> {
-    let channel = channel(url).await.map_err(|e| {
-        CliError::new(format!(
-            "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
-        ))
+    let tls = TLS.get().cloned().unwrap_or_default();
+    let channel = channel(url, &tls).await.map_err(|e| {
+        let hint = if e.contains("certificate") || e.contains("TLS") {
+            "the node's certificate must be signed by the CA given with --ca FILE (DATAMESH_CA), and name the host of --node"
+        } else if e.contains("InvalidContentType") || e.contains("corrupt message") {
+            "is the node serving TLS? an `https://` address needs a node started with --tls-cert"
+        } else {
+            "is `datamesh serve` running? set --node or DATAMESH_NODE"
+        };
+        CliError::new(format!("{e} ({hint})"))
     })?;
     let bearer = match TOKEN.get() {
         Some(token) => Bearer::new(token).map_err(CliError::usage)?,
@@ -75,6 +81,15 @@ static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// Makes every client [`connect`] makes from now on send `token`.
 pub fn use_token(token: String) {
     let _ = TOKEN.set(token);
+}
+
+/// The TLS the clients of this process use for `https://` nodes (`--ca`, `--cert`,
+/// `--key`).
+static TLS: std::sync::OnceLock<crate::tls::ClientTls> = std::sync::OnceLock::new();
+
+/// Makes every client [`connect`] makes from now on use `tls` for `https://` nodes.
+pub fn use_tls(tls: crate::tls::ClientTls) {
+    let _ = TLS.set(tls);
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when there is a token.
@@ -119,13 +134,27 @@ impl tonic::service::Interceptor for Bearer {
 
 /// A gRPC channel to a node at `url` (`http://HOST:PORT`, `https://...` or
 /// `unix:PATH`), with HTTP/2 keepalive pings so that a peer that vanished without
-/// closing the connection is noticed within seconds. Used by the CLI and by the
-/// node's own links to its peers.
+/// closing the connection is noticed within seconds. `tls` says what an `https://`
+/// node is verified against and which certificate to present. Used by the CLI and
+/// by the node's own links to its peers.
 ///
 /// # Errors
-/// The address is not a URL, or nothing answers there.
-pub async fn channel(url: &str) -> Result<Channel, String> {
-    let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach a node at {url}: {e}");
+/// The address is not a URL, a TLS file does not load, or nothing answers there
+/// (with the cause, a failed TLS handshake included).
+pub async fn channel(url: &str, tls: &crate::tls::ClientTls) -> Result<Channel, String> {
+    let unreachable = |e: &dyn std::error::Error| {
+        // tonic's own message is "transport error": the cause is further down.
+        let mut message = format!("cannot reach a node at {url}: {e}");
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let text = format!(": {cause}");
+            if !message.contains(&text) {
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        message
+    };
     let keepalive = |endpoint: tonic::transport::Endpoint| {
         endpoint
             .http2_keep_alive_interval(std::time::Duration::from_secs(5))
@@ -147,8 +176,14 @@ pub async fn channel(url: &str) -> Result<Channel, String> {
             .await
             .map_err(|e| unreachable(&e))
     } else {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("invalid node URL `{url}`: {e}"))?;
+        if url.starts_with("https://") {
+            let config = tls.config().map_err(|e| format!("TLS for {url}: {e}"))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| format!("TLS for {url}: {e}"))?;
+        }
         keepalive(endpoint)
             .tcp_nodelay(true)
             .connect()
@@ -729,6 +764,8 @@ pub async fn status(client: &mut Client) -> Result<(), CliError> {
         "strict": r.strict,
         "insecure": r.insecure,
         "auth": r.auth,
+        "tls": r.tls,
+        "peer_certs": r.peer_certs,
         "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
         "log_damage": r.log_damage,
         "log_verified": r.log_verified,

@@ -8,6 +8,10 @@
 //! data = "/var/lib/datamesh"     # data directory
 //! listen = "127.0.0.1:7070"      # gRPC address (another than loopback needs insecure)
 //! insecure = false               # allow a non-loopback address without TLS and tokens
+//! tls_cert = "/etc/datamesh/node.pem"  # serve TLS with this certificate chain (PEM)
+//! tls_key = "/etc/datamesh/node.key"   # and its key; both reloaded on SIGHUP or change
+//! tls_ca = "/etc/datamesh/ca.pem"      # the mesh's CA: verifies client certificates
+//!                                      # (peer names) and https:// peers
 //! socket = "/run/datamesh.sock"  # also serve on this Unix socket
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
@@ -68,6 +72,12 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Serve a non-loopback address without TLS and authentication.
     pub insecure: Option<bool>,
+    /// The TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// Its key.
+    pub tls_key: Option<PathBuf>,
+    /// The mesh's CA.
+    pub tls_ca: Option<PathBuf>,
     /// Reject undeclared event types.
     pub strict: Option<bool>,
     /// `jit` or `interp`.
@@ -150,6 +160,27 @@ impl FileConfig {
         if let Some(strict) = self.strict {
             base.strict = strict;
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                base.tls = Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: self.tls_ca.clone(),
+                });
+            }
+            (None, None) if self.tls_ca.is_some() => {
+                return Err(
+                    "`tls_ca` verifies client certificates on a TLS listener: set `tls_cert` and `tls_key` too".to_owned(),
+                );
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err("`tls_cert` needs `tls_key` (its private key)".to_owned());
+            }
+            (None, Some(_)) => {
+                return Err("`tls_key` needs `tls_cert` (its certificate)".to_owned());
+            }
+        }
         if let Some(engine) = &self.engine {
             base.engine = match engine.as_str() {
                 "jit" => EngineKind::Jit,
@@ -215,6 +246,31 @@ pub fn segment_bytes(mib: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_keys_go_together() {
+        let file =
+            FileConfig::parse("tls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"\n")
+                .expect("parses");
+        let config = file.apply(NodeConfig::default()).expect("applies");
+        assert_eq!(
+            config.tls,
+            Some(crate::tls::TlsFiles {
+                cert: "n.pem".into(),
+                key: "n.key".into(),
+                ca: Some("ca.pem".into()),
+            })
+        );
+        for lonely in [
+            "tls_cert = \"n.pem\"",
+            "tls_key = \"n.key\"",
+            "tls_ca = \"ca.pem\"",
+        ] {
+            let file = FileConfig::parse(lonely).expect("parses");
+            let error = file.apply(NodeConfig::default()).expect_err(lonely);
+            assert!(error.contains("tls_"), "{error}");
+        }
+    }
 
     #[test]
     fn the_name_and_peers_are_read_and_checked() {

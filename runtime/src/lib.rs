@@ -18,3 +18,4 @@ pub mod log;
 pub mod mesh;
 pub mod node;
 pub mod store;
+pub mod tls;

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     /// Serve an address other than loopback although the node has no TLS and no
     /// authentication (see [`check_exposure`]).
     pub insecure: bool,
+    /// TLS on the TCP listener (and the certificate the node's links present).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for NodeConfig {
@@ -52,6 +54,7 @@ impl Default for NodeConfig {
             engine: EngineKind::default(),
             mesh: crate::mesh::MeshConfig::default(),
             insecure: false,
+            tls: None,
         }
     }
 }
@@ -107,20 +110,40 @@ pub fn check_limits(limits: &Limits) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Refuses to serve an address other than loopback unless the operator said
-/// `insecure`: this release has neither TLS nor authentication, so anyone who can
-/// reach such an address can deploy, append, retire projections (deleting their
-/// documents) and read every event, in plain text. Loopback and the Unix socket
-/// (private to the node's user) are for the services on the same host.
+/// Refuses to serve an address other than loopback unless the node has both TLS and
+/// authentication (`auth`: it has an active token), or the operator said
+/// `insecure`: without them, anyone who can reach such an address can deploy,
+/// append, retire projections (deleting their documents) and read every event, or
+/// read and alter them on the way. Loopback and the Unix socket (private to the
+/// node's user) are for the services on the same host.
 ///
 /// # Errors
-/// [`NodeError::Config`] saying what to do.
-pub fn check_exposure(config: &NodeConfig) -> Result<(), NodeError> {
-    if config.listen.ip().is_loopback() || config.insecure {
+/// [`NodeError::Config`] saying what to configure.
+pub fn check_exposure(config: &NodeConfig, auth: bool) -> Result<(), NodeError> {
+    let tls = config.tls.is_some();
+    if config.listen.ip().is_loopback() || config.insecure || (tls && auth) {
         return Ok(());
     }
+    let missing = match (tls, auth) {
+        (false, false) => "no TLS and no authentication",
+        (false, true) => "no TLS (its tokens would cross the network in plain text)",
+        _ => "no authentication (no active token)",
+    };
+    let configure = match (tls, auth) {
+        (false, false) => format!(
+            "give it a certificate (`--tls-cert FILE --tls-key FILE`; `datamesh cert dev` makes development ones) and an admin token (`datamesh token create --data {} --role admin`)",
+            config.data.display()
+        ),
+        (false, true) => {
+            "give it a certificate (`--tls-cert FILE --tls-key FILE`; `datamesh cert dev` makes development ones)".to_owned()
+        }
+        _ => format!(
+            "create an admin token first (`datamesh token create --data {} --role admin`)",
+            config.data.display()
+        ),
+    };
     Err(NodeError::Config(format!(
-        "refusing to listen on {}: the node has no TLS and no authentication yet, so anyone who can reach that address could deploy, append, retire projections and read every event. Listen on loopback (`--listen 127.0.0.1:{}`, the default) or a Unix socket (`--socket PATH`) and put an authenticating proxy in front, or pass `--insecure` (config `insecure = true`) to serve it anyway on a network you trust",
+        "refusing to listen on {}: the node has {missing}, so anyone who can reach that address could deploy, append, retire projections and read every event. To serve a network, {configure}. Otherwise listen on loopback (`--listen 127.0.0.1:{}`, the default) or a Unix socket (`--socket PATH`), or pass `--insecure` (config `insecure = true`) to serve it anyway on a network you trust",
         config.listen,
         config.listen.port()
     )))
@@ -163,7 +186,23 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
     check_limits(&config.limits)?;
-    check_exposure(&config)?;
+    let tokens = Arc::new(
+        crate::auth::Tokens::load(&config.data).map_err(|e| NodeError::Config(e.to_string()))?,
+    );
+    check_exposure(&config, tokens.enabled())?;
+    let exposed = !config.listen.ip().is_loopback();
+    if exposed && !config.insecure {
+        // Served to a network because it has tokens: revoking (or deleting) every
+        // token must lock everyone out, not open the node to all.
+        tokens.require();
+    }
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            crate::tls::ServerTls::load(files.clone())
+                .map_err(|e| NodeError::Config(format!("TLS: {e}")))?,
+        )),
+        None => None,
+    };
     check_data_dir(&config.data)?;
     let (log, recovery) = Log::open(LogConfig {
         dir: config.data.join("log"),
@@ -175,21 +214,26 @@ pub async fn serve(
         truncated_bytes = recovery.truncated_bytes,
         "log recovered"
     );
-    let tokens = Arc::new(
-        crate::auth::Tokens::load(&config.data).map_err(|e| NodeError::Config(e.to_string()))?,
-    );
     let store = Arc::new(Store::open(&config.data.join("store"))?);
     let engine = Engine::start(log.clone(), store, config.engine)?;
+    let mut mesh = config.mesh.clone();
+    if config.tls.is_some() {
+        mesh.tls = crate::tls::ClientTls::of_node(config.tls.as_ref());
+    }
     let links = crate::mesh::Links::start(
         log.clone(),
         engine.clone(),
-        config.mesh.clone(),
+        mesh,
         config.limits.max_event_bytes,
     );
     let service = Service::new(log.clone(), engine.clone(), config.strict, config.limits)
         .with_mesh(config.mesh.clone())
         .with_links(links.clone())
-        .with_insecure(config.insecure && !config.listen.ip().is_loopback())
+        .with_insecure(config.insecure && exposed && !(tls.is_some() && tokens.enabled()))
+        .with_tls(
+            tls.is_some(),
+            tls.as_ref().is_some_and(|t| t.verifies_peers()),
+        )
         .with_tokens(tokens.clone())
         .with_audit(config.data.clone());
 
@@ -208,16 +252,17 @@ pub async fn serve(
         Some(path) => Some((bind_unix(path).await?, path.clone())),
         None => None,
     };
-    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames
-    // back for tens of milliseconds per request.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(name = %config.mesh.name, peers = config.mesh.peers.len(), address = %local, data = %config.data.display(), engine = %config.engine, startup_ms = started.elapsed().as_millis() as u64, "serving");
-    if local.ip().is_loopback() {
-        tracing::info!(
-            "no TLS and no authentication: serving loopback (and the Unix socket, if any) only, for the services on this host"
-        );
-    } else {
-        tracing::warn!(address = %local, "INSECURE: serving a network address with no TLS and no authentication (--insecure): anyone who can reach it can deploy, append, retire and read everything");
+    tracing::info!(name = %config.mesh.name, peers = config.mesh.peers.len(), address = %local, data = %config.data.display(), engine = %config.engine, tls = tls.is_some(), auth = tokens.enabled(), startup_ms = started.elapsed().as_millis() as u64, "serving");
+    match (tls.is_some(), tokens.enabled()) {
+        (true, true) => {}
+        _ if local.ip().is_loopback() => tracing::info!(
+            tls = tls.is_some(),
+            auth = tokens.enabled(),
+            "serving loopback (and the Unix socket, if any) only, for the services on this host"
+        ),
+        (tls, auth) => {
+            tracing::warn!(address = %local, tls, auth, "INSECURE: serving a network address without TLS and authentication (--insecure): anyone who can reach it may read or change what it lacks protection for")
+        }
     }
     // A line tools and tests can wait for.
     eprintln!("datamesh listening on {local}");
@@ -230,7 +275,9 @@ pub async fn serve(
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
     let server = crate::api::Api::new(service, max_message).with_tokens(tokens.clone());
+    // On the TLS listener, a plaintext client is answered that it must use TLS.
     let router = tonic::transport::Server::builder()
+        .layer(crate::tls::RequireTlsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(server);
@@ -251,15 +298,30 @@ pub async fn serve(
         }
         None => None,
     };
-    let served = router
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            // Streams that follow the log would keep their connections open forever.
-            closer.close();
-            let _ = stop.send(true);
-        })
-        .await
-        .map_err(|e| NodeError::Server(e.to_string()));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(stop.subscribe()));
+    }
+    let until = async move {
+        shutdown.await;
+        // Streams that follow the log would keep their connections open forever.
+        closer.close();
+        let _ = stop.send(true);
+    };
+    let served = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), until)
+                .await
+        }
+        None => {
+            // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2
+            // frames back for tens of milliseconds per request.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, until).await
+        }
+    }
+    .map_err(|e| NodeError::Server(e.to_string()));
     // Had the TCP server stopped on an error, dropping `stop` with its future stopped
     // the Unix socket's server too.
     let mut result = served;

@@ -110,3 +110,110 @@ async fn a_network_address_needs_insecure_and_status_says_so() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_address_is_served_with_tls_and_tokens_and_stays_locked() {
+    let guard = temp_dir("exposure-tls", Engine::Jit);
+    let dir = guard.path();
+    let data = dir.join("data");
+    let certs = dir.join("certs");
+    let (code, out, err) = cli_at(
+        "http://127.0.0.1:1",
+        &[
+            "cert",
+            "dev",
+            "--out",
+            certs.to_str().expect("utf-8"),
+            "node",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let cert = certs.join("node.pem");
+    let key = certs.join("node.key");
+    let tls = [
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ];
+
+    // TLS without a token: refused, saying to make one.
+    let (code, stderr) = serve(&data, &tls).expect_err("refused");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no authentication"), "{stderr}");
+    assert!(stderr.contains("token create"), "{stderr}");
+    // Tokens without TLS: refused, saying to give it a certificate.
+    let (code, out, err) = cli_at(
+        "http://127.0.0.1:1",
+        &[
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--data",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let (id, token) = (
+        line["id"].as_str().expect("id").to_owned(),
+        line["token"].as_str().expect("token").to_owned(),
+    );
+    let (code, stderr) = serve(&data, &["--listen", "0.0.0.0:0"]).expect_err("refused");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+
+    // Both: served, and not reported insecure.
+    let (mut child, addr) = serve(&data, &tls).expect("starts");
+    let port = addr.rsplit(':').next().expect("port");
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = certs.join("ca.pem");
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, &token).expect("write");
+    let args = |rest: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "--ca".to_owned(),
+            ca.display().to_string(),
+            "--token-file".to_owned(),
+            token_file.display().to_string(),
+        ];
+        v.extend(rest.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let run = |rest: &[&str]| {
+        let a = args(rest);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        cli_at(&url, &a)
+    };
+    let (code, out, err) = run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (&status["insecure"], &status["auth"], &status["tls"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(true),
+            &serde_json::json!(true)
+        )
+    );
+    // Revoking the last token locks everyone out instead of opening the node.
+    let (code, _, err) = run(&["token", "revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, err) = cli_at(&url, &["--ca", ca.to_str().expect("utf-8"), "status"]);
+        if code == 1 && err.contains("Unauthenticated") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served without a token: {code} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

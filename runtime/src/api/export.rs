@@ -56,24 +56,53 @@ fn message(kind: pb::export_message::Kind) -> Result<pb::ExportMessage, Status> 
 }
 
 impl Service {
-    /// Starts an export stream (see the module documentation).
-    pub(super) fn export_stream(
+    /// Whether the caller may read what is exported to `peer`: a client certificate
+    /// naming a node reads as that node only, whatever its token; a token reads as the
+    /// peer it was made for (or anything, for an admin); with neither, only a node
+    /// that does not verify client certificates serves the stream (local development).
+    fn may_export(
         &self,
-        request: pb::ExportRequest,
+        peer: &str,
         principal: Option<&crate::auth::Principal>,
-    ) -> Result<ExportStream, Status> {
-        let peer = request.peer;
-        // (The message quotes the name only when it is short.)
-        check_name(&peer).map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
-        // With tokens, a peer reads only as the name its token was made for.
-        if let Some(principal) = principal
-            && !principal.may_export_to(&peer)
-        {
+        certified: Option<&str>,
+    ) -> Result<(), Status> {
+        if let Some(name) = certified {
+            if name == peer {
+                return Ok(());
+            }
+            return Err(Status::permission_denied(format!(
+                "the client certificate names node `{name}`: it may read what is exported to `{name}`, not to `{peer}`"
+            )));
+        }
+        if let Some(principal) = principal {
+            if principal.may_export_to(peer) {
+                return Ok(());
+            }
             return Err(Status::permission_denied(format!(
                 "token `{}` has role {}: it may not read what is exported to `{peer}`",
                 principal.id, principal.role
             )));
         }
+        if self.peer_certs {
+            return Err(Status::unauthenticated(format!(
+                "node `{}` serves its exports only to peers that prove their name: connect with a certificate signed by its CA naming `datamesh://{peer}` (or a `peer:{peer}` token)",
+                self.mesh.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts an export stream (see the module documentation).
+    pub(super) fn export_stream(
+        &self,
+        request: pb::ExportRequest,
+        principal: Option<&crate::auth::Principal>,
+        certified: Option<&str>,
+    ) -> Result<ExportStream, Status> {
+        let peer = request.peer;
+        // (The message quotes the name only when it is short.)
+        check_name(&peer).map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?;
+        self.may_export(&peer, principal, certified)?;
         let (mut generation, types) = exported(&self.engine, &peer);
         let node = self.mesh.name.clone();
         if types.is_empty() {

@@ -15,6 +15,8 @@
 //! node has tokens ([`crate::auth`]): a call without a valid token, or whose role does
 //! not allow it, is answered here, before it reaches the service, so it changes
 //! nothing; an allowed call carries its [`crate::auth::Principal`] in its extensions.
+//! A call without a token on a connection whose client certificate names a node
+//! ([`crate::tls::ConnInfo::peer`]) is that node's peer role.
 //!
 //! Errors are sent before any message as headers only ("trailers-only"), which is
 //! where this looks: a successful response costs one header lookup. The corrections
@@ -79,7 +81,15 @@ impl Api {
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let principal = tokens.authenticate(header)?;
+        // A peer that proved its name by certificate needs no token: it is that peer.
+        let certified = request
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(|c| c.peer.as_deref());
+        let principal = match (header, certified) {
+            (None, Some(name)) => crate::auth::Principal::certified(name),
+            _ => tokens.authenticate(header)?,
+        };
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
         crate::auth::authorize(&principal, method)?;
         Ok(Some(principal))

@@ -96,6 +96,11 @@ pub struct Service {
     tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
     /// The data directory, whose audit trail admin actions are appended to.
     audit: Option<std::path::PathBuf>,
+    /// The TCP listener serves TLS.
+    tls: bool,
+    /// Client certificates are verified: exports go only to the node a certificate
+    /// names, or to a peer's token.
+    peer_certs: bool,
 }
 
 impl Service {
@@ -112,7 +117,19 @@ impl Service {
             insecure: false,
             tokens: None,
             audit: None,
+            tls: false,
+            peer_certs: false,
         }
+    }
+
+    /// The service of a node whose listener serves TLS (`tls`), verifying client
+    /// certificates (`peer_certs`): the export stream then requires a peer to prove
+    /// its name, by certificate or token.
+    #[must_use]
+    pub fn with_tls(mut self, tls: bool, peer_certs: bool) -> Service {
+        self.tls = tls;
+        self.peer_certs = peer_certs;
+        self
     }
 
     /// The service of a node that keeps its audit trail in the data directory `data`.
@@ -392,9 +409,15 @@ fn who<T>(request: &Request<T>) -> serde_json::Value {
         None => serde_json::json!({
             "address": request
                 .remote_addr()
+                .or_else(|| conn(request).and_then(|c| c.remote))
                 .map_or_else(|| "unix socket".to_owned(), |a| a.to_string())
         }),
     }
+}
+
+/// The TLS connection `request` came on, if it came on the TLS listener.
+fn conn<T>(request: &Request<T>) -> Option<&crate::tls::ConnInfo> {
+    request.extensions().get::<crate::tls::ConnInfo>()
 }
 
 /// Who sent `request`, when the node has tokens ([`Api`] put it there).
@@ -995,8 +1018,13 @@ impl DataMesh for Service {
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
         let principal = principal(&request).cloned();
-        self.export_stream(request.into_inner(), principal.as_ref())
-            .map(Response::new)
+        let certified = conn(&request).and_then(|c| c.peer.clone());
+        self.export_stream(
+            request.into_inner(),
+            principal.as_ref(),
+            certified.as_deref(),
+        )
+        .map(Response::new)
     }
 
     async fn token_create(
@@ -1126,6 +1154,8 @@ impl DataMesh for Service {
                 .unwrap_or_default(),
             insecure: self.insecure,
             auth: self.tokens.as_ref().is_some_and(|t| t.enabled()),
+            tls: self.tls,
+            peer_certs: self.peer_certs,
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self

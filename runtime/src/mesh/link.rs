@@ -115,6 +115,8 @@ pub(super) struct Link {
     pub address: Option<String>,
     /// The file of the token to present to the peer, if configured.
     pub token: Option<std::path::PathBuf>,
+    /// TLS for `https://` peers: the CA to verify them, the certificate to present.
+    pub tls: crate::tls::ClientTls,
     /// The program whose import block runs, its index in the registry (whose JIT code
     /// runs the rules when the JIT compiled it), and the block's index in it.
     pub program: Arc<Program>,
@@ -241,7 +243,7 @@ impl Link {
             let _ = stop.wait_for(|stopped| *stopped).await;
             return Ok(());
         };
-        let channel = crate::client::channel(address)
+        let channel = crate::client::channel(address, &self.tls)
             .await
             .map_err(|e| Failure::new("connecting", e))?;
         let mut client =

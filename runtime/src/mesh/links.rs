@@ -255,6 +255,7 @@ impl Links {
             peer: peer.to_owned(),
             address: self.inner.mesh.peers.get(peer).cloned(),
             token: self.inner.mesh.tokens.get(peer).cloned(),
+            tls: self.inner.mesh.tls.clone(),
             program,
             index,
             block,

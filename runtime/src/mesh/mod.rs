@@ -37,6 +37,9 @@ pub struct MeshConfig {
     /// Files holding the token this node presents to a peer it imports from (a
     /// `peer:THIS_NODE` token of that peer), by peer name; read at each connection.
     pub tokens: BTreeMap<String, std::path::PathBuf>,
+    /// The TLS of this node's links to `https://` peers (set from the node's own
+    /// certificate, key and CA when it serves TLS).
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Default for MeshConfig {
@@ -45,6 +48,7 @@ impl Default for MeshConfig {
             name: DEFAULT_NAME.to_owned(),
             peers: BTreeMap::new(),
             tokens: BTreeMap::new(),
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }
