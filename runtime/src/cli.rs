@@ -217,9 +217,14 @@ enum Command {
     /// Print the node's audit trail (who deployed, promoted, retired, reset a link,
     /// made or revoked a token, and when), one JSON object per line.
     Audit {
-        /// The node's data directory [default: datamesh-data].
+        /// Read the trail of this data directory directly (without it: through the
+        /// node, with an admin token).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Only the newest N entries (through the node: at most 10000) [default: all
+        /// with --data, 100 through the node].
+        #[arg(long)]
+        last: Option<u32>,
     },
     /// Operate the node's links to its peers (the mesh).
     Link {
@@ -600,13 +605,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    if let Command::Audit { data } = &cli.command {
-        let data = data.clone().unwrap_or_else(|| NodeConfig::default().data);
-        let entries = crate::audit::read(&data).map_err(|e| CliError {
-            message: format!("{}: {e}", crate::audit::audit_file(&data).display()),
+    if let Command::Audit {
+        data: Some(data),
+        last,
+    } = &cli.command
+    {
+        let entries = crate::audit::read(data).map_err(|e| CliError {
+            message: format!("{}: {e}", crate::audit::audit_file(data).display()),
             code: 1,
         })?;
-        for entry in entries {
+        let skip = last.map_or(0, |n| entries.len().saturating_sub(n as usize));
+        for entry in &entries[skip..] {
             println!("{entry}");
         }
         return Ok(());
@@ -676,8 +685,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { .. }
         | Command::Bench(_)
         | Command::Repair { .. }
-        | Command::Cert { .. }
-        | Command::Audit { .. } => Ok(()),
+        | Command::Cert { .. } => Ok(()),
+        Command::Audit { last, .. } => {
+            let r = node
+                .audit(pb::AuditRequest {
+                    last: last.unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            if r.omitted > 0 {
+                eprintln!("({} older entries left out: --last N for more)", r.omitted);
+            }
+            for entry in &r.entries {
+                println!("{entry}");
+            }
+            Ok(())
+        }
         Command::Token { action } => token_online(&mut node, action).await,
     }
 }

@@ -445,3 +445,283 @@ import payments {
     assert!(read_all(&mut l).await.is_empty());
     assert_eq!(read_all(&mut b).await.len(), 1);
 }
+
+/// Calls `rpc` with a request that would change or read something, sending `token`.
+async fn call(
+    client: &mut pb::data_mesh_client::DataMeshClient<tonic::transport::Channel>,
+    rpc: &str,
+    token: Option<&str>,
+    admin_id: &str,
+) -> Result<(), tonic::Status> {
+    fn req<T>(message: T, token: Option<&str>) -> Request<T> {
+        match token {
+            Some(token) => with(message, token),
+            None => Request::new(message),
+        }
+    }
+    macro_rules! go {
+        ($method:ident, $message:expr) => {
+            client.$method(req($message, token)).await.map(|_| ())
+        };
+    }
+    match rpc {
+        "Append" => go!(
+            append,
+            pb::AppendRequest {
+                events: vec![event("Deposited", r#"{"account":"a9","amount":1}"#, "", "")],
+                expected: vec![],
+            }
+        ),
+        "Read" => go!(read, pb::ReadRequest::default()),
+        "Subscribe" => go!(subscribe, pb::SubscribeRequest::default()),
+        "Get" => go!(
+            get,
+            pb::GetRequest {
+                projection: "balances".into(),
+                key: "a1".into(),
+                ..Default::default()
+            }
+        ),
+        "Scan" => go!(
+            scan,
+            pb::ScanRequest {
+                projection: "balances".into(),
+                ..Default::default()
+            }
+        ),
+        "Deploy" => go!(
+            deploy,
+            pb::DeployRequest {
+                source: format!("{PROGRAM}\nevent Other {{ x: int }}"),
+                origin: "intruder.dmp".into(),
+            }
+        ),
+        "ListProjections" => go!(list_projections, pb::ListProjectionsRequest::default()),
+        "Status" => go!(status, pb::StatusRequest {}),
+        "Promote" => go!(
+            promote,
+            pb::PromoteRequest {
+                name: "balances".into(),
+                version: 1,
+            }
+        ),
+        "Retire" => go!(
+            retire,
+            pb::RetireRequest {
+                name: "balances".into(),
+                version: 1,
+            }
+        ),
+        "Export" => go!(
+            export,
+            pb::ExportRequest {
+                peer: "bank".into(),
+                from: 0,
+            }
+        ),
+        "LinkReset" => go!(
+            link_reset,
+            pb::LinkResetRequest {
+                peer: "bank".into(),
+                from_position: 0,
+                note: String::new(),
+            }
+        ),
+        "TokenCreate" => go!(
+            token_create,
+            pb::TokenCreateRequest {
+                role: "admin".into(),
+                name: "escalation".into(),
+                scope: vec![],
+            }
+        ),
+        "TokenList" => go!(token_list, pb::TokenListRequest {}),
+        "TokenRevoke" => go!(
+            token_revoke,
+            pb::TokenRevokeRequest {
+                id: admin_id.into(),
+            }
+        ),
+        "Audit" => go!(audit, pb::AuditRequest { last: 0 }),
+        other => panic!("no call for the RPC {other}: add it to this test"),
+    }
+}
+
+const PROGRAM: &str = "event Deposited { account: string, amount: int }
+projection balances { key account state { total: int } on Deposited { total += event.amount } }
+export to bank { Deposited }";
+
+/// What a refused call must leave as it was.
+async fn snapshot(
+    client: &mut pb::data_mesh_client::DataMeshClient<tonic::transport::Channel>,
+    admin: &str,
+) -> String {
+    let status = client
+        .status(with(pb::StatusRequest {}, admin))
+        .await
+        .expect("status")
+        .into_inner();
+    let tokens = client
+        .token_list(with(pb::TokenListRequest {}, admin))
+        .await
+        .expect("tokens")
+        .into_inner();
+    let audit = client
+        .audit(with(pb::AuditRequest { last: 10_000 }, admin))
+        .await
+        .expect("audit")
+        .into_inner();
+    format!(
+        "head {} projections {:?} tokens {:?} audit {}",
+        status.head,
+        status
+            .projections
+            .iter()
+            .map(|p| (p.name.clone(), p.version, p.active, p.position))
+            .collect::<Vec<_>>(),
+        tokens
+            .tokens
+            .iter()
+            .map(|t| (t.id.clone(), t.revoked.clone()))
+            .collect::<Vec<_>>(),
+        audit.entries.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_refuses_no_token_a_revoked_one_and_each_wrong_role_and_changes_nothing() {
+    let guard = temp_dir("tokens-matrix", Engine::Jit);
+    let data = guard.path().join("data");
+    let admin = create_token(&data, "admin", "ops");
+    let admin_id = admin
+        .strip_prefix("dmt_")
+        .and_then(|rest| rest.split('_').next())
+        .expect("id")
+        .to_owned();
+    let writer = create_token(&data, "writer", "w");
+    let reader = create_token(&data, "reader", "r");
+    let peer = create_token(&data, "peer:bank", "bank");
+    let revoked = create_token(&data, "admin", "former ops");
+    let revoked_id = revoked
+        .strip_prefix("dmt_")
+        .and_then(|rest| rest.split('_').next())
+        .expect("id")
+        .to_owned();
+    let (code, out, err) = cli_at(
+        "http://127.0.0.1:1",
+        &[
+            "token",
+            "revoke",
+            &revoked_id,
+            "--data",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let node = Node::start(&data, Engine::Jit, &["--name", "payments"]);
+    let mut client = node.client().await;
+    client
+        .deploy(with(
+            pb::DeployRequest {
+                source: PROGRAM.into(),
+                origin: "payments.dmp".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("deploy");
+    client
+        .append(with(
+            pb::AppendRequest {
+                events: vec![event("Deposited", r#"{"account":"a1","amount":5}"#, "", "")],
+                expected: vec![],
+            },
+            &admin,
+        ))
+        .await
+        .expect("append");
+    // Folded, so that the projection's position does not move under the snapshots.
+    client
+        .get(with(
+            pb::GetRequest {
+                projection: "balances".into(),
+                key: "a1".into(),
+                min_position: 1,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("folded");
+    let before = snapshot(&mut client, &admin).await;
+
+    // Every RPC of the service is in this table, with the roles that may call it.
+    let proto = std::fs::read_to_string(root().join("runtime/proto/datamesh/v1/datamesh.proto"))
+        .expect("proto");
+    let rpcs: Vec<&str> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert!(rpcs.len() >= 16, "{rpcs:?}");
+    let allowed = |rpc: &str, role: &str| match role {
+        "writer" => rpc == "Append",
+        "reader" => matches!(
+            rpc,
+            "Read" | "Subscribe" | "Get" | "Scan" | "ListProjections" | "Status"
+        ),
+        "peer:bank" => rpc == "Export",
+        _ => false,
+    };
+    let mut checked = 0;
+    for rpc in &rpcs {
+        for (who, token, expected) in [
+            ("no token", None, Code::Unauthenticated),
+            (
+                "a revoked token",
+                Some(revoked.as_str()),
+                Code::Unauthenticated,
+            ),
+            (
+                "a made-up token",
+                Some("dmt_deadbeef_00"),
+                Code::Unauthenticated,
+            ),
+            ("writer", Some(writer.as_str()), Code::PermissionDenied),
+            ("reader", Some(reader.as_str()), Code::PermissionDenied),
+            ("peer:bank", Some(peer.as_str()), Code::PermissionDenied),
+        ] {
+            if allowed(rpc, who) {
+                continue;
+            }
+            let refused = call(&mut client, rpc, token, &admin_id)
+                .await
+                .expect_err(&format!("{rpc} with {who}"));
+            assert_eq!(
+                refused.code(),
+                expected,
+                "{rpc} with {who}: {}",
+                refused.message()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked}");
+    assert_eq!(
+        snapshot(&mut client, &admin).await,
+        before,
+        "a refused call changed something"
+    );
+    // The allowed ones are allowed (the table is not refusing everything).
+    for (rpc, token) in [
+        ("Append", &writer),
+        ("Get", &reader),
+        ("Status", &reader),
+        ("Export", &peer),
+        ("Audit", &admin),
+    ] {
+        call(&mut client, rpc, Some(token), &admin_id)
+            .await
+            .unwrap_or_else(|e| panic!("{rpc}: {e:?}"));
+    }
+}

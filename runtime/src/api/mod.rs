@@ -140,7 +140,12 @@ impl Service {
     }
 
     /// Appends an admin action to the audit trail (see [`crate::audit`]).
-    async fn audit(&self, by: serde_json::Value, action: &'static str, details: serde_json::Value) {
+    async fn record_audit(
+        &self,
+        by: serde_json::Value,
+        action: &'static str,
+        details: serde_json::Value,
+    ) {
         let Some(data) = self.audit.clone() else {
             return;
         };
@@ -911,7 +916,7 @@ impl DataMesh for Service {
                         "exported": outcome.exported,
                         "imported": outcome.imported,
                     });
-                    self.audit(by, "deploy", details).await;
+                    self.record_audit(by, "deploy", details).await;
                 }
                 let (diagnostics, omitted) = diagnostics_to_pb(&r.source, &outcome.warnings, None);
                 Ok(Response::new(pb::DeployResponse {
@@ -986,7 +991,7 @@ impl DataMesh for Service {
             .promote(&r.name, r.version)
             .map_err(lifecycle_status)?;
         tracing::info!(%active, "promoted");
-        self.audit(by, "promote", serde_json::json!({ "active": active }))
+        self.record_audit(by, "promote", serde_json::json!({ "active": active }))
             .await;
         Ok(Response::new(pb::PromoteResponse { active }))
     }
@@ -1004,7 +1009,7 @@ impl DataMesh for Service {
             .map_err(lifecycle_status)?;
         tracing::info!(%retired, "retired");
         let details = serde_json::json!({ "retired": retired, "active": active });
-        self.audit(by, "retire", details).await;
+        self.record_audit(by, "retire", details).await;
         Ok(Response::new(pb::RetireResponse {
             retired,
             active: active.unwrap_or_default(),
@@ -1039,7 +1044,7 @@ impl DataMesh for Service {
         let token = token_info(&record);
         let details =
             serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
-        self.audit(by, "token create", details).await;
+        self.record_audit(by, "token create", details).await;
         Ok(Response::new(pb::TokenCreateResponse {
             token: Some(token),
             secret,
@@ -1057,6 +1062,29 @@ impl DataMesh for Service {
         }))
     }
 
+    async fn audit(
+        &self,
+        request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        let last = match request.get_ref().last {
+            0 => 100,
+            n => (n as usize).min(10_000),
+        };
+        let data = self
+            .audit
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node keeps no audit trail"))?;
+        let entries = tokio::task::spawn_blocking(move || crate::audit::read(&data))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("cannot read the audit trail: {e}")))?;
+        let omitted = entries.len().saturating_sub(last);
+        Ok(Response::new(pb::AuditResponse {
+            entries: entries[omitted..].iter().map(ToString::to_string).collect(),
+            omitted: omitted as u64,
+        }))
+    }
+
     async fn token_revoke(
         &self,
         request: Request<pb::TokenRevokeRequest>,
@@ -1067,7 +1095,7 @@ impl DataMesh for Service {
         let record = on_tokens(move || crate::auth::revoke(&data, &id)).await?;
         let details =
             serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
-        self.audit(by, "token revoke", details).await;
+        self.record_audit(by, "token revoke", details).await;
         Ok(Response::new(pb::TokenRevokeResponse {
             token: Some(token_info(&record)),
         }))
@@ -1098,7 +1126,7 @@ impl DataMesh for Service {
                     "note": r.note,
                     "link_record": position,
                 });
-                self.audit(by, "link reset", details).await;
+                self.record_audit(by, "link reset", details).await;
                 Ok(Response::new(pb::LinkResetResponse { position }))
             }
             Err(crate::mesh::ResetError::NoLink(peer)) => Err(Status::not_found(format!(
