@@ -10,9 +10,13 @@
 # until every link has imported everything, prints what bank and reporting computed
 # and the links in their status, then stops the nodes and removes the directory.
 #
-# Usage: examples/mesh/run.sh [--keep]
+# Usage: examples/mesh/run.sh [--keep] [--tls]
 #   --keep       leave the nodes running and the directory in place, and print how to
 #                reach and stop them (to try the experiments in README.md)
+#   --tls        run the mesh over mutual TLS: `datamesh cert dev` makes a CA and a
+#                certificate per node, every node serves TLS and verifies its peers'
+#                certificates (each exporter serves a peer only what is exported to
+#                the node its certificate names), and every link is https://
 # Environment:
 #   DATAMESH     the datamesh binary (default: target/release/datamesh, then
 #                target/debug/datamesh, then `datamesh` on PATH)
@@ -29,10 +33,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 keep=0
+tls=0
 for arg in "$@"; do
   case $arg in
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --tls) tls=1 ;;
+    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument \`$arg\` (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -71,6 +77,8 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/datamesh-mesh.XXXXXX")
 chmod 700 "$tmp"
 declare -A pid addr command
+scheme=http
+client_tls=()
 
 stop_nodes() {
   local status=$?
@@ -109,8 +117,16 @@ trap stop_nodes EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+if ((tls)); then
+  # A development CA and one certificate per node (valid for 127.0.0.1, naming the
+  # node as datamesh://NAME).
+  "$dm" cert dev --out "$tmp/certs" "${nodes[@]}" >/dev/null
+  scheme=https
+  client_tls=(--ca "$tmp/certs/ca.pem")
+fi
+
 # start NAME INDEX [serve flags...]: starts a node and waits (at most 30 s) until it
-# says it listens; sets addr[NAME] to its http:// address.
+# says it listens; sets addr[NAME] to its http:// (or https://) address.
 start() {
   local node=$1 index=$2
   shift 2
@@ -119,6 +135,10 @@ start() {
     listen=127.0.0.1:$((BASE_PORT + index))
   fi
   local args=(serve --name "$node" --data "$tmp/$node" --listen "$listen" "$@")
+  if ((tls)); then
+    args+=(--tls-cert "$tmp/certs/$node.pem" --tls-key "$tmp/certs/$node.key"
+      --tls-ca "$tmp/certs/ca.pem")
+  fi
   # NO_COLOR: plain log lines in the log file.
   NO_COLOR=1 "$dm" "${args[@]}" 2>"$tmp/$node.log" >/dev/null &
   pid[$node]=$!
@@ -136,9 +156,9 @@ start() {
     echo "run.sh: $node did not start listening within 30 s" >&2
     return 1
   fi
-  addr[$node]=http://${line#datamesh listening on }
+  addr[$node]=$scheme://${line#datamesh listening on }
   # How to start it again (on the port it has now), for --keep.
-  args[6]=${addr[$node]#http://}
+  args[6]=${addr[$node]#*://}
   command[$node]=$(printf '%q ' "$dm" "${args[@]}")
   # With --socket the node prints a second line once the socket is ready.
   if [[ $* == *--socket* ]]; then
@@ -159,15 +179,18 @@ fi
 at() {
   local node=$1
   shift
-  ${limit[@]+"${limit[@]}"} "$dm" --node "${addr[$node]}" "$@"
+  ${limit[@]+"${limit[@]}"} "$dm" --node "${addr[$node]}" ${client_tls[@]+"${client_tls[@]}"} "$@"
 }
 
 # Exporters first, so that importers can be given their addresses. The bank reaches
 # payments through its Unix socket (as a service's node on the same host would) and
-# cards and reporting over TCP.
+# cards and reporting over TCP; with --tls every link is TLS (a Unix socket carries
+# no certificate, and these exporters serve only peers that present one).
 start payments 0 --socket "$tmp/payments.sock"
 start cards 1
-start bank 2 --peer "payments=unix:$tmp/payments.sock" --peer "cards=${addr[cards]}"
+payments_address=unix:$tmp/payments.sock
+((tls)) && payments_address=${addr[payments]}
+start bank 2 --peer "payments=$payments_address" --peer "cards=${addr[cards]}"
 start reporting 3 --peer "bank=${addr[bank]}"
 
 echo
