@@ -275,9 +275,12 @@ pub async fn serve(
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
     let server = crate::api::Api::new(service, max_message).with_tokens(tokens.clone());
-    // On the TLS listener, a plaintext client is answered that it must use TLS.
+    // On the TLS listener, a plaintext client is answered that it must use TLS (a
+    // node without TLS skips the layer: it costs an allocation per call).
     let router = tonic::transport::Server::builder()
-        .layer(crate::tls::RequireTlsLayer)
+        .layer(tower::util::option_layer(
+            tls.is_some().then_some(crate::tls::RequireTlsLayer),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(server);

@@ -64,7 +64,9 @@ fn the_mesh_example_runs_plain_and_over_mutual_tls() {
         assert!(out.contains("every link is live with lag 0"), "{out}");
         // What the bank folded from payments and cards, and reporting from the bank.
         assert!(
-            out.contains(r#"{"key":"DE01","document":{"balance":56,"deposits":1,"withdrawals":2,"fees":2}}"#),
+            out.contains(
+                r#"{"key":"DE01","document":{"balance":56,"deposits":1,"withdrawals":2,"fees":2}}"#
+            ),
             "{out}"
         );
         assert!(

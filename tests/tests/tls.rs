@@ -341,3 +341,48 @@ async fn certificates_reload_on_sighup_without_dropping_the_node() {
         .await
         .expect("status");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_handshake_do_not_stop_a_tls_node() {
+    use tokio::io::AsyncWriteExt;
+    let guard = temp_dir("tls-hostile", Engine::Jit);
+    let dir = guard.path();
+    let certs = dir.join("certs");
+    dev_certs(&certs, &["node"]);
+    let flags = tls_flags(&certs, "node");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let node = Node::start(&dir.join("data"), Engine::Jit, &flags);
+    let address = node.url.trim_start_matches("http://").to_owned();
+    // Idle connections, one sending a megabyte of garbage, one a TLS record header
+    // announcing more than it sends.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connects"),
+        );
+    }
+    let mut garbage = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    let _ = garbage.write_all(&vec![0x16; 1 << 20]).await;
+    let mut torn = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    let _ = torn.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01]).await;
+    // The node still serves, promptly.
+    let started = Instant::now();
+    client(&https(&node), &certs, None)
+        .await
+        .expect("connects")
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}

@@ -20,7 +20,7 @@
 //! force with an error in the log.
 //!
 //! Invariants: a handshake never blocks the accept loop (each runs in its own task,
-//! bounded by [`HANDSHAKE`]); a peer name is taken only from a certificate the
+//! bounded by [`HANDSHAKE`], at most [`MAX_HANDSHAKES`] at once); a peer name is taken only from a certificate the
 //! handshake verified against `tls_ca`.
 
 pub mod dev;
@@ -41,6 +41,11 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// How long a client has to complete its TLS handshake.
 pub const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The most TLS handshakes in progress at once: a connection beyond them is closed
+/// at once, so that clients that connect and never finish a handshake cannot use up
+/// the process's file descriptors (which the log needs for its segments).
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// How often the node looks at its certificate files for a change.
 pub const RELOAD: Duration = Duration::from_secs(2);
@@ -397,6 +402,7 @@ pub fn incoming(
     tls: Arc<ServerTls>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -418,8 +424,13 @@ pub fn incoming(
             let Some(acceptor) = tls.acceptor() else {
                 continue;
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "{MAX_HANDSHAKES} TLS handshakes in progress: closing a new connection");
+                continue;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE, handshake(stream, acceptor)).await {
                     Ok(Ok(conn)) => {
                         let _ = tx.send(Ok(conn)).await;
