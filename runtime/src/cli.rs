@@ -38,12 +38,13 @@ struct Cli {
     /// commands); without it, the system's trusted roots.
     #[arg(long, global = true, env = "DATAMESH_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// A client certificate (PEM) to present to an `https://` node, with `--key`.
-    #[arg(long, global = true, env = "DATAMESH_CERT", value_name = "FILE")]
-    cert: Option<PathBuf>,
-    /// The key (PEM) of `--cert`.
-    #[arg(long, global = true, env = "DATAMESH_KEY", value_name = "FILE")]
-    key: Option<PathBuf>,
+    /// A client certificate (PEM) to present to an `https://` node, with
+    /// `--client-key`.
+    #[arg(long, global = true, env = "DATAMESH_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The key (PEM) of `--client-cert`.
+    #[arg(long, global = true, env = "DATAMESH_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -633,8 +634,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
     client::use_tls(crate::tls::ClientTls {
         ca: cli.ca.clone(),
-        cert: cli.cert.clone(),
-        key: cli.key.clone(),
+        cert: cli.client_cert.clone(),
+        key: cli.client_key.clone(),
     });
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(&cli.node, args).await;
@@ -702,5 +703,64 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Token { action } => token_online(&mut node, action).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks a subcommand's arguments only when that subcommand is parsed:
+        // this checks them all (a global flag clashing with a subcommand's argument,
+        // say, which would otherwise panic in the hands of a user).
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_parses_with_the_global_flags() {
+        // A global flag whose id is also a subcommand's argument (`--key` and `get`'s
+        // KEY) passes `debug_assert` and panics when the command is parsed: parse one
+        // line of each.
+        use clap::Parser;
+        let global = [
+            "--node",
+            "https://127.0.0.1:7070",
+            "--ca",
+            "ca.pem",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "c.key",
+            "--token-file",
+            "t",
+        ];
+        for line in [
+            "serve --data d --listen 127.0.0.1:0 --tls-cert a --tls-key b --tls-ca c --name n --peer p=http://h:1 --peer-token p=f --insecure --strict --segment-mib 8 --engine interp --socket s",
+            "token create --role admin --name n --scope a,b --data d",
+            "token list",
+            "token revoke id",
+            "repair --data d --apply",
+            "deploy p.dmp",
+            "append T {} --stream s --expect-version -1 --id i",
+            "append --file f --drop-time",
+            "get balances a1 --version 2 --min-position 3",
+            "scan balances --prefix a --limit 3 --version 1",
+            "tail --from 3 --follow",
+            "status",
+            "promote balances 2",
+            "retire balances 1",
+            "cert dev --out d a b --host h",
+            "audit --last 3",
+            "audit --data d",
+            "link reset bank --from 3 --note n",
+            "bench",
+        ] {
+            let args = std::iter::once("datamesh")
+                .chain(global)
+                .chain(line.split(' '));
+            let parsed = super::Cli::try_parse_from(args);
+            assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());
+        }
     }
 }

@@ -83,8 +83,8 @@ pub fn use_token(token: String) {
     let _ = TOKEN.set(token);
 }
 
-/// The TLS the clients of this process use for `https://` nodes (`--ca`, `--cert`,
-/// `--key`).
+/// The TLS the clients of this process use for `https://` nodes (`--ca`,
+/// `--client-cert`, `--client-key`).
 static TLS: std::sync::OnceLock<crate::tls::ClientTls> = std::sync::OnceLock::new();
 
 /// Makes every client [`connect`] makes from now on use `tls` for `https://` nodes.

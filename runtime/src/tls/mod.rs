@@ -507,8 +507,8 @@ where
     }
 }
 
-/// A client's TLS: what it trusts and what it presents (the CLI's `--ca`, `--cert`,
-/// `--key`; a node's links use its own `tls_ca`, `tls_cert` and `tls_key`). Used
+/// A client's TLS: what it trusts and what it presents (the CLI's `--ca`,
+/// `--client-cert`, `--client-key`; a node's links use its own `tls_ca`, `tls_cert` and `tls_key`). Used
 /// for `https://` addresses only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
@@ -561,7 +561,7 @@ impl ClientTls {
             (None, None) => {}
             _ => {
                 return Err(TlsError::Config(
-                    "a client certificate needs its key, and a key its certificate (--cert with --key)"
+                    "a client certificate needs its key, and a key its certificate (--client-cert with --client-key)"
                         .to_owned(),
                 ));
             }
