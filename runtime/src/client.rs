@@ -287,8 +287,8 @@ pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), C
         Err(status)
             if status.code() == tonic::Code::InvalidArgument && !status.details().is_empty() =>
         {
-            let details: pb::DeployResponse = prost::Message::decode(status.details())
-                .map_err(|_| CliError::from(status.clone()))?;
+            let details = crate::api::deploy_diagnostics(&status)
+                .ok_or_else(|| CliError::from(status.clone()))?;
             print_diagnostics(&details.diagnostics, details.omitted, &origin, &source);
             Err(CliError::new(format!(
                 "{} was not deployed",
@@ -700,7 +700,9 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
 pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), CliError> {
     if follow {
         let mut stream = client
-            .subscribe(pb::SubscribeRequest { from })
+            .subscribe(pb::SubscribeRequest {
+                from_position: from,
+            })
             .await?
             .into_inner();
         while let Some(event) = stream.message().await? {
@@ -716,7 +718,7 @@ pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), Cl
     loop {
         let r = client
             .read(pb::ReadRequest {
-                from: position,
+                from_position: position,
                 limit: 1000,
                 stream: String::new(),
             })

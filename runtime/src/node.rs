@@ -241,8 +241,17 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::data_mesh_server::DataMeshServer<Service>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions stock tools speak (grpcurl and Postman use v1,
+    // many clients still only v1alpha), describing the health service too.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| NodeError::Server(e.to_string()))?;
+    let reflection = reflection()
         .build_v1()
         .map_err(|e| NodeError::Server(e.to_string()))?;
 
@@ -283,6 +292,7 @@ pub async fn serve(
         ))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(server);
     // The Unix socket serves the same router until the same shutdown.
     let (stop, mut stopped) = tokio::sync::watch::channel(false);

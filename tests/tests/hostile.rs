@@ -10,7 +10,6 @@ use common::*;
 
 use datamesh_runtime::api::pb;
 use datamesh_runtime::api::pb::data_mesh_client::DataMeshClient;
-use datamesh_runtime::api::pb::prost_reexport::Message;
 use datamesh_runtime::api::pb::prost_reexport::bytes::{Buf, BufMut};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -132,7 +131,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
         "{}",
         status.message()
     );
-    let details = pb::DeployResponse::decode(status.details()).expect("details");
+    let details = datamesh_runtime::api::deploy_diagnostics(&status).expect("details");
     assert!(!details.diagnostics.is_empty());
     assert!(details.omitted > 0, "{}", details.omitted);
     assert!(details.diagnostics.len() + details.omitted as usize >= 500);
@@ -167,7 +166,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
         "{}",
         status.message().len()
     );
-    let details = pb::DeployResponse::decode(status.details()).expect("details");
+    let details = datamesh_runtime::api::deploy_diagnostics(&status).expect("details");
     for d in &details.diagnostics {
         assert!(d.message.len() <= 300 && d.label.len() <= 300 && d.help.len() <= 300);
     }

@@ -125,7 +125,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let mut stream: Feed = client
         .export(pb::ExportRequest {
             peer: "bank".into(),
-            from: 0,
+            from_position: 0,
         })
         .await
         .expect("export to bank")
@@ -206,7 +206,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let mut reporting: Feed = client
         .export(pb::ExportRequest {
             peer: "reporting".into(),
-            from: 1,
+            from_position: 1,
         })
         .await
         .expect("export to reporting")
@@ -225,7 +225,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let refused = client
         .export(pb::ExportRequest {
             peer: "stranger".into(),
-            from: 0,
+            from_position: 0,
         })
         .await
         .expect_err("nothing is exported to a stranger");
@@ -243,7 +243,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
     let refused = client
         .export(pb::ExportRequest {
             peer: "no such/peer".into(),
-            from: 0,
+            from_position: 0,
         })
         .await
         .expect_err("not a name");

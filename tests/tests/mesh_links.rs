@@ -604,7 +604,7 @@ async fn a_replaced_peer_log_stops_the_link_until_a_reset() {
     assert!(!new_ids.is_empty());
     let history = b
         .read(pb::ReadRequest {
-            from: 0,
+            from_position: 0,
             limit: 1000,
             stream: "$link/payments".into(),
         })

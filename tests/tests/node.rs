@@ -385,7 +385,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
         .expect_err("invalid program");
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
     assert!(invalid.message().contains("E0105"), "{}", invalid.message());
-    let details: pb::DeployResponse = prost_decode(invalid.details());
+    let details = datamesh_runtime::api::deploy_diagnostics(&invalid).expect("details");
     assert_eq!(details.diagnostics[0].code, "E0105");
     assert_eq!(
         (details.diagnostics[0].line, details.diagnostics[0].column),
@@ -444,11 +444,6 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
         .expect_err("bad key");
     assert_eq!(bad_key.code(), tonic::Code::InvalidArgument);
     assert_eq!(head(&mut client).await, before);
-}
-
-fn prost_decode(bytes: &[u8]) -> pb::DeployResponse {
-    <pb::DeployResponse as datamesh_runtime::api::pb::prost_reexport::Message>::decode(bytes)
-        .expect("details decode")
 }
 
 async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engine: Engine) {
@@ -904,7 +899,7 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
         .await
         .expect("append");
     let mut stream = client
-        .subscribe(pb::SubscribeRequest { from: 1 })
+        .subscribe(pb::SubscribeRequest { from_position: 1 })
         .await
         .expect("subscribe")
         .into_inner();

@@ -65,7 +65,7 @@ async fn client(
 fn export_request(peer: &str) -> pb::ExportRequest {
     pb::ExportRequest {
         peer: peer.into(),
-        from: 0,
+        from_position: 0,
     }
 }
 

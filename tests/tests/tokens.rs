@@ -360,7 +360,7 @@ async fn a_link_presents_its_token_and_reads_only_as_the_peer_it_names() {
         .export(with(
             pb::ExportRequest {
                 peer: "bank".into(),
-                from: 0,
+                from_position: 0,
             },
             &other_token,
         ))
@@ -516,7 +516,7 @@ async fn call(
             export,
             pb::ExportRequest {
                 peer: "bank".into(),
-                from: 0,
+                from_position: 0,
             }
         ),
         "LinkReset" => go!(

@@ -113,7 +113,7 @@ impl Service {
         let log = self.log.clone();
         let engine = self.engine.clone();
         let budget = self.limits.max_bytes;
-        let mut position = request.from;
+        let mut position = request.from_position;
         // The time of the record before `position`: what lets an importer tell this
         // log from an older copy of it that has grown past its position again.
         let mut previous_time = position

@@ -524,7 +524,39 @@ const MAX_DIAGNOSTICS: usize = 100;
 /// The budget of a failed deploy's status details (an encoded `DeployResponse`): they
 /// travel base64-encoded in an HTTP/2 header, which clients limit to 8 to 16 KiB with
 /// everything else.
-const DETAILS_BUDGET: usize = 3 << 10;
+const DETAILS_BUDGET: usize = 2 << 10;
+
+/// The type URL of a `DeployResponse` in a status's details.
+pub const DEPLOY_RESPONSE_URL: &str = "type.googleapis.com/datamesh.v1.DeployResponse";
+
+/// A status whose details (`grpc-status-details-bin`) are the standard
+/// `google.rpc.Status`, carrying one typed detail (`type_url`, encoded `value`), as
+/// stock clients expect (grpcurl prints it, Python's `grpc_status` decodes it).
+fn status_with_detail(
+    code: tonic::Code,
+    message: String,
+    type_url: &str,
+    value: Vec<u8>,
+) -> Status {
+    let rich = tonic_types::Status {
+        code: code as i32,
+        message: datamesh_compiler::codec::clip_to(message.clone(), 512),
+        details: vec![prost_types::Any {
+            type_url: type_url.to_owned(),
+            value,
+        }],
+    };
+    Status::with_details(code, message, prost::Message::encode_to_vec(&rich).into())
+}
+
+/// The diagnostics of a refused deploy: the `DeployResponse` in the status's details.
+pub fn deploy_diagnostics(status: &Status) -> Option<pb::DeployResponse> {
+    let rich: tonic_types::Status = prost::Message::decode(status.details()).ok()?;
+    rich.details
+        .iter()
+        .find(|any| any.type_url == DEPLOY_RESPONSE_URL)
+        .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
+}
 
 fn diagnostic_to_pb(lines: &Lines<'_>, d: &Diagnostic) -> pb::Diagnostic {
     let (line, column) = lines.line_col(d.span.start as usize);
@@ -685,7 +717,7 @@ impl DataMesh for Service {
         let budget = self.limits.max_bytes;
         let records = tokio::task::spawn_blocking(move || {
             let stream = (!r.stream.is_empty()).then_some(r.stream.as_str());
-            read_bounded(&log, stream, r.from, limit, budget, true)
+            read_bounded(&log, stream, r.from_position, limit, budget, true)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -705,7 +737,7 @@ impl DataMesh for Service {
         if let Some(principal) = principal(&request) {
             principal.may_read_log()?;
         }
-        let mut position = request.into_inner().from;
+        let mut position = request.into_inner().from_position;
         let log = self.log.clone();
         let budget = self.limits.max_bytes;
         // A small buffer: a slow consumer makes the reader wait, and it then reads from
@@ -935,15 +967,16 @@ impl DataMesh for Service {
                     diagnostics_to_pb(&r.source, &diagnostics, Some(DETAILS_BUDGET));
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
                 let message = compile_failure_message(&listed, errors);
-                let details = prost::Message::encode_to_vec(&pb::DeployResponse {
+                let details = pb::DeployResponse {
                     diagnostics: listed,
                     omitted,
                     ..pb::DeployResponse::default()
-                });
-                Err(Status::with_details(
+                };
+                Err(status_with_detail(
                     tonic::Code::InvalidArgument,
                     message,
-                    details.into(),
+                    DEPLOY_RESPONSE_URL,
+                    prost::Message::encode_to_vec(&details),
                 ))
             }
             Err(DeployError::Conflict(message)) => {

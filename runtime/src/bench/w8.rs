@@ -166,7 +166,9 @@ import {from} {{
         .into_inner()
         .head;
     let mut stream = importer
-        .subscribe(pb::SubscribeRequest { from: from_head })
+        .subscribe(pb::SubscribeRequest {
+            from_position: from_head,
+        })
         .await?
         .into_inner();
     let watcher = {

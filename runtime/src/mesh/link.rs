@@ -250,7 +250,7 @@ impl Link {
             pb::data_mesh_client::DataMeshClient::new(channel).max_decoding_message_size(128 << 20);
         let mut request = tonic::Request::new(pb::ExportRequest {
             peer: self.me.clone(),
-            from: committed.position,
+            from_position: committed.position,
         });
         if let Some(file) = &self.token {
             // Read at each connection, so a new token is used without a restart.

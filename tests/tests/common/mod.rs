@@ -205,7 +205,7 @@ pub async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventReco
     loop {
         let r = client
             .read(pb::ReadRequest {
-                from: out.last().map_or(0, |e| e.position + 1),
+                from_position: out.last().map_or(0, |e| e.position + 1),
                 limit: 5000,
                 stream: String::new(),
             })
