@@ -85,6 +85,11 @@ enum Command {
         /// against it.
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_ca: Option<PathBuf>,
+        /// How the node logs on stderr: `text` (coloured on a terminal only; also
+        /// `NO_COLOR`) or `json` (one object per line, for log shippers)
+        /// [default: text].
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
@@ -270,6 +275,34 @@ enum TokenCommand {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+}
+
+/// How `serve` logs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr: by default the node's own events at `info`, its libraries' only
+/// from `warn` (the JIT backend logs every function's IR at `info`, the storage engine
+/// every flush); `RUST_LOG` replaces that. Text has ANSI colour only on a terminal
+/// without `NO_COLOR`; JSON is one object per line.
+fn init_logging(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "warn,datamesh=info,datamesh_runtime=info,datamesh_compiler=info".into()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        let colour = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        builder.with_ansi(colour).init();
+    }
 }
 
 /// `datamesh cert ...`
@@ -508,6 +541,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         tls_cert,
         tls_key,
         tls_ca,
+        log_format,
     } = cli.command
     {
         let mut node = NodeConfig::default();
@@ -560,17 +594,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .tokens
                 .insert(name.to_owned(), PathBuf::from(file));
         }
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                // By default the node's own events at `info`, its libraries' only from
-                // `warn` (the JIT backend logs every function's IR at `info`, the
-                // storage engine every flush).
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                    "warn,datamesh=info,datamesh_runtime=info,datamesh_compiler=info".into()
-                }),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        if let Some(format) = log_format {
+            node.log_json = matches!(format, LogFormat::Json);
+        }
+        init_logging(node.log_json);
         return serve(node, shutdown_signal()).await.map_err(|e| CliError {
             message: e.to_string(),
             code: 1,
@@ -736,7 +763,7 @@ mod tests {
             "t",
         ];
         for line in [
-            "serve --data d --listen 127.0.0.1:0 --tls-cert a --tls-key b --tls-ca c --name n --peer p=http://h:1 --peer-token p=f --insecure --strict --segment-mib 8 --engine interp --socket s",
+            "serve --data d --listen 127.0.0.1:0 --tls-cert a --tls-key b --tls-ca c --name n --peer p=http://h:1 --peer-token p=f --insecure --strict --segment-mib 8 --engine interp --socket s --log-format json",
             "token create --role admin --name n --scope a,b --data d",
             "token list",
             "token revoke id",

@@ -12,6 +12,7 @@
 //! tls_key = "/etc/datamesh/node.key"   # and its key; both reloaded on SIGHUP or change
 //! tls_ca = "/etc/datamesh/ca.pem"      # the mesh's CA: verifies client certificates
 //!                                      # (peer names) and https:// peers
+//! log_format = "text"            # or "json": one object per line on stderr
 //! socket = "/run/datamesh.sock"  # also serve on this Unix socket
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
@@ -78,6 +79,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// The mesh's CA.
     pub tls_ca: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
     /// Reject undeclared event types.
     pub strict: Option<bool>,
     /// `jit` or `interp`.
@@ -159,6 +162,17 @@ impl FileConfig {
         }
         if let Some(strict) = self.strict {
             base.strict = strict;
+        }
+        if let Some(format) = &self.log_format {
+            base.log_json = match format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(format!(
+                        "`log_format = \"{other}\"`: the formats are \"text\" and \"json\""
+                    ));
+                }
+            };
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub insecure: bool,
     /// TLS on the TCP listener (and the certificate the node's links present).
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Log as JSON lines instead of text (`datamesh serve` sets up logging).
+    pub log_json: bool,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +57,7 @@ impl Default for NodeConfig {
             mesh: crate::mesh::MeshConfig::default(),
             insecure: false,
             tls: None,
+            log_json: false,
         }
     }
 }

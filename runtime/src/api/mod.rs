@@ -146,6 +146,8 @@ impl Service {
         action: &'static str,
         details: serde_json::Value,
     ) {
+        // Every admin action is logged too, for log shippers.
+        tracing::info!(action, by = %by, details = %details, "admin action");
         let Some(data) = self.audit.clone() else {
             return;
         };

@@ -617,6 +617,7 @@ fn apply_batch(
     let faulted = !batch.faults.is_empty();
     for (i, fault) in batch.faults {
         if let Some(p) = registry.projections.get_mut(i) {
+            tracing::warn!(projection = %p.label, fault = %fault, "projection faulted: it stops at this event, the other projections go on");
             caches.remove(&p.label);
             p.fault = Some(fault);
         }

@@ -154,7 +154,19 @@ fn now_micros() -> i64 {
 impl Link {
     fn update(&self, f: impl FnOnce(&mut LinkState)) {
         if let Ok(mut state) = self.status.lock() {
+            let before = state.state;
             f(&mut state);
+            // A change of state is logged (a retry's "connecting" is not: the failure
+            // before it was).
+            match state.state {
+                now if now == before || now == "connecting" => {}
+                now @ ("stopped" | "paused" | "refused" | "no-address") => {
+                    tracing::warn!(peer = %self.peer, state = now, was = before, position = state.position, error = %state.error, "mesh link state");
+                }
+                now => {
+                    tracing::info!(peer = %self.peer, state = now, was = before, position = state.position, "mesh link state");
+                }
+            }
         }
     }
 
