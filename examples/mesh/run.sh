@@ -220,7 +220,7 @@ done
 
 # head NODE: the node's log head.
 head_of() {
-  at "$1" status | sed -n 's/^  "head": \([0-9]*\),$/\1/p'
+  at "$1" status --json | sed -n 's/^  "head": \([0-9]*\),$/\1/p'
 }
 
 # caught_up NODE PEER...: whether each of NODE's links to PEER is live and has
@@ -228,7 +228,7 @@ head_of() {
 caught_up() {
   local node=$1 peer status link head field
   shift
-  status=$(at "$node" status | tr -d ' \n')
+  status=$(at "$node" status --json | tr -d ' \n')
   for peer in "$@"; do
     head=$(head_of "$peer")
     [[ -n $head ]] || return 1
@@ -254,7 +254,7 @@ if ((!ok)); then
   echo "run.sh: the links did not catch up within 30 s" >&2
   for node in bank reporting; do
     echo "--- $node status:" >&2
-    at "$node" status >&2 || true
+    at "$node" status --json >&2 || true
   done
   exit 1
 fi
@@ -272,7 +272,7 @@ at reporting scan net
 
 # links NODE: the "links" array of a node's status.
 links() {
-  at "$1" status | sed -n '/^  "links": \[/,/^  \]/p'
+  at "$1" status --json | sed -n '/^  "links": \[/,/^  \]/p'
 }
 echo
 echo "== bank: status (links)"

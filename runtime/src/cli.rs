@@ -197,8 +197,17 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Print the log head and every projection's position, lag and state.
-    Status,
+    /// The node at a glance: log head and append rate, each projection version's
+    /// position, lag, fold rate, state and fault, each mesh link, as tables.
+    Status {
+        /// Print JSON instead (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second, with progress bars and ETAs for versions catching
+        /// up (with --json: one object per line), until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Make one version of a projection the one reads go to (it must have caught up).
     Promote {
         /// Projection name.
@@ -704,7 +713,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             version,
         } => client::scan(&mut node, projection, prefix, limit, version).await,
         Command::Tail { from, follow } => client::tail(&mut node, from, follow).await,
-        Command::Status => client::status(&mut node).await,
+        Command::Status { json, watch } => client::status(&mut node, json, watch).await,
         Command::Promote { name, version } => client::promote(&mut node, name, version).await,
         Command::Retire { name, version } => client::retire(&mut node, name, version).await,
         Command::Link {
@@ -774,7 +783,7 @@ mod tests {
             "get balances a1 --version 2 --min-position 3",
             "scan balances --prefix a --limit 3 --version 1",
             "tail --from 3 --follow",
-            "status",
+            "status --json --watch",
             "promote balances 2",
             "retire balances 1",
             "cert dev --out d a b --host h",

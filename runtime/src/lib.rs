@@ -17,5 +17,6 @@ pub mod engine;
 pub mod log;
 pub mod mesh;
 pub mod node;
+pub mod rate;
 pub mod store;
 pub mod tls;

@@ -286,6 +286,7 @@ pub async fn serve(
     // `Api` corrects the statuses tonic makes itself (undecodable or oversized requests)
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
+    let rates_service = service.clone();
     let server = crate::api::Api::new(service, max_message).with_tokens(tokens.clone());
     // On the TLS listener, a plaintext client is answered that it must use TLS (a
     // node without TLS skips the layer: it costs an allocation per call).
@@ -317,6 +318,18 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().watch(stop.subscribe()));
     }
+    // The rates `status` reports, sampled once a second.
+    let sampler = rates_service.clone();
+    let mut sampling = stop.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = sampling.wait_for(|s| *s) => return,
+                _ = tick.tick() => sampler.sample_rates(),
+            }
+        }
+    });
     let until = async move {
         shutdown.await;
         // Streams that follow the log would keep their connections open forever.

@@ -188,7 +188,7 @@ async fn a_network_address_is_served_with_tls_and_tokens_and_stays_locked() {
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         cli_at(&url, &a)
     };
-    let (code, out, err) = run(&["status"]);
+    let (code, out, err) = run(&["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(

@@ -89,10 +89,19 @@ async fn bank_end_to_end_through_the_cli(engine: Engine) {
     assert_eq!(tail.len(), 2);
     assert_eq!(tail[1]["position"], 7);
     assert_eq!(tail[1]["stream_version"], 4);
-    let (code, out, _) = node.cli(&["status"]);
+    let (code, out, _) = node.cli(&["status", "--json"]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(status["head"], 8);
+    // For people: tables.
+    let (code, out, _) = node.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("node datamesh  head 8  "), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PROJECTION") && l.contains("STATE")),
+        "{out}"
+    );
     let status = node
         .client()
         .await

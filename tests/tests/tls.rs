@@ -242,7 +242,10 @@ import payments {
     assert!(err.contains("this node serves TLS"), "{err}");
     // The CLI with the CA works; without it the certificate is not trusted.
     let ca = certs.join("ca.pem");
-    let (code, out, err) = cli_at(&url, &["--ca", ca.to_str().expect("utf-8"), "status"]);
+    let (code, out, err) = cli_at(
+        &url,
+        &["--ca", ca.to_str().expect("utf-8"), "status", "--json"],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("\"head\": 1,"),

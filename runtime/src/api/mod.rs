@@ -101,6 +101,8 @@ pub struct Service {
     /// Client certificates are verified: exports go only to the node a certificate
     /// names, or to a peer's token.
     peer_certs: bool,
+    /// Append and fold rates, sampled by [`Service::sample_rates`].
+    rates: std::sync::Arc<crate::rate::Rates>,
 }
 
 impl Service {
@@ -119,7 +121,24 @@ impl Service {
             audit: None,
             tls: false,
             peer_certs: false,
+            rates: std::sync::Arc::default(),
         }
+    }
+
+    /// Samples the log head and every projection's position for the rates `status`
+    /// reports (the node calls it once a second).
+    pub fn sample_rates(&self) {
+        let positions = self
+            .engine
+            .with_registry(|r| {
+                r.projections
+                    .iter()
+                    .filter(|p| !p.retired)
+                    .map(|p| (p.label.clone(), p.position))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        self.rates.sample(self.log.head(), &positions);
     }
 
     /// The service of a node whose listener serves TLS (`tls`), verifying client
@@ -1190,6 +1209,7 @@ impl DataMesh for Service {
                         lag: head.saturating_sub(p.position),
                         state: state_name(p, head).to_owned(),
                         fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
+                        fold_rate: self.rates.folds(&p.label),
                     })
                     .collect()
             })
@@ -1219,6 +1239,7 @@ impl DataMesh for Service {
             auth: self.tokens.as_ref().is_some_and(|t| t.enabled()),
             tls: self.tls,
             peer_certs: self.peer_certs,
+            append_rate: self.rates.appends.per_second(),
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self

@@ -1,6 +1,8 @@
 //! The client side of the `datamesh` CLI: each command talks gRPC to a node and prints
 //! JSON (results on stdout, errors on stderr).
 
+pub mod status;
+
 use std::io::Write;
 
 use tonic::service::interceptor::InterceptedService;
@@ -442,7 +444,7 @@ pub fn event_from_line(line: &str, drop_time: bool) -> Result<pb::Event, String>
     let object = json.as_object().ok_or("each line must be a JSON object")?;
     if let Some(peer) = object.get("from") {
         return Err(format!(
-            "this event comes from peer {peer}: importing from peers is not supported by the node yet (`dmc run` folds such lines offline)"
+            "this event comes from peer {peer}: a node imports a peer's events through a link to that peer (`--peer NAME=ADDRESS` and the program's `import` block), not by append; `dmc run` folds such lines offline"
         ));
     }
     for key in object.keys() {
@@ -508,7 +510,21 @@ pub async fn append_file(
     }
     let mut positions = Vec::new();
     let (mut appended, mut deduplicated) = (0usize, 0usize);
+    let mut head = 0;
+    // Progress on a terminal (stderr), once a file takes more than one request.
+    let progress = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && events.len() > 1000
+    };
     for chunk in events.chunks(1000) {
+        if progress {
+            eprint!(
+                "\rappending {} of {} events ({:.0}%)",
+                positions.len(),
+                events.len(),
+                positions.len() as f64 * 100.0 / events.len() as f64
+            );
+        }
         let r = match client
             .append(pb::AppendRequest {
                 events: chunk.to_vec(),
@@ -541,13 +557,19 @@ pub async fn append_file(
         } else {
             appended += r.positions.len();
         }
+        head = r.head;
         positions.extend(r.positions);
+    }
+    if progress {
+        // Clear the progress line.
+        eprint!("\r{}\r", " ".repeat(60));
     }
     emit(&serde_json::json!({
         "appended": appended,
         "deduplicated": deduplicated,
         "first": positions.first(),
         "last": positions.last(),
+        "head": head,
     }));
     Ok(())
 }
@@ -738,12 +760,48 @@ pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), Cl
     }
 }
 
-/// `datamesh status`: the node's head and projections as JSON.
+/// `datamesh status`: the node, its projections and links as tables (`json`: as
+/// JSON); `watch` redraws every second (with progress bars while versions catch up;
+/// with `json`, one object per line) until interrupted.
 ///
 /// # Errors
 /// A failed request.
-pub async fn status(client: &mut Client) -> Result<(), CliError> {
-    let r = client.status(pb::StatusRequest {}).await?.into_inner();
+pub async fn status(client: &mut Client, json: bool, watch: bool) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let r = client.status(pb::StatusRequest {}).await?.into_inner();
+        let text = if json {
+            let value = status_json(&r);
+            if watch {
+                value.to_string()
+            } else {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            }
+        } else {
+            status::table(&r, now_micros(), watch)
+        };
+        if watch && terminal && !json {
+            // Home and clear, then the table: a redraw.
+            emit(&format!("\x1b[H\x1b[2J{text}"));
+        } else {
+            emit(&text);
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The status as the JSON `status --json` prints.
+fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
     let projections: Vec<serde_json::Value> = r
         .projections
         .iter()
@@ -754,14 +812,16 @@ pub async fn status(client: &mut Client) -> Result<(), CliError> {
                 "position": p.position,
                 "lag": p.lag,
                 "state": p.state,
+                "fold_rate": p.fold_rate,
                 "fault": if p.fault.is_empty() { serde_json::Value::Null } else { p.fault.clone().into() },
             })
         })
         .collect();
-    let out = serde_json::json!({
+    serde_json::json!({
         "name": r.name,
         "peers": r.peers.iter().map(|p| serde_json::json!({ "name": p.name, "address": p.address })).collect::<Vec<_>>(),
         "head": r.head,
+        "append_rate": r.append_rate,
         "engine": r.engine,
         "strict": r.strict,
         "insecure": r.insecure,
@@ -785,7 +845,5 @@ pub async fn status(client: &mut Client) -> Result<(), CliError> {
             "traps": l.traps,
             "peer_identity": l.peer_identity,
         })).collect::<Vec<_>>(),
-    });
-    emit(&serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(())
+    })
 }
