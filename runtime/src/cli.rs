@@ -90,6 +90,11 @@ enum Command {
         /// [default: text].
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Serve Prometheus metrics at http://ADDR/metrics and the admin page at
+        /// http://ADDR/ (https with --tls-cert; a token with the reader role when the
+        /// node has tokens) [default: off].
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         /// Reject events of types no deployed program declares.
         #[arg(long)]
         strict: bool,
@@ -551,6 +556,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         tls_key,
         tls_ca,
         log_format,
+        metrics,
     } = cli.command
     {
         let mut node = NodeConfig::default();
@@ -571,6 +577,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         node.strict |= strict;
         node.insecure |= insecure;
+        if metrics.is_some() {
+            node.metrics = metrics;
+        }
         if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
             node.tls = Some(crate::tls::TlsFiles {
                 cert,
@@ -772,7 +781,7 @@ mod tests {
             "t",
         ];
         for line in [
-            "serve --data d --listen 127.0.0.1:0 --tls-cert a --tls-key b --tls-ca c --name n --peer p=http://h:1 --peer-token p=f --insecure --strict --segment-mib 8 --engine interp --socket s --log-format json",
+            "serve --data d --listen 127.0.0.1:0 --tls-cert a --tls-key b --tls-ca c --name n --peer p=http://h:1 --peer-token p=f --insecure --strict --segment-mib 8 --engine interp --socket s --log-format json --metrics 127.0.0.1:0",
             "token create --role admin --name n --scope a,b --data d",
             "token list",
             "token revoke id",

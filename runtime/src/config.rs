@@ -13,6 +13,7 @@
 //! tls_ca = "/etc/datamesh/ca.pem"      # the mesh's CA: verifies client certificates
 //!                                      # (peer names) and https:// peers
 //! log_format = "text"            # or "json": one object per line on stderr
+//! metrics = "127.0.0.1:9090"     # Prometheus /metrics and the admin page (off by default)
 //! socket = "/run/datamesh.sock"  # also serve on this Unix socket
 //! strict = true                  # reject undeclared event types
 //! engine = "jit"                 # or "interp"
@@ -81,6 +82,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// The metrics and admin page address.
+    pub metrics: Option<String>,
     /// Reject undeclared event types.
     pub strict: Option<bool>,
     /// `jit` or `interp`.
@@ -162,6 +165,11 @@ impl FileConfig {
         }
         if let Some(strict) = self.strict {
             base.strict = strict;
+        }
+        if let Some(metrics) = &self.metrics {
+            base.metrics = Some(metrics.parse::<SocketAddr>().map_err(|e| {
+                format!("`metrics = \"{metrics}\"` is not an address like \"127.0.0.1:9090\": {e}")
+            })?);
         }
         if let Some(format) = &self.log_format {
             base.log_json = match format.as_str() {

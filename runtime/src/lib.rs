@@ -6,6 +6,7 @@
 //! Dependency direction: the runtime uses the compiler's typed IR and interpreter
 //! through `datamesh_compiler`; it knows nothing of syntax.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod log;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
 pub mod rate;
 pub mod store;

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Log as JSON lines instead of text (`datamesh serve` sets up logging).
     pub log_json: bool,
+    /// Serve Prometheus metrics (`/metrics`) and the admin page (`/`) over HTTP here.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +60,7 @@ impl Default for NodeConfig {
             insecure: false,
             tls: None,
             log_json: false,
+            metrics: None,
         }
     }
 }
@@ -123,8 +126,16 @@ pub fn check_limits(limits: &Limits) -> Result<(), NodeError> {
 /// # Errors
 /// [`NodeError::Config`] saying what to configure.
 pub fn check_exposure(config: &NodeConfig, auth: bool) -> Result<(), NodeError> {
+    check_address(config, config.listen, auth)?;
+    match config.metrics {
+        Some(metrics) => check_address(config, metrics, auth),
+        None => Ok(()),
+    }
+}
+
+fn check_address(config: &NodeConfig, listen: SocketAddr, auth: bool) -> Result<(), NodeError> {
     let tls = config.tls.is_some();
-    if config.listen.ip().is_loopback() || config.insecure || (tls && auth) {
+    if listen.ip().is_loopback() || config.insecure || (tls && auth) {
         return Ok(());
     }
     let missing = match (tls, auth) {
@@ -146,9 +157,8 @@ pub fn check_exposure(config: &NodeConfig, auth: bool) -> Result<(), NodeError> 
         ),
     };
     Err(NodeError::Config(format!(
-        "refusing to listen on {}: the node has {missing}, so anyone who can reach that address could deploy, append, retire projections and read every event. To serve a network, {configure}. Otherwise listen on loopback (`--listen 127.0.0.1:{}`, the default) or a Unix socket (`--socket PATH`), or pass `--insecure` (config `insecure = true`) to serve it anyway on a network you trust",
-        config.listen,
-        config.listen.port()
+        "refusing to listen on {listen}: the node has {missing}, so anyone who can reach that address could deploy, append, retire projections and read every event. To serve a network, {configure}. Otherwise listen on loopback (`--listen 127.0.0.1:{}`, the default) or a Unix socket (`--socket PATH`), or pass `--insecure` (config `insecure = true`) to serve it anyway on a network you trust",
+        listen.port()
     )))
 }
 
@@ -287,7 +297,24 @@ pub async fn serve(
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
     let rates_service = service.clone();
-    let server = crate::api::Api::new(service, max_message).with_tokens(tokens.clone());
+    let rpc_metrics = crate::metrics::RpcMetrics::default();
+    let mut server = crate::api::Api::new(service.clone(), max_message).with_tokens(tokens.clone());
+    if config.metrics.is_some() {
+        server = server.with_metrics(rpc_metrics.clone());
+    }
+    let metrics_listener = match config.metrics {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            let local = listener.local_addr()?;
+            let app = Arc::new(crate::metrics::http::App {
+                metrics: Arc::new(crate::metrics::Metrics::new(service.clone(), &rpc_metrics)),
+                tokens: tokens.clone(),
+                service: service.clone(),
+            });
+            Some((listener, local, app))
+        }
+        None => None,
+    };
     // On the TLS listener, a plaintext client is answered that it must use TLS (a
     // node without TLS skips the layer: it costs an allocation per call).
     let router = tonic::transport::Server::builder()
@@ -317,6 +344,17 @@ pub async fn serve(
     };
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().watch(stop.subscribe()));
+    }
+    if let Some((listener, local, app)) = metrics_listener {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %local, "serving metrics at {scheme}://{local}/metrics and the admin page at {scheme}://{local}/");
+        eprintln!("datamesh metrics on {scheme}://{local}/metrics");
+        tokio::spawn(crate::metrics::http::serve(
+            listener,
+            tls.clone(),
+            app,
+            stop.subscribe(),
+        ));
     }
     // The rates `status` reports, sampled once a second.
     let sampler = rates_service.clone();

@@ -49,6 +49,7 @@ pub const MAX_STATUS_DETAILS: usize = 3 << 10;
 pub struct Api {
     inner: DataMeshServer<Service>,
     tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
+    metrics: Option<crate::metrics::RpcMetrics>,
 }
 
 impl Api {
@@ -59,7 +60,15 @@ impl Api {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             tokens: None,
+            metrics: None,
         }
+    }
+
+    /// The service recording each call's latency and status code in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::metrics::RpcMetrics) -> Api {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The service checking calls against `tokens` (when any is active).
@@ -116,19 +125,40 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let observe = self.metrics.clone().map(|m| {
+            (
+                m,
+                crate::metrics::RpcMetrics::method(request.uri().path()),
+                std::time::Instant::now(),
+            )
+        });
+        let record = move |reply: &Reply| {
+            if let Some((metrics, path, started)) = &observe {
+                let code = reply
+                    .headers()
+                    .get(GRPC_STATUS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(Code::Ok, Code::from_i32);
+                metrics.observe(path, code, started.elapsed().as_secs_f64());
+            }
+        };
         match self.admit(&request) {
             Ok(Some(principal)) => {
                 request.extensions_mut().insert(principal);
             }
             Ok(None) => {}
             Err(status) => {
-                return Box::pin(async move { Ok(status.into_http::<tonic::body::Body>()) });
+                let reply = status.into_http::<tonic::body::Body>();
+                record(&reply);
+                return Box::pin(async move { Ok(reply) });
             }
         }
         let reply = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
             let mut reply = reply.await?;
             correct(reply.headers_mut());
+            record(&reply);
             Ok(reply)
         })
     }

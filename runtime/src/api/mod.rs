@@ -1194,6 +1194,14 @@ impl DataMesh for Service {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(self.snapshot()))
+    }
+}
+
+impl Service {
+    /// The node's status now: what `Status` answers, the admin page shows and the
+    /// metrics export.
+    pub fn snapshot(&self) -> pb::StatusResponse {
         let head = self.log.head();
         let projections = self
             .engine
@@ -1214,7 +1222,7 @@ impl DataMesh for Service {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Response::new(pb::StatusResponse {
+        pb::StatusResponse {
             head,
             projections,
             strict: self.strict,
@@ -1248,7 +1256,17 @@ impl DataMesh for Service {
                 .or_else(|| self.engine.failure())
                 .unwrap_or_default(),
             engine: self.engine.kind().name().to_owned(),
-        }))
+        }
+    }
+
+    /// The node's log (for the metrics).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The node's engine (for the metrics and the admin page).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 

@@ -801,7 +801,7 @@ fn now_micros() -> i64 {
 }
 
 /// The status as the JSON `status --json` prints.
-fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
+pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
     let projections: Vec<serde_json::Value> = r
         .projections
         .iter()

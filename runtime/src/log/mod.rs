@@ -40,6 +40,7 @@ mod ids;
 mod index;
 pub mod repair;
 mod scrub;
+mod stats;
 mod writer;
 
 use std::fs::File;
@@ -49,6 +50,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use format::{FORMAT_VERSION, FrameError, HeaderError, MAX_BODY, Record};
 use index::{Offsets, SegmentIndex, StreamIndex};
+pub use stats::LogStats;
 use tokio::sync::{oneshot, watch};
 
 /// The log's maps of client-chosen strings (streams, ids): foldhash, fast and seeded
@@ -281,6 +283,8 @@ struct Shared {
     damage: Mutex<Vec<LogError>>,
     /// Set when the background scrub has verified every segment it was given.
     scrubbed: std::sync::atomic::AtomicBool,
+    /// What the writer did, for metrics.
+    stats: LogStats,
 }
 
 /// An append request on its way to the writer thread.
@@ -360,6 +364,7 @@ impl Log {
             identity,
             damage: Mutex::new(Vec::new()),
             scrubbed: std::sync::atomic::AtomicBool::new(false),
+            stats: LogStats::default(),
         });
         scrub::start(&config.dir, &shared, to_scrub);
         let (jobs, rx) = std::sync::mpsc::channel();
@@ -423,6 +428,11 @@ impl Log {
             sent?;
             rx.await.map_err(|_| LogError::Closed)?
         }
+    }
+
+    /// What the writer did (for the node's metrics).
+    pub fn stats(&self) -> &LogStats {
+        &self.shared.stats
     }
 
     /// One past the last durable position.

@@ -299,6 +299,23 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes in the store's write buffer (memtables not yet flushed).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    /// About how many documents the keyspace holds (fjall's estimate: entries not
+    /// yet compacted away count too), if it is open.
+    pub fn approximate_documents(&self, keyspace: &str) -> Option<u64> {
+        let spaces = self.spaces.lock().ok()?;
+        spaces.get(keyspace).map(|k| k.approximate_len() as u64)
+    }
+
     /// Whether the keyspace of a projection version was retired.
     pub fn is_retired(&self, keyspace: &str) -> bool {
         self.retired
