@@ -65,7 +65,7 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222
 h1{font-size:20px;margin:0 0 .3em}h2{font-size:16px;margin:1.4em 0 .4em}\
 table{border-collapse:collapse}th,td{padding:3px 10px;text-align:left;border-bottom:1px solid #ddd;vertical-align:top}\
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
-.fault{color:#a00}.warn{color:#a60;font-weight:bold}progress{width:160px}\
+.fault{color:#a00}.state,.progress{white-space:nowrap}.warn{color:#a60;font-weight:bold}progress{width:160px}\
 pre{background:#f6f6f6;padding:8px;max-width:60em;overflow:auto}nav a{margin-right:1em}";
 
 fn layout(title: &str, body: &str, script: &str) -> String {
