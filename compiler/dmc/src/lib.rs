@@ -5,6 +5,7 @@
 //! writer.
 
 mod bench;
+pub mod codes;
 mod events;
 mod render;
 

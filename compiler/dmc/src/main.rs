@@ -1,5 +1,6 @@
 //! `dmc`: the DataMesh language tool. Parses arguments and hands over to the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,11 +47,17 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print a stage of the compiler for a program.
-    #[command(group = clap::ArgGroup::new("stage").required(true))]
+    /// Explain a diagnostic code (`dmc explain E0102`: what it means, an example, the
+    /// fix, as in the book), or print a stage of the compiler for a program
+    /// (`dmc explain FILE --ast|--ir|--clif`); `--list` lists the codes.
+    #[command(group = clap::ArgGroup::new("stage"))]
     Explain {
-        /// The `.dmp` program.
-        file: PathBuf,
+        /// A diagnostic code, or a `.dmp` program with a stage flag.
+        #[arg(required_unless_present = "list")]
+        file: Option<PathBuf>,
+        /// List every diagnostic code with its title.
+        #[arg(long, conflicts_with_all = ["file", "stage"])]
+        list: bool,
         /// The syntax tree.
         #[arg(long, group = "stage")]
         ast: bool,
@@ -103,10 +110,43 @@ fn main() -> ExitCode {
         Command::Test { files } => dmc::test(&files, style, &mut out, &mut err),
         Command::Explain {
             file,
+            list,
             ast,
             ir,
             clif,
         } => {
+            if list {
+                for (code, title) in dmc::codes::list() {
+                    let _ = writeln!(out, "{code}  {title}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            let Some(file) = file else {
+                return ExitCode::from(2);
+            };
+            let text = file.to_string_lossy();
+            if dmc::codes::is_code(&text) && !(ast || ir || clif) {
+                return match dmc::codes::explain(&text) {
+                    Some(page) => {
+                        let _ = write!(out, "{page}");
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        let _ = writeln!(
+                            err,
+                            "error: no diagnostic {text} (`dmc explain --list` lists them)"
+                        );
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            if !(ast || ir || clif) {
+                let _ = writeln!(
+                    err,
+                    "error: `dmc explain {text}` needs --ast, --ir or --clif (or give a diagnostic code such as E0102)"
+                );
+                return ExitCode::from(2);
+            }
             let stage = if ast {
                 dmc::Stage::Ast
             } else if clif {
