@@ -186,21 +186,34 @@ enum Command {
         /// Leading key parts (JSON array) or the first part's text.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// At most this many documents.
+        /// At most this many documents; when there are more, how to continue is
+        /// printed on stderr.
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// A specific version instead of the active one.
         #[arg(long, default_value_t = 0)]
         version: u32,
+        /// Start after this key (the last one a previous page printed).
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
     },
     /// Print events as JSON lines from a position; exit at the head unless --follow.
     Tail {
-        /// First position.
+        /// First position (with --stream: first stream version).
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// Keep printing new events as they are appended.
         #[arg(long)]
         follow: bool,
+        /// Only this stream's events.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// List the deployed projection versions: which one reads go to, position, state.
+    Projections {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// The node at a glance: log head and append rate, each projection version's
     /// position, lag, fold rate, state and fault, each mesh link, as tables.
@@ -720,8 +733,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             prefix,
             limit,
             version,
-        } => client::scan(&mut node, projection, prefix, limit, version).await,
-        Command::Tail { from, follow } => client::tail(&mut node, from, follow).await,
+            after,
+        } => client::scan(&mut node, projection, prefix, limit, version, after).await,
+        Command::Tail {
+            from,
+            follow,
+            stream,
+        } => client::tail(&mut node, from, follow, stream).await,
+        Command::Projections { json } => client::projections(&mut node, json).await,
         Command::Status { json, watch } => client::status(&mut node, json, watch).await,
         Command::Promote { name, version } => client::promote(&mut node, name, version).await,
         Command::Retire { name, version } => client::retire(&mut node, name, version).await,
@@ -791,7 +810,8 @@ mod tests {
             "append --file f --drop-time",
             "get balances a1 --version 2 --min-position 3",
             "scan balances --prefix a --limit 3 --version 1",
-            "tail --from 3 --follow",
+            "tail --from 3 --follow --stream s",
+            "projections --json",
             "status --json --watch",
             "promote balances 2",
             "retire balances 1",

@@ -837,6 +837,19 @@ impl DataMesh for Service {
             Some(bytes) => decode_doc(&bytes)
                 .ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
             None if key.is_empty() => self.default_document(&info)?,
+            None if r.key.is_empty() => {
+                // Most likely the key was left out (`datamesh get balances`).
+                return Err(Status::not_found(format!(
+                    "`{}` is keyed by {}: give a key (`datamesh get {} KEY`); no document has the empty key",
+                    info.label,
+                    info.key
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    info.name
+                )));
+            }
             None => {
                 return Err(Status::not_found(format!(
                     "`{}` has no document at key `{}`",

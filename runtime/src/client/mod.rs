@@ -648,12 +648,16 @@ pub async fn scan(
     prefix: String,
     limit: u32,
     version: u32,
+    after: Option<String>,
 ) -> Result<(), CliError> {
     let mut token = String::new();
     let mut printed = 0u32;
+    let mut last_key: Option<String> = None;
     let mut out = std::io::stdout().lock();
+    // `--after KEY` starts at KEY (the API's start is inclusive) and skips it.
+    let mut skip = after.clone();
     loop {
-        let page = (limit - printed).min(1000);
+        let page = (limit - printed).min(1000) + u32::from(skip.is_some());
         let r = client
             .scan(pb::ScanRequest {
                 projection: projection.clone(),
@@ -661,11 +665,28 @@ pub async fn scan(
                 prefix: prefix.clone(),
                 limit: page,
                 page_token: token,
+                start: if printed == 0 {
+                    after.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             })
             .await?
             .into_inner();
         for d in &r.documents {
+            if skip.take_if(|k| *k == d.key).is_some() {
+                continue;
+            }
+            skip = None;
+            if printed >= limit {
+                // One more than asked for: there are more.
+                eprintln!(
+                    "(more documents: continue with --after {})",
+                    shell_word(last_key.as_deref().unwrap_or_default())
+                );
+                return Ok(());
+            }
             let doc: serde_json::Value = serde_json::from_str(&d.document).map_err(|e| {
                 CliError::new(format!(
                     "the document at key `{}` is not readable JSON ({e}); nothing more is printed",
@@ -677,12 +698,33 @@ pub async fn scan(
                 "{}",
                 serde_json::json!({ "key": d.key, "document": doc })
             );
+            printed += 1;
+            last_key = Some(d.key.clone());
         }
-        printed += r.documents.len() as u32;
-        if r.next_page_token.is_empty() || printed >= limit {
+        if r.next_page_token.is_empty() {
+            return Ok(());
+        }
+        if printed >= limit {
+            eprintln!(
+                "(more documents: continue with --after {})",
+                shell_word(last_key.as_deref().unwrap_or_default())
+            );
             return Ok(());
         }
         token = r.next_page_token;
+    }
+}
+
+/// `text` quoted for a POSIX shell when it needs to be.
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -719,7 +761,15 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
 ///
 /// # Errors
 /// A failed request.
-pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), CliError> {
+pub async fn tail(
+    client: &mut Client,
+    from: u64,
+    follow: bool,
+    stream: Option<String>,
+) -> Result<(), CliError> {
+    if let Some(stream) = stream {
+        return tail_stream(client, stream, from, follow).await;
+    }
     if follow {
         let mut stream = client
             .subscribe(pb::SubscribeRequest {
@@ -758,6 +808,71 @@ pub async fn tail(client: &mut Client, from: u64, follow: bool) -> Result<(), Cl
             return Ok(());
         }
     }
+}
+
+/// `tail --stream NAME`: the stream's events from stream version `from`; with
+/// `follow`, new ones as they are appended (looked for every quarter of a second).
+async fn tail_stream(
+    client: &mut Client,
+    stream: String,
+    from: u64,
+    follow: bool,
+) -> Result<(), CliError> {
+    let mut version = from;
+    loop {
+        let r = client
+            .read(pb::ReadRequest {
+                from_position: version,
+                limit: 1000,
+                stream: stream.clone(),
+            })
+            .await?
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        for e in &r.events {
+            let line = record_json(e)?;
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return Ok(());
+            }
+            version = e.stream_version + 1;
+        }
+        drop(out);
+        if r.events.is_empty() {
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// `datamesh projections`: every deployed version as a table (`json`: one JSON object
+/// per version).
+///
+/// # Errors
+/// A failed request.
+pub async fn projections(client: &mut Client, json: bool) -> Result<(), CliError> {
+    let r = client
+        .list_projections(pb::ListProjectionsRequest::default())
+        .await?
+        .into_inner();
+    if json {
+        for p in &r.projections {
+            emit(&serde_json::json!({
+                "projection": p.name,
+                "version": p.version,
+                "active": p.active,
+                "promoted": p.promoted,
+                "position": p.position,
+                "state": p.state,
+                "key": p.key,
+                "fault": if p.fault.is_empty() { serde_json::Value::Null } else { p.fault.clone().into() },
+            }));
+        }
+        return Ok(());
+    }
+    emit(&status::projections_table(&r.projections));
+    Ok(())
 }
 
 /// `datamesh status`: the node, its projections and links as tables (`json`: as

@@ -218,6 +218,47 @@ pub fn table(r: &pb::StatusResponse, now_micros: i64, bars: bool) -> String {
     out
 }
 
+/// The deployed versions as a table (`datamesh projections`).
+pub fn projections_table(list: &[pb::ProjectionInfo]) -> String {
+    if list.is_empty() {
+        return "no projections (deploy a program: datamesh deploy FILE.dmp)".to_owned();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                format!("v{}", p.version),
+                match (p.active, p.promoted) {
+                    (true, true) => "* (promoted)".to_owned(),
+                    (true, false) => "*".to_owned(),
+                    _ => String::new(),
+                },
+                if p.key.is_empty() {
+                    "(one document)".to_owned()
+                } else {
+                    p.key.join(", ")
+                },
+                thousands(p.position),
+                p.state.clone(),
+                clip(&p.fault, 80),
+            ]
+        })
+        .collect();
+    columns(
+        &[
+            "PROJECTION",
+            "VERSION",
+            "ACTIVE",
+            "KEY",
+            "POSITION",
+            "STATE",
+            "FAULT",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
