@@ -1026,6 +1026,18 @@ async fn every_bench_workload_runs_against_a_node_and_reports() {
             stdout.starts_with(workload) && stdout.contains(expected) && stdout.contains("p99"),
             "{workload}: {stdout}"
         );
+        // What it cost the node (on this host): events per fdatasync, CPU and context
+        // switches per call.
+        let cost = stdout
+            .lines()
+            .find(|l| l.starts_with("node: "))
+            .unwrap_or_default();
+        assert!(
+            cost.contains("events per fdatasync")
+                && cost.contains("µs of node CPU")
+                && cost.contains("context switches"),
+            "{workload}: {stdout}"
+        );
     }
     // With `--ids` every event carries a unique id: two runs append every event (no id
     // of one run repeats one of the other) and say so.

@@ -181,7 +181,12 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
     // The CLI sends the token of --token-file or DATAMESH_TOKEN.
     let file = guard.path().join("admin.token");
     std::fs::write(&file, format!("{admin}\n")).expect("write");
-    let (code, out, err) = node.cli(&["--token-file", file.to_str().expect("utf-8"), "status", "--json"]);
+    let (code, out, err) = node.cli(&[
+        "--token-file",
+        file.to_str().expect("utf-8"),
+        "status",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("\"head\": {before}")), "{out}");
     let (code, _, err) = node.cli(&["status"]);

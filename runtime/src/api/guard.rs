@@ -50,12 +50,15 @@ pub struct Api {
     inner: DataMeshServer<Service>,
     tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
     metrics: Option<crate::metrics::RpcMetrics>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Api {
     /// The service, accepting and sending messages of up to `max_message` bytes.
     pub fn new(service: Service, max_message: usize) -> Api {
+        let calls = service.calls();
         Api {
+            calls,
             inner: DataMeshServer::new(service)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
@@ -125,6 +128,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let observe = self.metrics.clone().map(|m| {
             (
                 m,

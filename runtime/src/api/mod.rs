@@ -103,6 +103,8 @@ pub struct Service {
     peer_certs: bool,
     /// Append and fold rates, sampled by [`Service::sample_rates`].
     rates: std::sync::Arc<crate::rate::Rates>,
+    /// Calls answered ([`Api`] counts them).
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Service {
@@ -122,7 +124,13 @@ impl Service {
             tls: false,
             peer_certs: false,
             rates: std::sync::Arc::default(),
+            calls: std::sync::Arc::default(),
         }
+    }
+
+    /// The counter of calls answered, for [`Api`].
+    pub(crate) fn calls(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.calls.clone()
     }
 
     /// Samples the log head and every projection's position for the rates `status`
@@ -1261,6 +1269,10 @@ impl Service {
             tls: self.tls,
             peer_certs: self.peer_certs,
             append_rate: self.rates.appends.per_second(),
+            pid: std::process::id(),
+            log_syncs: self.log.stats().syncs.get(),
+            log_events: self.log.stats().events.get(),
+            calls: self.calls.load(std::sync::atomic::Ordering::Relaxed),
             log_damage: self.log.damage().iter().map(ToString::to_string).collect(),
             log_verified: self.log.scrubbed(),
             log_error: self

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+mod cost;
 mod w8;
 
 use crate::api::pb;
@@ -436,12 +437,23 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
             origin: "bench.dmp".to_owned(),
         })
         .await?;
+    // The node's counters around the workload: its cost per call (when it runs on
+    // this host) and events per fdatasync.
+    let local = url.starts_with("unix:")
+        || url.contains("://127.")
+        || url.contains("://localhost")
+        || url.contains("://[::1]");
+    let before = cost::sample(&mut client, local).await;
     match args.workload.as_str() {
         "w1" => w1(url, &args).await,
         "w2" => w2(url, &args, false).await,
         "w3" => w2(url, &args, true).await,
         _ => w5(url, &args).await,
+    }?;
+    if let (Some(before), Some(after)) = (before, cost::sample(&mut client, local).await) {
+        println!("{}", cost::describe(&before, &after));
     }
+    Ok(())
 }
 
 async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {

@@ -16,6 +16,8 @@ pub struct LogStats {
     pub appends: Counter,
     /// Events committed.
     pub events: Counter,
+    /// Groups committed, each made durable by one `fdatasync`.
+    pub syncs: Counter,
     /// Bytes written to segments.
     pub bytes: Counter,
     /// Events per group, which is events per `fdatasync` (a group is made durable by
@@ -30,6 +32,7 @@ impl Default for LogStats {
         LogStats {
             appends: Counter::default(),
             events: Counter::default(),
+            syncs: Counter::default(),
             bytes: Counter::default(),
             // 1, 2, 4, ... 65536 events.
             group_events: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
@@ -44,6 +47,7 @@ impl LogStats {
     pub(super) fn group(&self, requests: usize, events: usize, bytes: usize, sync: f64) {
         self.appends.inc_by(requests as u64);
         self.events.inc_by(events as u64);
+        self.syncs.inc();
         self.bytes.inc_by(bytes as u64);
         self.group_events.observe(events as f64);
         self.sync_seconds.observe(sync);
