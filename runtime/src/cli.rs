@@ -11,7 +11,7 @@ use crate::client::{self, CliError};
 use crate::config::{FileConfig, segment_bytes};
 use crate::engine::EngineKind;
 use crate::node::{NodeConfig, serve, shutdown_signal};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The DataMesh node and its client.
 #[derive(Debug, Parser)]
@@ -530,9 +530,52 @@ fn repair(data: Option<PathBuf>, apply: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Whether `args` (without the program name) is a command line `datamesh` accepts:
+/// `Err` with clap's message when not. For tests that check documented commands.
+///
+/// # Errors
+/// What clap says is wrong.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    let matches = command()
+        .try_get_matches_from(std::iter::once("datamesh".to_owned()).chain(args.iter().cloned()))
+        .map_err(|e| e.to_string())?;
+    Cli::from_arg_matches(&matches)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The command line's definition. The client options (`--node`, `--token-file`,
+/// `--ca`, `--client-cert`, `--client-key`) are global, so they can follow any client
+/// command; the commands that talk to no node (`serve`, `repair`, `cert`) get hidden
+/// stand-ins with the same ids instead, which clap does not replace with the global
+/// ones, so their `--help` does not list options they ignore.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let client_options = [
+        ("node", "node"),
+        ("token_file", "token-file"),
+        ("ca", "ca"),
+        ("client_cert", "client-cert"),
+        ("client_key", "client-key"),
+    ];
+    let mut command = Cli::command();
+    for local in ["serve", "repair", "cert"] {
+        command = command.mut_subcommand(local, |mut sub| {
+            for (id, long) in client_options {
+                sub = sub.arg(clap::Arg::new(id).long(long).num_args(1).hide(true));
+            }
+            sub
+        });
+    }
+    command
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -777,8 +820,35 @@ mod tests {
         // clap checks a subcommand's arguments only when that subcommand is parsed:
         // this checks them all (a global flag clashing with a subcommand's argument,
         // say, which would otherwise panic in the hands of a user).
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_help_lists_no_client_options() {
+        let help = |name: &str| {
+            let mut command = super::command();
+            command.build();
+            command
+                .find_subcommand_mut(name)
+                .map(|c| c.render_long_help().to_string())
+                .unwrap_or_default()
+        };
+        let serve = help("serve");
+        for client in [
+            "--token-file",
+            "--client-cert",
+            "--client-key",
+            "--ca <",
+            "--node <",
+        ] {
+            assert!(!serve.contains(client), "serve --help lists {client}");
+        }
+        assert!(serve.contains("--tls-cert"));
+        let status = help("status");
+        assert!(
+            status.contains("--node <") && status.contains("--token-file"),
+            "{status}"
+        );
     }
 
     #[test]
@@ -786,7 +856,6 @@ mod tests {
         // A global flag whose id is also a subcommand's argument (`--key` and `get`'s
         // KEY) passes `debug_assert` and panics when the command is parsed: parse one
         // line of each.
-        use clap::Parser;
         let global = [
             "--node",
             "https://127.0.0.1:7070",
@@ -821,10 +890,13 @@ mod tests {
             "link reset bank --from 3 --note n",
             "bench",
         ] {
-            let args = std::iter::once("datamesh")
-                .chain(global)
-                .chain(line.split(' '));
-            let parsed = super::Cli::try_parse_from(args);
+            let args: Vec<String> = global
+                .iter()
+                .copied()
+                .chain(line.split(' '))
+                .map(str::to_owned)
+                .collect();
+            let parsed = super::check_args(&args);
             assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());
         }
     }
