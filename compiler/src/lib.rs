@@ -1,9 +1,14 @@
 //! The DataMesh projection language: from `.dmp` source to a typed IR that the reference
-//! interpreter (and later the Cranelift code generator) runs.
+//! interpreter and the Cranelift code generator run.
 //!
 //! Pipeline: [`lexer`] → [`parser`] (grammar in `grammar/dmp.lalrpop`) → [`ast`] →
-//! [`check`] (name resolution and types) → [`ir`] → [`interp`]. [`diag`] turns the
-//! problems of every phase into miette diagnostics with stable codes.
+//! [`check`] (name resolution and types) → [`ir`] → [`interp`] | [`codegen`]. [`diag`]
+//! turns the problems of every phase into miette diagnostics with stable codes.
+//!
+//! Unsafe code is denied everywhere but in [`codegen`], which calls native code it
+//! generated and whose every `unsafe` block says why it is sound.
+
+#![deny(unsafe_code)]
 
 pub mod ast;
 pub mod check;

@@ -6,6 +6,8 @@
 //! Dependency direction: the runtime uses the compiler's typed IR and interpreter
 //! through `datamesh_compiler`; it knows nothing of syntax.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod api;
 pub mod audit;

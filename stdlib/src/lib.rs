@@ -8,6 +8,8 @@
 //! Invariant: a function either returns a value or a [`Trap`]; it never panics on any
 //! input, and never produces a non-finite float (that is a [`Trap::NonFinite`]).
 
+#![forbid(unsafe_code)]
+
 pub mod collections;
 pub mod math;
 pub mod string;

@@ -4,6 +4,8 @@
 //! be read. Diagnostics go to the error writer, results (JSON, test reports) to the output
 //! writer.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 pub mod codes;
 mod events;

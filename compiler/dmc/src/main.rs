@@ -1,5 +1,7 @@
 //! `dmc`: the DataMesh language tool. Parses arguments and hands over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -550,15 +550,23 @@ pub unsafe extern "C" fn dm_call(
     };
     // SAFETY: every stored pointer is a live value pointer.
     let values: Vec<&Value> = pointers.iter().map(|p| unsafe { val(*p) }).collect();
-    let builtin = BUILTINS
-        .get(usize::try_from(f).unwrap_or(usize::MAX))
-        .copied()
-        .unwrap_or(Builtin::IsSome);
-    let result = call(builtin, &values, ret_float != 0);
     // SAFETY: generated code passes the context it was given.
     let Some(ctx) = (unsafe { cx(ctx) }) else {
         return std::ptr::null();
     };
+    // A number no builtin has is a code generator bug: trap rather than call
+    // another function.
+    let Some(builtin) = BUILTINS
+        .get(usize::try_from(f).unwrap_or(usize::MAX))
+        .copied()
+    else {
+        ctx.record(
+            std_::Trap::OutOfRange(format!("internal error: no builtin number {f}")),
+            span,
+        );
+        return ctx.none;
+    };
+    let result = call(builtin, &values, ret_float != 0);
     match result {
         Ok(v) => ctx.alloc(v),
         Err(kind) => {
@@ -927,4 +935,26 @@ pub fn shims() -> Vec<Shim> {
         shim!(dm_emit_push, [I64, I64], None),
         shim!(dm_emit_end, [I64, I32], None),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builtin_number_out_of_range_traps_instead_of_calling_another() {
+        let mut ctx = Ctx::new(1);
+        let value = Value::Int(7);
+        let args = [&raw const value];
+        let ctx_ptr: *mut Ctx = &raw mut *ctx;
+        // SAFETY: `ctx` is a live context and `args` holds one live value pointer.
+        let out = unsafe { dm_call(ctx_ptr, u32::MAX, args.as_ptr(), 1, 0, 3) };
+        assert_eq!(out, ctx.none);
+        assert_eq!(ctx.trapped, 1);
+        assert!(
+            matches!(&ctx.trap, Some((std_::Trap::OutOfRange(m), 3)) if m.contains("no builtin number")),
+            "{:?}",
+            ctx.trap
+        );
+    }
 }

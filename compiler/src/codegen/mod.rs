@@ -12,6 +12,9 @@
 //! finalized, or a typed [`CodegenError`]; it never panics. The machine code lives as
 //! long as the [`JitProgram`] and is freed when it drops.
 
+// The one place with unsafe code: it maps, calls and frees generated machine code.
+#![allow(unsafe_code)]
+
 pub mod abi;
 pub mod fold;
 pub mod layout;
