@@ -119,6 +119,9 @@ fn appends_are_idempotent_by_id_across_restarts() {
             .expect("retry");
         assert!(again.deduplicated);
         assert_eq!(again.positions, vec![0, 1]);
+        // The retry wrote nothing, so it cost no fdatasync.
+        assert_eq!(log.stats().syncs.get(), 1);
+        assert_eq!(log.stats().events.get(), 2);
         log.close();
     }
     let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");

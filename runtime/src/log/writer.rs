@@ -467,18 +467,22 @@ fn write_group(
     };
     // Durable (a roll synced the sealed segment already, so the active one holds all
     // of this group), then visible, then acknowledged.
-    let synced = std::time::Instant::now();
-    if let Err(e) = active.file.sync_data() {
-        let reason = e.to_string();
-        poison(shared, &reason);
-        return fail_all(written.accepted, &reason);
+    // A group of deduplicated requests only wrote nothing: what they name was made
+    // durable by an earlier group's sync, so there is nothing to sync.
+    if !buffer.is_empty() {
+        let synced = std::time::Instant::now();
+        if let Err(e) = active.file.sync_data() {
+            let reason = e.to_string();
+            poison(shared, &reason);
+            return fail_all(written.accepted, &reason);
+        }
+        shared.stats.group(
+            written.accepted.len(),
+            written.offsets.len(),
+            buffer.len(),
+            synced.elapsed().as_secs_f64(),
+        );
     }
-    shared.stats.group(
-        written.accepted.len(),
-        written.offsets.len(),
-        buffer.len(),
-        synced.elapsed().as_secs_f64(),
-    );
     let head = publish(shared, &mut written);
     if let Some(sealed) = written.sealed.take() {
         let _ = to_idx.send(IdxJob::Sealed(sealed));
