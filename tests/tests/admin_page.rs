@@ -93,14 +93,20 @@ fn row(dom: &str, label: &str) -> Option<(u64, String)> {
 }
 
 fn http_get(url: &str) -> (u16, String) {
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
-    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    http_request(url, None)
+}
+
+/// GET `url` (plain HTTP/1.1), with an `Authorization` header when given: the status
+/// code and the body.
+fn http_request(url: &str, authorization: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    let auth = authorization.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
     write!(
         stream,
-        "GET /{} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-        path.trim_start_matches('/')
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )
     .expect("write");
     let mut text = String::new();
@@ -260,21 +266,7 @@ projection ratio { state { r: int = 0 } on E { r = 100 / event.n } }";
 }
 
 fn http_get_with(url: &str, authorization: &str) -> u16 {
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let mut stream = std::net::TcpStream::connect(host).expect("connect");
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    http_request(url, Some(authorization)).0
 }
 
 #[test]
