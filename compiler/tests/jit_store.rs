@@ -433,7 +433,7 @@ fn a_false_guard_writes_nothing() {
     let jit = jit_compile(&program).expect("compiles");
     let (event, row, meta) = local(&program, "E", json!({"k": "a", "ok": false}));
     let mut table = DocTable::new();
-    let stored = jit.projections[0].layout.encode_doc(&[Value::Int(7)]);
+    let stored = jit.layout(0).expect("layout").encode_doc(&[Value::Int(7)]);
     let got = jit.fold_event(
         &mut JitScratch::new(),
         0,
@@ -506,7 +506,7 @@ fn the_envelope_is_each_events_own_when_a_program_skips_it() {
         jit_compile(&blind).expect("compiles"),
         jit_compile(&reader).expect("compiles"),
     );
-    assert!(!blind_jit.text_meta && reader_jit.text_meta);
+    assert!(!blind_jit.reads_text_meta() && reader_jit.reads_text_meta());
     let mut scratch = JitScratch::new();
     for (n, stream) in ["s1", "s2", "s1", "s3"].into_iter().enumerate() {
         let (e, row, mut meta) = local(&reader, "E", json!({"a": format!("k{n}")}));
@@ -736,7 +736,7 @@ fn an_oversized_document_is_refused_when_encoded_for_the_store() {
     let fits = vec![Value::List(vec![piece.clone(); 2]), Value::Int(1)];
     let over = vec![Value::List(vec![piece; 4]), Value::Int(1)];
     for (doc, ok) in [(fits, true), (over, false)] {
-        let compiled = jit.projections[0].layout.encode_doc(&doc);
+        let compiled = jit.layout(0).expect("layout").encode_doc(&doc);
         let mut by_jit = Vec::new();
         let jit_result = jit.doc_to_stored_within(0, &compiled, MAX_DOC_BYTES, &mut by_jit);
         let mut by_interp = Vec::new();
@@ -755,5 +755,45 @@ fn an_oversized_document_is_refused_when_encoded_for_the_store() {
             // Found without encoding (much) more than the limit.
             assert!(by_jit.len() <= MAX_DOC_BYTES + 16, "{}", by_jit.len());
         }
+    }
+}
+
+#[test]
+fn a_document_of_another_layout_traps_instead_of_reaching_compiled_code() {
+    // `small` keeps one int; `big` two strings and two ints. Handing `small`'s code a
+    // document laid out for `big` (or the reverse) must not let it read or write
+    // past the document: it is refused with a trap.
+    let src = r#"
+        event E { k: string }
+        projection small { key k state { n: int = 0 } on E { n += 1 } }
+        projection big { key k state { a: string = "", b: string = "", n: int = 0, m: int = 0 } on E { n += 1 } }"#;
+    let program = compile(src);
+    let jit = jit_compile(&program).expect("compiles");
+    let (event, row, meta) = local(&program, "E", json!({"k": "a"}));
+    let big = jit.layout(1).expect("layout").encode_doc(&[
+        Value::Str("x".into()),
+        Value::Str("y".into()),
+        Value::Int(1),
+        Value::Int(2),
+    ]);
+    let small = jit.layout(0).expect("layout").encode_doc(&[Value::Int(7)]);
+    for (projection, wrong) in [(0, big), (1, small)] {
+        let mut table = DocTable::new();
+        let got = jit.fold_event(
+            &mut JitScratch::new(),
+            projection,
+            (event, &row, &meta),
+            &mut table,
+            &mut |_| Some(wrong.clone()),
+        );
+        let Err((trap, _)) = got else {
+            panic!("projection {projection} ran on a document of another layout");
+        };
+        assert!(
+            trap.kind
+                .to_string()
+                .contains("does not match its projection's layout"),
+            "{trap:?}"
+        );
     }
 }

@@ -150,7 +150,7 @@ impl Ctx {
         unsafe { undo_all(&mut self.undo) };
     }
 
-    fn record(&mut self, kind: std_::Trap, span: u32) {
+    pub(super) fn record(&mut self, kind: std_::Trap, span: u32) {
         if self.trap.is_none() {
             self.trap = Some((kind, span));
         }

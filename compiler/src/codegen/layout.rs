@@ -258,13 +258,16 @@ impl Layout {
 /// so a document table keeps small documents in its own memory.
 pub type Words = SmallVec<[u64; 4]>;
 
-/// A projection document in its fixed layout.
+/// A projection document in its fixed layout. Built only by a [`Layout`] (or from
+/// stored bytes through one), and its fields are private to the code generator, so no
+/// caller can hand compiled code a document of another shape; the code checks the
+/// shape once more before every call (`store::run_body`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Doc {
     /// Inline words.
-    pub slots: Words,
+    pub(in crate::codegen) slots: Words,
     /// Handle fields (strings, collections), in heap-index order.
-    pub heap: Box<[Value]>,
+    pub(in crate::codegen) heap: Box<[Value]>,
 }
 
 fn word_index(offset: i32) -> usize {

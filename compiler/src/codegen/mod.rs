@@ -56,33 +56,33 @@ fn backend(e: impl std::fmt::Display) -> CodegenError {
 #[derive(Debug, Clone)]
 pub struct CompiledHandler {
     /// The event it handles.
-    pub event: usize,
+    pub(in crate::codegen) event: usize,
     /// Writes the key components (absent when the handler has no key).
-    pub key: Option<HandlerFn>,
+    pub(in crate::codegen) key: Option<HandlerFn>,
     /// When every key component is an event field, the row words holding them: the
     /// key is then read straight from the row, without calling `key`.
-    pub key_words: Option<Box<[usize]>>,
+    pub(in crate::codegen) key_words: Option<Box<[usize]>>,
     /// Guard and body.
-    pub body: HandlerFn,
+    pub(in crate::codegen) body: HandlerFn,
     /// The handler, for faults.
-    pub span: Span,
+    pub(in crate::codegen) span: Span,
 }
 
 /// A compiled projection.
 #[derive(Debug)]
 pub struct CompiledProjection {
     /// Document layout.
-    pub layout: Layout,
+    pub(in crate::codegen) layout: Layout,
     /// Handlers in source order.
-    pub handlers: Vec<CompiledHandler>,
+    pub(in crate::codegen) handlers: Vec<CompiledHandler>,
     /// Indices into `handlers`, per local event type.
-    pub by_event: Vec<Vec<usize>>,
+    pub(in crate::codegen) by_event: Vec<Vec<usize>>,
     /// How each local event type is handled, decided here once rather than per event.
-    pub plans: Vec<Plan>,
+    pub(in crate::codegen) plans: Vec<Plan>,
     /// A fresh document.
-    pub default_doc: Doc,
+    pub(in crate::codegen) default_doc: Doc,
     /// Key component types.
-    pub key: Vec<Type>,
+    pub(in crate::codegen) key: Vec<Type>,
 }
 
 /// How a projection handles events of one type.
@@ -116,9 +116,9 @@ pub enum Plan {
 #[derive(Debug)]
 pub struct CompiledImport {
     /// Row layouts of the peer's events.
-    pub rows: Vec<Layout>,
+    pub(in crate::codegen) rows: Vec<Layout>,
     /// Rules in source order.
-    pub rules: Vec<CompiledHandler>,
+    pub(in crate::codegen) rules: Vec<CompiledHandler>,
 }
 
 /// Owns the JIT module and frees its code on drop.
@@ -158,20 +158,34 @@ impl Drop for Code {
 #[derive(Debug)]
 pub struct JitProgram {
     /// Row layouts of the local events.
-    pub rows: Vec<Layout>,
+    pub(in crate::codegen) rows: Vec<Layout>,
     /// Projections, in program order.
-    pub projections: Vec<CompiledProjection>,
+    pub(in crate::codegen) projections: Vec<CompiledProjection>,
     /// Import blocks, in program order.
-    pub imports: Vec<CompiledImport>,
+    pub(in crate::codegen) imports: Vec<CompiledImport>,
     /// Constants and the span table compiled code refers to.
-    pub pool: Pool,
+    pub(in crate::codegen) pool: Pool,
     /// The Cranelift IR of every function (only when asked for).
-    pub clif: Vec<(String, String)>,
+    pub(in crate::codegen) clif: Vec<(String, String)>,
     /// Whether some handler reads `meta.stream`, `meta.type` or `meta.id`: only then
     /// is an event's envelope turned into values for compiled code.
-    pub text_meta: bool,
+    pub(in crate::codegen) text_meta: bool,
     // Declared last so the code is freed after everything else.
     _code: Code,
+}
+
+impl JitProgram {
+    /// The document layout of projection number `projection` (in program order): the
+    /// only way to build documents its compiled code accepts.
+    pub fn layout(&self, projection: usize) -> Option<&Layout> {
+        self.projections.get(projection).map(|p| &p.layout)
+    }
+
+    /// Whether some handler reads `meta.stream`, `meta.type` or `meta.id` (only then
+    /// does an event's envelope become values for compiled code).
+    pub fn reads_text_meta(&self) -> bool {
+        self.text_meta
+    }
 }
 
 /// Compiles every handler and import rule of a program.

@@ -27,7 +27,7 @@ use datamesh_stdlib::Value;
 
 use super::abi::Undo;
 use super::abi::{self, Ctx, MetaAbi};
-use super::layout::{Doc, Slot, Words, scalar_value};
+use super::layout::{Doc, Layout, Slot, Words, scalar_value};
 use super::{CompiledHandler, CompiledProjection, JitProgram, Plan};
 use crate::ast::Span;
 use crate::interp::{Meta, Trap};
@@ -414,7 +414,7 @@ impl JitProgram {
             .update(key, load, |slot| match slot {
                 Some(doc) => {
                     saved.save(&doc.slots);
-                    match run_body(handler.body, doc, row, meta, ctx) {
+                    match run_body(handler.body, &p.layout, doc, row, meta, ctx) {
                         abi::STATUS_TRAP => {
                             saved.restore(&mut doc.slots);
                             // SAFETY: the undo entries point into `doc.heap`, which the
@@ -432,7 +432,7 @@ impl JitProgram {
                 }
                 None => {
                     let mut doc = p.default_doc.clone();
-                    match run_body(handler.body, &mut doc, row, meta, ctx) {
+                    match run_body(handler.body, &p.layout, &mut doc, row, meta, ctx) {
                         abi::STATUS_TRAP => (Err(trap_from(ctx, self)), false),
                         abi::STATUS_OK => {
                             *slot = Some(doc);
@@ -504,7 +504,7 @@ impl JitProgram {
             let Some(doc) = fresh.as_mut().or(slot.as_mut()) else {
                 return (Ok(()), false);
             };
-            let status = run_body(handler.body, doc, row, meta, ctx);
+            let status = run_body(handler.body, &p.layout, doc, row, meta, ctx);
             // A document leaving the table stays alive until the event is over: the
             // undo log may point into it.
             let mut drop_doc = |doc: Option<Doc>| {
@@ -705,14 +705,28 @@ pub(super) fn trap_from(ctx: &mut Ctx, program: &JitProgram) -> Trap {
     }
 }
 
+/// Runs a compiled body on `doc`, which must be laid out by `layout` (the layout the
+/// body was compiled against): a document of another shape (from another projection,
+/// say) is refused with a trap instead of letting the code read or write past it.
 #[inline]
 pub(super) fn run_body(
     f: super::abi::HandlerFn,
+    layout: &Layout,
     doc: &mut Doc,
     row: &[u64],
     meta: &MetaAbi,
     ctx: &mut Ctx,
 ) -> u32 {
+    if doc.slots.len() < layout.words || doc.heap.len() != layout.heap {
+        ctx.reset(std::ptr::null_mut());
+        ctx.record(
+            datamesh_stdlib::Trap::OutOfRange(
+                "internal error: a document that does not match its projection's layout".to_owned(),
+            ),
+            0,
+        );
+        return abi::STATUS_TRAP;
+    }
     let heap = doc.heap.as_mut_ptr();
     call(f, doc.slots.as_mut_ptr(), row, meta, ctx, heap)
 }
