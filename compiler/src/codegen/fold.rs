@@ -136,7 +136,7 @@ impl<'p> JitFold<'p> {
         meta: &Meta,
     ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
         self.code
-            .run_import(self.program, import, event, row, meta, &mut self.scratch)
+            .run_import(import, event, row, meta, &mut self.scratch)
     }
 
     /// The documents and fault of every projection, as the interpreter stores them.
@@ -192,31 +192,27 @@ impl FoldEngine for JitFold<'_> {
 impl JitProgram {
     /// Runs the compiled import rules of `import` on one of the peer's events (`event`
     /// indexes the import's own event types): the local events they emit, in order,
-    /// exactly as [`crate::interp::Fold::run_import`] computes them. `program` must be
-    /// the program this code was compiled from.
+    /// exactly as [`crate::interp::Fold::run_import`] computes them. Everything it
+    /// needs was compiled in, so it cannot be run against another program's IR.
     ///
     /// # Errors
     /// The [`Fault`] of the rule that trapped (its `projection` is the import's index).
     pub fn run_import(
         &self,
-        program: &Program,
         import: usize,
         event: usize,
         row: &[Value],
         meta: &Meta,
         scratch: &mut JitScratch,
     ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
-        let Some(block) = program.imports.get(import) else {
-            return Ok(Vec::new());
-        };
-        let mut meta = meta.clone();
-        if let Some(decl) = block.events.get(event) {
-            meta.event_type = Arc::from(decl.name.as_str());
-        }
-        let ctx = &mut scratch.ctx;
         let Some(compiled) = self.imports.get(import) else {
             return Ok(Vec::new());
         };
+        let mut meta = meta.clone();
+        if let Some(name) = compiled.names.get(event) {
+            meta.event_type = name.clone();
+        }
+        let ctx = &mut scratch.ctx;
         let Some(layout) = compiled.rows.get(event) else {
             return Ok(Vec::new());
         };

@@ -117,6 +117,8 @@ pub enum Plan {
 pub struct CompiledImport {
     /// Row layouts of the peer's events.
     pub(in crate::codegen) rows: Vec<Layout>,
+    /// The peer's event type names, in the block's order (for the envelope).
+    pub(in crate::codegen) names: Vec<std::sync::Arc<str>>,
     /// Rules in source order.
     pub(in crate::codegen) rules: Vec<CompiledHandler>,
 }
@@ -286,7 +288,12 @@ impl Compiler {
                 let label = format!("import {} rule {j}", import.peer);
                 pending.push(self.define_handler(&label, rule, row, None)?);
             }
-            pending_imports.push((import_rows, pending));
+            let names = import
+                .events
+                .iter()
+                .map(|e| std::sync::Arc::from(e.name.as_str()))
+                .collect::<Vec<_>>();
+            pending_imports.push((import_rows, names, pending));
         }
         self.module()?.finalize_definitions().map_err(backend)?;
         let mut projections = Vec::new();
@@ -295,9 +302,9 @@ impl Compiler {
             projections.push(project(program, p, layout, handlers));
         }
         let mut imports = Vec::new();
-        for (rows, pending) in pending_imports {
+        for (rows, names, pending) in pending_imports {
             let rules = self.resolve(pending)?;
-            imports.push(CompiledImport { rows, rules });
+            imports.push(CompiledImport { rows, names, rules });
         }
         Ok(JitProgram {
             rows,

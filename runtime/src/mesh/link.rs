@@ -557,7 +557,7 @@ impl Link {
             let mut rules = |kind: usize, row: &[Value], meta: &Meta| match (code, scratch.as_mut())
             {
                 (Some(code), Some(scratch)) => {
-                    code.run_import(&self.program, self.block, kind, row, meta, scratch)
+                    code.run_import(self.block, kind, row, meta, scratch)
                 }
                 _ => interp.run_import(self.block, kind, row, meta),
             };
