@@ -11,6 +11,7 @@ use std::sync::Arc;
 use miette::{LabeledSpan, NamedSource, SourceCode};
 
 use crate::ast::Span;
+use crate::codes::{self, Code};
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,7 +26,7 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
     /// Stable code such as `E0201`.
-    pub code: &'static str,
+    pub code: Code,
     /// Error or warning.
     pub severity: Severity,
     /// One sentence saying what is wrong.
@@ -42,7 +43,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A new error.
-    pub fn error(code: &'static str, message: impl Into<String>, span: Span) -> Diagnostic {
+    pub fn error(code: Code, message: impl Into<String>, span: Span) -> Diagnostic {
         Diagnostic {
             code,
             severity: Severity::Error,
@@ -55,7 +56,7 @@ impl Diagnostic {
     }
 
     /// A new warning.
-    pub fn warning(code: &'static str, message: impl Into<String>, span: Span) -> Diagnostic {
+    pub fn warning(code: Code, message: impl Into<String>, span: Span) -> Diagnostic {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, message, span)
@@ -179,26 +180,26 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
     match error {
         ParseError::Lex(e) => match &e.kind {
             LexErrorKind::UnexpectedChar(c) => Diagnostic::error(
-                "E0003",
+                codes::E0003,
                 format!("unexpected character `{}`", c.escape_default()),
                 e.span,
             )
             .label("not part of the language")
             .help("remove it; comments start with `//`"),
             LexErrorKind::UnterminatedString => {
-                Diagnostic::error("E0004", "unterminated string literal", e.span)
+                Diagnostic::error(codes::E0004, "unterminated string literal", e.span)
                     .label("this string has no closing quote")
                     .help("close it with `\"` before the end of the line")
             }
             LexErrorKind::BadEscape(esc) => Diagnostic::error(
-                "E0005",
+                codes::E0005,
                 format!("invalid escape `{esc}` in string literal"),
                 e.span,
             )
             .label("invalid escape")
             .help("valid escapes are \\n \\t \\r \\0 \\\\ \\\" and \\u{hex}"),
             LexErrorKind::CStyleOperator(word) => Diagnostic::error(
-                "E0003",
+                codes::E0003,
                 format!(
                     "`{}` is not an operator of this language",
                     &source_text_of(word)
@@ -208,19 +209,19 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
             .label(format!("write `{word}`"))
             .help("boolean operators are the words `and`, `or` and `not`"),
             LexErrorKind::IntOutOfRange => Diagnostic::error(
-                "E0006",
+                codes::E0006,
                 "integer literal does not fit in `int` (64-bit)",
                 e.span,
             )
             .label("out of range")
             .help("`int` ranges from -9223372036854775808 to 9223372036854775807"),
             LexErrorKind::FloatOutOfRange => {
-                Diagnostic::error("E0006", "float literal is not finite", e.span)
+                Diagnostic::error(codes::E0006, "float literal is not finite", e.span)
                     .label("out of range")
                     .help("`float` is a 64-bit IEEE double: at most about 1.8e308")
             }
             LexErrorKind::DurationOutOfRange => {
-                Diagnostic::error("E0006", "duration literal is out of range", e.span)
+                Diagnostic::error(codes::E0006, "duration literal is out of range", e.span)
                     .label("out of range")
                     .help("durations are 64-bit microsecond counts (about ±292,000 years)")
             }
@@ -230,7 +231,7 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
             expected,
             span,
         } => {
-            let d = Diagnostic::error("E0001", format!("unexpected {found}"), *span)
+            let d = Diagnostic::error(codes::E0001, format!("unexpected {found}"), *span)
                 .label("unexpected here");
             match expected_help(expected) {
                 Some(help) => d.help(help),
@@ -238,7 +239,7 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
             }
         }
         ParseError::UnexpectedEof { expected, span } => {
-            let d = Diagnostic::error("E0002", "unexpected end of file", *span)
+            let d = Diagnostic::error(codes::E0002, "unexpected end of file", *span)
                 .label("the file ends here");
             match expected_help(expected) {
                 Some(help) if !expected.iter().any(|e| e == "`}`") => d.help(help),

@@ -14,6 +14,7 @@ pub mod ast;
 pub mod check;
 pub mod codec;
 pub mod codegen;
+pub mod codes;
 pub mod depth;
 pub mod diag;
 pub mod engine;

@@ -387,7 +387,7 @@ fn check_case(source: &str) -> Result<bool, String> {
         if !source.is_char_boundary(start) || !source.is_char_boundary(end) {
             return Err(format!("span splits a char: {d:?}"));
         }
-        if d.code.starts_with("E000") && d.help.is_none() {
+        if d.code.id.starts_with("E000") && d.help.is_none() {
             return Err(format!("a syntax error without help: {d:?}"));
         }
         if d.message.is_empty() {

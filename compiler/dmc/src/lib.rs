@@ -311,7 +311,7 @@ pub fn test(
                     failed += 1;
                     let _ = writeln!(out, "test {} :: {} ... FAILED", loaded.name, result.name);
                     let d = Diagnostic::error(
-                        "T0001",
+                        datamesh_compiler::codes::T0001,
                         format!("test \"{}\" failed: {}", result.name, failure.message),
                         failure.span,
                     )

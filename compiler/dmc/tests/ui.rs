@@ -66,7 +66,7 @@ fn five_distinct_mistakes_are_all_reported_with_codes_and_spans() {
         .iter()
         .filter(|d| d.is_error())
         .collect();
-    let codes: Vec<&str> = errors.iter().map(|d| d.code).collect();
+    let codes: Vec<&str> = errors.iter().map(|d| d.code.id).collect();
     assert_eq!(
         codes,
         ["E0103", "E0105", "E0202", "E0102", "E0211", "E0202"]

@@ -4,6 +4,7 @@
 //! Invariant: every function here returns a typed IR node even when the input is wrong;
 //! a failed node has type [`Type::Error`] and the problem has been reported exactly once.
 
+use crate::codes;
 use datamesh_stdlib::Value;
 
 use super::builtins::{self, CallError};
@@ -96,7 +97,7 @@ impl<'a> Cx<'a> {
             if !local.used && !local.name.starts_with('_') {
                 self.report(
                     Diagnostic::warning(
-                        "W0003",
+                        codes::W0003,
                         format!("`{}` is never used", local.name),
                         local.span,
                     )
@@ -134,7 +135,7 @@ impl<'a> Cx<'a> {
                 }
                 if name.name == "meta" {
                     self.report(
-                        Diagnostic::error("E0217", "`meta` is a reserved name", name.span)
+                        Diagnostic::error(codes::E0217, "`meta` is a reserved name", name.span)
                             .label("reserved for the event envelope")
                             .help("choose another name"),
                     );
@@ -146,7 +147,7 @@ impl<'a> Cx<'a> {
                     let span = field.span;
                     self.report(
                         Diagnostic::error(
-                            "E0101",
+                            codes::E0101,
                             format!("`{}` is already a state field", name.name),
                             name.span,
                         )
@@ -201,7 +202,7 @@ impl<'a> Cx<'a> {
                 if self.mode != Mode::Handler {
                     self.report(
                         Diagnostic::error(
-                            "E0218",
+                            codes::E0218,
                             "`delete` is only allowed in projection handlers",
                             stmt.span,
                         )
@@ -228,9 +229,13 @@ impl<'a> Cx<'a> {
         let value = self.expr(value);
         if self.mode != Mode::Handler {
             self.report(
-                Diagnostic::error("E0212", "import rules have no state to assign", place.span)
-                    .label("not a state field")
-                    .help("use `let` for a local value, and `emit` to produce events"),
+                Diagnostic::error(
+                    codes::E0212,
+                    "import rules have no state to assign",
+                    place.span,
+                )
+                .label("not a state field")
+                .help("use `let` for a local value, and `emit` to produce events"),
             );
             return None;
         }
@@ -240,7 +245,7 @@ impl<'a> Cx<'a> {
                     let span = local.span;
                     self.report(
                         Diagnostic::error(
-                            "E0205",
+                            codes::E0205,
                             format!("cannot assign to `{name}`: `let` bindings are immutable"),
                             place.span,
                         )
@@ -265,7 +270,7 @@ impl<'a> Cx<'a> {
                     let ty = self.state_ty(field);
                     self.report(
                         Diagnostic::error(
-                            "E0205",
+                            codes::E0205,
                             format!("cannot assign to an element of `{name}`, of type `{ty}`"),
                             place.span,
                         )
@@ -280,7 +285,7 @@ impl<'a> Cx<'a> {
                 };
                 if index.len() != 1 {
                     self.report(
-                        Diagnostic::error("E0203", "a map is indexed by one key", place.span)
+                        Diagnostic::error(codes::E0203, "a map is indexed by one key", place.span)
                             .label("expected `map[key]`"),
                     );
                     return None;
@@ -290,7 +295,7 @@ impl<'a> Cx<'a> {
             }
             ast::ExprKind::Field(base, _) if matches!(base.kind, ast::ExprKind::EventRoot) => {
                 self.report(
-                    Diagnostic::error("E0205", "cannot assign to an event field", place.span)
+                    Diagnostic::error(codes::E0205, "cannot assign to an event field", place.span)
                         .label("events are immutable facts")
                         .help("assign a state field instead"),
                 );
@@ -325,7 +330,7 @@ impl<'a> Cx<'a> {
                 if matches!(target_ty, Type::Optional(_)) {
                     self.report(
                         Diagnostic::error(
-                            "E0202",
+                            codes::E0202,
                             format!("`{}=` on an optional field", op.symbol()),
                             span,
                         )
@@ -363,7 +368,7 @@ impl<'a> Cx<'a> {
         if let Some(i) = state.iter().position(|f| f.name == name) {
             return Some(i);
         }
-        let d = Diagnostic::error("E0106", format!("`{name}` is not a state field"), span)
+        let d = Diagnostic::error(codes::E0106, format!("`{name}` is not a state field"), span)
             .label("unknown field");
         let d = match suggest(name, state.iter().map(|f| f.name.as_str())) {
             Some(s) => d.help(format!("did you mean `{s}`?")),
@@ -382,7 +387,7 @@ impl<'a> Cx<'a> {
     fn emit(&mut self, name: &ast::Ident, fields: &[ast::FieldInit], span: Span) -> Option<Stmt> {
         let Some(targets) = self.emit_targets else {
             self.report(
-                Diagnostic::error("E0209", "`emit` is only allowed in import rules", span)
+                Diagnostic::error(codes::E0209, "`emit` is only allowed in import rules", span)
                     .label("projections fold events; they do not produce them")
                     .help("move this into an `import peer { on ... { emit ... } }` rule"),
             );
@@ -390,7 +395,7 @@ impl<'a> Cx<'a> {
         };
         let Some(id) = targets.iter().position(|e| e.name == name.name) else {
             let d = Diagnostic::error(
-                "E0102",
+                codes::E0102,
                 format!("unknown event type `{}`", name.name),
                 name.span,
             )
@@ -427,7 +432,7 @@ impl<'a> Cx<'a> {
         for init in inits {
             let Some(i) = event.field(&init.name.name) else {
                 let d = Diagnostic::error(
-                    "E0105",
+                    codes::E0105,
                     format!("event `{}` has no field `{}`", event.name, init.name.name),
                     init.name.span,
                 )
@@ -447,7 +452,7 @@ impl<'a> Cx<'a> {
             if values[i].is_some() {
                 self.report(
                     Diagnostic::error(
-                        "E0101",
+                        codes::E0101,
                         format!("field `{}` is given twice", init.name.name),
                         init.name.span,
                     )
@@ -479,7 +484,7 @@ impl<'a> Cx<'a> {
                 .join(", ");
             self.report(
                 Diagnostic::error(
-                    "E0209",
+                    codes::E0209,
                     format!(
                         "missing field{} {list} of `{}`",
                         if missing.len() > 1 { "s" } else { "" },
@@ -512,7 +517,7 @@ impl<'a> Cx<'a> {
         let typed = self.expr(expr);
         if typed.ty != Type::Error {
             self.report(
-                Diagnostic::error("E0210", "this call has no effect", span)
+                Diagnostic::error(codes::E0210, "this call has no effect", span)
                     .label("its result is discarded")
                     .help("assign the result to a state field, or bind it with `let`"),
             );
@@ -531,7 +536,7 @@ impl<'a> Cx<'a> {
         if self.mode != Mode::Handler {
             self.report(
                 Diagnostic::error(
-                    "E0212",
+                    codes::E0212,
                     format!(
                         "`.{}()` changes state, and import rules have none",
                         method.name
@@ -545,7 +550,7 @@ impl<'a> Cx<'a> {
         let ast::ExprKind::Name(name) = &recv.kind else {
             self.report(
                 Diagnostic::error(
-                    "E0210",
+                    codes::E0210,
                     format!("`.{}()` needs a state field", method.name),
                     recv.span,
                 )
@@ -576,7 +581,7 @@ impl<'a> Cx<'a> {
                 };
                 self.report(
                     Diagnostic::error(
-                        "E0210",
+                        codes::E0210,
                         format!(
                             "`{name}` has type `{ty}`, which has no `.{}()`",
                             method.name
@@ -593,7 +598,7 @@ impl<'a> Cx<'a> {
         if args.len() != want {
             self.report(
                 Diagnostic::error(
-                    "E0203",
+                    codes::E0203,
                     format!(
                         "`.{}()` takes {want} argument{}",
                         method.name,
@@ -633,7 +638,7 @@ impl<'a> Cx<'a> {
             };
             self.report(
                 Diagnostic::error(
-                    "E0211",
+                    codes::E0211,
                     format!("the condition of {what} must be `bool`, not `{}`", typed.ty),
                     typed.span,
                 )
@@ -676,7 +681,7 @@ impl<'a> Cx<'a> {
                 Ok(us) => const_expr(Value::Timestamp(us), Type::Timestamp, expr.span),
                 Err(trap) => self.err(
                     Diagnostic::error(
-                        "E0204",
+                        codes::E0204,
                         format!("invalid time: {}", trap_detail(&trap)),
                         expr.span,
                     )
@@ -715,7 +720,7 @@ impl<'a> Cx<'a> {
             ast::ExprKind::Name(name) if projection_level => {
                 let event = self.event.map_or("?", |e| e.name.as_str());
                 let d = Diagnostic::error(
-                    "E0208",
+                    codes::E0208,
                     format!("the projection's key `{name}` is not a field of `{event}`"),
                     expr.span,
                 )
@@ -729,7 +734,7 @@ impl<'a> Cx<'a> {
             ast::ExprKind::Name(name)
                 if saved.is_some_and(|s| s.iter().any(|f| f.name == *name)) =>
             {
-                let d = Diagnostic::error("E0208", format!("a key cannot read the state field `{name}`"), expr.span)
+                let d = Diagnostic::error(codes::E0208, format!("a key cannot read the state field `{name}`"), expr.span)
                     .label("state is only known once the document is chosen")
                     .help("a key comes from the event: `event.<field>`, `meta.<field>` and functions of them");
                 self.err(d, expr.span)
@@ -744,7 +749,7 @@ impl<'a> Cx<'a> {
                 _ => "keys are int, bool, string, timestamp or duration",
             };
             let d = Diagnostic::error(
-                "E0206",
+                codes::E0206,
                 format!("a key cannot be `{}`", typed.ty),
                 typed.span,
             )
@@ -775,8 +780,9 @@ impl<'a> Cx<'a> {
             ast::ExprKind::Error => return error_expr(span),
             ast::ExprKind::Name(name) => return self.name(name, span),
             ast::ExprKind::EventRoot => {
-                let d = Diagnostic::error("E0105", "`event` must be followed by a field", span)
-                    .label("expected `event.<field>`");
+                let d =
+                    Diagnostic::error(codes::E0105, "`event` must be followed by a field", span)
+                        .label("expected `event.<field>`");
                 let d = match self.event {
                     Some(e) => d.help(format!("its fields are: {}", field_list(e))),
                     None => d.help("`event` is only available in handlers and import rules"),
@@ -789,7 +795,7 @@ impl<'a> Cx<'a> {
             ast::ExprKind::MethodCall(recv, method, args) => {
                 if matches!(method.name.as_str(), "insert" | "push" | "remove" | "clear") {
                     let d = Diagnostic::error(
-                        "E0210",
+                        codes::E0210,
                         format!(
                             "`.{}()` changes a collection and cannot be used as a value",
                             method.name
@@ -809,13 +815,14 @@ impl<'a> Cx<'a> {
                     (UnaryOp::Neg, t @ (Type::Int | Type::Float | Type::Duration)) => t.clone(),
                     (UnaryOp::Not, Type::Bool) => Type::Bool,
                     (UnaryOp::Neg, t) => {
-                        let d = Diagnostic::error("E0202", format!("cannot negate `{t}`"), span)
-                            .label("`-` needs int, float or duration");
+                        let d =
+                            Diagnostic::error(codes::E0202, format!("cannot negate `{t}`"), span)
+                                .label("`-` needs int, float or duration");
                         return self.err(d, span);
                     }
                     (UnaryOp::Not, t) => {
                         let d = Diagnostic::error(
-                            "E0202",
+                            codes::E0202,
                             format!("`not` needs a bool, found `{t}`"),
                             span,
                         )
@@ -839,7 +846,7 @@ impl<'a> Cx<'a> {
                 let b = self.expr(b);
                 let Some(ty) = unify(&a.ty, &b.ty) else {
                     let d = Diagnostic::error(
-                        "E0201",
+                        codes::E0201,
                         format!(
                             "`if` branches have different types: `{}` and `{}`",
                             a.ty, b.ty
@@ -865,9 +872,12 @@ impl<'a> Cx<'a> {
                     }
                 }
                 if !elem.is_scalar() {
-                    let d =
-                        Diagnostic::error("E0104", format!("a list cannot hold `{elem}`"), span)
-                            .label("list elements must be scalar");
+                    let d = Diagnostic::error(
+                        codes::E0104,
+                        format!("a list cannot hold `{elem}`"),
+                        span,
+                    )
+                    .label("list elements must be scalar");
                     return self.err(d, span);
                 }
                 (ExprKind::List(items), Type::List(Box::new(elem)))
@@ -900,12 +910,12 @@ impl<'a> Cx<'a> {
             return doc;
         }
         if name == "meta" {
-            let d = Diagnostic::error("E0108", "`meta` must be followed by a field", span)
+            let d = Diagnostic::error(codes::E0108, "`meta` must be followed by a field", span)
                 .label("expected `meta.<field>`")
                 .help("envelope fields are meta.position, meta.time, meta.stream, meta.type and meta.id");
             return self.err(d, span);
         }
-        let mut d = Diagnostic::error("E0106", format!("unknown name `{name}`"), span)
+        let mut d = Diagnostic::error(codes::E0106, format!("unknown name `{name}`"), span)
             .label("not found in this scope");
         if let Some(event) = self.event.filter(|e| e.field(name).is_some()) {
             d = d.help(format!(
@@ -963,7 +973,7 @@ impl<'a> Cx<'a> {
                     .map(|p| format!("v{}", p.version))
                     .collect();
                 let d = Diagnostic::error(
-                    "E0106",
+                    codes::E0106,
                     format!(
                         "projection `{base}` has no version `{}`",
                         name.split_once('@').map_or("", |x| x.1)
@@ -979,7 +989,7 @@ impl<'a> Cx<'a> {
         let key: Vec<Expr> = key.iter().map(|k| self.expr(k)).collect();
         if projection.key.is_empty() && indexed {
             let d = Diagnostic::error(
-                "E0203",
+                codes::E0203,
                 format!("`{name}` has a single document and takes no key"),
                 span,
             )
@@ -989,7 +999,7 @@ impl<'a> Cx<'a> {
         }
         if !projection.key.is_empty() && !indexed {
             let d = Diagnostic::error(
-                "E0203",
+                codes::E0203,
                 format!("`{name}` is keyed: say which document"),
                 span,
             )
@@ -999,7 +1009,7 @@ impl<'a> Cx<'a> {
         }
         if indexed && key.len() != projection.key.len() {
             let d = Diagnostic::error(
-                "E0203",
+                codes::E0203,
                 format!(
                     "`{name}` has {} key part(s), {} given",
                     projection.key.len(),
@@ -1030,9 +1040,10 @@ impl<'a> Cx<'a> {
         match &base.kind {
             ast::ExprKind::EventRoot => {
                 let Some(event) = self.event else {
-                    let d = Diagnostic::error("E0106", "`event` is not available here", base.span)
-                        .label("no event in scope")
-                        .help("`event` is only available in handlers and import rules");
+                    let d =
+                        Diagnostic::error(codes::E0106, "`event` is not available here", base.span)
+                            .label("no event in scope")
+                            .help("`event` is only available in handlers and import rules");
                     return self.err(d, span);
                 };
                 match event.field(&field.name) {
@@ -1043,7 +1054,7 @@ impl<'a> Cx<'a> {
                     },
                     None => {
                         let d = Diagnostic::error(
-                            "E0105",
+                            codes::E0105,
                             format!("event `{}` has no field `{}`", event.name, field.name),
                             field.span,
                         )
@@ -1062,9 +1073,10 @@ impl<'a> Cx<'a> {
             }
             ast::ExprKind::Name(n) if n == "meta" && !self.is_bound("meta") => {
                 if matches!(self.mode, Mode::Const | Mode::Test) {
-                    let d = Diagnostic::error("E0108", "`meta` is not available here", base.span)
-                        .label("no event envelope in scope")
-                        .help("`meta` is only available in handlers and import rules");
+                    let d =
+                        Diagnostic::error(codes::E0108, "`meta` is not available here", base.span)
+                            .label("no event envelope in scope")
+                            .help("`meta` is only available in handlers and import rules");
                     return self.err(d, span);
                 }
                 match MetaField::ALL.iter().find(|(n, _, _)| *n == field.name) {
@@ -1075,7 +1087,7 @@ impl<'a> Cx<'a> {
                     },
                     None => {
                         let d = Diagnostic::error(
-                            "E0108",
+                            codes::E0108,
                             format!("unknown envelope field `meta.{}`", field.name),
                             field.span,
                         )
@@ -1112,7 +1124,7 @@ impl<'a> Cx<'a> {
                             }
                             None => {
                                 let d = Diagnostic::error(
-                                    "E0105",
+                                    codes::E0105,
                                     format!(
                                         "projection `{}` has no state field `{}`",
                                         projection.name, field.name
@@ -1134,7 +1146,7 @@ impl<'a> Cx<'a> {
                     }
                     other => {
                         let d = Diagnostic::error(
-                            "E0105",
+                            codes::E0105,
                             format!("`{other}` has no fields"),
                             field.span,
                         )
@@ -1165,7 +1177,7 @@ impl<'a> Cx<'a> {
             return error_expr(span);
         }
         if index.len() != 1 {
-            let d = Diagnostic::error("E0203", "collections are indexed by one value", span)
+            let d = Diagnostic::error(codes::E0203, "collections are indexed by one value", span)
                 .label("expected `c[index]`");
             return self.err(d, span);
         }
@@ -1188,9 +1200,12 @@ impl<'a> Cx<'a> {
                 (**e).clone()
             }
             other => {
-                let d =
-                    Diagnostic::error("E0202", format!("`{other}` cannot be indexed"), base.span)
-                        .label("not a list or map");
+                let d = Diagnostic::error(
+                    codes::E0202,
+                    format!("`{other}` cannot be indexed"),
+                    base.span,
+                )
+                .label("not a list or map");
                 return self.err(d, span);
             }
         };
@@ -1210,16 +1225,19 @@ impl<'a> Cx<'a> {
     ) -> Expr {
         if f.name == "exists" && self.mode == Mode::Test && recv.is_none() {
             let [arg] = args else {
-                let d = Diagnostic::error("E0203", "`exists` takes one document", span)
+                let d = Diagnostic::error(codes::E0203, "`exists` takes one document", span)
                     .label("expected `exists(p[key])`");
                 return self.err(d, span);
             };
             let doc = self.expr(arg);
             if !matches!(doc.ty, Type::Doc(_) | Type::Error) {
-                let d =
-                    Diagnostic::error("E0203", "`exists` takes a projection document", arg.span)
-                        .label(format!("this is `{}`", doc.ty))
-                        .help("write `exists(balances[\"a1\"])`");
+                let d = Diagnostic::error(
+                    codes::E0203,
+                    "`exists` takes a projection document",
+                    arg.span,
+                )
+                .label(format!("this is `{}`", doc.ty))
+                .help("write `exists(balances[\"a1\"])`");
                 return self.err(d, span);
             }
             return Expr {
@@ -1241,9 +1259,12 @@ impl<'a> Cx<'a> {
                 span,
             },
             Err(CallError::Unknown) => {
-                let d =
-                    Diagnostic::error("E0107", format!("unknown function `{}`", f.name), f.span)
-                        .label("not a function");
+                let d = Diagnostic::error(
+                    codes::E0107,
+                    format!("unknown function `{}`", f.name),
+                    f.span,
+                )
+                .label("not a function");
                 let d = match suggest(&f.name, builtins::NAMES.iter().copied()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help(
@@ -1259,7 +1280,7 @@ impl<'a> Cx<'a> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let mut d = Diagnostic::error(
-                    "E0203",
+                    codes::E0203,
                     format!("`{}` cannot be called with ({shown})", f.name),
                     span,
                 )
@@ -1289,7 +1310,7 @@ impl<'a> Cx<'a> {
                 for side in [&a, &b] {
                     if side.ty != Type::Bool {
                         let d = Diagnostic::error(
-                            "E0202",
+                            codes::E0202,
                             format!("`{}` needs bool operands, found `{}`", op.symbol(), side.ty),
                             side.span,
                         )
@@ -1305,7 +1326,7 @@ impl<'a> Cx<'a> {
                 }
                 let Type::Optional(inner) = &a.ty else {
                     let d = Diagnostic::error(
-                        "E0202",
+                        codes::E0202,
                         format!("the left side of `??` is `{}`, which is never none", a.ty),
                         a.span,
                     )
@@ -1326,7 +1347,7 @@ impl<'a> Cx<'a> {
             BinaryOp::Eq | BinaryOp::Ne => {
                 if unify(&a.ty, &b.ty).is_none() {
                     let d = Diagnostic::error(
-                        "E0202",
+                        codes::E0202,
                         format!("cannot compare `{}` with `{}`", a.ty, b.ty),
                         span,
                     )
@@ -1457,7 +1478,7 @@ fn unify(a: &Type, b: &Type) -> Option<Type> {
 
 fn operand_error(op: BinaryOp, a: &Type, b: &Type, span: Span) -> Diagnostic {
     Diagnostic::error(
-        "E0202",
+        codes::E0202,
         format!("`{}` cannot be applied to `{a}` and `{b}`", op.symbol()),
         span,
     )
@@ -1482,7 +1503,7 @@ fn conversion_help(a: &Type, b: &Type) -> String {
 
 fn mismatch(expected: &Type, found: &Type, span: Span) -> Diagnostic {
     Diagnostic::error(
-        "E0201",
+        codes::E0201,
         format!("expected `{expected}`, found `{found}`"),
         span,
     )
@@ -1491,7 +1512,7 @@ fn mismatch(expected: &Type, found: &Type, span: Span) -> Diagnostic {
 }
 
 fn not_assignable(span: Span) -> Diagnostic {
-    Diagnostic::error("E0205", "only state fields can be assigned", span)
+    Diagnostic::error(codes::E0205, "only state fields can be assigned", span)
         .label("not a state field")
         .help("assign a field declared in `state { ... }`, or an entry `map[key]`")
 }

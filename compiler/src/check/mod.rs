@@ -9,6 +9,7 @@ mod builtins;
 mod expr;
 mod names;
 
+use crate::codes;
 use std::collections::HashMap;
 
 use datamesh_stdlib::Value;
@@ -47,7 +48,7 @@ pub fn check_source(source: &str) -> Checked {
     if depth > crate::depth::MAX_DEPTH {
         diagnostics.push(
             Diagnostic::error(
-                "E0007",
+                codes::E0007,
                 format!(
                     "the program nests {depth} levels deep; the limit is {}",
                     crate::depth::MAX_DEPTH
@@ -125,7 +126,7 @@ impl Checker {
                 if let Some(first) = seen.get(&decl.name.name) {
                     self.error(
                         Diagnostic::error(
-                            "E0101",
+                            codes::E0101,
                             format!("event `{}` is declared twice", decl.name.name),
                             decl.name.span,
                         )
@@ -154,7 +155,7 @@ impl Checker {
                     if let Some(first) = projection_names.get(&id) {
                         self.error(
                             Diagnostic::error(
-                                "E0101",
+                                codes::E0101,
                                 format!("projection `{} v{}` is declared twice", id.0, id.1),
                                 decl.name.span,
                             )
@@ -171,7 +172,7 @@ impl Checker {
                     if let Some(first) = import_names.get(&decl.peer.name) {
                         self.error(
                             Diagnostic::error(
-                                "E0101",
+                                codes::E0101,
                                 format!("peer `{}` is imported twice", decl.peer.name),
                                 decl.peer.span,
                             )
@@ -198,7 +199,7 @@ impl Checker {
                 if let Some(first) = test_names.get(&decl.name) {
                     self.error(
                         Diagnostic::error(
-                            "E0101",
+                            codes::E0101,
                             format!("test \"{}\" is declared twice", decl.name),
                             decl.name_span,
                         )
@@ -217,7 +218,7 @@ impl Checker {
             if !used {
                 let event = &program.events[id];
                 self.error(
-                    Diagnostic::warning("W0001", format!("event `{}` is never used", event.name), event.span)
+                    Diagnostic::warning(codes::W0001, format!("event `{}` is never used", event.name), event.span)
                         .label("declared here")
                         .help("handle it in a projection, emit it from an import, export it, or remove it"),
                 );
@@ -242,7 +243,7 @@ impl Checker {
                 let first = first.span;
                 self.error(
                     Diagnostic::error(
-                        "E0101",
+                        codes::E0101,
                         format!("field `{}` is declared twice", decl.name.name),
                         decl.name.span,
                     )
@@ -253,7 +254,7 @@ impl Checker {
             }
             if decl.name.name == "meta" && kind == FieldKind::State {
                 self.error(
-                    Diagnostic::error("E0217", "`meta` is a reserved name", decl.name.span)
+                    Diagnostic::error(codes::E0217, "`meta` is a reserved name", decl.name.span)
                         .label("reserved for the event envelope (`meta.time`, ...)")
                         .help("choose another name for this field"),
                 );
@@ -291,7 +292,7 @@ impl Checker {
             Ok(value) => Some(value),
             Err(trap) => {
                 self.error(
-                    Diagnostic::error("E0204", format!("default value cannot be computed: {trap}"), expr.span)
+                    Diagnostic::error(codes::E0204, format!("default value cannot be computed: {trap}"), expr.span)
                         .label("this traps")
                         .help("a default is computed once, when the program is loaded; write a value that does not trap"),
                 );
@@ -306,11 +307,13 @@ impl Checker {
                 let inner = self.resolve_type(inner);
                 if !inner.is_scalar() {
                     self.error(
-                        Diagnostic::error("E0104", format!("`{inner}` cannot be optional"), *span)
-                            .label("only scalar types can be optional")
-                            .help(
-                                "collections are never absent: an empty collection stands for none",
-                            ),
+                        Diagnostic::error(
+                            codes::E0104,
+                            format!("`{inner}` cannot be optional"),
+                            *span,
+                        )
+                        .label("only scalar types can be optional")
+                        .help("collections are never absent: an empty collection stands for none"),
                     );
                     return Type::Error;
                 }
@@ -330,7 +333,7 @@ impl Checker {
                     if !args.is_empty() {
                         self.error(
                             Diagnostic::error(
-                                "E0104",
+                                codes::E0104,
                                 format!("`{}` takes no type arguments", name.name),
                                 *span,
                             )
@@ -357,7 +360,7 @@ impl Checker {
                             };
                             self.error(
                                 Diagnostic::error(
-                                    "E0104",
+                                    codes::E0104,
                                     format!("`{}` cannot hold `{elem}`", name.name),
                                     *span,
                                 )
@@ -375,7 +378,7 @@ impl Checker {
                         if !args[0].is_key() {
                             self.error(
                                 Diagnostic::error(
-                                    "E0104",
+                                    codes::E0104,
                                     format!("`{}` cannot be a map key", args[0]),
                                     *span,
                                 )
@@ -386,7 +389,7 @@ impl Checker {
                         if !args[1].is_scalar() {
                             self.error(
                                 Diagnostic::error(
-                                    "E0104",
+                                    codes::E0104,
                                     format!("a map cannot hold `{}`", args[1]),
                                     *span,
                                 )
@@ -404,7 +407,7 @@ impl Checker {
                         };
                         self.error(
                             Diagnostic::error(
-                                "E0104",
+                                codes::E0104,
                                 format!("`{}` needs {want}", name.name),
                                 *span,
                             )
@@ -433,7 +436,7 @@ impl Checker {
                             "map",
                         ];
                         let d = Diagnostic::error(
-                            "E0103",
+                            codes::E0103,
                             format!("unknown type `{other}`"),
                             name.span,
                         )
@@ -463,7 +466,7 @@ impl Checker {
                 _ => {
                     self.error(
                         Diagnostic::error(
-                            "E0213",
+                            codes::E0213,
                             format!("`{}` is not a version", v.name),
                             v.span,
                         )
@@ -482,10 +485,14 @@ impl Checker {
                 ast::Member::State(fields, span) => {
                     if let Some(first) = state_decl {
                         self.error(
-                            Diagnostic::error("E0216", "a projection has one `state` block", *span)
-                                .label("second state block")
-                                .related(first, "first state block here")
-                                .help("merge the fields into one `state { ... }`"),
+                            Diagnostic::error(
+                                codes::E0216,
+                                "a projection has one `state` block",
+                                *span,
+                            )
+                            .label("second state block")
+                            .related(first, "first state block here")
+                            .help("merge the fields into one `state { ... }`"),
                         );
                         continue;
                     }
@@ -495,7 +502,7 @@ impl Checker {
                 ast::Member::Key(spec) => {
                     if let Some(first) = key_decl {
                         self.error(
-                            Diagnostic::error("E0216", "a projection has one `key` clause", spec.span)
+                            Diagnostic::error(codes::E0216, "a projection has one `key` clause", spec.span)
                                 .label("second key clause")
                                 .related(first.span, "first key clause here")
                                 .help("use a composite key `key (a, b)` or per-handler keys `on E key ...`"),
@@ -544,7 +551,7 @@ impl Checker {
                 && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false))
             {
                 self.error(
-                    Diagnostic::warning("W0004", "this handler can never run", guard.span)
+                    Diagnostic::warning(codes::W0004, "this handler can never run", guard.span)
                         .label("this guard is always false")
                         .related(h.event.span, "handler declared here")
                         .help("remove the handler, or fix its `where` condition"),
@@ -557,7 +564,7 @@ impl Checker {
                 if let Some((_, span)) = &key_shape {
                     self.error(
                         Diagnostic::error(
-                            "E0207",
+                            codes::E0207,
                             format!(
                                 "handler for `{}` has no key, but other handlers are keyed",
                                 h.event.name
@@ -576,7 +583,7 @@ impl Checker {
                 {
                     self.error(
                         Diagnostic::error(
-                            "E0207",
+                            codes::E0207,
                             "this handler is keyed, but an earlier handler has no key",
                             key_span,
                         )
@@ -602,7 +609,7 @@ impl Checker {
                             };
                             self.error(
                                 Diagnostic::error(
-                                    "E0207",
+                                    codes::E0207,
                                     format!("key ({}) does not match the projection's other keys ({})", show(&types), show(shape)),
                                     key_span,
                                 )
@@ -634,9 +641,13 @@ impl Checker {
                 .any(|m| matches!(m, ast::Member::Handler(_)))
         {
             self.error(
-                Diagnostic::warning("W0007", "the projection's key is never used", spec.span)
-                    .label("every handler has its own key")
-                    .help("remove this `key` clause, or drop the handlers' own keys"),
+                Diagnostic::warning(
+                    codes::W0007,
+                    "the projection's key is never used",
+                    spec.span,
+                )
+                .label("every handler has its own key")
+                .help("remove this `key` clause, or drop the handlers' own keys"),
             );
         }
         if handlers.is_empty()
@@ -647,7 +658,7 @@ impl Checker {
         {
             self.error(
                 Diagnostic::warning(
-                    "W0006",
+                    codes::W0006,
                     format!("projection `{}` handles no events", decl.name.name),
                     decl.name.span,
                 )
@@ -659,7 +670,7 @@ impl Checker {
             if !was_assigned {
                 self.error(
                     Diagnostic::warning(
-                        "W0002",
+                        codes::W0002,
                         format!("state field `{}` is never assigned", field.name),
                         field.span,
                     )
@@ -683,7 +694,7 @@ impl Checker {
             return Some(id);
         }
         let d = Diagnostic::error(
-            "E0102",
+            codes::E0102,
             format!("unknown event type `{}`", name.name),
             name.span,
         )
@@ -703,7 +714,7 @@ impl Checker {
                 let first = first.span;
                 self.error(
                     Diagnostic::error(
-                        "E0101",
+                        codes::E0101,
                         format!("event `{}` is declared twice in this import", e.name.name),
                         e.name.span,
                     )
@@ -724,7 +735,7 @@ impl Checker {
             handled[event_id] = true;
             if let Some(key) = &rule.key {
                 self.error(
-                    Diagnostic::error("E0207", "import rules have no key", key.span)
+                    Diagnostic::error(codes::E0207, "import rules have no key", key.span)
                         .label("not allowed here")
                         .help("an import rule emits local events; the projections that handle them choose documents"),
                 );
@@ -754,7 +765,7 @@ impl Checker {
             if !used {
                 self.error(
                     Diagnostic::warning(
-                        "W0001",
+                        codes::W0001,
                         format!("imported event `{}` is never handled", event.name),
                         event.span,
                     )
@@ -787,7 +798,7 @@ impl Checker {
                 if ids.contains(&id) {
                     self.error(
                         Diagnostic::warning(
-                            "W0005",
+                            codes::W0005,
                             format!("`{}` is exported twice to `{}`", name.name, decl.peer.name),
                             name.span,
                         )
@@ -840,7 +851,7 @@ impl Checker {
                 let Some(import_id) = program.imports.iter().position(|i| i.peer == peer.name)
                 else {
                     let d = Diagnostic::error(
-                        "E0215",
+                        codes::E0215,
                         format!("no `import {}` block in this program", peer.name),
                         peer.span,
                     )
@@ -876,7 +887,7 @@ impl Checker {
                 "id" => id = Some(cx.expect_type(&init.value, &Type::String)),
                 other => {
                     let d = Diagnostic::error(
-                        "E0108",
+                        codes::E0108,
                         format!("unknown envelope field `{other}`"),
                         init.name.span,
                     )

@@ -21,7 +21,7 @@ use crate::ast::Span;
 /// The code of [`datamesh_stdlib::Trap::LimitExceeded`]: a string, collection or
 /// document would grow past its limit (see [`datamesh_stdlib::limits`] and
 /// [`crate::storage::MAX_DOC_BYTES`]).
-pub const LIMIT_CODE: &str = "R0007";
+pub const LIMIT_CODE: crate::codes::Code = crate::codes::R0007;
 
 /// A runtime trap at a place in the source.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,13 +40,14 @@ impl std::fmt::Display for Trap {
 
 impl Trap {
     /// The stable diagnostic code of this kind of trap.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::codes::Code {
+        use crate::codes;
         match self.kind {
-            datamesh_stdlib::Trap::Overflow(_) => "R0001",
-            datamesh_stdlib::Trap::DivisionByZero => "R0002",
-            datamesh_stdlib::Trap::InvalidConversion(_) => "R0003",
-            datamesh_stdlib::Trap::OutOfRange(_) => "R0004",
-            datamesh_stdlib::Trap::NonFinite(_) => "R0005",
+            datamesh_stdlib::Trap::Overflow(_) => codes::R0001,
+            datamesh_stdlib::Trap::DivisionByZero => codes::R0002,
+            datamesh_stdlib::Trap::InvalidConversion(_) => codes::R0003,
+            datamesh_stdlib::Trap::OutOfRange(_) => codes::R0004,
+            datamesh_stdlib::Trap::NonFinite(_) => codes::R0005,
             datamesh_stdlib::Trap::LimitExceeded(_) => LIMIT_CODE,
         }
     }

@@ -591,7 +591,7 @@ fn diagnostic_to_pb(lines: &Lines<'_>, d: &Diagnostic) -> pb::Diagnostic {
     let (line, column) = lines.line_col(d.span.start as usize);
     let clip = |text: &str| clip_to(text.to_owned(), DIAGNOSTIC_TEXT);
     pb::Diagnostic {
-        code: clip(d.code),
+        code: clip(d.code.id),
         severity: if d.is_error() { "error" } else { "warning" }.to_owned(),
         message: clip(&d.message),
         line,

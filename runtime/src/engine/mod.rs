@@ -456,7 +456,7 @@ fn reconcile(registry: &mut Registry, store: &Store, log: &Log) -> Result<(), En
                     serde_json::json!({
                         "position": projection.position,
                         "event_type": "",
-                        "code": "L0002",
+                        "code": datamesh_compiler::codes::L0002.id,
                         "message": format!("must be rebuilt ({reason}) but its documents cannot be dropped: {e}; restart to try again"),
                     })
                     .to_string(),
@@ -770,7 +770,7 @@ impl TooLarge {
         serde_json::json!({
             "position": from,
             "event_type": "",
-            "code": datamesh_compiler::interp::LIMIT_CODE,
+            "code": datamesh_compiler::interp::LIMIT_CODE.id,
             "message": format!(
                 "{what}: the document at key {key}, after the events at positions {from} to {to} \
                  (none of which was written)"
@@ -895,7 +895,7 @@ impl Batch {
             let fault = serde_json::json!({
                 "position": position,
                 "event_type": "",
-                "code": "L0001",
+                "code": datamesh_compiler::codes::L0001.id,
                 "message": format!("the log record cannot be read ({error}); repair the log, then restart the node to fold it again"),
             });
             self.unreadable.push((i, fault.to_string()));
@@ -955,8 +955,10 @@ impl Batch {
                 for &j in targets {
                     if live(j, &self.stopped) {
                         self.stopped[j] = Some(record.position);
-                        self.faults
-                            .push((j, fault_json(record, "R0006", &message, None)));
+                        self.faults.push((
+                            j,
+                            fault_json(record, datamesh_compiler::codes::R0006.id, &message, None),
+                        ));
                     }
                 }
                 continue;
@@ -1017,7 +1019,7 @@ impl Batch {
                         i,
                         fault_json(
                             record,
-                            trap.code(),
+                            trap.code().id,
                             &trap.to_string(),
                             Some((trap.span, handler)),
                         ),

@@ -13,6 +13,7 @@
 //! threshold makes its program run on the interpreter, since Cranelift's compile time
 //! grows faster than linearly with function size.
 
+use datamesh_compiler::codes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -385,7 +386,7 @@ impl Registry {
         if source.len() > limits.max_source_bytes {
             return Err(DeployError::Invalid(vec![
                 Diagnostic::error(
-                    "D0001",
+                    codes::D0001,
                     format!(
                         "the program is {} bytes; a node accepts programs of at most {} bytes",
                         source.len(),
@@ -409,7 +410,7 @@ impl Registry {
             if nodes > limits.max_handler_nodes {
                 too_large.push(
                     Diagnostic::error(
-                        "D0002",
+                        codes::D0002,
                         format!(
                             "this handler is {nodes} expressions and statements; a node accepts handlers of at most {}",
                             limits.max_handler_nodes

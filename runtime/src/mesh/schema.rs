@@ -11,6 +11,7 @@
 //! Exported types the block does not declare are fine: the importer chooses what it
 //! cares about, and their events only move the link's position.
 
+use datamesh_compiler::codes::{self, Code};
 use std::collections::BTreeMap;
 
 use datamesh_compiler::ir::{EventType, Import, Type};
@@ -22,7 +23,7 @@ use super::Exported;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
     /// `M0001` ...
-    pub code: &'static str,
+    pub code: Code,
     /// What disagrees.
     pub message: String,
     /// How to fix it.
@@ -47,7 +48,7 @@ pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, Exported>) ->
     for declared in &block.events {
         let Some(theirs) = exported.get(&declared.name) else {
             out.push(Mismatch {
-                code: "M0001",
+                code: codes::M0001,
                 message: format!(
                     "`import {peer}` declares `{}`, but `{peer}` does not export it to `{me}` (it exports: {})",
                     declared.name,
@@ -64,7 +65,7 @@ pub fn check(block: &Import, me: &str, exported: &BTreeMap<String, Exported>) ->
         let defaulted = &theirs.defaulted;
         let Some(theirs) = parse_declaration(text) else {
             out.push(Mismatch {
-                code: "M0002",
+                code: codes::M0002,
                 message: format!(
                     "`{peer}` serves a declaration of `{}` this node cannot read: {text}",
                     declared.name
@@ -90,7 +91,7 @@ fn fields(
     for field in &theirs.fields {
         match ours.field(&field.name) {
             None => out.push(Mismatch {
-                code: "M0003",
+                code: codes::M0003,
                 message: format!(
                     "`{peer}` sends `{name}.{}: {}`, but `import {peer}` does not declare that field",
                     field.name, field.ty
@@ -105,7 +106,7 @@ fn fields(
                 let required = mine.default.is_none() && !matches!(mine.ty, Type::Optional(_));
                 if required && defaulted.contains(&field.name) {
                     out.push(Mismatch {
-                        code: "M0007",
+                        code: codes::M0007,
                         message: format!(
                             "`{peer}` may leave `{name}.{}` out of an event (it has a default there), but `import {peer}` requires it",
                             field.name
@@ -118,7 +119,7 @@ fn fields(
                 }
                 if mine.ty != field.ty {
                     out.push(Mismatch {
-                        code: "M0004",
+                        code: codes::M0004,
                         message: format!(
                             "`import {peer}` declares `{name}.{}: {}`, but `{peer}` sends it as `{}`",
                             field.name, mine.ty, field.ty
@@ -133,7 +134,7 @@ fn fields(
         let optional = matches!(mine.ty, Type::Optional(_));
         if theirs.field(&mine.name).is_none() && mine.default.is_none() && !optional {
             out.push(Mismatch {
-                code: "M0005",
+                code: codes::M0005,
                 message: format!(
                     "`import {peer}` declares `{name}.{}: {}`, but `{peer}` does not send that field",
                     mine.name, mine.ty
@@ -203,7 +204,7 @@ mod tests {
         );
         let codes: Vec<&str> = check(&bad, "bank", &exported)
             .iter()
-            .map(|m| m.code)
+            .map(|m| m.code.id)
             .collect();
         assert_eq!(codes, ["M0004", "M0003", "M0007", "M0005", "M0001"]);
         let text = check(&bad, "bank", &exported)[0].to_string();
