@@ -218,3 +218,15 @@ pub async fn read_all(client: &mut DataMeshClient<Channel>) -> Vec<pb::EventReco
         out.extend(r.events);
     }
 }
+
+/// Asserts that `status` has `code` and that its message contains `needle`.
+#[track_caller]
+pub fn assert_refused(status: &tonic::Status, code: tonic::Code, needle: &str) {
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "{:?} without `{needle}`: {}",
+        status.code(),
+        status.message()
+    );
+}
