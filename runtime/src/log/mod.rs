@@ -645,7 +645,8 @@ fn create_segment(dir: &Path, identity: u128, first: u64) -> std::io::Result<Fil
     drop(file);
     std::fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
-    std::fs::OpenOptions::new().append(true).open(&path)
+    // Not in append mode: the writer writes at offsets, into zeroed space.
+    std::fs::OpenOptions::new().write(true).open(&path)
 }
 
 /// Creates a directory (and its missing parents) accessible to its owner only, as a
@@ -844,12 +845,16 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         };
         let partial = whole.filter(|&(len, _)| len < active.len);
         let position = last_first + active.offsets.len() as u64;
+        // Zeros after the last whole group are the writer's zeroed space (see
+        // `writer`), not a torn write: kept for the writer to go on into.
+        let mut free = false;
         if stopped.is_some() {
             let at = active.len;
             let rest_len = usize::try_from(file_len - at)
                 .map_err(|_| LogError::Io("segment too large".to_owned()))?;
             let mut rest = vec![0u8; rest_len];
             file.read_exact_at(&mut rest, at)?;
+            free = partial.is_none() && rest.iter().all(|&b| b == 0);
             if let Some(found) = index::intact_after(&rest, at, position)
                 && found.proves_damage
             {
@@ -863,7 +868,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 });
             }
         }
-        if stopped.is_some() || partial.is_some() {
+        if (stopped.is_some() && !free) || partial.is_some() {
             let (keep, kept) = partial.unwrap_or((active.len, active.offsets.len()));
             let reason = stopped.as_deref().unwrap_or("the group has no last frame");
             tracing::warn!(segment = %name, offset = keep, bytes = file_len - keep, reason, cut_records_of_the_last_group = active.offsets.len() - kept, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
@@ -878,7 +883,11 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             segments: names.len() + 1,
             records: last_first + active.offsets.len() as u64,
             scanned_segments: 1,
-            truncated_bytes: file_len.saturating_sub(active.len),
+            truncated_bytes: if free {
+                0
+            } else {
+                file_len.saturating_sub(active.len)
+            },
             ..Recovery::default()
         };
         // The indexes are built only now: allocating them while the scan runs makes the
@@ -952,7 +961,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
             head: recovery.records,
             last_time,
         };
-        let active_file = std::fs::OpenOptions::new().append(true).open(&last_path)?;
+        let active_file = std::fs::OpenOptions::new().write(true).open(&last_path)?;
         Ok(Recovered {
             index,
             recovery,

@@ -280,7 +280,8 @@ fn find(dir: &Path) -> Result<Findings, LogError> {
     let mut header_damaged = false;
     let mut identity = None;
     let mut head = 0u64;
-    for (first, path) in names {
+    let last = names.len().saturating_sub(1);
+    for (i, (first, path)) in names.into_iter().enumerate() {
         let file = File::open(&path)?;
         let len = file.metadata()?.len();
         let name = segment_name(first);
@@ -319,7 +320,11 @@ fn find(dir: &Path) -> Result<Findings, LogError> {
                 identity.get_or_insert(header.identity);
                 let scan = index::scan(first, &file)?;
                 head = first + scan.segment.offsets.len() as u64;
-                if let Some(reason) = scan.stopped {
+                // Zeros after the last segment's records are the writer's zeroed
+                // space, which a stopped node leaves (the node keeps it too).
+                let free =
+                    i == last && scan.stopped.is_some() && all_zero(&file, scan.segment.len, len)?;
+                if let Some(reason) = scan.stopped.filter(|_| !free) {
                     damaged = Some(here);
                     report.damage = Some(DamageAt {
                         segment: name,
@@ -375,6 +380,21 @@ fn find(dir: &Path) -> Result<Findings, LogError> {
         header_damaged,
         salvaged,
     })
+}
+
+/// Whether bytes `from..to` of `file` are all zero.
+fn all_zero(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(buffer.len(), |n| n.min(buffer.len()));
+        file.read_exact_at(&mut buffer[..n], at)?;
+        if buffer[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// The segment files of `dir` in order, without removing anything (recovery's listing

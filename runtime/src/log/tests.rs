@@ -185,6 +185,125 @@ fn a_torn_tail_is_cut_on_open() {
     log.close();
 }
 
+/// The offset after the last record of segment `first` (its records' length).
+fn records_len(dir: &Path, first: u64) -> u64 {
+    let file = File::open(dir.join(segment_name(first))).expect("segment");
+    index::scan(first, &file).expect("scan").segment.len
+}
+
+#[test]
+fn the_writer_appends_into_zeroed_space_and_a_close_cuts_it() {
+    let dir_guard = temp_dir("zeroed");
+    let dir = dir_guard.path().to_path_buf();
+    let rt = runtime();
+    let segment = dir.join(segment_name(0));
+    let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
+    for n in 0..3 {
+        rt.block_on(log.append(vec![event("s", "", n)], vec![]))
+            .expect("append");
+    }
+    // While the log is open the file is longer than its records, by zeros: appends
+    // write into it without growing the file.
+    let bytes = std::fs::read(&segment).expect("read");
+    let len = records_len(&dir, 0);
+    assert!(
+        bytes.len() as u64 > len,
+        "no zeroed space after the records"
+    );
+    assert!(bytes[len as usize..].iter().all(|&b| b == 0));
+    log.close();
+    assert_eq!(std::fs::metadata(&segment).expect("segment").len(), len);
+}
+
+#[test]
+fn zeroed_space_left_by_a_crash_is_free_space_not_a_torn_tail() {
+    let dir_guard = temp_dir("free");
+    let dir = dir_guard.path().to_path_buf();
+    let rt = runtime();
+    let segment = dir.join(segment_name(0));
+    {
+        let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
+        for n in 0..4 {
+            rt.block_on(log.append(vec![event("s", &format!("id{n}"), n)], vec![]))
+                .expect("append");
+        }
+        log.close();
+    }
+    // What a killed node leaves: its records, then the zeros written ahead of them.
+    let len = records_len(&dir, 0);
+    let zeroed = len + 10_000;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open")
+        .set_len(zeroed)
+        .expect("extend");
+    // `datamesh repair` sees no damage in it either.
+    let report = repair::inspect(&dir).expect("inspect");
+    assert_eq!((report.damage, report.kept, report.cut_bytes), (None, 4, 0));
+    let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
+    assert_eq!((recovery.records, recovery.truncated_bytes), (4, 0));
+    assert_eq!(std::fs::metadata(&segment).expect("segment").len(), zeroed);
+    // The writer goes on in that space, and everything reads back after a reopen.
+    let next = rt
+        .block_on(log.append(vec![event("s", "id4", 4)], vec![]))
+        .expect("append");
+    assert_eq!(next.positions, vec![4]);
+    log.close();
+    let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
+    assert_eq!((recovery.records, recovery.truncated_bytes), (5, 0));
+    let payloads: Vec<Vec<u8>> = log
+        .read(0, 10)
+        .expect("read")
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(payloads.len(), 5);
+    assert_eq!(payloads[4], b"{\"n\":4}");
+    // An id written before the crash is still known.
+    let retry = rt
+        .block_on(log.append(vec![event("s", "id1", 1)], vec![]))
+        .expect("retry");
+    assert!(retry.deduplicated);
+    log.close();
+}
+
+#[test]
+fn a_group_torn_inside_zeroed_space_is_cut_with_the_zeros() {
+    let dir_guard = temp_dir("torn-zeroed");
+    let dir = dir_guard.path().to_path_buf();
+    let rt = runtime();
+    let segment = dir.join(segment_name(0));
+    {
+        let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
+        for n in 0..3 {
+            rt.block_on(log.append(vec![event("s", "", n)], vec![]))
+                .expect("append");
+        }
+        log.close();
+    }
+    // The crash tore the last write: half of its frame, then the zeros after it.
+    let len = records_len(&dir, 0);
+    let last = log_frame_at(&dir, 2);
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let torn = last + (len - last) / 2;
+    bytes.truncate(torn as usize);
+    bytes.resize(torn as usize + 5000, 0);
+    std::fs::write(&segment, &bytes).expect("write");
+    let (log, recovery) = Log::open(LogConfig::new(&dir)).expect("reopen");
+    assert_eq!(recovery.records, 2);
+    assert_eq!(recovery.truncated_bytes, 5000 + torn - last);
+    assert_eq!(std::fs::metadata(&segment).expect("segment").len(), last);
+    log.close();
+}
+
+/// The offset of the frame of `position` in segment 0.
+fn log_frame_at(dir: &Path, position: u64) -> u64 {
+    let file = File::open(dir.join(segment_name(0))).expect("segment");
+    let scan = index::scan(0, &file).expect("scan");
+    scan.segment.offsets[position as usize]
+}
+
 #[test]
 fn segments_roll_and_reads_span_them() {
     let dir_guard = temp_dir("roll");
@@ -203,6 +322,14 @@ fn segments_roll_and_reads_span_them() {
         let all = log.read(0, 100).expect("read");
         assert_eq!(all.len(), 40);
         assert!(all.iter().enumerate().all(|(i, r)| r.position == i as u64));
+        // A sealed segment is cut to its records (no zeroed space) when it rolls.
+        let mut sealed = files(&dir, "seg");
+        sealed.pop();
+        for name in sealed {
+            let first: u64 = name.trim_end_matches(".seg").parse().expect("segment name");
+            let len = std::fs::metadata(dir.join(&name)).expect("segment").len();
+            assert_eq!(len, records_len(&dir, first), "{name}");
+        }
         log.close();
     }
     let segments = files(&dir, "seg").len();
