@@ -22,7 +22,9 @@ use clap::{FromArgMatches, Parser, Subcommand, ValueEnum};
 )]
 struct Cli {
     /// The node to talk to (client commands): `http://HOST:PORT`, or `unix:PATH` for a
-    /// node serving a Unix socket (`serve --socket PATH`).
+    /// node serving a Unix socket (`serve --socket PATH`); `https://` for TLS;
+    /// `dmw://HOST:PORT` or `dmw+unix:PATH` for the wire protocol (lower latency, no
+    /// TLS).
     #[arg(
         long,
         global = true,

@@ -1,6 +1,6 @@
 //! The DataMesh node: the durable log ([`log`]), the projection store on fjall
 //! ([`store`]), the projection engine ([`engine`]), the gRPC API ([`api`]), the node's
-//! place in the mesh ([`mesh`]) and the client side of the `datamesh` CLI
+//! place in the mesh ([`mesh`]), the lean second transport ([`wire`]) and the client side of the `datamesh` CLI
 //! ([`client`]).
 //!
 //! Dependency direction: the runtime uses the compiler's typed IR and interpreter
@@ -24,3 +24,4 @@ pub mod node;
 pub mod rate;
 pub mod store;
 pub mod tls;
+pub mod wire;

@@ -302,6 +302,13 @@ pub async fn serve(
     if config.metrics.is_some() {
         server = server.with_metrics(rpc_metrics.clone());
     }
+    // The wire protocol, beside gRPC on the Unix socket and a plaintext TCP port.
+    let wire = Arc::new(crate::wire::WireService::new(
+        service.clone(),
+        tokens.clone(),
+        config.metrics.is_some().then(|| rpc_metrics.clone()),
+        max_message,
+    ));
     let metrics_listener = match config.metrics {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address).await?;
@@ -331,7 +338,11 @@ pub async fn serve(
         Some((listener, path)) => {
             tracing::info!(socket = %path.display(), "serving on a Unix socket");
             eprintln!("datamesh listening on unix:{}", path.display());
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = crate::wire::incoming(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                wire.clone(),
+                stop.subscribe(),
+            );
             let until = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
@@ -368,6 +379,7 @@ pub async fn serve(
             }
         }
     });
+    let wire_stop = stop.subscribe();
     let until = async move {
         shutdown.await;
         // Streams that follow the log would keep their connections open forever.
@@ -383,8 +395,15 @@ pub async fn serve(
         None => {
             // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small HTTP/2
             // frames back for tens of milliseconds per request.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let accepted = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |stream| {
+                    stream.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                },
+            );
+            let incoming = crate::wire::incoming(accepted, wire.clone(), wire_stop);
             router.serve_with_incoming_shutdown(incoming, until).await
         }
     }
@@ -402,6 +421,8 @@ pub async fn serve(
         }
         result = result.and(unix_served);
     }
+    // Calls in flight on the wire protocol are answered before the log closes.
+    wire.drained(std::time::Duration::from_secs(10)).await;
     tracing::info!("shutting down: in-flight requests finished");
     // Each link ends after its batch in flight is committed (or refused).
     links.stop().await;

@@ -86,26 +86,41 @@ impl Api {
         &self,
         request: &http::Request<B>,
     ) -> Result<Option<crate::auth::Principal>, Status> {
-        let Some(tokens) = self.tokens.as_ref().filter(|t| t.enabled()) else {
-            return Ok(None);
-        };
         let header = request
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        // A peer that proved its name by certificate needs no token: it is that peer.
         let certified = request
             .extensions()
             .get::<crate::tls::ConnInfo>()
             .and_then(|c| c.peer.as_deref());
-        let principal = match (header, certified) {
-            (None, Some(name)) => crate::auth::Principal::certified(name),
-            _ => tokens.authenticate(header)?,
-        };
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
-        crate::auth::authorize(&principal, method)?;
-        Ok(Some(principal))
+        admit(self.tokens.as_deref(), header, certified, method)
     }
+}
+
+/// Who may call `method` with the `authorization` value `header`, on a connection whose
+/// client certificate proves the node name `certified`: `Ok(None)` when the node has
+/// no tokens. Shared by both transports (gRPC and [`crate::wire`]).
+///
+/// # Errors
+/// UNAUTHENTICATED or PERMISSION_DENIED, as [`crate::auth`] decides.
+pub fn admit(
+    tokens: Option<&crate::auth::Tokens>,
+    header: Option<&str>,
+    certified: Option<&str>,
+    method: &str,
+) -> Result<Option<crate::auth::Principal>, Status> {
+    let Some(tokens) = tokens.filter(|t| t.enabled()) else {
+        return Ok(None);
+    };
+    // A peer that proved its name by certificate needs no token: it is that peer.
+    let principal = match (header, certified) {
+        (None, Some(name)) => crate::auth::Principal::certified(name),
+        _ => tokens.authenticate(header)?,
+    };
+    crate::auth::authorize(&principal, method)?;
+    Ok(Some(principal))
 }
 
 impl NamedService for Api {

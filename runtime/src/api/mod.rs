@@ -35,7 +35,7 @@ pub mod pb {
 mod export;
 mod guard;
 
-pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE};
+pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE, admit, corrected};
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -244,6 +244,10 @@ impl Skew {
 fn transport(url: &str) -> &'static str {
     if url.starts_with("unix:") {
         ", over a Unix socket"
+    } else if url.starts_with("dmw+unix:") {
+        ", wire protocol over a Unix socket"
+    } else if url.starts_with("dmw://") {
+        ", wire protocol"
     } else {
         ""
     }
@@ -440,6 +444,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<(), CliError> {
     // The node's counters around the workload: its cost per call (when it runs on
     // this host) and events per fdatasync.
     let local = url.starts_with("unix:")
+        || url.starts_with("dmw+unix:")
         || url.contains("://127.")
         || url.contains("://localhost")
         || url.contains("://[::1]");

@@ -2,10 +2,12 @@
 //! JSON (results on stdout, errors on stderr).
 
 pub mod status;
+mod transport;
+
+pub use transport::{Client, GrpcClient};
 
 use std::io::Write;
 
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::api::pb;
@@ -54,6 +56,26 @@ fn emit(text: &impl std::fmt::Display) {
 /// # Errors
 /// When the URL is invalid or nothing answers there.
 pub async fn connect(url: &str) -> Result<Client, CliError> {
+    // The wire protocol's unary calls, with a gRPC channel beside them (to the same
+    // listener, opened at the first streaming call) for the rest.
+    let wire_to = url
+        .strip_prefix("dmw://")
+        .map(|rest| format!("http://{rest}"))
+        .or_else(|| {
+            url.strip_prefix("dmw+unix:")
+                .map(|rest| format!("unix:{rest}"))
+        });
+    if let Some(grpc_url) = wire_to {
+        let wire = crate::wire::WireClient::connect(url, TOKEN.get().map(String::as_str))
+            .await
+            .map_err(|e| {
+                CliError::new(format!(
+                    "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
+                ))
+            })?;
+        let channel = lazy_channel(&grpc_url)?;
+        return Ok(Client::new(grpc_client(channel)?, Some(wire)));
+    }
     let tls = TLS.get().cloned().unwrap_or_default();
     let channel = channel(url, &tls).await.map_err(|e| {
         let hint = if e.contains("certificate") || e.contains("TLS") {
@@ -65,6 +87,11 @@ pub async fn connect(url: &str) -> Result<Client, CliError> {
         };
         CliError::new(format!("{e} ({hint})"))
     })?;
+    Ok(Client::new(grpc_client(channel)?, None))
+}
+
+/// The gRPC client on `channel`, sending the token of this process, if any.
+fn grpc_client(channel: Channel) -> Result<GrpcClient, CliError> {
     let bearer = match TOKEN.get() {
         Some(token) => Bearer::new(token).map_err(CliError::usage)?,
         None => Bearer(None),
@@ -74,8 +101,24 @@ pub async fn connect(url: &str) -> Result<Client, CliError> {
         .max_encoding_message_size(64 << 20))
 }
 
-/// A client of the DataMesh service that sends the token of this process, if any.
-pub type Client = DataMeshClient<InterceptedService<Channel, Bearer>>;
+/// A plaintext gRPC channel to `url` (`http://` or `unix:`) that connects at its first
+/// call.
+fn lazy_channel(url: &str) -> Result<Channel, CliError> {
+    if let Some(path) = url.strip_prefix("unix:") {
+        let path = std::path::PathBuf::from(path);
+        return Ok(tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            })));
+    }
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map(|endpoint| endpoint.tcp_nodelay(true).connect_lazy())
+        .map_err(|e| CliError::usage(format!("invalid node URL `{url}`: {e}")))
+}
 
 /// The token the clients of this process send (`--token-file`, `DATAMESH_TOKEN`).
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
