@@ -160,7 +160,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
                     .map_or(Code::Ok, Code::from_i32);
-                metrics.observe(path, code, started.elapsed().as_secs_f64());
+                metrics.observe(*path, code, started.elapsed().as_secs_f64());
             }
         };
         match self.admit(&request) {

@@ -47,15 +47,31 @@ pub struct RpcMetrics {
     /// Seconds from a call's arrival to its response headers (for a unary call, its
     /// whole handling; for a stream, until it starts).
     pub latency: HistogramFamily<RpcLabels>,
+    /// The `OK` series of each method (by [`RpcMethod`]), made up front: a successful
+    /// call records without a lookup in the family (its lock and label hashing).
+    ok: std::sync::Arc<[Histogram]>,
 }
 
 impl Default for RpcMetrics {
     fn default() -> Self {
-        RpcMetrics {
-            latency: Family::new_with_constructor(latency_histogram),
-        }
+        let latency: HistogramFamily<RpcLabels> = Family::new_with_constructor(latency_histogram);
+        let ok = METHODS
+            .iter()
+            .chain(std::iter::once(&"other"))
+            .map(|method| {
+                latency
+                    .get_or_create(&RpcLabels { method, code: "OK" })
+                    .clone()
+            })
+            .collect();
+        RpcMetrics { latency, ok }
     }
 }
+
+/// An RPC, as [`RpcMetrics`] counts it: its index in the service's methods (one past
+/// the last: "other").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcMethod(usize);
 
 /// The RPC names the service has, as `'static` label values (anything else is
 /// "other").
@@ -79,21 +95,29 @@ const METHODS: [&str; 16] = [
 ];
 
 impl RpcMetrics {
-    /// The RPC's name for the request path `path` (`/datamesh.v1.DataMesh/Append`).
-    pub fn method(path: &str) -> &'static str {
+    /// The RPC of the request path `path` (`/datamesh.v1.DataMesh/Append`, or just
+    /// `Append`).
+    pub fn method(path: &str) -> RpcMethod {
         let name = path.rsplit('/').next().unwrap_or_default();
-        METHODS
-            .iter()
-            .find(|m| **m == name)
-            .copied()
-            .unwrap_or("other")
+        RpcMethod(
+            METHODS
+                .iter()
+                .position(|m| *m == name)
+                .unwrap_or(METHODS.len()),
+        )
     }
 
     /// Records one call of `method` (from [`RpcMetrics::method`]).
-    pub fn observe(&self, method: &'static str, code: tonic::Code, seconds: f64) {
+    pub fn observe(&self, method: RpcMethod, code: tonic::Code, seconds: f64) {
+        if code == tonic::Code::Ok
+            && let Some(series) = self.ok.get(method.0)
+        {
+            series.observe(seconds);
+            return;
+        }
         self.latency
             .get_or_create(&RpcLabels {
-                method,
+                method: METHODS.get(method.0).copied().unwrap_or("other"),
                 code: code_name(code),
             })
             .observe(seconds);
