@@ -2,8 +2,10 @@
 //! ([`sniff`]) and serving it ([`WireService::serve`]).
 //!
 //! One task per connection reads frames, runs their calls concurrently in that task
-//! (no task per call, no hand-off between threads), and writes every response that is
-//! ready with one `write`: a pipelining client gets many answers per system call.
+//! (no task per call, no hand-off between threads; a request over 16 KiB, whose
+//! decoding and validation is real CPU work, gets a task of its own so that it runs in
+//! parallel), and writes every response that is ready with one `write`: a pipelining
+//! client gets many answers per system call.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +24,10 @@ use tonic::Status;
 use super::{HEADER, MAGIC, MAX_IN_FLIGHT, Method};
 use crate::api::Service;
 use crate::api::pb::data_mesh_server::DataMesh;
+
+/// Requests larger than this run in a task of their own; smaller ones run in the
+/// connection's task (a hand-off would cost more than the call).
+const SPAWN_ABOVE: usize = 16 << 10;
 
 /// How long a new connection may take to send its first 4 bytes.
 const FIRST_BYTES: Duration = Duration::from_secs(10);
@@ -277,12 +283,19 @@ impl WireService {
                         super::put_header(&mut output, 0, id, 0);
                     }
                     Some(method) => {
-                        calls.push(Box::pin(self.clone().call(
-                            method,
-                            id,
-                            body,
-                            authorization.clone(),
-                        )));
+                        let call = self.clone().call(method, id, body, authorization.clone());
+                        if len > SPAWN_ABOVE {
+                            // Decoding and validating a large request is CPU work:
+                            // it gets a task of its own, so that several of them (and
+                            // other connections) run on every core, as over gRPC.
+                            calls.push(Box::pin(async move {
+                                tokio::spawn(call).await.unwrap_or_else(|e| {
+                                    (id, Err(Status::internal(format!("the call failed: {e}"))))
+                                })
+                            }));
+                        } else {
+                            calls.push(Box::pin(call));
+                        }
                     }
                     None => super::put_status(
                         &mut output,

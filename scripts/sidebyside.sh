@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Side-by-side: DataMesh (release build of the project checkout), over gRPC and the wire
+# protocol, each on the Unix socket and TCP, against PostgreSQL 15 and Redis 7 (AOF always) on the same machine, alternating, ROUNDS rounds. Durable everywhere.
+# Usage: sidebyside.sh PROJECT_CHECKOUT [OUTDIR] (build the release binaries first:
+# cargo build --release). Needs root and: apt-get install -y postgresql-15 redis-server redis-tools fio bc.
+set -uo pipefail
+PEERS=${PEERS:-$(cd "$(dirname "$0")/../../shared/bench/peers" 2>/dev/null && pwd)}
+PROJ=$(cd "${1:?project checkout}" && pwd); OUT=${2:-/tmp/datamesh-sidebyside}; ROUNDS=${ROUNDS:-2}; SECS=${SECS:-10}
+DM=$PROJ/target/release/datamesh
+mkdir -p "$OUT"; : >"$OUT/summary.tsv"
+row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" | tee -a "$OUT/summary.tsv"; }
+dm_round() { # round
+  local r=$1 d=/tmp/sbs-dm port=17171
+  rm -rf $d; mkdir -p $d
+  $DM serve --data $d/data --listen 127.0.0.1:$port --socket $d/s.sock >$d/serve.log 2>&1 & local pid=$!
+  for _ in $(seq 100); do $DM status --node http://127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+  for t in unix tcp wire-unix wire-tcp; do
+    local node
+    case $t in
+      unix) node=unix:$d/s.sock ;; tcp) node=http://127.0.0.1:$port ;;
+      wire-unix) node=dmw+unix:$d/s.sock ;; wire-tcp) node=dmw://127.0.0.1:$port ;;
+    esac
+    for w in w1 w2 w3 w5; do
+      local args="--workload $w --seconds $SECS"; [ $w = w1 ] && args="--workload w1 --events 1000000"
+      local line; line=$($DM --node $node bench $args 2>&1 | tr '\r' '\n' | grep -E '^w[0-9]' | tail -1)
+      row "$r" "datamesh-$t" "$w" "$line"
+    done
+  done
+  kill $pid; wait $pid 2>/dev/null; rm -rf $d
+  # W4 through a node: 1M events appended, then deploy `balances` and wait until caught up.
+  mkdir -p $d
+  $DM serve --data $d/data --listen 127.0.0.1:$port >$d/serve.log 2>&1 & pid=$!
+  for _ in $(seq 100); do $DM status --node http://127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+  $DM --node http://127.0.0.1:$port bench --workload w1 --events 1000000 >/dev/null 2>&1
+  printf '%s\n' 'event Deposited { account: string, amount: int, note: string = "" }' \
+    'projection balances v1 { key account  state { balance: int = 0, tx_count: int = 0 }' \
+    '  on Deposited { balance += event.amount; tx_count += 1 } }' >$d/w4.dmp
+  local s e; s=$(date +%s.%N)
+  $DM --node http://127.0.0.1:$port deploy $d/w4.dmp >/dev/null 2>&1
+  local i; for i in $(seq 2400); do kill -0 $pid 2>/dev/null || break; { $DM --node http://127.0.0.1:$port status --json 2>/dev/null || $DM --node http://127.0.0.1:$port status 2>/dev/null; } | python3 -c 'import json,sys; st=json.load(sys.stdin); sys.exit(0 if all(p["position"]>=st["head"] for p in st["projections"]) and st["projections"] else 1)' 2>/dev/null && { caught=1; break; }; sleep 0.05; done
+  e=$(date +%s.%N)
+  if [ -n "${caught:-}" ]; then
+    row "$r" datamesh-node w4 "rebuild of 1000000 events in $(echo "$e - $s" | bc) s = $(echo "1000000 / ($e - $s)" | bc) events/s"
+  else
+    row "$r" datamesh-node w4 "FAILED: the rebuild did not finish (see $d/serve.log)"
+  fi
+  caught=
+  kill $pid; wait $pid 2>/dev/null; rm -rf $d
+}
+pg_round() {
+  local r=$1
+  ( cd "$PEERS/postgres" && DURATION=$SECS PGPEER_OUT=$OUT/pg-$r ./start.sh >/dev/null 2>&1 && DURATION=$SECS PGPEER_OUT=$OUT/pg-$r ./run_once.sh 1 >$OUT/pg-$r.log 2>&1; DURATION=$SECS PGPEER_OUT=$OUT/pg-$r ./stop.sh >/dev/null 2>&1 )
+  awk -F'\t' 'NR>1{print $1"\t"$2" ev/s\tp50 "$5" ms\tp99 "$6" ms"}' "$OUT/pg-$r/run-1/results.tsv" | while IFS=$'\t' read -r w rest; do row "$r" postgres "$w" "$rest"; done
+}
+redis_round() {
+  local r=$1
+  ( cd "$PEERS/redis" && export REDISPEER_OUT=$OUT/redis-$r W2_N_always=$((SECS*10000)); ./start.sh always >/dev/null 2>&1 && ./run_once.sh 1 always >$OUT/redis-$r.log 2>&1; ./stop.sh always >/dev/null 2>&1 )
+  awk -F'\t' 'NR>1{print $1"\t"$2" ev/s\tp50 "$4" ms\tp99 "$5" ms"}' "$OUT/redis-$r/always/run-1/results.tsv" | while IFS=$'\t' read -r w rest; do row "$r" redis-always "$w" "$rest"; done
+}
+{ date -u; uptime; python3 - <<'PY'
+import os,time
+fd=os.open('/tmp/sbs.fs',os.O_WRONLY|os.O_CREAT|os.O_TRUNC); b=b'x'*4096; t=time.time(); n=0
+while time.time()-t<3: os.write(fd,b); os.fdatasync(fd); n+=1
+print("fdatasync 4KiB/s", round(n/3)); os.close(fd); os.remove('/tmp/sbs.fs')
+PY
+} | tee "$OUT/machine.txt"
+for r in $(seq 1 "$ROUNDS"); do dm_round $r; pg_round $r; redis_round $r; done
+echo "done"
