@@ -143,10 +143,10 @@ fn first_json(text: &str) -> Option<serde_json::Value> {
         .and_then(Result::ok)
 }
 
-/// Runs the `datamesh` lines of `block` against `node` in order; the JSON a command's
-/// comment shows (inline, `# {...}`, or on the lines after it) must match what it
-/// printed last. Returns how many commands ran.
-fn run_block(node: &Node, block: &[String]) -> usize {
+/// Runs the `datamesh` lines of `block` against the node at `url` in order; the JSON a
+/// command's comment shows (inline, `# {...}`, or on the lines after it) must match
+/// what it printed last. Returns how many commands ran.
+fn run_block(url: &str, block: &[String]) -> usize {
     let mut pending: Option<(String, String, String)> = None;
     let mut ran = 0;
     let check = |pending: &Option<(String, String, String)>| {
@@ -180,7 +180,7 @@ fn run_block(node: &Node, block: &[String]) -> usize {
             continue;
         }
         let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        let (code, out, err) = node.cli(&args);
+        let (code, out, err) = cli_at(url, &args);
         assert_eq!(code, 0, "`{trimmed}` failed: {err}");
         ran += 1;
         let inline = trimmed
@@ -205,9 +205,34 @@ fn the_walk_through_and_versions_of_running_a_node_run_as_written() {
     };
     let guard = temp_dir("book-walk", Engine::Jit);
     let node = Node::start(&guard.path().join("data"), Engine::Jit, &[]);
-    let ran = run_block(&node, &block_after("## A walk-through"));
+    let ran = run_block(&node.url, &block_after("## A walk-through"));
     assert!(ran >= 8, "{ran} commands ran");
     // The versions section goes on from the walk-through's node.
-    let ran = run_block(&node, &block_after("## Versions side by side"));
+    let ran = run_block(&node.url, &block_after("## Versions side by side"));
     assert!(ran >= 5, "{ran} commands ran");
+}
+
+#[test]
+fn the_readme_walk_through_runs_as_written_over_both_transports() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let start = readme.find("## Walk-through").expect("the walk-through");
+    let block = shell_blocks(&readme[start..])
+        .into_iter()
+        .next()
+        .expect("a block");
+    // Once over gRPC, once over the wire protocol on the node's Unix socket, each on a
+    // node of its own.
+    for wire in [false, true] {
+        let guard = temp_dir("readme-walk", Engine::Jit);
+        let socket = guard.path().join("s.sock");
+        let socket = socket.to_str().expect("utf-8");
+        let node = Node::start(&guard.path().join("data"), Engine::Jit, &["--socket", socket]);
+        let url = if wire {
+            format!("dmw+unix:{socket}")
+        } else {
+            node.url.clone()
+        };
+        let ran = run_block(&url, &block);
+        assert!(ran >= 6, "{ran} commands ran over {url}");
+    }
 }

@@ -528,8 +528,8 @@ fn apply_batch(
     let mut envelope = Envelope::default();
     let started = std::time::Instant::now();
     let mut next = from;
-    loop {
-        let (records, unreadable) = read_chunk(&shared.log, next)?;
+    let mut fold = |chunk: Chunk| -> Result<bool, EngineError> {
+        let (records, unreadable) = chunk?;
         for record in &records {
             let meta = envelope.meta(record);
             batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
@@ -539,13 +539,52 @@ fn apply_batch(
             // Projections that need this record stop before it; the batch ends here,
             // and the next one starts from the lowest projection still running.
             batch.unreadable(&registry, next, &error);
-            break;
+            return Ok(false);
         }
-        if records.len() < CHUNK
-            || batch.pending() >= BATCH_DIRTY
-            || started.elapsed() >= BATCH_TIME
-        {
-            break;
+        Ok(records.len() == CHUNK
+            && batch.pending() < BATCH_DIRTY
+            && started.elapsed() < BATCH_TIME)
+    };
+    if shared.log.head().saturating_sub(from) > CHUNK as u64 {
+        // Catching up: a second thread reads (and verifies) the next chunk while this
+        // one folds the last, so a rebuild uses both cores.
+        std::thread::scope(|scope| -> Result<(), EngineError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
+            let log = &shared.log;
+            scope.spawn(move || {
+                let mut at = from;
+                loop {
+                    let chunk = read_chunk(log, at);
+                    let last = match &chunk {
+                        Ok((records, unreadable)) => {
+                            at += records.len() as u64;
+                            unreadable.is_some() || records.len() < CHUNK
+                        }
+                        Err(_) => true,
+                    };
+                    // The batch ended (the receiver is gone), or this was the last.
+                    if tx.send(chunk).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            while let Ok(chunk) = rx.recv() {
+                if !fold(chunk)? {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+    } else {
+        let mut at = from;
+        loop {
+            let chunk = read_chunk(&shared.log, at);
+            if let Ok((records, _)) = &chunk {
+                at += records.len() as u64;
+            }
+            if !fold(chunk)? {
+                break;
+            }
         }
     }
     let Some(last) = next.checked_sub(1).filter(|_| next > from) else {
@@ -628,6 +667,9 @@ fn apply_batch(
     fault_unreadable(&mut registry, batch.unreadable, caches);
     Ok(())
 }
+
+/// A chunk of records read from the log, and the error of the record that stopped it.
+type Chunk = Result<(Vec<Record>, Option<crate::log::LogError>), EngineError>;
 
 /// Reads a chunk from `from`. When the log reports a corrupt record, reads record by
 /// record up to it, and returns the records before it with the error.
