@@ -10,11 +10,13 @@ DM=$PROJ/target/release/datamesh
 mkdir -p "$OUT"; : >"$OUT/summary.tsv"
 row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" | tee -a "$OUT/summary.tsv"; }
 dm_round() { # round
-  local r=$1 d=/tmp/sbs-dm port=17171
-  rm -rf $d; mkdir -p $d
-  $DM serve --data $d/data --listen 127.0.0.1:$port --socket $d/s.sock >$d/serve.log 2>&1 & local pid=$!
-  for _ in $(seq 100); do $DM status --node http://127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+  local r=$1 d=/tmp/sbs-dm port=17171 pid
   for t in unix tcp wire-unix wire-tcp; do
+    # A fresh node per transport: each one's W1 appends to an empty log with no
+    # projection folding beside it (W3 deploys balances).
+    rm -rf $d; mkdir -p $d
+    $DM serve --data $d/data --listen 127.0.0.1:$port --socket $d/s.sock >$d/serve.log 2>&1 & pid=$!
+    for _ in $(seq 100); do $DM status --node http://127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
     local node
     case $t in
       unix) node=unix:$d/s.sock ;; tcp) node=http://127.0.0.1:$port ;;
@@ -25,8 +27,8 @@ dm_round() { # round
       local line; line=$($DM --node $node bench $args 2>&1 | tr '\r' '\n' | grep -E '^w[0-9]' | tail -1)
       row "$r" "datamesh-$t" "$w" "$line"
     done
+    kill $pid; wait $pid 2>/dev/null; rm -rf $d
   done
-  kill $pid; wait $pid 2>/dev/null; rm -rf $d
   # W4 through a node: 1M events appended, then deploy `balances` and wait until caught up.
   mkdir -p $d
   $DM serve --data $d/data --listen 127.0.0.1:$port >$d/serve.log 2>&1 & pid=$!

@@ -226,7 +226,11 @@ fn the_readme_walk_through_runs_as_written_over_both_transports() {
         let guard = temp_dir("readme-walk", Engine::Jit);
         let socket = guard.path().join("s.sock");
         let socket = socket.to_str().expect("utf-8");
-        let node = Node::start(&guard.path().join("data"), Engine::Jit, &["--socket", socket]);
+        let node = Node::start(
+            &guard.path().join("data"),
+            Engine::Jit,
+            &["--socket", socket],
+        );
         let url = if wire {
             format!("dmw+unix:{socket}")
         } else {

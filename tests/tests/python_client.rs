@@ -73,6 +73,26 @@ fn a_python_client_and_stock_grpc_tools_work_against_a_node() {
     assert_eq!(subscribed.len(), 2, "{seen}");
     assert_eq!(subscribed[1]["data"]["amount"], 30, "{seen}");
 
+    // The wire protocol, implemented from the book's description.
+    let wire = run(&python, "wire.py", &node);
+    assert_eq!(
+        wire["document"],
+        serde_json::json!({"balance": 55, "deposits": 10}),
+        "{wire}"
+    );
+    assert_eq!(
+        wire["positions"].as_array().map(Vec::len),
+        Some(10),
+        "{wire}"
+    );
+    assert_eq!(wire["refused"]["code"], 9, "{wire}");
+    assert!(
+        wire["refused"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("version")),
+        "{wire}"
+    );
+
     let stock = run(&python, "stock_tools.py", &node);
     let services = stock["services"].as_array().expect("services");
     for service in ["datamesh.v1.DataMesh", "grpc.health.v1.Health"] {
