@@ -29,6 +29,9 @@ use crate::api::pb::data_mesh_server::DataMesh;
 /// connection's task (a hand-off would cost more than the call).
 const SPAWN_ABOVE: usize = 16 << 10;
 
+/// Bytes of answers gathered before they are written.
+const FLUSH_AT: usize = 1 << 20;
+
 /// How long a new connection may take to send its first 4 bytes.
 const FIRST_BYTES: Duration = Duration::from_secs(10);
 
@@ -307,8 +310,12 @@ impl WireService {
                     ),
                 }
             }
-            // Answer every call that is done, without waiting for the others.
-            while let Some(Some((id, result))) = calls.next().now_or_never() {
+            // Answer every call that is done, without waiting for the others (up to
+            // a bound: a client that does not read its answers holds up the writes,
+            // not the node's memory).
+            while output.len() < FLUSH_AT
+                && let Some(Some((id, result))) = calls.next().now_or_never()
+            {
                 encode(&mut output, id, result);
             }
             if !output.is_empty() {
