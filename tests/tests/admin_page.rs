@@ -274,22 +274,7 @@ fn with_tokens_the_metrics_and_the_page_need_a_reader() {
     use base64::Engine as _;
     let guard = temp_dir("admin-tokens", Engine::Jit);
     let data = guard.path().join("data");
-    let token = |role: &str| {
-        let (code, out, err) = cli_at(
-            "http://127.0.0.1:1",
-            &[
-                "token",
-                "create",
-                "--role",
-                role,
-                "--data",
-                data.to_str().expect("utf-8"),
-            ],
-        );
-        assert_eq!(code, 0, "{out}{err}");
-        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-        line["token"].as_str().expect("token").to_owned()
-    };
+    let token = |role: &str| create_token(&data, role, role);
     let reader = token("reader");
     let writer = token("writer");
     let node = Node::start(&data, Engine::Jit, &["--metrics", "127.0.0.1:0"]);

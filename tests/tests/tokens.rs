@@ -13,11 +13,6 @@ use common::*;
 use datamesh_runtime::api::pb;
 use tonic::{Code, Request};
 
-/// `datamesh token create` for the data directory `data`: the token.
-fn create_token(data: &Path, role: &str, name: &str) -> String {
-    create_scoped(data, role, name, None)
-}
-
 /// As [`create_token`], limited to `scope` (comma-separated).
 fn create_scoped(data: &Path, role: &str, name: &str, scope: Option<&str>) -> String {
     let mut args = vec![

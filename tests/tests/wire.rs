@@ -192,25 +192,8 @@ async fn pipelined_calls_are_all_answered_by_id() {
 async fn tokens_and_roles_apply_to_wire_calls() {
     let guard = temp_dir("wire-auth", Engine::Jit);
     let data = guard.path().join("data");
-    let token = |role: &str| {
-        let (code, out, err) = cli_at(
-            "http://127.0.0.1:1",
-            &[
-                "token",
-                "create",
-                "--role",
-                role,
-                "--name",
-                role,
-                "--data",
-                data.to_str().expect("utf-8"),
-            ],
-        );
-        assert_eq!(code, 0, "{out}{err}");
-        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-        line["token"].as_str().expect("token").to_owned()
-    };
-    let (reader, writer) = (token("reader"), token("writer"));
+    let reader = create_token(&data, "reader", "reader");
+    let writer = create_token(&data, "writer", "writer");
     let (node, socket) = node(&guard, &[]).await;
     let url = format!("dmw+unix:{socket}");
     let deposit_one = append(vec![deposit("a", 1)], vec![]);

@@ -178,8 +178,10 @@ struct Active {
     file: File,
     first: u64,
     len: u64,
-    /// The file's size: every byte from `len` to here is zero.
+    /// Every byte from `len` to here is zero (the file may be longer, by zeros).
     zeroed: u64,
+    /// The last attempt to zero space ahead failed (warned once until one works).
+    unzeroed: bool,
     /// Index of the records written to it so far, but for its streams, which are kept
     /// by id in `streams` until the segment is sealed.
     seal: SegmentIndex,
@@ -250,6 +252,7 @@ pub(super) fn run(
         first: seal.first,
         len: seal.len,
         zeroed,
+        unzeroed: false,
         seal,
         streams: active_streams,
     };
@@ -287,7 +290,11 @@ pub(super) fn run(
     }
     // A log closed in order is exactly its records long (a copy of it holds nothing
     // but them); only a crash leaves zeroed space for recovery to find.
-    if active.zeroed > active.len && poisoned(shared).is_none() {
+    let longer = active
+        .file
+        .metadata()
+        .map_or(active.zeroed > active.len, |m| m.len() > active.len);
+    if longer && poisoned(shared).is_none() {
         let cut = active
             .file
             .set_len(active.len)
@@ -464,6 +471,7 @@ fn write_group(
                             first: first_here,
                             len: SEGMENT_HEADER as u64,
                             zeroed: SEGMENT_HEADER as u64,
+                            unzeroed: false,
                             seal: SegmentIndex::new(first_here),
                             streams: super::Map::default(),
                         },
@@ -707,10 +715,21 @@ fn zero_ahead(config: &LogConfig, active: &mut Active, more: u64) -> std::io::Re
     let mut at = active.zeroed;
     while at < target {
         let n = usize::try_from(target - at).map_or(zeros.len(), |n| n.min(zeros.len()));
-        active.file.write_all_at(&zeros[..n], at)?;
+        if let Err(e) = active.file.write_all_at(&zeros[..n], at) {
+            // A disk too full for the zeros may still take the group: it is written
+            // at the end of the file, as without zeroed space (a disk that fails
+            // fails that write too, and the log is poisoned then). Zeros written
+            // before the error are free space like any others.
+            if !active.unzeroed {
+                tracing::warn!(error = %e, "cannot zero space ahead of the log's records (disk full?): groups grow the file until it can again");
+                active.unzeroed = true;
+            }
+            return Ok(());
+        }
         at += n as u64;
     }
     active.zeroed = target;
+    active.unzeroed = false;
     Ok(())
 }
 
@@ -724,7 +743,8 @@ fn roll(
     first: u64,
     identity: u128,
 ) -> std::io::Result<(File, File)> {
-    if sealing.zeroed > sealing.len {
+    // (Longer than its records by zeroed space, or by zeros a failed attempt left.)
+    if sealing.file.metadata()?.len() > sealing.len {
         sealing.file.set_len(sealing.len)?;
     }
     sealing.file.sync_data()?;

@@ -180,6 +180,28 @@ pub fn cli_at(url: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `datamesh token create --role ROLE --name NAME` for the data directory `data`
+/// (running node or not): the token.
+pub fn create_token(data: &Path, role: &str, name: &str) -> String {
+    let (code, out, err) = cli_at(
+        "http://127.0.0.1:1",
+        &[
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--data",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(line["role"], role);
+    line["token"].as_str().expect("token").to_owned()
+}
+
 pub fn event(ty: &str, data: &str, stream: &str, id: &str) -> pb::Event {
     pb::Event {
         r#type: ty.into(),
