@@ -198,6 +198,7 @@ async fn read_responses(mut reader: Box<dyn AsyncRead + Send + Unpin>, shared: &
                 let _ = tx.send(reply);
             }
         }
+        input.reserve(4 << 10);
         match reader.read_buf(&mut input).await {
             Ok(0) => return "the node closed the connection".to_owned(),
             Ok(_) => {}

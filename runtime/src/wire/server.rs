@@ -248,8 +248,10 @@ impl WireService {
     ) {
         self.live.fetch_add(1, Ordering::AcqRel);
         let _live = Live(self.live.clone());
-        let mut input = BytesMut::with_capacity(16 << 10);
-        let mut output: Vec<u8> = Vec::with_capacity(16 << 10);
+        // Small to start with: an idle connection costs little (the buffers grow to
+        // the frames a client actually sends and keep that size).
+        let mut input = BytesMut::with_capacity(4 << 10);
+        let mut output: Vec<u8> = Vec::new();
         let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
         let mut authorization: Option<Arc<str>> = None;
         let mut reading = true;
@@ -328,6 +330,8 @@ impl WireService {
                 let _ = io.shutdown().await;
                 return;
             }
+            // Room to read many small frames with one `read`.
+            input.reserve(4 << 10);
             tokio::select! {
                 Some((id, result)) = calls.next(), if !calls.is_empty() => {
                     encode(&mut output, id, result);
