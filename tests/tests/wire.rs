@@ -313,6 +313,47 @@ async fn hostile_frames_get_an_error_and_the_node_stays_up() {
     assert_eq!(status.head, 0);
 }
 
+/// The node's virtual memory (`VmSize`), in bytes.
+fn vm_size(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmSize");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_headers_alone_do_not_make_the_node_allocate_what_they_claim() {
+    let guard = temp_dir("wire-claims", Engine::Jit);
+    let (node, socket) = node(&guard, &[]).await;
+    let pid = node.child.id();
+    let before = vm_size(pid);
+    // 50 connections, each announcing a 20 MiB request (under the limit) and sending
+    // 10 bytes of it: had the node reserved what they claim, 1 GiB.
+    let mut held = Vec::new();
+    for id in 0..50u32 {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connects");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(frame(1, 0, b""));
+        bytes.extend_from_slice(&(20u32 << 20).to_be_bytes());
+        bytes.extend_from_slice(&(id + 2).to_be_bytes());
+        bytes.push(Method::Append as u8);
+        bytes.extend_from_slice(&[0u8; 10]);
+        stream.write_all(&bytes).expect("write");
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = vm_size(pid).saturating_sub(before);
+    assert!(grown < 256 << 20, "the node grew by {} MiB", grown >> 20);
+    // It still serves, and nothing was appended.
+    let mut grpc = node.client().await;
+    assert_eq!(head(&mut grpc).await, 0);
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_speaks_the_wire_protocol() {
     let guard = temp_dir("wire-cli", Engine::Jit);

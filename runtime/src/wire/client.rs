@@ -179,7 +179,8 @@ async fn read_responses(mut reader: Box<dyn AsyncRead + Send + Unpin>, shared: &
                 return format!("the node sent a frame of {len} bytes, over the limit");
             }
             if input.len() < HEADER + len {
-                input.reserve(HEADER + len - input.len());
+                let missing = HEADER + len - input.len();
+                input.reserve(missing.min(input.len().max(64 << 10)));
                 break;
             }
             input.advance(HEADER);

@@ -272,7 +272,11 @@ impl WireService {
                     break;
                 }
                 if input.len() < HEADER + len {
-                    input.reserve(HEADER + len - input.len());
+                    // Room for the rest of the frame, but never more than twice what
+                    // has arrived: a header alone does not make the node allocate
+                    // the length it claims.
+                    let missing = HEADER + len - input.len();
+                    input.reserve(missing.min(input.len().max(64 << 10)));
                     break;
                 }
                 input.advance(HEADER);
