@@ -6,34 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use datamesh_runtime::api::pb;
 use tonic::{Code, Request};
-
-/// As [`create_token`], limited to `scope` (comma-separated).
-fn create_scoped(data: &Path, role: &str, name: &str, scope: Option<&str>) -> String {
-    let mut args = vec![
-        "token",
-        "create",
-        "--role",
-        role,
-        "--name",
-        name,
-        "--data",
-        data.to_str().expect("utf-8"),
-    ];
-    if let Some(scope) = scope {
-        args.extend(["--scope", scope]);
-    }
-    let (code, out, err) = cli_at("http://127.0.0.1:1", &args);
-    assert_eq!(code, 0, "{out}{err}");
-    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    assert_eq!(line["role"], role);
-    line["token"].as_str().expect("token").to_owned()
-}
 
 fn with<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);

@@ -185,10 +185,27 @@ fn a_torn_tail_is_cut_on_open() {
     log.close();
 }
 
+/// The records of segment `first` as a scan finds them (offsets, length).
+fn scanned(dir: &Path, first: u64) -> index::SegmentIndex {
+    let file = File::open(dir.join(segment_name(first))).expect("segment");
+    index::scan(first, &file).expect("scan").segment
+}
+
 /// The offset after the last record of segment `first` (its records' length).
 fn records_len(dir: &Path, first: u64) -> u64 {
-    let file = File::open(dir.join(segment_name(first))).expect("segment");
-    index::scan(first, &file).expect("scan").segment.len
+    scanned(dir, first).len
+}
+
+/// Opens the log in `dir` and appends `n` single-event requests to stream `s` (with
+/// ids `id0`, `id1`, ... when `ids`).
+fn open_appended(dir: &Path, rt: &tokio::runtime::Runtime, n: u32, ids: bool) -> Log {
+    let (log, _) = Log::open(LogConfig::new(dir)).expect("open");
+    for i in 0..n {
+        let id = if ids { format!("id{i}") } else { String::new() };
+        rt.block_on(log.append(vec![event("s", &id, i)], vec![]))
+            .expect("append");
+    }
+    log
 }
 
 #[test]
@@ -197,11 +214,7 @@ fn the_writer_appends_into_zeroed_space_and_a_close_cuts_it() {
     let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let segment = dir.join(segment_name(0));
-    let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
-    for n in 0..3 {
-        rt.block_on(log.append(vec![event("s", "", n)], vec![]))
-            .expect("append");
-    }
+    let log = open_appended(&dir, &rt, 3, false);
     // While the log is open the file is longer than its records, by zeros: appends
     // write into it without growing the file.
     let bytes = std::fs::read(&segment).expect("read");
@@ -221,14 +234,7 @@ fn zeroed_space_left_by_a_crash_is_free_space_not_a_torn_tail() {
     let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let segment = dir.join(segment_name(0));
-    {
-        let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
-        for n in 0..4 {
-            rt.block_on(log.append(vec![event("s", &format!("id{n}"), n)], vec![]))
-                .expect("append");
-        }
-        log.close();
-    }
+    open_appended(&dir, &rt, 4, true).close();
     // What a killed node leaves: its records, then the zeros written ahead of them.
     let len = records_len(&dir, 0);
     let zeroed = len + 10_000;
@@ -274,17 +280,10 @@ fn a_group_torn_inside_zeroed_space_is_cut_with_the_zeros() {
     let dir = dir_guard.path().to_path_buf();
     let rt = runtime();
     let segment = dir.join(segment_name(0));
-    {
-        let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
-        for n in 0..3 {
-            rt.block_on(log.append(vec![event("s", "", n)], vec![]))
-                .expect("append");
-        }
-        log.close();
-    }
+    open_appended(&dir, &rt, 3, false).close();
     // The crash tore the last write: half of its frame, then the zeros after it.
-    let len = records_len(&dir, 0);
-    let last = log_frame_at(&dir, 2);
+    let records = scanned(&dir, 0);
+    let (len, last) = (records.len, records.offsets[2]);
     let mut bytes = std::fs::read(&segment).expect("read");
     let torn = last + (len - last) / 2;
     bytes.truncate(torn as usize);
@@ -295,13 +294,6 @@ fn a_group_torn_inside_zeroed_space_is_cut_with_the_zeros() {
     assert_eq!(recovery.truncated_bytes, 5000 + torn - last);
     assert_eq!(std::fs::metadata(&segment).expect("segment").len(), last);
     log.close();
-}
-
-/// The offset of the frame of `position` in segment 0.
-fn log_frame_at(dir: &Path, position: u64) -> u64 {
-    let file = File::open(dir.join(segment_name(0))).expect("segment");
-    let scan = index::scan(0, &file).expect("scan");
-    scan.segment.offsets[position as usize]
 }
 
 #[test]

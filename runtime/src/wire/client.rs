@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -174,17 +174,14 @@ impl WireClient {
 async fn read_responses(mut reader: Box<dyn AsyncRead + Send + Unpin>, shared: &Shared) -> String {
     let mut input = BytesMut::with_capacity(16 << 10);
     loop {
-        while let Some((len, id, code)) = super::read_header(&input) {
-            if len > shared.max_message {
-                return format!("the node sent a frame of {len} bytes, over the limit");
-            }
-            if input.len() < HEADER + len {
-                let missing = HEADER + len - input.len();
-                input.reserve(missing.min(input.len().max(64 << 10)));
-                break;
-            }
-            input.advance(HEADER);
-            let body = input.split_to(len).freeze();
+        loop {
+            let (id, code, body) = match super::take_frame(&mut input, shared.max_message) {
+                super::Next::Frame(id, code, body) => (id, code, body),
+                super::Next::Partial => break,
+                super::Next::TooLong { len, .. } => {
+                    return format!("the node sent a frame of {len} bytes, over the limit");
+                }
+            };
             let reply = if code == 0 {
                 Ok(body)
             } else {

@@ -172,6 +172,37 @@ fn read_header(bytes: &[u8]) -> Option<(usize, u32, u8)> {
     Some((usize::try_from(len).ok()?, id, *bytes.get(8)?))
 }
 
+/// What a connection's buffered input holds next.
+enum Next {
+    /// A whole frame: its call id, method or code byte, and body.
+    Frame(u32, u8, bytes::Bytes),
+    /// Not a whole frame yet (room for more of it is reserved).
+    Partial,
+    /// A frame whose header claims `len` bytes, over the limit: the stream cannot be
+    /// trusted past it.
+    TooLong { id: u32, len: usize },
+}
+
+/// Takes the next whole frame out of `input`, refusing bodies over `max` bytes. For a
+/// partial frame it reserves room for the rest, but never more than twice what has
+/// arrived: a header alone does not make a peer allocate the length it claims.
+fn take_frame(input: &mut bytes::BytesMut, max: usize) -> Next {
+    use bytes::Buf;
+    let Some((len, id, kind)) = read_header(input) else {
+        return Next::Partial;
+    };
+    if len > max {
+        return Next::TooLong { id, len };
+    }
+    if input.len() < HEADER + len {
+        let missing = HEADER + len - input.len();
+        input.reserve(missing.min(input.len().max(64 << 10)));
+        return Next::Partial;
+    }
+    input.advance(HEADER);
+    Next::Frame(id, kind, input.split_to(len).freeze())
+}
+
 /// The status an error response's `code` and `body` carry.
 fn status_from(code: u8, body: &[u8]) -> tonic::Status {
     let parsed = body

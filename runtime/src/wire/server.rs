@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tonic::Status;
 
-use super::{HEADER, MAGIC, MAX_IN_FLIGHT, Method};
+use super::{MAGIC, MAX_IN_FLIGHT, Method};
 use crate::api::Service;
 use crate::api::pb::data_mesh_server::DataMesh;
 
@@ -258,29 +258,20 @@ impl WireService {
         loop {
             // Start the call of every whole frame read.
             while reading && calls.len() < MAX_IN_FLIGHT {
-                let Some((len, id, method)) = super::read_header(&input) else {
-                    break;
+                let (id, method, body) = match super::take_frame(&mut input, self.max_message) {
+                    super::Next::Frame(id, method, body) => (id, method, body),
+                    super::Next::Partial => break,
+                    super::Next::TooLong { id, len } => {
+                        let status = Status::resource_exhausted(format!(
+                            "the request is {len} bytes; this node takes at most {} bytes in \
+                             one message: split it (appends: fewer events per request)",
+                            self.max_message
+                        ));
+                        super::put_status(&mut output, id, &status);
+                        reading = false;
+                        break;
+                    }
                 };
-                if len > self.max_message {
-                    let status = Status::resource_exhausted(format!(
-                        "the request is {len} bytes; this node takes at most {} bytes in one \
-                         message: split it (appends: fewer events per request)",
-                        self.max_message
-                    ));
-                    super::put_status(&mut output, id, &status);
-                    reading = false;
-                    break;
-                }
-                if input.len() < HEADER + len {
-                    // Room for the rest of the frame, but never more than twice what
-                    // has arrived: a header alone does not make the node allocate
-                    // the length it claims.
-                    let missing = HEADER + len - input.len();
-                    input.reserve(missing.min(input.len().max(64 << 10)));
-                    break;
-                }
-                input.advance(HEADER);
-                let body = input.split_to(len).freeze();
                 match Method::from_wire(method) {
                     Some(Method::Hello) => {
                         authorization = match std::str::from_utf8(&body) {
@@ -292,8 +283,9 @@ impl WireService {
                         super::put_header(&mut output, 0, id, 0);
                     }
                     Some(method) => {
+                        let large = body.len() > SPAWN_ABOVE;
                         let call = self.clone().call(method, id, body, authorization.clone());
-                        if len > SPAWN_ABOVE {
+                        if large {
                             // Decoding and validating a large request is CPU work:
                             // it gets a task of its own, so that several of them (and
                             // other connections) run on every core, as over gRPC.

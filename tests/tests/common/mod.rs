@@ -183,19 +183,25 @@ pub fn cli_at(url: &str, args: &[&str]) -> (i32, String, String) {
 /// `datamesh token create --role ROLE --name NAME` for the data directory `data`
 /// (running node or not): the token.
 pub fn create_token(data: &Path, role: &str, name: &str) -> String {
-    let (code, out, err) = cli_at(
-        "http://127.0.0.1:1",
-        &[
-            "token",
-            "create",
-            "--role",
-            role,
-            "--name",
-            name,
-            "--data",
-            data.to_str().expect("utf-8"),
-        ],
-    );
+    create_scoped(data, role, name, None)
+}
+
+/// As [`create_token`], limited to `scope` (comma-separated) when given.
+pub fn create_scoped(data: &Path, role: &str, name: &str, scope: Option<&str>) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--role",
+        role,
+        "--name",
+        name,
+        "--data",
+        data.to_str().expect("utf-8"),
+    ];
+    if let Some(scope) = scope {
+        args.extend(["--scope", scope]);
+    }
+    let (code, out, err) = cli_at("http://127.0.0.1:1", &args);
     assert_eq!(code, 0, "{out}{err}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(line["role"], role);
