@@ -11,6 +11,7 @@ use std::fmt;
 use datamesh_stdlib::Value;
 
 use crate::ast::{BinaryOp, Span, UnaryOp};
+pub use crate::builtin::Builtin;
 
 /// Static types of the language.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -479,64 +480,6 @@ pub enum ExprKind {
     DocField(Box<Expr>, usize),
     /// `exists(doc)`, in a test.
     DocExists(Box<Expr>),
-}
-
-/// Standard-library functions (resolved overloads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum Builtin {
-    Lower,
-    Upper,
-    Trim,
-    Len,
-    Contains,
-    StartsWith,
-    EndsWith,
-    Concat,
-    Substring,
-    Replace,
-    Split,
-    ToString,
-    ParseInt,
-    ParseFloat,
-    Abs,
-    Min,
-    Max,
-    Round,
-    Floor,
-    Ceil,
-    ToInt,
-    ToFloat,
-    Pow,
-    Sqrt,
-    Day,
-    Month,
-    Year,
-    Hour,
-    Minute,
-    DayOfMonth,
-    Weekday,
-    StartOfDay,
-    Days,
-    Hours,
-    Minutes,
-    Seconds,
-    Millis,
-    ToDays,
-    ToHours,
-    ToMinutes,
-    ToSeconds,
-    ToMillis,
-    ToMicros,
-    ParseTime,
-    ParseDuration,
-    First,
-    Last,
-    Get,
-    Sum,
-    Keys,
-    Values,
-    IsSome,
 }
 
 /// An import block: the peer's events and the rules mapping them to local events.

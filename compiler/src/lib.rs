@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod ast;
+pub mod builtin;
 pub mod check;
 pub mod codec;
 pub mod codegen;

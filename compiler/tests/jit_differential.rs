@@ -13,6 +13,7 @@ use common::{
 
 use std::sync::Arc;
 
+use datamesh_compiler::builtin::Builtin;
 use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::codegen::JitFold;
 use datamesh_compiler::engine::FoldEngine;
@@ -1046,4 +1047,109 @@ fn a_string_doubled_on_every_event_faults_at_the_limit_alike() {
         "R0007 limit exceeded: a string of 2097152 bytes is longer than the limit of 1048576 bytes"
     );
     assert_eq!(json["counts"], json!({"n": 25}));
+}
+
+/// A call of `f` on the fields of [`every_builtin_is_reachable_from_both_engines`]'s
+/// event and state. The match is exhaustive, so a new builtin cannot be added without
+/// a sample here.
+fn sample(f: Builtin) -> &'static str {
+    use Builtin as B;
+    match f {
+        B::Lower => "lower(event.s)",
+        B::Upper => "upper(event.s)",
+        B::Trim => "trim(event.s)",
+        B::Len => "len(event.s)",
+        B::Contains => "contains(event.s, \"ca\")",
+        B::StartsWith => "starts_with(event.s, \"ab\")",
+        B::EndsWith => "ends_with(event.s, \"b\")",
+        B::Concat => "concat(event.s, \"-\", event.s)",
+        B::Substring => "substring(event.s, 1, 2)",
+        B::Replace => "replace(event.s, \"a\", \"x\")",
+        B::Split => "split(event.s, \"a\")",
+        B::ToString => "to_string(event.i)",
+        B::ParseInt => "parse_int(event.num)",
+        B::ParseFloat => "parse_float(event.fl)",
+        B::Abs => "abs(event.i)",
+        B::Min => "min(event.i, 3)",
+        B::Max => "max(event.f, 1.5)",
+        B::Round => "round(event.f)",
+        B::Floor => "floor(event.f)",
+        B::Ceil => "ceil(event.f)",
+        B::ToInt => "to_int(event.f)",
+        B::ToFloat => "to_float(event.i)",
+        B::Pow => "pow(event.i, 3)",
+        B::Sqrt => "sqrt(event.f)",
+        B::Day => "day(event.t)",
+        B::Month => "month(event.t)",
+        B::Year => "year(event.t)",
+        B::Hour => "hour(event.t)",
+        B::Minute => "minute(event.t)",
+        B::DayOfMonth => "day_of_month(event.t)",
+        B::Weekday => "weekday(event.t)",
+        B::StartOfDay => "start_of_day(event.t)",
+        B::Days => "days(event.i)",
+        B::Hours => "hours(event.i)",
+        B::Minutes => "minutes(event.i)",
+        B::Seconds => "seconds(event.i)",
+        B::Millis => "millis(event.i)",
+        B::ToDays => "to_days(event.d)",
+        B::ToHours => "to_hours(event.d)",
+        B::ToMinutes => "to_minutes(event.d)",
+        B::ToSeconds => "to_seconds(event.d)",
+        B::ToMillis => "to_millis(event.d)",
+        B::ToMicros => "to_micros(event.d)",
+        B::ParseTime => "parse_time(event.ts)",
+        B::ParseDuration => "parse_duration(event.dur)",
+        B::First => "first(l)",
+        B::Last => "last(l)",
+        B::Get => "get(l, 0)",
+        B::Sum => "sum(l)",
+        B::Keys => "keys(mp)",
+        B::Values => "values(mp)",
+        B::IsSome => "is_some(event.o)",
+    }
+}
+
+#[test]
+fn every_builtin_is_reachable_from_both_engines() {
+    let calls: Vec<String> = Builtin::ALL
+        .iter()
+        .map(|f| format!("out.push(to_string({}))", sample(*f)))
+        .collect();
+    let src = format!(
+        r#"
+        event E {{ s: string, i: int, f: float, t: timestamp, d: duration, o: int?,
+                   num: string, fl: string, ts: string, dur: string }}
+        projection p {{ key s state {{ out: list<string>, l: list<int>, mp: map<string, int> }}
+          on E {{
+            l.push(event.i)
+            mp[event.s] += event.i
+            {}
+          }} }}"#,
+        calls.join("\n            ")
+    );
+    let program = compile(&src);
+    let ir = format!("{program:?}");
+    for f in Builtin::ALL {
+        assert!(ir.contains(&format!("Call({f:?}, ")), "{f:?} is not called");
+    }
+    let (json, faults) = agree_on_events_e(
+        &program,
+        [
+            json!({"s": "abcab", "i": -3, "f": 2.25, "t": "2024-05-01T10:30:00Z",
+                   "d": "1d2h", "o": 5, "num": "42", "fl": "2.5",
+                   "ts": "2024-05-01T10:00:00Z", "dur": "1h30m"}),
+            json!({"s": "abcab", "i": 7, "f": 0.5, "t": "1969-12-31T23:59:59Z",
+                   "d": "-90s", "o": null, "num": "-7", "fl": "1e3",
+                   "ts": "2000-02-29T00:00:00Z", "dur": "-2ms"}),
+        ],
+    );
+    assert!(faults.is_empty(), "{faults:?}");
+    let out = json["p"]["abcab"]["out"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(out.len(), 2 * Builtin::ALL.len(), "{out:?}");
+    assert_eq!(out[0], json!("abcab"));
+    assert_eq!(out[Builtin::ALL.len() - 1], json!("true"));
 }

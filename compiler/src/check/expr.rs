@@ -10,6 +10,7 @@ use datamesh_stdlib::Value;
 use super::builtins::{self, CallError};
 use super::names::suggest;
 use crate::ast::{self, AssignOp, BinaryOp, Span, UnaryOp};
+use crate::builtin::Builtin;
 use crate::diag::Diagnostic;
 use crate::ir::{
     EventType, Expr, ExprKind, Field, MetaField, Mutation, Place, Program, Stmt, Type,
@@ -1265,7 +1266,7 @@ impl<'a> Cx<'a> {
                     f.span,
                 )
                 .label("not a function");
-                let d = match suggest(&f.name, builtins::NAMES.iter().copied()) {
+                let d = match suggest(&f.name, Builtin::names()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help(
                         "see the standard library chapter of the book for the functions available",

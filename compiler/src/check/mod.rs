@@ -21,9 +21,7 @@ use crate::ir::{
     Type,
 };
 
-pub use builtins::{
-    NAMES as BUILTIN_NAMES, resolve as resolve_builtin, signature as builtin_signature,
-};
+pub use builtins::resolve as resolve_builtin;
 use expr::{Cx, Mode};
 use names::suggest;
 

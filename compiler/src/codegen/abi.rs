@@ -457,77 +457,6 @@ pub unsafe extern "C" fn dm_concat(
     }
 }
 
-/// Every builtin, indexed by the number generated code passes to [`dm_call`].
-pub const BUILTINS: [Builtin; 52] = [
-    Builtin::Lower,
-    Builtin::Upper,
-    Builtin::Trim,
-    Builtin::Len,
-    Builtin::Contains,
-    Builtin::StartsWith,
-    Builtin::EndsWith,
-    Builtin::Concat,
-    Builtin::Substring,
-    Builtin::Replace,
-    Builtin::Split,
-    Builtin::ToString,
-    Builtin::ParseInt,
-    Builtin::ParseFloat,
-    Builtin::Abs,
-    Builtin::Min,
-    Builtin::Max,
-    Builtin::Round,
-    Builtin::Floor,
-    Builtin::Ceil,
-    Builtin::ToInt,
-    Builtin::ToFloat,
-    Builtin::Pow,
-    Builtin::Sqrt,
-    Builtin::Day,
-    Builtin::Month,
-    Builtin::Year,
-    Builtin::Hour,
-    Builtin::Minute,
-    Builtin::DayOfMonth,
-    Builtin::Weekday,
-    Builtin::StartOfDay,
-    Builtin::Days,
-    Builtin::Hours,
-    Builtin::Minutes,
-    Builtin::Seconds,
-    Builtin::Millis,
-    Builtin::ToDays,
-    Builtin::ToHours,
-    Builtin::ToMinutes,
-    Builtin::ToSeconds,
-    Builtin::ToMillis,
-    Builtin::ToMicros,
-    Builtin::ParseTime,
-    Builtin::ParseDuration,
-    Builtin::First,
-    Builtin::Last,
-    Builtin::Get,
-    Builtin::Sum,
-    Builtin::Keys,
-    Builtin::Values,
-    Builtin::IsSome,
-];
-
-/// The index of a builtin in [`BUILTINS`].
-pub fn builtin_index(f: Builtin) -> u32 {
-    BUILTINS
-        .iter()
-        .position(|b| *b == f)
-        .and_then(|i| u32::try_from(i).ok())
-        .unwrap_or(0)
-}
-
-/// Calls a standard-library function on values: the interpreter's own dispatch, so both
-/// engines compute (and trap) identically.
-fn call(f: Builtin, args: &[&Value], ret_float: bool) -> Result<Value, std_::Trap> {
-    crate::interp::call_builtin(f, args, ret_float)
-}
-
 /// Calls builtin number `f` on `n` value pointers at `args`; the result is in the
 /// arena. On a trap, records it and returns the none value.
 ///
@@ -556,17 +485,14 @@ pub unsafe extern "C" fn dm_call(
     };
     // A number no builtin has is a code generator bug: trap rather than call
     // another function.
-    let Some(builtin) = BUILTINS
-        .get(usize::try_from(f).unwrap_or(usize::MAX))
-        .copied()
-    else {
+    let Some(builtin) = Builtin::from_index(f) else {
         ctx.record(
             std_::Trap::OutOfRange(format!("internal error: no builtin number {f}")),
             span,
         );
         return ctx.none;
     };
-    let result = call(builtin, &values, ret_float != 0);
+    let result = crate::builtin::call(builtin, &values, ret_float != 0);
     match result {
         Ok(v) => ctx.alloc(v),
         Err(kind) => {

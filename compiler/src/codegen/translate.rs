@@ -1029,7 +1029,7 @@ impl<'a, 'f> Translator<'a, 'f> {
         }
         let addr = self.b.ins().stack_addr(types::I64, slot, 0);
         let ctx = self.ctx();
-        let index = self.i32c(i64::from(abi::builtin_index(f)));
+        let index = self.i32c(i64::from(f.index()));
         let n = self.i32c(i64::try_from(pointers.len()).unwrap_or(0));
         let float = self.i8c(i64::from(expr.ty == Type::Float));
         let s = self.pool.span(expr.span);

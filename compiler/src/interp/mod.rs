@@ -9,7 +9,7 @@ mod eval;
 mod fold;
 mod tests;
 
-pub use eval::{call_builtin, eval_const};
+pub use eval::eval_const;
 pub use fold::{
     Fault, Fold, Meta, Overlay, ProjectionState, Take, Taken, TakenDocs, apply_event,
     apply_event_in_place, default_doc, imported_meta,
