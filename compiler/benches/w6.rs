@@ -12,7 +12,8 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use datamesh_compiler::check::check_source;
 use datamesh_compiler::codegen::{JitFold, compile};
-use datamesh_compiler::interp::{Fold, Meta};
+use datamesh_compiler::exec::Meta;
+use datamesh_compiler::interp::Fold;
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 

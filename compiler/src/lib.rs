@@ -11,17 +11,13 @@
 #![deny(unsafe_code)]
 
 pub mod ast;
-pub mod builtin;
 pub mod check;
-pub mod codec;
 pub mod codegen;
 pub mod codes;
 pub mod depth;
 pub mod diag;
-pub mod engine;
+pub mod exec;
 pub mod interp;
 pub mod ir;
 pub mod lexer;
 pub mod parser;
-pub mod storage;
-pub mod table;

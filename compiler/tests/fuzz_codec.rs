@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use datamesh_compiler::ast::Span;
 use datamesh_compiler::check::check_source;
-use datamesh_compiler::codec::{
+use datamesh_compiler::exec::codec::{
     MAX_MESSAGE, check_json, decode_payload, decode_payload_into, decode_payload_text,
 };
 use datamesh_compiler::ir::{EventType, Field, Type};

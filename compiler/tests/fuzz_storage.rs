@@ -28,7 +28,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datamesh_compiler::storage::{decode_doc, decode_key, encode_doc, encode_key};
+use datamesh_compiler::exec::storage::{decode_doc, decode_key, encode_doc, encode_key};
 use datamesh_stdlib::Value;
 
 /// Counts the largest single allocation, so a decoder that reserves from a corrupt

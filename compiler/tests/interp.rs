@@ -3,12 +3,13 @@
 
 mod common;
 
-use datamesh_compiler::engine::FoldEngine;
+use datamesh_compiler::exec::engine::FoldEngine;
 use std::sync::Arc;
 
 use common::compile;
-use datamesh_compiler::codec::{decode_payload, decode_payload_bytes, documents_json};
-use datamesh_compiler::interp::{Fault, Fold, Meta};
+use datamesh_compiler::exec::codec::{decode_payload, decode_payload_bytes, documents_json};
+use datamesh_compiler::exec::{Fault, Meta};
+use datamesh_compiler::interp::Fold;
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
 
@@ -675,7 +676,7 @@ fn equal_programs_fold_to_identical_documents() {
 
 #[test]
 fn decoding_from_bytes_agrees_with_the_tree_decoder() {
-    use datamesh_compiler::codec::{
+    use datamesh_compiler::exec::codec::{
         decode_payload_bytes, decode_payload_into, decode_payload_text,
     };
     let program = compile(

@@ -1,8 +1,8 @@
-//! Differential tests of the JIT's table-backed folding (what the node runs:
-//! `JitProgram::fold_event` into a `DocTable`, flushed to stored bytes and reloaded)
-//! against the interpreter's `interp::apply_event`: after every event, the documents
-//! both engines leave in their stores must be equal, and a trap must come back with the
-//! same code, span and handler. The folded stores must also equal what `interp::Fold`
+//! Differential tests of table-backed folding (what the node runs: `TableFold` into a
+//! `DocTable`, flushed to stored bytes and reloaded), by the JIT and by the
+//! interpreter, against the interpreter's `interp::apply_event`: after every event, the
+//! documents the engines leave in their stores must be equal, and a trap must come back
+//! with the same code, span and handler. The folded stores must also equal what `interp::Fold`
 //! produces (and so the examples' `expected.json`).
 
 mod common;
@@ -16,13 +16,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datamesh_compiler::ast::Span;
-use datamesh_compiler::codec::{decode_payload, documents_json};
 use datamesh_compiler::codegen::layout::Doc;
-use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared, compile as jit_compile};
-use datamesh_compiler::interp::{self, Fault, Fold, Meta, Overlay, ProjectionState, Trap};
+use datamesh_compiler::codegen::{JitProgram, JitScratch, compile as jit_compile};
+use datamesh_compiler::exec::codec::{decode_payload, documents_json};
+use datamesh_compiler::exec::fold::TableFold;
+use datamesh_compiler::exec::storage::{decode_key, encode_key};
+use datamesh_compiler::exec::table::DocTable;
+use datamesh_compiler::exec::{Fault, Meta, ProjectionState, Trap};
+use datamesh_compiler::interp::{self, Fold, Overlay};
 use datamesh_compiler::ir::{EventId, Program};
-use datamesh_compiler::storage::{decode_key, encode_key};
-use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use datamesh_stdlib::time::parse_rfc3339;
 use serde_json::{Value as Json, json};
@@ -42,22 +44,29 @@ fn commit(docs: &mut Docs, overlay: Overlay) {
     }
 }
 
-/// A node-like store for the JIT: a write-back table in front of stored bytes.
-#[derive(Default)]
-struct Backed {
-    table: DocTable<Doc>,
+/// A node-like store for one engine: a write-back table in front of stored bytes.
+struct Backed<D> {
+    table: DocTable<D>,
     stored: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-impl Backed {
-    /// Folds an event into this projection as the node does: encoded once for all
-    /// projections (`prepared`), or on its own through `fold_event` when `prepared` is
-    /// `None`.
-    fn fold(
+impl<D> Default for Backed<D> {
+    fn default() -> Self {
+        Backed {
+            table: DocTable::new(),
+            stored: BTreeMap::new(),
+        }
+    }
+}
+
+impl Backed<Doc> {
+    /// Folds an event into this projection through `JitProgram::fold_event` (the row
+    /// encoded for this projection alone).
+    fn fold_alone(
         &mut self,
         jit: &JitProgram,
         scratch: &mut JitScratch,
-        (projection, prepared): (usize, Option<&Prepared<'_>>),
+        projection: usize,
         (event, row, meta): (EventId, &[Value], &Meta),
     ) -> Result<(), (Trap, Span)> {
         let stored = &self.stored;
@@ -66,26 +75,40 @@ impl Backed {
                 .get(key)
                 .and_then(|bytes| jit.doc_from_stored(projection, bytes))
         };
-        match prepared {
-            Some(p) => jit.fold_prepared_event(scratch, projection, p, &mut self.table, load),
-            None => jit.fold_event(
-                scratch,
-                projection,
-                (event, row, meta),
-                &mut self.table,
-                load,
-            ),
-        }
+        jit.fold_event(
+            scratch,
+            projection,
+            (event, row, meta),
+            &mut self.table,
+            load,
+        )
+    }
+}
+
+impl<D> Backed<D> {
+    /// Folds a prepared event into this projection as the node does, through
+    /// [`TableFold`].
+    fn fold<E: TableFold<Doc = D>>(
+        &mut self,
+        engine: &E,
+        scratch: &mut E::Scratch,
+        projection: usize,
+        event: &E::Event<'_>,
+    ) -> Result<(), (Trap, Span)> {
+        let stored = &self.stored;
+        let load = &mut |key: &[u8]| stored.get(key).cloned();
+        engine.fold(scratch, projection, event, &mut self.table, load)
     }
 
     /// Writes the dirty documents back, as the node does at the end of a batch.
-    fn flush(&mut self, jit: &JitProgram, projection: usize) {
+    fn flush<E: TableFold<Doc = D>>(&mut self, engine: &E, projection: usize) {
         let stored = &mut self.stored;
         let flushed: Result<(), ()> = self.table.flush(|key, doc| {
             match doc {
                 Some(doc) => {
                     let mut bytes = Vec::new();
-                    jit.doc_to_stored(projection, doc, &mut bytes);
+                    let encoded = engine.encode_within(projection, doc, usize::MAX, &mut bytes);
+                    assert!(encoded.is_ok());
                     stored.insert(key.to_vec(), bytes)
                 }
                 None => stored.remove(key),
@@ -101,24 +124,26 @@ impl Backed {
             .map(|(k, v)| {
                 (
                     decode_key(k).expect("a stored key decodes"),
-                    datamesh_compiler::storage::decode_doc(v).expect("a stored doc decodes"),
+                    datamesh_compiler::exec::storage::decode_doc(v).expect("a stored doc decodes"),
                 )
             })
             .collect()
     }
 }
 
-/// Folds `events` into two stores, one per engine, asserting after every event and
-/// projection that both hold the same documents (the JIT's table is flushed after every
-/// event and emptied after every third, so loads, write-back and rollback are all
-/// exercised); then asserts the stores equal `interp::Fold`'s. Returns the final states
+/// Folds `events` into three stores: the JIT's and the interpreter's tables, as the node
+/// runs them ([`TableFold`]), and the interpreter's overlays. After every event and
+/// projection all three must hold the same documents (the tables are flushed after
+/// every event and emptied after every third, so loads, write-back and rollback are all
+/// exercised); then the stores must equal `interp::Fold`'s. Returns the final states
 /// and every trap.
 fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<Fault>) {
     let jit = jit_compile(program).expect("the program compiles");
     let mut scratch = JitScratch::new();
     let n = program.projections.len();
     let mut by_interp: Vec<Docs> = vec![Docs::new(); n];
-    let mut by_jit: Vec<Backed> = (0..n).map(|_| Backed::default()).collect();
+    let mut by_jit: Vec<Backed<Doc>> = (0..n).map(|_| Backed::default()).collect();
+    let mut by_table: Vec<Backed<Vec<Value>>> = (0..n).map(|_| Backed::default()).collect();
     let mut faults: Vec<Option<Fault>> = vec![None; n];
     let mut reference = Fold::new(program);
     for (position, (event, row, meta)) in events.iter().enumerate() {
@@ -131,9 +156,10 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
         // Odd events are encoded once and shared by every projection, as the node does;
         // even ones go through `fold_event`, one projection at a time.
         let prepared = match position % 2 {
-            1 => jit.prepare_event(&mut scratch, (*event, row, &meta)),
+            1 => jit.prepare(&mut scratch, (*event, row, &meta)),
             _ => None,
         };
+        let as_values = (*event, row.as_slice(), &meta);
         for (index, projection) in program.projections.iter().enumerate() {
             if faults[index].is_some() {
                 continue;
@@ -141,17 +167,20 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
             let expected = interp::apply_event(projection, *event, row, &meta, &mut |k| {
                 by_interp[index].get(k).cloned()
             });
-            let got = by_jit[index].fold(
-                &jit,
-                &mut scratch,
-                (index, prepared.as_ref()),
-                (*event, row, &meta),
-            );
+            let got = match &prepared {
+                Some(p) => by_jit[index].fold(&jit, &mut scratch, index, p),
+                None => by_jit[index].fold_alone(&jit, &mut scratch, index, (*event, row, &meta)),
+            };
+            let in_table = by_table[index].fold(program, &mut (), index, &as_values);
             let context = format!("projection {index}, event {position} ({})", meta.event_type);
             match (expected, got) {
-                (Ok(overlay), Ok(())) => commit(&mut by_interp[index], overlay),
+                (Ok(overlay), Ok(())) => {
+                    assert_eq!(in_table, Ok(()), "{context}");
+                    commit(&mut by_interp[index], overlay);
+                }
                 (Err((trap, handler)), Err(got)) => {
                     assert_eq!(got, (trap.clone(), handler), "{context}");
+                    assert_eq!(in_table, Err((trap.clone(), handler)), "{context}");
                     faults[index] = Some(Fault {
                         projection: index,
                         position: meta.position,
@@ -163,10 +192,13 @@ fn fold_both(program: &Program, events: &[Local]) -> (Vec<ProjectionState>, Vec<
                 (expected, got) => panic!("{context}: interpreter {expected:?}, JIT {got:?}"),
             }
             by_jit[index].flush(&jit, index);
+            by_table[index].flush(program, index);
             if position % 3 == 2 {
                 by_jit[index].table.shrink_to(0);
+                by_table[index].table.shrink_to(0);
             }
             assert_eq!(by_jit[index].docs(), by_interp[index], "{context}");
+            assert_eq!(by_table[index].docs(), by_interp[index], "{context}");
         }
     }
     let states: Vec<ProjectionState> = by_jit
@@ -196,10 +228,10 @@ fn jit_after(
     if let Some((key, doc)) = stored {
         backed.stored.insert(
             encode_key(&key),
-            datamesh_compiler::storage::encode_doc(&doc),
+            datamesh_compiler::exec::storage::encode_doc(&doc),
         );
     }
-    backed.fold(jit, scratch, (0, None), (event, row, meta))?;
+    backed.fold_alone(jit, scratch, 0, (event, row, meta))?;
     backed.flush(jit, 0);
     Ok(backed.docs())
 }
@@ -693,14 +725,9 @@ fn full_collections_trap_alike_and_roll_back() {
         let mut backed = Backed::default();
         backed.stored.insert(
             encode_key(&key),
-            datamesh_compiler::storage::encode_doc(&doc),
+            datamesh_compiler::exec::storage::encode_doc(&doc),
         );
-        let got = backed.fold(
-            &jit,
-            &mut JitScratch::new(),
-            (0, None),
-            (event, &row, &meta),
-        );
+        let got = backed.fold_alone(&jit, &mut JitScratch::new(), 0, (event, &row, &meta));
         backed.flush(&jit, 0);
         match (interp, got) {
             (Err((trap, handler)), Err(jit_trap)) => {
@@ -727,7 +754,7 @@ fn full_collections_trap_alike_and_roll_back() {
 
 #[test]
 fn an_oversized_document_is_refused_when_encoded_for_the_store() {
-    use datamesh_compiler::storage::{DocTooLarge, MAX_DOC_BYTES, encode_doc_within};
+    use datamesh_compiler::exec::storage::{DocTooLarge, MAX_DOC_BYTES, encode_doc_within};
     let program = compile(
         "event E { k: string } projection p { key k state { l: list<string>, n: int = 0 } }",
     );
@@ -744,7 +771,7 @@ fn an_oversized_document_is_refused_when_encoded_for_the_store() {
         assert_eq!(jit_result, interp_result);
         if ok {
             assert_eq!(jit_result, Ok(()));
-            assert_eq!(by_jit, datamesh_compiler::storage::encode_doc(&doc));
+            assert_eq!(by_jit, datamesh_compiler::exec::storage::encode_doc(&doc));
         } else {
             assert_eq!(
                 jit_result,

@@ -529,8 +529,9 @@ fn every_pass_runs_at_the_depth_limit_on_a_node_thread() {
     // interpreter and the JIT's translation, on the node's 2 MiB stack (in a debug build,
     // whose frames are the largest).
     use datamesh_compiler::codegen::JitFold;
-    use datamesh_compiler::engine::FoldEngine;
-    use datamesh_compiler::interp::{Fold, Meta};
+    use datamesh_compiler::exec::Meta;
+    use datamesh_compiler::exec::engine::FoldEngine;
+    use datamesh_compiler::interp::Fold;
     use datamesh_stdlib::Value;
 
     on_node_stack(|| {

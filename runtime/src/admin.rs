@@ -79,7 +79,7 @@ fn layout(title: &str, body: &str, script: &str) -> String {
 }
 
 /// The fault of a projection: code, message, position, event type and span, from the
-/// fault the engine recorded (JSON), or the summary `status` gives.
+/// fault the engine recorded, or the summary `status` gives.
 fn fault_html(service: &crate::api::Service, label: &str, summary: &str) -> String {
     let recorded = service
         .engine()
@@ -90,20 +90,19 @@ fn fault_html(service: &crate::api::Service, label: &str, summary: &str) -> Stri
                 .and_then(|p| p.fault.clone())
         })
         .flatten();
-    let Some(json) = recorded.and_then(|f| serde_json::from_str::<serde_json::Value>(&f).ok())
-    else {
+    let Some(fault) = recorded else {
         return esc(summary);
     };
-    let span = match json["span"].as_array() {
-        Some(span) if span.len() == 2 => format!(", source bytes {}..{}", span[0], span[1]),
-        _ => String::new(),
+    let span = match fault.span {
+        Some([start, end]) => format!(", source bytes {start}..{end}"),
+        None => String::new(),
     };
     format!(
         "<b>{}</b> {} <span>at position {} ({}{})</span>",
-        esc(json["code"].as_str().unwrap_or("?")),
-        esc(json["message"].as_str().unwrap_or("?")),
-        json["position"],
-        esc(json["event_type"].as_str().unwrap_or("?")),
+        esc(&fault.code),
+        esc(&fault.message),
+        fault.position,
+        esc(&fault.event_type),
         span
     )
 }

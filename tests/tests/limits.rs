@@ -37,7 +37,7 @@ fn program() -> String {
 /// field count, the map's tag and length, and per entry an int key (9 bytes) and a
 /// string (tag, a 3-byte length, the bytes).
 fn hoards_fault_position() -> u64 {
-    let limit = datamesh_compiler::storage::MAX_DOC_BYTES;
+    let limit = datamesh_compiler::exec::storage::MAX_DOC_BYTES;
     let size = |entries: usize| 1 + 1 + 3 + entries * (9 + 1 + 3 + ENTRY_BYTES);
     let entries = (1..).find(|&n| size(n) > limit).unwrap_or(1);
     u64::try_from(entries - 1).unwrap_or(0)

@@ -528,15 +528,15 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engi
     for e in &events {
         let id = program.event_id(&e.r#type).expect("declared");
         let json: serde_json::Value = serde_json::from_str(&e.data).expect("json");
-        let row =
-            datamesh_compiler::codec::decode_payload(&program.events[id], &json).expect("row");
-        let meta = datamesh_compiler::interp::Meta {
+        let row = datamesh_compiler::exec::codec::decode_payload(&program.events[id], &json)
+            .expect("row");
+        let meta = datamesh_compiler::exec::Meta {
             time: datamesh_stdlib::time::parse_rfc3339(&e.time).expect("time"),
             ..Default::default()
         };
         fold.apply_local(id, &row, meta);
     }
-    let expected = datamesh_compiler::codec::documents_json(&program, &fold.projections);
+    let expected = datamesh_compiler::exec::codec::documents_json(&program, &fold.projections);
     let mut actual = serde_json::Map::new();
     for doc in client
         .scan(pb::ScanRequest {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datamesh_compiler::codegen::{JitFold, compile};
-use datamesh_compiler::engine::FoldEngine;
-use datamesh_compiler::interp::{Fold, Meta};
+use datamesh_compiler::exec::Meta;
+use datamesh_compiler::exec::engine::FoldEngine;
+use datamesh_compiler::interp::Fold;
 use datamesh_compiler::ir::{Program, Type};
 use datamesh_stdlib::Value;
 

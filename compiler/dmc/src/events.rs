@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use datamesh_compiler::codec::decode_payload;
-use datamesh_compiler::interp::Meta;
+use datamesh_compiler::exec::Meta;
+use datamesh_compiler::exec::codec::decode_payload;
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::{Value, time};
 use serde_json::Value as Json;

@@ -17,8 +17,9 @@ use std::path::Path;
 use datamesh_compiler::check::{Checked, check_source};
 use datamesh_compiler::codegen::JitFold;
 use datamesh_compiler::diag::Diagnostic;
-use datamesh_compiler::engine::FoldEngine;
-use datamesh_compiler::interp::{Fault, Fold, run_tests};
+use datamesh_compiler::exec::Fault;
+use datamesh_compiler::exec::engine::FoldEngine;
+use datamesh_compiler::interp::{Fold, run_tests};
 use datamesh_compiler::ir::Program;
 
 pub use bench::bench;
@@ -226,7 +227,7 @@ pub fn run_with_engine(
                 row,
                 meta,
             } => {
-                let meta = datamesh_compiler::interp::Meta {
+                let meta = datamesh_compiler::exec::Meta {
                     position: fold.next_position(),
                     ..meta
                 };
@@ -242,7 +243,7 @@ pub fn run_with_engine(
         .map(|(f, import)| fault_diagnostic(&program, f, *import))
         .collect();
     report(&loaded, &diagnostics, style, err);
-    let json = datamesh_compiler::codec::documents_json(&program, &fold.snapshot());
+    let json = datamesh_compiler::exec::codec::documents_json(&program, &fold.snapshot());
     let _ = writeln!(
         out,
         "{}",

@@ -1,8 +1,8 @@
 //! The typing rule of each standard-library function: name and argument types to a
 //! resolved [`Builtin`] and its result type. The functions themselves (names,
-//! signatures, behaviour) are declared in [`crate::builtin`].
+//! signatures, behaviour) are declared in [`crate::ir::builtin`].
 //!
-//! Invariant: every overload accepted here is implemented by [`crate::builtin::call`]
+//! Invariant: every overload accepted here is implemented by [`crate::exec::builtin::call`]
 //! for exactly the argument types listed, so engines can dispatch on the `Builtin` plus
 //! the static argument types without re-checking.
 

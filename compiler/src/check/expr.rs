@@ -10,8 +10,8 @@ use datamesh_stdlib::Value;
 use super::builtins::{self, CallError};
 use super::names::suggest;
 use crate::ast::{self, AssignOp, BinaryOp, Span, UnaryOp};
-use crate::builtin::Builtin;
 use crate::diag::Diagnostic;
+use crate::ir::Builtin;
 use crate::ir::{
     EventType, Expr, ExprKind, Field, MetaField, Mutation, Place, Program, Stmt, Type,
 };
@@ -319,12 +319,13 @@ impl<'a> Cx<'a> {
             AssignOp::Div => Some(BinaryOp::Div),
             AssignOp::Rem => Some(BinaryOp::Rem),
         };
-        match op {
+        let stored = match op {
             None => {
                 if !value.ty.fits(&target_ty) {
                     let d = mismatch(&target_ty, &value.ty, value.span);
                     self.report(d);
                 }
+                value.ty.clone()
             }
             Some(op) => {
                 let lhs_ty = target_ty.unwrap_optional().clone();
@@ -344,22 +345,25 @@ impl<'a> Cx<'a> {
                     return None;
                 }
                 match binary_type(op, &lhs_ty, &value.ty) {
-                    Some(result) if result.fits(&target_ty) => {}
+                    Some(result) if result.fits(&target_ty) => result,
                     Some(result) => {
                         let d = mismatch(&target_ty, &result, span);
                         self.report(d);
+                        result
                     }
                     None => {
                         let d = operand_error(op, &lhs_ty, &value.ty, span);
                         self.report(d);
+                        Type::Error
                     }
                 }
             }
-        }
+        };
         Some(Stmt::Assign {
             target,
             op,
             value,
+            stored,
             span,
         })
     }

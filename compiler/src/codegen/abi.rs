@@ -492,7 +492,7 @@ pub unsafe extern "C" fn dm_call(
         );
         return ctx.none;
     };
-    let result = crate::builtin::call(builtin, &values, ret_float != 0);
+    let result = crate::exec::builtin::call(builtin, &values, ret_float != 0);
     match result {
         Ok(v) => ctx.alloc(v),
         Err(kind) => {

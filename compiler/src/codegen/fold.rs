@@ -16,11 +16,11 @@ use super::abi;
 use super::layout::Doc;
 use super::store::{JitScratch, call, trap_from};
 use super::{CodegenError, JitProgram, compile};
-use crate::engine::FoldEngine;
-use crate::interp::{Fault, Meta, ProjectionState};
+use crate::exec::engine::FoldEngine;
+use crate::exec::storage;
+use crate::exec::table::DocTable;
+use crate::exec::{Fault, Meta, ProjectionState};
 use crate::ir::{EventId, Program};
-use crate::storage;
-use crate::table::DocTable;
 
 /// The documents of one projection.
 #[derive(Debug, Default)]

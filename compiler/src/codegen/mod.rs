@@ -474,7 +474,7 @@ fn project(
             _ => Plan::Many,
         })
         .collect();
-    let default_doc = layout.encode_doc(&crate::interp::default_doc(p));
+    let default_doc = layout.encode_doc(&crate::exec::default_doc(p));
     CompiledProjection {
         layout,
         handlers,

@@ -30,10 +30,11 @@ use super::abi::{self, Ctx, MetaAbi};
 use super::layout::{Doc, Layout, Slot, Words, scalar_value};
 use super::{CompiledHandler, CompiledProjection, JitProgram, Plan};
 use crate::ast::Span;
-use crate::interp::{Meta, Trap};
+use crate::exec::fold::{Stored, TableFold};
+use crate::exec::storage;
+use crate::exec::table::{DocTable, Entry, KeyProbe, SingleDocument, TextKey};
+use crate::exec::{Meta, Trap};
 use crate::ir::{EventId, Type};
-use crate::storage;
-use crate::table::{DocTable, Entry, KeyProbe, SingleDocument, TextKey};
 
 /// The envelope strings as values, reused while they do not change (an engine folding
 /// one stream, or events without stream and id, builds them once). Event type names
@@ -747,4 +748,43 @@ pub(super) fn call(
     // never touch state); `row` was encoded with the event's row layout and the values
     // it points to outlive the call; `meta` and `ctx` are live for the call.
     unsafe { f(doc, row.as_ptr(), meta, ctx) }
+}
+
+/// The JIT folds into tables of documents in its compiled layout; an event's row is
+/// encoded once ([`JitProgram::prepare_event`]) for every projection it reaches.
+impl TableFold for JitProgram {
+    type Doc = Doc;
+    type Scratch = JitScratch;
+    type Event<'r> = Prepared<'r>;
+
+    fn prepare<'r>(
+        &self,
+        scratch: &mut JitScratch,
+        event: (EventId, &'r [Value], &'r Meta),
+    ) -> Option<Prepared<'r>> {
+        self.prepare_event(scratch, event)
+    }
+
+    fn fold(
+        &self,
+        scratch: &mut JitScratch,
+        projection: usize,
+        event: &Prepared<'_>,
+        table: &mut DocTable<Doc>,
+        stored: &mut Stored<'_>,
+    ) -> Result<(), (Trap, Span)> {
+        self.fold_prepared_event(scratch, projection, event, table, &mut |key| {
+            stored(key).and_then(|bytes| self.doc_from_stored(projection, &bytes))
+        })
+    }
+
+    fn encode_within(
+        &self,
+        projection: usize,
+        doc: &Doc,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), storage::DocTooLarge> {
+        self.doc_to_stored_within(projection, doc, max, out)
+    }
 }

@@ -1084,14 +1084,16 @@ impl<'a, 'f> Translator<'a, 'f> {
                 target: Place::State(field),
                 op,
                 value,
+                stored,
                 span,
-            } => self.translate_assign_state(*field, *op, value, *span)?,
+            } => self.translate_assign_state(*field, (*op, stored), value, *span)?,
             Stmt::Assign {
                 target: Place::MapEntry(field, key),
                 op,
                 value,
+                stored,
                 span,
-            } => self.translate_assign_entry(*field, key, *op, value, *span)?,
+            } => self.translate_assign_entry(*field, key, (*op, stored), value, *span)?,
             Stmt::If {
                 cond,
                 then,
@@ -1135,10 +1137,11 @@ impl<'a, 'f> Translator<'a, 'f> {
         Ok(())
     }
 
+    /// `field = value` or `field op= value`, whose result is of type `stored`.
     fn translate_assign_state(
         &mut self,
         field: usize,
-        op: Option<BinaryOp>,
+        (op, stored): (Option<BinaryOp>, &Type),
         value: &Expr,
         span: Span,
     ) -> R<()> {
@@ -1150,17 +1153,18 @@ impl<'a, 'f> Translator<'a, 'f> {
                 let doc = self.params[0];
                 let old = self.load_slot(doc, slot)?;
                 let r = self.translate_binary(op, old, &fty, v, &value.ty, span)?;
-                self.coerce(r, &binary_type(op, &fty, &value.ty), &fty)?
+                self.coerce(r, stored, &fty)?
             }
         };
         self.store_slot(new, slot)
     }
 
+    /// `map[key] = value` or `map[key] op= value`, whose result is of type `stored`.
     fn translate_assign_entry(
         &mut self,
         field: usize,
         key: &Expr,
-        op: Option<BinaryOp>,
+        (op, stored): (Option<BinaryOp>, &Type),
         value: &Expr,
         span: Span,
     ) -> R<()> {
@@ -1188,8 +1192,7 @@ impl<'a, 'f> Translator<'a, 'f> {
                 let oldp = self.call1("dm_map_get_or", &[ctx, map, kp, zero])?;
                 let old = self.unboxed(oldp, &vty)?;
                 let r = self.translate_binary(op, old, &vty, v, &value.ty, span)?;
-                let rty = binary_type(op, &vty, &value.ty);
-                self.boxed(r, &rty)?
+                self.boxed(r, stored)?
             }
         };
         let ctx = self.ctx();
@@ -1267,16 +1270,6 @@ impl<'a, 'f> Translator<'a, 'f> {
             self.check_trapped();
         }
         Ok(())
-    }
-}
-
-/// The static type of `a op b` for arithmetic (as the checker types it).
-fn binary_type(op: BinaryOp, a: &Type, b: &Type) -> Type {
-    match (op, a, b) {
-        (BinaryOp::Sub, Type::Timestamp, Type::Timestamp) => Type::Duration,
-        (BinaryOp::Add, Type::Duration, Type::Timestamp) => Type::Timestamp,
-        (BinaryOp::Mul, Type::Int, Type::Duration) => Type::Duration,
-        _ => a.clone(),
     }
 }
 

@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use datamesh_stdlib::{self as std_, Value, collections, math, string};
 
-use super::Trap;
-use super::fold::Meta;
 use crate::ast::{BinaryOp, Span, UnaryOp};
+use crate::exec::{Meta, Trap};
 use crate::ir::{Expr, ExprKind, Field, MetaField, Mutation, Place, Stmt, Type};
 
 /// What the code being run can see.
@@ -174,6 +173,7 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
             op,
             value,
             span,
+            ..
         } => {
             let v = eval(value, frame, doc.as_deref())?;
             match target {
@@ -377,7 +377,8 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
                 .map(|a| eval_ref(a, frame, doc))
                 .collect::<R<Vec<_>>>()?;
             let refs: Vec<&Value> = args.iter().map(|a| &**a).collect();
-            crate::builtin::call(*f, &refs, expr.ty == Type::Float).map_err(|k| trap(k, span))?
+            crate::exec::builtin::call(*f, &refs, expr.ty == Type::Float)
+                .map_err(|k| trap(k, span))?
         }
         ExprKind::Index(base, index) => {
             let base = eval_ref(base, frame, doc)?;
@@ -436,7 +437,7 @@ fn doc_description(d: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) ->
         .iter()
         .map(|k| eval(k, frame, doc))
         .collect::<R<Vec<_>>>()?;
-    Ok(format!("at key {}", crate::codec::key_string(&parts)))
+    Ok(format!("at key {}", crate::exec::codec::key_string(&parts)))
 }
 
 /// Applies an arithmetic or comparison operator to two values.

@@ -11,49 +11,11 @@ use std::sync::Arc;
 use datamesh_stdlib::Value;
 use smallvec::SmallVec;
 
-use super::Trap;
 use super::eval::{Flow, Frame, Undo, eval, exec_block, roll_back};
 use crate::ast::Span;
+use crate::exec::engine::FoldEngine;
+use crate::exec::{Fault, Meta, ProjectionState, Trap, default_doc};
 use crate::ir::{EventId, Handler, Program, Projection};
-
-/// The envelope of an event, readable as `meta.*`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Meta {
-    /// Log position.
-    pub position: i64,
-    /// Append time, µs since the epoch.
-    pub time: i64,
-    /// Stream, "" when none.
-    pub stream: Arc<str>,
-    /// Event type name.
-    pub event_type: Arc<str>,
-    /// Client-supplied id, "" when none.
-    pub id: Arc<str>,
-}
-
-/// Why a projection stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fault {
-    /// Index of the projection in the program (or of the import, for import faults).
-    pub projection: usize,
-    /// Position of the event that trapped.
-    pub position: i64,
-    /// Name of that event's type.
-    pub event_type: String,
-    /// The trap.
-    pub trap: Trap,
-    /// The handler (or import rule) that trapped.
-    pub handler: Span,
-}
-
-/// The documents of one projection.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProjectionState {
-    /// Documents by key; a single-document projection uses the empty key.
-    pub docs: BTreeMap<Vec<Value>, Vec<Value>>,
-    /// Set once a handler trapped; the projection then stays at that position.
-    pub fault: Option<Fault>,
-}
 
 /// A program folding events: the reference implementation of a node's projection engine.
 #[derive(Debug)]
@@ -62,6 +24,34 @@ pub struct Fold<'p> {
     /// One state per projection, in program order.
     pub projections: Vec<ProjectionState>,
     next_position: i64,
+}
+
+impl FoldEngine for Fold<'_> {
+    fn program(&self) -> &Program {
+        Fold::program(self)
+    }
+
+    fn apply_local(&mut self, event: EventId, row: &[Value], meta: &Meta) -> Vec<Fault> {
+        Fold::apply_local(self, event, row, meta.clone())
+    }
+
+    fn run_import(
+        &mut self,
+        import: usize,
+        event: usize,
+        row: &[Value],
+        meta: &Meta,
+    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
+        Fold::run_import(self, import, event, row, meta)
+    }
+
+    fn next_position(&self) -> i64 {
+        Fold::next_position(self)
+    }
+
+    fn snapshot(&self) -> Vec<ProjectionState> {
+        self.projections.clone()
+    }
 }
 
 /// Documents touched by one event in one projection: `None` marks a deleted document.
@@ -396,36 +386,4 @@ fn frame_and_key<'a>(
         .map(|k| eval(k, &mut frame, None))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((frame, key))
-}
-
-/// A fresh document: every state field at its default.
-pub fn default_doc(projection: &Projection) -> Vec<Value> {
-    projection
-        .state
-        .iter()
-        .map(|f| f.default.clone().unwrap_or_else(|| f.ty.zero_value()))
-        .collect()
-}
-
-/// The envelope of the `n`th of `count` local events an import rule emitted for a peer's
-/// event: the peer event's time and stream, and an id derived from the peer and the
-/// peer event's id (or position), so re-importing the same event yields the same ids.
-pub fn imported_meta(peer: &str, source: &Meta, n: usize, count: usize) -> Meta {
-    let origin = if source.id.is_empty() {
-        source.position.to_string()
-    } else {
-        source.id.to_string()
-    };
-    let id = if count > 1 {
-        format!("{peer}/{origin}/{n}")
-    } else {
-        format!("{peer}/{origin}")
-    };
-    Meta {
-        position: 0,
-        time: source.time,
-        stream: source.stream.clone(),
-        event_type: Arc::from(""),
-        id: Arc::from(id),
-    }
 }

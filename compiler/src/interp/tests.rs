@@ -3,15 +3,16 @@
 //! Invariant: each test starts from empty projections, and steps run in source order,
 //! so an `expect` sees exactly the events given before it.
 
-use crate::engine::FoldEngine;
+use crate::exec::engine::FoldEngine;
 use std::sync::Arc;
 
 use datamesh_stdlib::Value;
 
 use super::eval::{DocLookup, Frame, eval};
-use super::fold::{Fold, Meta, default_doc};
+use super::fold::Fold;
 use crate::ast::{BinaryOp, Span};
-use crate::codec::value_to_json;
+use crate::exec::codec::value_to_json;
+use crate::exec::{Meta, default_doc};
 use crate::ir::{EventSource, ExprKind, Program, TestStep};
 
 /// The outcome of one test.

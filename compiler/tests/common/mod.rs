@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use datamesh_compiler::check::check_source;
-use datamesh_compiler::codec::decode_payload;
-use datamesh_compiler::interp::Meta;
+use datamesh_compiler::exec::Meta;
+use datamesh_compiler::exec::codec::decode_payload;
 use datamesh_compiler::ir::{EventId, Program};
 use datamesh_stdlib::Value;
 use datamesh_stdlib::time::parse_rfc3339;

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use datamesh_compiler::codec::clip_to;
+use datamesh_compiler::exec::codec::clip_to;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::{Code, Status};

@@ -40,11 +40,11 @@ pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE, admit, corrected};
 use std::pin::Pin;
 use std::time::Duration;
 
-use datamesh_compiler::codec::{
+use datamesh_compiler::diag::Diagnostic;
+use datamesh_compiler::exec::codec::{
     check_json, clip_to, decode_payload_text, doc_to_json, excerpt, key_string, parse_key,
 };
-use datamesh_compiler::diag::Diagnostic;
-use datamesh_compiler::interp::default_doc;
+use datamesh_compiler::exec::default_doc;
 use datamesh_stdlib::Value;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -569,7 +569,7 @@ fn status_with_detail(
 ) -> Status {
     let rich = tonic_types::Status {
         code: code as i32,
-        message: datamesh_compiler::codec::clip_to(message.clone(), 512),
+        message: datamesh_compiler::exec::codec::clip_to(message.clone(), 512),
         details: vec![prost_types::Any {
             type_url: type_url.to_owned(),
             value,
@@ -654,20 +654,6 @@ fn compile_failure_message(listed: &[pb::Diagnostic], errors: usize) -> String {
         message.push_str(&format!("; and {more} more (see the status details)"));
     }
     message
-}
-
-/// A projection's fault as one line for people.
-pub fn describe_fault(json: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return json.to_owned();
-    };
-    format!(
-        "{} {} at position {} ({})",
-        v["code"].as_str().unwrap_or("?"),
-        v["message"].as_str().unwrap_or("?"),
-        v["position"],
-        v["event_type"].as_str().unwrap_or("?")
-    )
 }
 
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -1045,7 +1031,11 @@ impl DataMesh for Service {
                         promoted: r.promoted_version(&p.name) == Some(p.version),
                         position: p.position,
                         state: state_name(p, self.log.head()).to_owned(),
-                        fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
+                        fault: p
+                            .fault
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         key: p.key.iter().map(ToString::to_string).collect(),
                     })
                     .collect()
@@ -1237,7 +1227,11 @@ impl Service {
                         position: p.position,
                         lag: head.saturating_sub(p.position),
                         state: state_name(p, head).to_owned(),
-                        fault: p.fault.as_deref().map(describe_fault).unwrap_or_default(),
+                        fault: p
+                            .fault
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         fold_rate: self.rates.folds(&p.label),
                     })
                     .collect()
@@ -1434,8 +1428,7 @@ impl Service {
             .flatten()
         {
             return Err(Status::failed_precondition(format!(
-                "`{label}` is faulted and will not reach position {min_position}: {}",
-                describe_fault(&fault)
+                "`{label}` is faulted and will not reach position {min_position}: {fault}"
             )));
         }
         Err(Status::deadline_exceeded(format!(
@@ -1472,7 +1465,7 @@ fn parse_prefix(types: &[datamesh_compiler::ir::Type], text: &str) -> Result<Vec
         types
             .iter()
             .zip(&items)
-            .map(|(ty, item)| datamesh_compiler::codec::decode_value(ty, item))
+            .map(|(ty, item)| datamesh_compiler::exec::codec::decode_value(ty, item))
             .collect()
     } else {
         let first = types

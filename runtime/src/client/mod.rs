@@ -494,7 +494,7 @@ pub fn event_from_line(line: &str, drop_time: bool) -> Result<pb::Event, String>
         if !["type", "data", "stream", "id", "time"].contains(&key.as_str()) {
             return Err(format!(
                 "unknown key `{}` (allowed: type, data, stream, id; time is set by the node)",
-                datamesh_compiler::codec::excerpt(key)
+                datamesh_compiler::exec::codec::excerpt(key)
             ));
         }
     }
@@ -733,7 +733,7 @@ pub async fn scan(
             let doc: serde_json::Value = serde_json::from_str(&d.document).map_err(|e| {
                 CliError::new(format!(
                     "the document at key `{}` is not readable JSON ({e}); nothing more is printed",
-                    datamesh_compiler::codec::excerpt(&d.key)
+                    datamesh_compiler::exec::codec::excerpt(&d.key)
                 ))
             })?;
             let _ = writeln!(
@@ -779,7 +779,7 @@ fn record_json(e: &pb::EventRecord) -> Result<serde_json::Value, CliError> {
             "the event at position {} ({}) has data that is not readable JSON ({error}); \
              nothing more is printed (`datamesh tail --from {}` goes on after it)",
             e.position,
-            datamesh_compiler::codec::excerpt(&e.r#type),
+            datamesh_compiler::exec::codec::excerpt(&e.r#type),
             e.position + 1
         ))
     })?;

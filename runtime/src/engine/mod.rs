@@ -36,21 +36,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use datamesh_compiler::codec::decode_payload_into;
+use datamesh_compiler::codegen::JitScratch;
 use datamesh_compiler::codegen::layout::Doc;
-use datamesh_compiler::codegen::{JitProgram, JitScratch, Prepared};
-use datamesh_compiler::interp::{Meta, apply_event_in_place};
+use datamesh_compiler::exec::Meta;
+use datamesh_compiler::exec::codec::decode_payload_into;
+use datamesh_compiler::exec::fold::TableFold;
+use datamesh_compiler::exec::table::DocTable;
 use datamesh_compiler::ir::Program;
-use datamesh_compiler::table::DocTable;
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::log::{Log, Record};
-use crate::store::encoding::{
-    DocTooLarge, MAX_DOC_BYTES, decode_doc, decode_key, encode_doc_within, encode_key,
-    encode_key_into,
-};
-use crate::store::{Commit, MAX_KEY_BYTES, Store, StoreError};
+use crate::store::encoding::{DocTooLarge, MAX_DOC_BYTES, decode_key};
+use crate::store::{Commit, Fault, MAX_KEY_BYTES, Store, StoreError};
 pub use registry::{
     CheckedProgram, DeployError, DeployLimits, DeployOutcome, JIT_MAX_HANDLER_NODES,
     JIT_MAX_PROGRAM_NODES, LifecycleError, MAX_HANDLER_NODES, ProjectionInfo, Registry,
@@ -452,15 +450,14 @@ fn reconcile(registry: &mut Registry, store: &Store, log: &Log) -> Result<(), En
             }
             Err(e) => {
                 tracing::error!(projection = %projection.label, reason = %reason, error = %e, "the projection must be rebuilt but its documents cannot be dropped: it is faulted");
-                projection.fault = Some(
-                    serde_json::json!({
-                        "position": projection.position,
-                        "event_type": "",
-                        "code": datamesh_compiler::codes::L0002.id,
-                        "message": format!("must be rebuilt ({reason}) but its documents cannot be dropped: {e}; restart to try again"),
-                    })
-                    .to_string(),
-                );
+                projection.fault = Some(Fault::new(
+                    projection.position,
+                    "",
+                    datamesh_compiler::codes::L0002,
+                    format!(
+                        "must be rebuilt ({reason}) but its documents cannot be dropped: {e}; restart to try again"
+                    ),
+                ));
             }
         }
     }
@@ -617,7 +614,7 @@ fn apply_batch(
             batch.faults.retain(|(j, _)| *j != i);
             batch
                 .faults
-                .push((i, too_large.fault_json(projection.position, to)));
+                .push((i, too_large.fault(projection.position, to)));
         }
         commit.checkpoints.push((
             projection.label.clone(),
@@ -656,7 +653,14 @@ fn apply_batch(
     let faulted = !batch.faults.is_empty();
     for (i, fault) in batch.faults {
         if let Some(p) = registry.projections.get_mut(i) {
-            tracing::warn!(projection = %p.label, fault = %fault, "projection faulted: it stops at this event, the other projections go on");
+            tracing::warn!(
+                projection = %p.label,
+                code = %fault.code,
+                position = fault.position,
+                event_type = %fault.event_type,
+                fault = %fault.message,
+                "projection faulted: it stops at this event, the other projections go on"
+            );
             caches.remove(&p.label);
             p.fault = Some(fault);
         }
@@ -703,7 +707,7 @@ fn read_chunk(
 /// does not read).
 fn fault_unreadable(
     registry: &mut Registry,
-    unreadable: Vec<(usize, String)>,
+    unreadable: Vec<(usize, Fault)>,
     caches: &mut HashMap<String, Docs>,
 ) {
     if unreadable.is_empty() {
@@ -735,26 +739,34 @@ fn flush(
     };
     match docs {
         Docs::Jit(table) => match registry.jit(projection.program) {
-            Some(code) => table.flush(|key, doc| {
-                let doc = stored(key, doc, |doc, bytes| {
-                    code.doc_to_stored_within(projection.index, doc, MAX_DOC_BYTES, bytes)
-                        .is_ok()
-                })?;
-                write(key, doc);
-                Ok(())
-            }),
+            Some(code) => flush_table(code, projection.index, table, &mut write),
             None => Ok(()),
         },
-        Docs::Interp(table) => table.flush(|key, doc| {
-            let doc = stored(key, doc, |doc, bytes| {
-                encode_doc_within(doc, MAX_DOC_BYTES, bytes).is_ok()
-            })?;
-            write(key, doc);
-            Ok(())
-        }),
+        Docs::Interp(table) => {
+            let program: &Program = &registry.programs[projection.program];
+            flush_table(program, projection.index, table, &mut write)
+        }
     }?;
     commit.docs.append(&mut written);
     Ok(())
+}
+
+/// Flushes a table's changed documents to `write`, encoded by their engine.
+fn flush_table<E: TableFold>(
+    engine: &E,
+    projection: usize,
+    table: &mut DocTable<E::Doc>,
+    write: &mut impl FnMut(&[u8], Option<Vec<u8>>),
+) -> Result<(), TooLarge> {
+    table.flush(|key, doc| {
+        let doc = stored(key, doc, |doc, bytes| {
+            engine
+                .encode_within(projection, doc, MAX_DOC_BYTES, bytes)
+                .is_ok()
+        })?;
+        write(key, doc);
+        Ok(())
+    })
 }
 
 /// What the store gets for a changed document at `key` (`None`: deleted), encoded by
@@ -788,10 +800,10 @@ struct TooLarge {
 
 impl TooLarge {
     /// The fault of a projection whose events `from..=to` made the document too large.
-    fn fault_json(&self, from: u64, to: u64) -> String {
+    fn fault(&self, from: u64, to: u64) -> Fault {
         let full = decode_key(&self.key).map_or_else(
             || String::from("?"),
-            |parts| datamesh_compiler::codec::key_string(&parts),
+            |parts| datamesh_compiler::exec::codec::key_string(&parts),
         );
         // A key can be long: the fault names a bounded prefix of it.
         let mut key: String = full.chars().take(200).collect();
@@ -809,16 +821,15 @@ impl TooLarge {
             }
             .to_string()
         };
-        serde_json::json!({
-            "position": from,
-            "event_type": "",
-            "code": datamesh_compiler::interp::LIMIT_CODE.id,
-            "message": format!(
+        Fault::new(
+            from,
+            "",
+            datamesh_compiler::exec::LIMIT_CODE,
+            format!(
                 "{what}: the document at key {key}, after the events at positions {from} to {to} \
                  (none of which was written)"
             ),
-        })
-        .to_string()
+        )
     }
 }
 
@@ -867,9 +878,9 @@ struct Batch {
     reads: Vec<Vec<Vec<bool>>>,
     /// The decoded row, reused from event to event.
     row: Vec<Value>,
-    faults: Vec<(usize, String)>,
+    faults: Vec<(usize, Fault)>,
     /// Projections stopped by a log record that cannot be read (faulted in memory).
-    unreadable: Vec<(usize, String)>,
+    unreadable: Vec<(usize, Fault)>,
 }
 
 impl Batch {
@@ -934,13 +945,15 @@ impl Batch {
                 "a log record the projection needs cannot be read: the projection is faulted, the others go on"
             );
             self.stopped[i] = Some(position);
-            let fault = serde_json::json!({
-                "position": position,
-                "event_type": "",
-                "code": datamesh_compiler::codes::L0001.id,
-                "message": format!("the log record cannot be read ({error}); repair the log, then restart the node to fold it again"),
-            });
-            self.unreadable.push((i, fault.to_string()));
+            let fault = Fault::new(
+                position,
+                "",
+                datamesh_compiler::codes::L0001,
+                format!(
+                    "the log record cannot be read ({error}); repair the log, then restart the node to fold it again"
+                ),
+            );
+            self.unreadable.push((i, fault));
         }
     }
 
@@ -999,7 +1012,12 @@ impl Batch {
                         self.stopped[j] = Some(record.position);
                         self.faults.push((
                             j,
-                            fault_json(record, datamesh_compiler::codes::R0006.id, &message, None),
+                            Fault::new(
+                                record.position,
+                                &record.event_type,
+                                datamesh_compiler::codes::R0006,
+                                message.clone(),
+                            ),
                         ));
                     }
                 }
@@ -1031,13 +1049,13 @@ impl Batch {
                     match (docs, registry.jit(program_index)) {
                         (Docs::Jit(table), Some(code)) => {
                             if prepared.is_none() {
-                                prepared = code.prepare_event(scratch, (event, row, meta));
+                                prepared = code.prepare(scratch, (event, row, meta));
                             }
                             match &prepared {
-                                Some(prepared) => fold_jit(
-                                    code,
+                                Some(prepared) => code.fold(
                                     scratch,
-                                    (projection.index, prepared),
+                                    projection.index,
+                                    prepared,
                                     table,
                                     &mut stored,
                                 ),
@@ -1045,8 +1063,9 @@ impl Batch {
                             }
                         }
                         (Docs::Interp(table), _) => {
-                            let ir = &program.projections[projection.index];
-                            fold_interp(ir, (event, row, meta), table, &mut stored)
+                            let program: &Program = program;
+                            let event = (event, row.as_slice(), meta);
+                            program.fold(&mut (), projection.index, &event, table, &mut stored)
                         }
                         // The kinds match by construction (see `Batch::plan`).
                         (Docs::Jit(_), None) => Ok(()),
@@ -1059,86 +1078,13 @@ impl Batch {
                     self.stopped[i] = Some(record.position);
                     self.faults.push((
                         i,
-                        fault_json(
-                            record,
-                            trap.code().id,
-                            &trap.to_string(),
-                            Some((trap.span, handler)),
-                        ),
+                        Fault::trap(record.position, &record.event_type, &trap, handler),
                     ));
                 }
             }
         }
         Ok(())
     }
-}
-
-type Outcome = Result<
-    (),
-    (
-        datamesh_compiler::interp::Trap,
-        datamesh_compiler::ast::Span,
-    ),
->;
-
-/// Runs compiled handlers on the table; documents it lacks come from the store.
-fn fold_jit(
-    code: &JitProgram,
-    scratch: &mut JitScratch,
-    (projection, prepared): (usize, &Prepared<'_>),
-    table: &mut DocTable<Doc>,
-    stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
-) -> Outcome {
-    code.fold_prepared_event(scratch, projection, prepared, table, &mut |key| {
-        stored(key).and_then(|bytes| code.doc_from_stored(projection, &bytes))
-    })
-}
-
-/// Runs the interpreter on the table: documents it reads are loaded into the table,
-/// and the documents it writes (its overlay) are put there, dirty.
-fn fold_interp(
-    ir: &datamesh_compiler::ir::Projection,
-    (event, row, meta): (usize, &[Value], &Meta),
-    table: &mut DocTable<Vec<Value>>,
-    stored: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
-) -> Outcome {
-    let mut key_bytes = Vec::new();
-    // Documents are moved out of the table, changed in place and moved back.
-    let (touched, result) = apply_event_in_place(ir, event, row, meta, &mut |key| {
-        encode_key_into(key, &mut key_bytes);
-        table
-            .entry_or_load(&key_bytes, |k| stored(k).and_then(|b| decode_doc(&b)))
-            .doc
-            .take()
-    });
-    for taken in touched {
-        let bytes = encode_key(&taken.key);
-        if taken.changed {
-            table.put(&bytes, taken.doc);
-        } else if let Some(entry) = table.get_mut(&bytes) {
-            entry.doc = taken.doc;
-        }
-    }
-    result
-}
-
-fn fault_json(
-    record: &Record,
-    code: &str,
-    message: &str,
-    spans: Option<(datamesh_compiler::ast::Span, datamesh_compiler::ast::Span)>,
-) -> String {
-    let mut json = serde_json::json!({
-        "position": record.position,
-        "event_type": record.event_type,
-        "code": code,
-        "message": message,
-    });
-    if let Some((at, handler)) = spans {
-        json["span"] = serde_json::json!([at.start, at.end]);
-        json["handler"] = serde_json::json!([handler.start, handler.end]);
-    }
-    json.to_string()
 }
 
 #[cfg(test)]

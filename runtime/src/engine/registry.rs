@@ -43,7 +43,7 @@ pub struct ProjectionInfo {
     /// Next log position to apply.
     pub position: u64,
     /// The fault (JSON) that stopped it.
-    pub fault: Option<String>,
+    pub fault: Option<crate::store::Fault>,
     /// It has reached the log head at least once.
     pub caught_up: bool,
     /// Retired: stopped for good, documents deleted; invisible to reads and lists.

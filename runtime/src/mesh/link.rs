@@ -28,9 +28,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datamesh_compiler::codec::{decode_payload_text, doc_to_json};
 use datamesh_compiler::codegen::JitScratch;
-use datamesh_compiler::interp::{Fault, Fold, Meta, imported_meta};
+use datamesh_compiler::exec::codec::{decode_payload_text, doc_to_json};
+use datamesh_compiler::exec::{Fault, Meta, imported_meta};
+use datamesh_compiler::interp::Fold;
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 use tokio::sync::watch;

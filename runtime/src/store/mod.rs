@@ -19,9 +19,12 @@
 //! exactly (fjall's journal is crash-consistent; a lost tail only moves checkpoints
 //! back, and the engine re-applies from there).
 
-pub use datamesh_compiler::storage as encoding;
+pub use datamesh_compiler::exec::storage as encoding;
 
 pub mod catalog;
+pub mod fault;
+
+pub use fault::Fault;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -83,8 +86,8 @@ pub struct Commit {
     pub docs: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
     /// (projection label, next position).
     pub checkpoints: Vec<(String, u64)>,
-    /// (projection label, fault JSON).
-    pub faults: Vec<(String, String)>,
+    /// (projection label, why it stopped).
+    pub faults: Vec<(String, Fault)>,
 }
 
 /// The fjall database of a node.
@@ -574,15 +577,15 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// A projection's recorded fault (JSON), if any.
+    /// A projection's recorded fault, if any.
     ///
     /// # Errors
     /// fjall errors.
-    pub fn fault(&self, label: &str) -> Result<Option<String>, StoreError> {
+    pub fn fault(&self, label: &str) -> Result<Option<Fault>, StoreError> {
         Ok(self
             .meta
             .get(format!("fault/{label}"))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| Fault::from_stored(&v)))
     }
 
     /// Reads one document.
@@ -661,7 +664,7 @@ impl Store {
             );
         }
         for (label, fault) in commit.faults {
-            tx.insert(&self.meta, format!("fault/{label}"), fault);
+            tx.insert(&self.meta, format!("fault/{label}"), fault.to_json());
         }
         tx.commit()?;
         Ok(())

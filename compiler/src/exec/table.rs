@@ -1,5 +1,5 @@
 //! [`DocTable`]: one projection's documents in memory, keyed by their stored key bytes
-//! ([`crate::storage::encode_key`]), with the set of documents changed since the last
+//! ([`crate::exec::storage::encode_key`]), with the set of documents changed since the last
 //! flush.
 //!
 //! Both engines fold into a table: the in-memory folds (`dmc run`, the W6 bench) keep
@@ -25,7 +25,7 @@ use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
 
-use crate::storage;
+use crate::exec::storage;
 
 /// The hash of one table: foldhash seeded at random when the table is made, and the
 /// hash of the single-document key under that seed, computed once.

@@ -1,9 +1,9 @@
 //! The interface every in-memory fold engine implements: the reference interpreter
 //! ([`crate::interp::Fold`]) and the Cranelift JIT ([`crate::codegen::JitFold`]).
 //! Tools drive engines through [`FoldEngine`], so switching engines changes no caller,
-//! and differential tests compare engines through the same calls. (The node folds into
-//! its own document tables instead: `interp::apply_event` and
-//! `codegen::JitProgram::fold_event`.)
+//! and differential tests compare engines through the same calls. Each engine
+//! implements it in its own module. (The node folds into its own document tables
+//! instead: `interp::apply_event` and `codegen::JitProgram::fold_event`.)
 //!
 //! Invariant (the contract every engine keeps): for the same program and the same
 //! events, every engine produces identical documents and identical faults (same
@@ -11,7 +11,7 @@
 
 use datamesh_stdlib::Value;
 
-use crate::interp::{Fault, Meta, ProjectionState};
+use crate::exec::{Fault, Meta, ProjectionState};
 use crate::ir::{EventId, Program};
 
 /// Folds events into the projections of one program.
@@ -66,36 +66,8 @@ pub trait FoldEngine {
     fn snapshot(&self) -> Vec<ProjectionState>;
 }
 
-impl FoldEngine for crate::interp::Fold<'_> {
-    fn program(&self) -> &Program {
-        crate::interp::Fold::program(self)
-    }
-
-    fn apply_local(&mut self, event: EventId, row: &[Value], meta: &Meta) -> Vec<Fault> {
-        crate::interp::Fold::apply_local(self, event, row, meta.clone())
-    }
-
-    fn run_import(
-        &mut self,
-        import: usize,
-        event: usize,
-        row: &[Value],
-        meta: &Meta,
-    ) -> Result<Vec<(EventId, Vec<Value>)>, Fault> {
-        crate::interp::Fold::run_import(self, import, event, row, meta)
-    }
-
-    fn next_position(&self) -> i64 {
-        crate::interp::Fold::next_position(self)
-    }
-
-    fn snapshot(&self) -> Vec<ProjectionState> {
-        self.projections.clone()
-    }
-}
-
 /// Applies, in order, the local events an import rule emitted for one peer event, each
-/// with the envelope [`crate::interp::imported_meta`] derives; returns the faults. Both
+/// with the envelope [`crate::exec::imported_meta`] derives; returns the faults. Both
 /// engines' `apply_import` end here, so imported events are applied one way.
 pub fn apply_emitted<E: FoldEngine + ?Sized>(
     engine: &mut E,
@@ -106,7 +78,7 @@ pub fn apply_emitted<E: FoldEngine + ?Sized>(
     let count = emitted.len();
     let mut faults = Vec::new();
     for (n, (local, row)) in emitted.into_iter().enumerate() {
-        let meta = crate::interp::imported_meta(peer, source, n, count);
+        let meta = crate::exec::imported_meta(peer, source, n, count);
         faults.extend(engine.apply_local(local, &row, &meta));
     }
     faults

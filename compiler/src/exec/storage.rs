@@ -41,7 +41,7 @@ pub const MAX_DEPTH: usize = 8;
 
 /// A document that encodes to more than the limit it was given (the node's is
 /// [`MAX_DOC_BYTES`]): it is not written, and its projection faults with
-/// [`crate::interp::LIMIT_CODE`].
+/// [`crate::exec::LIMIT_CODE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "limit exceeded: the document encodes to more than {limit} bytes, the most a document may take"

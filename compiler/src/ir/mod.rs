@@ -11,7 +11,10 @@ use std::fmt;
 use datamesh_stdlib::Value;
 
 use crate::ast::{BinaryOp, Span, UnaryOp};
-pub use crate::builtin::Builtin;
+
+pub mod builtin;
+
+pub use builtin::Builtin;
 
 /// Static types of the language.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -296,6 +299,9 @@ pub enum Stmt {
         op: Option<BinaryOp>,
         /// The right-hand side.
         value: Expr,
+        /// The type of what is stored: `value`'s for `=`, that of `target op value` for
+        /// a compound assignment (the checker's, so no engine works it out again).
+        stored: Type,
         /// The statement.
         span: Span,
     },

@@ -351,7 +351,7 @@ pub fn parse_key(types: &[Type], text: &str) -> Result<Vec<Value>, String> {
 /// `{"<projection>": {"<key>": {doc}, ...}, "<single-document projection>": {doc}}`.
 pub fn documents_json(
     program: &crate::ir::Program,
-    states: &[crate::interp::ProjectionState],
+    states: &[crate::exec::ProjectionState],
 ) -> Json {
     let mut top = Map::new();
     for (projection, state) in program.projections.iter().zip(states) {
@@ -360,7 +360,7 @@ pub fn documents_json(
                 .docs
                 .get(&Vec::new())
                 .cloned()
-                .unwrap_or_else(|| crate::interp::default_doc(projection));
+                .unwrap_or_else(|| crate::exec::default_doc(projection));
             doc_to_json(&projection.state, &doc)
         } else {
             Json::Object(
