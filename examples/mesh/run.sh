@@ -54,7 +54,7 @@ else
 fi
 if ! command -v "$dm" >/dev/null 2>&1; then
   echo "run.sh: no datamesh binary (tried \`$dm\`): build it with" >&2
-  echo "  cargo build --release -p datamesh-runtime" >&2
+  echo "  cargo build --release -p datamesh" >&2
   echo "or set DATAMESH=/path/to/datamesh" >&2
   exit 2
 fi

@@ -368,11 +368,59 @@ pub async fn page(
         "/" => Some((HTML, overview(service))),
         "/status.json" => Some((
             "application/json",
-            crate::client::status_json(&service.snapshot()).to_string(),
+            status_json(&service.snapshot()).to_string(),
         )),
         "/documents" => Some((HTML, documents(service, query).await)),
         _ => None,
     }
+}
+
+/// The status as the JSON `status --json` prints.
+pub fn status_json(r: &crate::api::pb::StatusResponse) -> serde_json::Value {
+    let projections: Vec<serde_json::Value> = r
+        .projections
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "projection": format!("{}@v{}", p.name, p.version),
+                "active": p.active,
+                "position": p.position,
+                "lag": p.lag,
+                "state": p.state,
+                "fold_rate": p.fold_rate,
+                "fault": if p.fault.is_empty() { serde_json::Value::Null } else { p.fault.clone().into() },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": r.name,
+        "peers": r.peers.iter().map(|p| serde_json::json!({ "name": p.name, "address": p.address })).collect::<Vec<_>>(),
+        "head": r.head,
+        "append_rate": r.append_rate,
+        "engine": r.engine,
+        "strict": r.strict,
+        "insecure": r.insecure,
+        "auth": r.auth,
+        "tls": r.tls,
+        "peer_certs": r.peer_certs,
+        "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
+        "log_damage": r.log_damage,
+        "log_verified": r.log_verified,
+        "projections": projections,
+        "links": r.links.iter().map(|l| serde_json::json!({
+            "peer": l.peer,
+            "state": l.state,
+            "position": l.position,
+            "peer_head": l.peer_head,
+            "lag": l.lag,
+            "imported": l.imported,
+            "last_progress": if l.last_progress == 0 { serde_json::Value::Null } else { datamesh_stdlib::time::format_rfc3339(l.last_progress).into() },
+            "error": if l.error.is_empty() { serde_json::Value::Null } else { l.error.clone().into() },
+            "last_trap": if l.last_trap.is_empty() { serde_json::Value::Null } else { l.last_trap.clone().into() },
+            "traps": l.traps,
+            "peer_identity": l.peer_identity,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

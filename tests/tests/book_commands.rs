@@ -104,7 +104,7 @@ fn every_datamesh_command_the_book_shows_is_one_the_cli_accepts() {
                     continue;
                 }
                 checked += 1;
-                if let Err(e) = datamesh_runtime::cli::check_args(&words[1..]) {
+                if let Err(e) = datamesh_cli::cli::check_args(&words[1..]) {
                     let first = e.lines().next().unwrap_or_default().to_owned();
                     wrong.push(format!("{}: `{}`: {first}", page.display(), line.trim()));
                 }

@@ -67,7 +67,7 @@ async fn a_network_address_needs_insecure_and_status_says_so() {
 
     let (mut child, addr) = serve(&data, &["--listen", "0.0.0.0:0", "--insecure"]).expect("starts");
     let port = addr.rsplit(':').next().expect("port");
-    let mut client = datamesh_runtime::client::connect(&format!("http://127.0.0.1:{port}"))
+    let mut client = datamesh_cli::client::connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect");
     let status = client
@@ -91,7 +91,7 @@ async fn a_network_address_needs_insecure_and_status_says_so() {
         ],
     )
     .expect("starts");
-    let mut client = datamesh_runtime::client::connect(&format!("unix:{}", socket.display()))
+    let mut client = datamesh_cli::client::connect(&format!("unix:{}", socket.display()))
         .await
         .expect("connect over the socket");
     let status = client

@@ -391,7 +391,7 @@ async fn append_through_restarts(socket: &Path, from: usize, to: usize, batch: u
     let deadline = Instant::now() + Duration::from_secs(300);
     while i < to {
         assert!(Instant::now() < deadline, "appends did not go through");
-        let Ok(mut client) = datamesh_runtime::client::connect(&url).await else {
+        let Ok(mut client) = datamesh_cli::client::connect(&url).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };

@@ -57,7 +57,7 @@ async fn client(
         cert: name.map(|n| certs.join(format!("{n}.pem"))),
         key: name.map(|n| certs.join(format!("{n}.key"))),
     };
-    datamesh_runtime::client::channel(url, &tls)
+    datamesh_runtime::connect::channel(url, &tls)
         .await
         .map(DataMeshClient::new)
 }
@@ -190,7 +190,7 @@ import payments {
         cert: Some(other_ca.join("bank.pem")),
         key: Some(other_ca.join("bank.key")),
     };
-    let refused = match datamesh_runtime::client::channel(&url, &forged).await {
+    let refused = match datamesh_runtime::connect::channel(&url, &forged).await {
         Err(e) => e,
         Ok(channel) => DataMeshClient::new(channel)
             .export(export_request("bank"))

@@ -256,7 +256,7 @@ impl Link {
             let _ = stop.wait_for(|stopped| *stopped).await;
             return Ok(());
         };
-        let channel = crate::client::channel(address, &self.tls)
+        let channel = crate::connect::channel(address, &self.tls)
             .await
             .map_err(|e| Failure::new("connecting", e))?;
         let mut client =
@@ -277,7 +277,7 @@ impl Link {
                     ),
                 )
             })?;
-            let bearer = crate::client::Bearer::new(&token)
+            let bearer = crate::connect::Bearer::new(&token)
                 .map_err(|e| Failure::new("connecting", format!("{}: {e}", file.display())))?;
             bearer.apply(&mut request);
         }

@@ -14,7 +14,6 @@
 
 pub mod http;
 
-use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -428,6 +427,3 @@ impl Metrics {
         out
     }
 }
-
-/// Shared by the HTTP listener.
-pub type SharedMetrics = Arc<Metrics>;

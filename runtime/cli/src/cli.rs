@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::api::pb;
 use crate::client::{self, CliError};
-use crate::config::{FileConfig, segment_bytes};
-use crate::engine::EngineKind;
-use crate::node::{NodeConfig, serve, shutdown_signal};
 use clap::{FromArgMatches, Parser, Subcommand, ValueEnum};
+use datamesh_runtime::api::pb;
+use datamesh_runtime::config::{FileConfig, segment_bytes};
+use datamesh_runtime::engine::EngineKind;
+use datamesh_runtime::node::{NodeConfig, serve, shutdown_signal};
 
 /// The DataMesh node and its client.
 #[derive(Debug, Parser)]
@@ -320,7 +320,7 @@ enum LogFormat {
 fn init_logging(json: bool) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        "warn,datamesh=info,datamesh_runtime=info,datamesh_compiler=info".into()
+        "warn,datamesh=info,datamesh_cli=info,datamesh_runtime=info,datamesh_compiler=info".into()
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -454,11 +454,11 @@ async fn token_online(node: &mut client::Client, action: TokenCommand) -> Result
 /// may be stopped or running).
 fn token(action: &TokenCommand, data: &std::path::Path) -> Result<(), CliError> {
     let dir = |_: &Option<PathBuf>| data.to_path_buf();
-    let failed = |e: crate::auth::AuthError| CliError {
+    let failed = |e: datamesh_runtime::auth::AuthError| CliError {
         message: e.to_string(),
         code: 1,
     };
-    let shown = |t: &crate::auth::TokenRecord| {
+    let shown = |t: &datamesh_runtime::auth::TokenRecord| {
         serde_json::json!({
             "id": t.id,
             "name": t.name,
@@ -476,8 +476,10 @@ fn token(action: &TokenCommand, data: &std::path::Path) -> Result<(), CliError> 
             data,
         } => {
             let data = dir(data);
-            crate::node::check_data_dir(&data).map_err(|e| CliError::usage(e.to_string()))?;
-            let (record, token) = crate::auth::create(&data, role, name, scope).map_err(failed)?;
+            datamesh_runtime::node::check_data_dir(&data)
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            let (record, token) =
+                datamesh_runtime::auth::create(&data, role, name, scope).map_err(failed)?;
             audit_token(&data, "token create", &record);
             let mut out = shown(&record);
             if let Some(map) = out.as_object_mut() {
@@ -486,13 +488,13 @@ fn token(action: &TokenCommand, data: &std::path::Path) -> Result<(), CliError> 
             println!("{out}");
         }
         TokenCommand::List { data } => {
-            for record in crate::auth::list(&dir(data)).map_err(failed)? {
+            for record in datamesh_runtime::auth::list(&dir(data)).map_err(failed)? {
                 println!("{}", shown(&record));
             }
         }
         TokenCommand::Revoke { id, data } => {
             let data = dir(data);
-            let record = crate::auth::revoke(&data, id).map_err(failed)?;
+            let record = datamesh_runtime::auth::revoke(&data, id).map_err(failed)?;
             audit_token(&data, "token revoke", &record);
             println!("{}", shown(&record));
         }
@@ -502,10 +504,10 @@ fn token(action: &TokenCommand, data: &std::path::Path) -> Result<(), CliError> 
 
 /// Records a token change in the audit trail (by whoever ran `datamesh token` on the
 /// data directory).
-fn audit_token(data: &std::path::Path, action: &str, record: &crate::auth::TokenRecord) {
+fn audit_token(data: &std::path::Path, action: &str, record: &datamesh_runtime::auth::TokenRecord) {
     let by = serde_json::json!({ "local": "datamesh token" });
     let details = serde_json::json!({ "id": record.id, "name": record.name, "role": record.role });
-    if let Err(e) = crate::audit::record(data, action, by, details) {
+    if let Err(e) = datamesh_runtime::audit::record(data, action, by, details) {
         eprintln!("warning: the token changed, but the audit trail could not record it: {e}");
     }
 }
@@ -514,9 +516,9 @@ fn repair(data: Option<PathBuf>, apply: bool) -> Result<(), CliError> {
     let data = data.unwrap_or_else(|| NodeConfig::default().data);
     let dir = data.join("log");
     let report = if apply {
-        crate::log::repair::apply(&dir)
+        datamesh_runtime::log::repair::apply(&dir)
     } else {
-        crate::log::repair::inspect(&dir)
+        datamesh_runtime::log::repair::inspect(&dir)
     }
     .map_err(|e| CliError {
         message: format!("repair {}: {e}", dir.display()),
@@ -639,7 +641,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             node.metrics = metrics;
         }
         if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
-            node.tls = Some(crate::tls::TlsFiles {
+            node.tls = Some(datamesh_runtime::tls::TlsFiles {
                 cert,
                 key,
                 ca: tls_ca.or_else(|| node.tls.as_ref().and_then(|t| t.ca.clone())),
@@ -652,11 +654,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             node.engine = engine.into();
         }
         if let Some(name) = name {
-            crate::mesh::check_name(&name).map_err(|e| CliError::usage(format!("--name: {e}")))?;
+            datamesh_runtime::mesh::check_name(&name)
+                .map_err(|e| CliError::usage(format!("--name: {e}")))?;
             node.mesh.name = name;
         }
         for peer in peers {
-            let (name, address) = crate::mesh::parse_peer(&peer)
+            let (name, address) = datamesh_runtime::mesh::parse_peer(&peer)
                 .map_err(|e| CliError::usage(format!("--peer: {e}")))?;
             node.mesh.peers.insert(name, address);
         }
@@ -664,7 +667,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let (name, file) = pair.split_once('=').ok_or_else(|| {
                 CliError::usage(format!("--peer-token: `{pair}` is not NAME=FILE"))
             })?;
-            crate::mesh::check_name(name)
+            datamesh_runtime::mesh::check_name(name)
                 .map_err(|e| CliError::usage(format!("--peer-token: {e}")))?;
             node.mesh
                 .tokens
@@ -691,7 +694,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         action: CertCommand::Dev { out, nodes, hosts },
     } = &cli.command
     {
-        let made = crate::tls::dev::make(out, nodes, hosts)
+        let made = datamesh_runtime::tls::dev::make(out, nodes, hosts)
             .map_err(|e| CliError::usage(format!("cert dev: {e}")))?;
         let nodes: serde_json::Map<String, serde_json::Value> = made
             .nodes
@@ -714,8 +717,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         last,
     } = &cli.command
     {
-        let entries = crate::audit::read(data).map_err(|e| CliError {
-            message: format!("{}: {e}", crate::audit::audit_file(data).display()),
+        let entries = datamesh_runtime::audit::read(data).map_err(|e| CliError {
+            message: format!(
+                "{}: {e}",
+                datamesh_runtime::audit::audit_file(data).display()
+            ),
             code: 1,
         })?;
         let skip = last.map_or(0, |n| entries.len().saturating_sub(n as usize));
@@ -735,7 +741,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(token) = token {
         client::use_token(token.trim().to_owned());
     }
-    client::use_tls(crate::tls::ClientTls {
+    client::use_tls(datamesh_runtime::tls::ClientTls {
         ca: cli.ca.clone(),
         cert: cli.client_cert.clone(),
         key: cli.client_key.clone(),

@@ -8,15 +8,15 @@
 //! `Subscribe`, so readable), both measured on this process's clock.
 //!
 //! Run it against two fresh nodes, the importer started with `--peer` naming the
-//! exporter (`runtime/benches/w8.sh` starts both and runs it).
+//! exporter (`runtime/cli/benches/w8.sh` starts both and runs it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{BenchArgs, Rng, deposit_payload, histogram, push_digits, transport};
-use crate::api::pb;
 use crate::client::{CliError, connect};
+use datamesh_runtime::api::pb;
 
 fn fail(message: impl Into<String>) -> CliError {
     CliError {

@@ -4,13 +4,13 @@
 //! projection has caught up. It runs once per engine (`jit`, then `interp`) over the
 //! same log, so one report shows both side by side.
 //!
-//! Run with `cargo bench -p datamesh-runtime --bench w4` (set `W4_EVENTS` to change the
+//! Run with `cargo bench -p datamesh --bench w4` (set `W4_EVENTS` to change the
 //! log size).
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datamesh_runtime::bench::{BENCH_PROGRAM, fill_log};
+use datamesh_cli::bench::{BENCH_PROGRAM, fill_log};
 use datamesh_runtime::engine::{Engine, EngineKind};
 use datamesh_runtime::log::{Log, LogConfig};
 use datamesh_runtime::store::Store;

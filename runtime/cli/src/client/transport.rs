@@ -1,5 +1,5 @@
 //! [`Client`]: a connection to a node over gRPC, or over the wire protocol
-//! ([`crate::wire`]) with gRPC beside it for the streaming calls.
+//! ([`datamesh_runtime::wire`]) with gRPC beside it for the streaming calls.
 //!
 //! The unary calls have the same signatures as the generated gRPC client's, so the CLI
 //! and `bench` are written once for both transports; the streaming calls (and anything
@@ -9,10 +9,10 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{IntoRequest, Response, Status};
 
-use super::Bearer;
-use crate::api::pb;
-use crate::api::pb::data_mesh_client::DataMeshClient;
-use crate::wire::{Method, WireClient};
+use datamesh_runtime::api::pb;
+use datamesh_runtime::api::pb::data_mesh_client::DataMeshClient;
+use datamesh_runtime::connect::Bearer;
+use datamesh_runtime::wire::{Method, WireClient};
 
 /// The generated gRPC client, sending this process's token.
 pub type GrpcClient = DataMeshClient<InterceptedService<Channel, Bearer>>;

@@ -8,9 +8,11 @@ pub use transport::{Client, GrpcClient};
 
 use std::io::Write;
 
+use datamesh_runtime::admin::status_json;
+use datamesh_runtime::connect::{Bearer, channel};
 use tonic::transport::Channel;
 
-use crate::api::pb;
+use datamesh_runtime::api::pb;
 use pb::data_mesh_client::DataMeshClient;
 
 /// A CLI failure: the message to print and the exit code.
@@ -66,13 +68,14 @@ pub async fn connect(url: &str) -> Result<Client, CliError> {
                 .map(|rest| format!("unix:{rest}"))
         });
     if let Some(grpc_url) = wire_to {
-        let wire = crate::wire::WireClient::connect(url, TOKEN.get().map(String::as_str))
-            .await
-            .map_err(|e| {
-                CliError::new(format!(
-                    "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
-                ))
-            })?;
+        let wire =
+            datamesh_runtime::wire::WireClient::connect(url, TOKEN.get().map(String::as_str))
+                .await
+                .map_err(|e| {
+                    CliError::new(format!(
+                        "{e} (is `datamesh serve` running? set --node or DATAMESH_NODE)"
+                    ))
+                })?;
         let channel = lazy_channel(&grpc_url)?;
         return Ok(Client::new(grpc_client(channel)?, Some(wire)));
     }
@@ -94,7 +97,7 @@ pub async fn connect(url: &str) -> Result<Client, CliError> {
 fn grpc_client(channel: Channel) -> Result<GrpcClient, CliError> {
     let bearer = match TOKEN.get() {
         Some(token) => Bearer::new(token).map_err(CliError::usage)?,
-        None => Bearer(None),
+        None => Bearer::none(),
     };
     Ok(DataMeshClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 << 20)
@@ -130,111 +133,11 @@ pub fn use_token(token: String) {
 
 /// The TLS the clients of this process use for `https://` nodes (`--ca`,
 /// `--client-cert`, `--client-key`).
-static TLS: std::sync::OnceLock<crate::tls::ClientTls> = std::sync::OnceLock::new();
+static TLS: std::sync::OnceLock<datamesh_runtime::tls::ClientTls> = std::sync::OnceLock::new();
 
 /// Makes every client [`connect`] makes from now on use `tls` for `https://` nodes.
-pub fn use_tls(tls: crate::tls::ClientTls) {
+pub fn use_tls(tls: datamesh_runtime::tls::ClientTls) {
     let _ = TLS.set(tls);
-}
-
-/// Adds `authorization: Bearer <token>` to every request, when there is a token.
-#[derive(Debug, Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl Bearer {
-    /// The header for `token`.
-    ///
-    /// # Errors
-    /// A token that cannot be a header value.
-    pub fn new(token: &str) -> Result<Bearer, String> {
-        format!("Bearer {}", token.trim())
-            .parse()
-            .map(|value| Bearer(Some(value)))
-            .map_err(|_| {
-                "the token is not printable ASCII: is it the file the node printed?".to_owned()
-            })
-    }
-}
-
-impl Bearer {
-    /// Adds the header to `request`.
-    pub fn apply<T>(&self, request: &mut tonic::Request<T>) {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        self.apply(&mut request);
-        Ok(request)
-    }
-}
-
-/// A gRPC channel to a node at `url` (`http://HOST:PORT`, `https://...` or
-/// `unix:PATH`), with HTTP/2 keepalive pings so that a peer that vanished without
-/// closing the connection is noticed within seconds. `tls` says what an `https://`
-/// node is verified against and which certificate to present. Used by the CLI and
-/// by the node's own links to its peers.
-///
-/// # Errors
-/// The address is not a URL, a TLS file does not load, or nothing answers there
-/// (with the cause, a failed TLS handshake included).
-pub async fn channel(url: &str, tls: &crate::tls::ClientTls) -> Result<Channel, String> {
-    let unreachable = |e: &dyn std::error::Error| {
-        // tonic's own message is "transport error": the cause is further down.
-        let mut message = format!("cannot reach a node at {url}: {e}");
-        let mut source = e.source();
-        while let Some(cause) = source {
-            let text = format!(": {cause}");
-            if !message.contains(&text) {
-                message.push_str(&text);
-            }
-            source = cause.source();
-        }
-        message
-    };
-    let keepalive = |endpoint: tonic::transport::Endpoint| {
-        endpoint
-            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-            .keep_alive_timeout(std::time::Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_timeout(std::time::Duration::from_secs(5))
-    };
-    if let Some(path) = url.strip_prefix("unix:") {
-        // The URI is not used to connect: the connector opens the socket.
-        let path = std::path::PathBuf::from(path);
-        keepalive(tonic::transport::Endpoint::from_static("http://localhost"))
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| unreachable(&e))
-    } else {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid node URL `{url}`: {e}"))?;
-        if url.starts_with("https://") {
-            let config = tls.config().map_err(|e| format!("TLS for {url}: {e}"))?;
-            endpoint = endpoint
-                .tls_config(config)
-                .map_err(|e| format!("TLS for {url}: {e}"))?;
-        }
-        keepalive(endpoint)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| unreachable(&e))
-    }
 }
 
 /// `datamesh link reset PEER --from N`: prints `{"reset": PEER, "from": N, "position": P}`
@@ -332,7 +235,7 @@ pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), C
         Err(status)
             if status.code() == tonic::Code::InvalidArgument && !status.details().is_empty() =>
         {
-            let details = crate::api::deploy_diagnostics(&status)
+            let details = datamesh_runtime::api::deploy_diagnostics(&status)
                 .ok_or_else(|| CliError::from(status.clone()))?;
             print_diagnostics(&details.diagnostics, details.omitted, &origin, &source);
             Err(CliError::new(format!(
@@ -956,52 +859,4 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// The status as the JSON `status --json` prints.
-pub fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
-    let projections: Vec<serde_json::Value> = r
-        .projections
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "projection": format!("{}@v{}", p.name, p.version),
-                "active": p.active,
-                "position": p.position,
-                "lag": p.lag,
-                "state": p.state,
-                "fold_rate": p.fold_rate,
-                "fault": if p.fault.is_empty() { serde_json::Value::Null } else { p.fault.clone().into() },
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "name": r.name,
-        "peers": r.peers.iter().map(|p| serde_json::json!({ "name": p.name, "address": p.address })).collect::<Vec<_>>(),
-        "head": r.head,
-        "append_rate": r.append_rate,
-        "engine": r.engine,
-        "strict": r.strict,
-        "insecure": r.insecure,
-        "auth": r.auth,
-        "tls": r.tls,
-        "peer_certs": r.peer_certs,
-        "log_error": if r.log_error.is_empty() { serde_json::Value::Null } else { r.log_error.clone().into() },
-        "log_damage": r.log_damage,
-        "log_verified": r.log_verified,
-        "projections": projections,
-        "links": r.links.iter().map(|l| serde_json::json!({
-            "peer": l.peer,
-            "state": l.state,
-            "position": l.position,
-            "peer_head": l.peer_head,
-            "lag": l.lag,
-            "imported": l.imported,
-            "last_progress": if l.last_progress == 0 { serde_json::Value::Null } else { datamesh_stdlib::time::format_rfc3339(l.last_progress).into() },
-            "error": if l.error.is_empty() { serde_json::Value::Null } else { l.error.clone().into() },
-            "last_trap": if l.last_trap.is_empty() { serde_json::Value::Null } else { l.last_trap.clone().into() },
-            "traps": l.traps,
-            "peer_identity": l.peer_identity,
-        })).collect::<Vec<_>>(),
-    })
 }

@@ -5,7 +5,7 @@
 //! Invariant: the table is a pure function of a `StatusResponse` (and the time), so
 //! it is tested without a node.
 
-use crate::api::pb;
+use datamesh_runtime::api::pb;
 
 /// Aligned columns: the header and rows, each cell padded to its column's width
 /// (the last column unpadded).

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${DATAMESH:-$ROOT/target/release/datamesh}
 if [ ! -x "$BIN" ]; then
-  (cd "$ROOT" && cargo build --release -p datamesh-runtime --bin datamesh)
+  (cd "$ROOT" && cargo build --release -p datamesh)
 fi
 DIR=$(mktemp -d /tmp/datamesh-w8.XXXXXX)
 chmod 700 "$DIR"

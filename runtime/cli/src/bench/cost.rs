@@ -3,8 +3,8 @@
 //! host, its CPU time and context switches per call (from `/proc`), so a regression
 //! shows without a profiler.
 
-use crate::api::pb;
 use crate::client::Client;
+use datamesh_runtime::api::pb;
 
 /// The node's counters at one moment.
 #[derive(Debug, Clone, Copy)]

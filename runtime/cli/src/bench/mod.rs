@@ -30,9 +30,9 @@ use hdrhistogram::Histogram;
 mod cost;
 mod w8;
 
-use crate::api::pb;
 use crate::client::{CliError, connect};
-use crate::log::{Log, LogError, NewEvent};
+use datamesh_runtime::api::pb;
+use datamesh_runtime::log::{Log, LogError, NewEvent};
 
 /// The schema the append workloads validate against: the event alone, no projection,
 /// so append throughput is measured without the engine folding at the same time.

@@ -1,4 +1,4 @@
-//! `datamesh`: the DataMesh node and its client (see `datamesh_runtime::cli`).
+//! `datamesh`: the DataMesh node and its client (see `datamesh_cli::cli`).
 
 #![forbid(unsafe_code)]
 
@@ -9,5 +9,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    datamesh_runtime::cli::main()
+    datamesh_cli::cli::main()
 }

@@ -13,14 +13,14 @@
 //! every frame of every sealed segment (what a full check on open would cost, paid
 //! after the node is already serving instead).
 //!
-//! Run with `cargo bench -p datamesh-runtime --bench w7` (set `W7_EVENTS` to change the
+//! Run with `cargo bench -p datamesh --bench w7` (set `W7_EVENTS` to change the
 //! log size).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datamesh_runtime::bench::fill_log;
+use datamesh_cli::bench::fill_log;
 use datamesh_runtime::log::{Log, LogConfig};
 
 fn events() -> u64 {
