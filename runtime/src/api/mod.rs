@@ -32,24 +32,34 @@ pub mod pb {
         tonic::include_file_descriptor_set!("datamesh_descriptor");
 }
 
+mod convert;
 mod export;
 mod guard;
+mod status;
+mod validate;
 
+use convert::{from_hex, state_name, to_hex, token_info};
+pub use convert::{origin_chain, record_to_pb};
 pub use guard::{Api, MAX_STATUS_DETAILS, MAX_STATUS_MESSAGE, admit, corrected};
+pub use status::{DEPLOY_RESPONSE_URL, deploy_diagnostics};
+use status::{
+    DETAILS_BUDGET, compile_failure_message, diagnostics_to_pb, foreign, lifecycle_status,
+    list_names, log_status, shutting_down, status_with_detail, token_status,
+};
+use validate::{MAX_NAME, MAX_STORE_KEY, parse_prefix, storable, unknown_if_too_long, wait_budget};
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::exec::codec::{
-    check_json, clip_to, decode_payload_text, doc_to_json, excerpt, key_string, parse_key,
+    check_json, decode_payload_text, doc_to_json, excerpt, key_string, parse_key,
 };
 use datamesh_compiler::exec::default_doc;
 use datamesh_stdlib::Value;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{DeployError, Engine, LifecycleError};
+use crate::engine::{DeployError, Engine};
 use crate::log::{Expected, Log, LogError, NewEvent, Record};
 use crate::store::encoding::{decode_doc, decode_key, encode_key};
 use pb::data_mesh_server::DataMesh;
@@ -343,77 +353,12 @@ impl Service {
     }
 }
 
-/// The longest key the store holds, encoded: fjall panics on a longer one, so a longer
-/// key, prefix or bound is refused before it gets there.
-const MAX_STORE_KEY: usize = u16::MAX as usize;
-
-/// An encoded key (or prefix, or bound) the store can be asked for.
-fn storable(what: &str, text: &str, encoded: Vec<u8>) -> Result<Vec<u8>, Status> {
-    if encoded.len() > MAX_STORE_KEY {
-        return Err(Status::invalid_argument(format!(
-            "{what} `{}` is {} bytes encoded; keys are at most {MAX_STORE_KEY} bytes",
-            excerpt(text),
-            encoded.len()
-        )));
-    }
-    Ok(encoded)
-}
-
-/// A projection name no program could declare (over [`MAX_NAME`] bytes) is not looked
-/// up, so no message quotes it whole.
-fn unknown_if_too_long(name: &str) -> Result<(), Status> {
-    if name.len() > MAX_NAME {
-        return Err(Status::not_found(format!(
-            "no projection `{}` is deployed",
-            excerpt(name)
-        )));
-    }
-    Ok(())
-}
-
-/// The longest event type, stream or id an append may carry (bytes).
-const MAX_NAME: usize = 1024;
-
-/// The most bytes of a message made elsewhere (the log, the engine) a status carries.
-const MAX_FOREIGN_MESSAGE: usize = 768;
-
-/// A message from another subsystem, cut to [`MAX_FOREIGN_MESSAGE`] (it may quote
-/// names a client chose).
-fn foreign(message: String) -> String {
-    clip_to(message, MAX_FOREIGN_MESSAGE)
-}
-
-/// Names for a message: each an excerpt, at most 20, then how many more.
-fn list_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
-    let total = names.len();
-    let mut shown: Vec<String> = names.take(20).map(|n| excerpt(n).into_owned()).collect();
-    if total > shown.len() {
-        shown.push(format!("and {} more", total - shown.len()));
-    }
-    shown.join(", ")
-}
-
 impl Service {
     /// The data directory whose tokens the token RPCs manage.
     fn token_dir(&self) -> Result<std::path::PathBuf, Status> {
         self.audit
             .clone()
             .ok_or_else(|| Status::failed_precondition("this node keeps no tokens"))
-    }
-}
-
-/// A token as the API shows it (never its secret).
-fn token_info(record: &crate::auth::TokenRecord) -> pb::TokenInfo {
-    pb::TokenInfo {
-        id: record.id.clone(),
-        name: record.name.clone(),
-        role: record.role.clone(),
-        scope: record.scope.clone(),
-        created: datamesh_stdlib::time::format_rfc3339(record.created),
-        revoked: record
-            .revoked
-            .map(datamesh_stdlib::time::format_rfc3339)
-            .unwrap_or_default(),
     }
 }
 
@@ -426,14 +371,6 @@ async fn on_tokens<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(token_status)
-}
-
-fn token_status(error: crate::auth::AuthError) -> Status {
-    match error {
-        crate::auth::AuthError::Invalid(m) => Status::invalid_argument(foreign(m)),
-        crate::auth::AuthError::NoToken(_) => Status::not_found(foreign(error.to_string())),
-        crate::auth::AuthError::File { .. } => Status::internal(foreign(error.to_string())),
-    }
 }
 
 /// Who sent `request`, as the audit trail names them: the token, or the address.
@@ -457,237 +394,6 @@ fn conn<T>(request: &Request<T>) -> Option<&crate::tls::ConnInfo> {
 /// Who sent `request`, when the node has tokens ([`Api`] put it there).
 fn principal<T>(request: &Request<T>) -> Option<&crate::auth::Principal> {
     request.extensions().get::<crate::auth::Principal>()
-}
-
-/// What a stream that follows the log ends with when the node shuts down.
-fn shutting_down() -> Status {
-    Status::unavailable("the node is shutting down")
-}
-
-fn lifecycle_status(error: LifecycleError) -> Status {
-    match error {
-        LifecycleError::NotFound(m) => Status::not_found(foreign(m)),
-        LifecycleError::NotReady(m) => Status::failed_precondition(foreign(m)),
-        LifecycleError::Store(e) => Status::internal(foreign(e.to_string())),
-    }
-}
-
-fn log_status(error: LogError) -> Status {
-    match error {
-        LogError::VersionConflict { .. } => Status::failed_precondition(foreign(error.to_string())),
-        LogError::PartialDuplicate { .. } | LogError::IdConflict { .. } => {
-            Status::already_exists(foreign(error.to_string()))
-        }
-        LogError::DuplicateIdInRequest(_) => Status::invalid_argument(foreign(error.to_string())),
-        LogError::Poisoned(_) | LogError::Closed | LogError::Locked(_) => {
-            Status::unavailable(foreign(error.to_string()))
-        }
-        LogError::Io(_) => Status::internal(foreign(error.to_string())),
-        LogError::Corrupt { .. } | LogError::Damaged { .. } | LogError::Header { .. } => {
-            Status::data_loss(foreign(error.to_string()))
-        }
-    }
-}
-
-/// An event record as the API shows it.
-pub fn record_to_pb(record: Record) -> pb::EventRecord {
-    pb::EventRecord {
-        position: record.position,
-        r#type: record.event_type,
-        data: String::from_utf8(record.payload).unwrap_or_default(),
-        stream: record.stream,
-        stream_version: record.stream_version,
-        id: record.id,
-        time: datamesh_stdlib::time::format_rfc3339(record.time),
-        origin: origin_chain(&record.origin),
-    }
-}
-
-/// A record's origin chain as a list ("" is a local event: empty).
-pub fn origin_chain(origin: &str) -> Vec<String> {
-    if origin.is_empty() {
-        Vec::new()
-    } else {
-        origin.split(',').map(str::to_owned).collect()
-    }
-}
-
-/// Line starts of a source, to place diagnostics without rescanning it for each.
-struct Lines<'a> {
-    source: &'a str,
-    /// Byte offset of each line's start.
-    starts: Vec<usize>,
-}
-
-impl<'a> Lines<'a> {
-    fn new(source: &'a str) -> Lines<'a> {
-        let mut starts = vec![0];
-        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
-        Lines { source, starts }
-    }
-
-    /// Line and column (1-based, the column in characters) of a byte offset.
-    fn line_col(&self, offset: usize) -> (u32, u32) {
-        let offset = offset.min(self.source.len());
-        let line = self.starts.partition_point(|&start| start <= offset).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let column = self
-            .source
-            .get(start..offset)
-            .map_or(0, |text| text.chars().count())
-            + 1;
-        (
-            u32::try_from(line).unwrap_or(u32::MAX),
-            u32::try_from(column).unwrap_or(u32::MAX),
-        )
-    }
-}
-
-/// What a diagnostic's text fields may hold, in bytes (message, label, help): a
-/// diagnostic quoting a 5 MB name must not become a 5 MB message.
-const DIAGNOSTIC_TEXT: usize = 300;
-
-/// The most diagnostics a deploy response lists (the rest are counted in `omitted`).
-const MAX_DIAGNOSTICS: usize = 100;
-
-/// The budget of a failed deploy's status details (an encoded `DeployResponse`): they
-/// travel base64-encoded in an HTTP/2 header, which clients limit to 8 to 16 KiB with
-/// everything else.
-const DETAILS_BUDGET: usize = 2 << 10;
-
-/// The type URL of a `DeployResponse` in a status's details.
-pub const DEPLOY_RESPONSE_URL: &str = "type.googleapis.com/datamesh.v1.DeployResponse";
-
-/// A status whose details (`grpc-status-details-bin`) are the standard
-/// `google.rpc.Status`, carrying one typed detail (`type_url`, encoded `value`), as
-/// stock clients expect (grpcurl prints it, Python's `grpc_status` decodes it).
-fn status_with_detail(
-    code: tonic::Code,
-    message: String,
-    type_url: &str,
-    value: Vec<u8>,
-) -> Status {
-    let rich = tonic_types::Status {
-        code: code as i32,
-        message: datamesh_compiler::exec::codec::clip_to(message.clone(), 512),
-        details: vec![prost_types::Any {
-            type_url: type_url.to_owned(),
-            value,
-        }],
-    };
-    Status::with_details(code, message, prost::Message::encode_to_vec(&rich).into())
-}
-
-/// The diagnostics of a refused deploy: the `DeployResponse` in the status's details.
-pub fn deploy_diagnostics(status: &Status) -> Option<pb::DeployResponse> {
-    let rich: tonic_types::Status = prost::Message::decode(status.details()).ok()?;
-    rich.details
-        .iter()
-        .find(|any| any.type_url == DEPLOY_RESPONSE_URL)
-        .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
-}
-
-fn diagnostic_to_pb(lines: &Lines<'_>, d: &Diagnostic) -> pb::Diagnostic {
-    let (line, column) = lines.line_col(d.span.start as usize);
-    let clip = |text: &str| clip_to(text.to_owned(), DIAGNOSTIC_TEXT);
-    pb::Diagnostic {
-        code: clip(d.code.id),
-        severity: if d.is_error() { "error" } else { "warning" }.to_owned(),
-        message: clip(&d.message),
-        line,
-        column,
-        start: d.span.start,
-        end: d.span.end,
-        label: clip(&d.label),
-        help: d.help.as_deref().map(clip).unwrap_or_default(),
-    }
-}
-
-/// A deploy response's diagnostics: errors first, at most [`MAX_DIAGNOSTICS`] and, when
-/// `budget` is set, at most that many encoded bytes (but always the first), with the
-/// number left out.
-fn diagnostics_to_pb(
-    source: &str,
-    diagnostics: &[Diagnostic],
-    budget: Option<usize>,
-) -> (Vec<pb::Diagnostic>, u32) {
-    let lines = Lines::new(source);
-    let ordered = diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .chain(diagnostics.iter().filter(|d| !d.is_error()));
-    let mut listed = Vec::new();
-    let mut bytes = 0;
-    for d in ordered.take(MAX_DIAGNOSTICS) {
-        let d = diagnostic_to_pb(&lines, d);
-        let size = prost::Message::encoded_len(&d) + 4;
-        if budget.is_some_and(|b| bytes + size > b) && !listed.is_empty() {
-            break;
-        }
-        bytes += size;
-        listed.push(d);
-    }
-    let omitted = u32::try_from(diagnostics.len() - listed.len()).unwrap_or(u32::MAX);
-    (listed, omitted)
-}
-
-/// The message of a deploy refused for its errors: how many, and the first few.
-fn compile_failure_message(listed: &[pb::Diagnostic], errors: usize) -> String {
-    let first: Vec<String> = listed
-        .iter()
-        .filter(|d| d.severity == "error")
-        .take(3)
-        .map(|d| {
-            clip_to(
-                format!("{}:{}: {} {}", d.line, d.column, d.code, d.message),
-                160,
-            )
-        })
-        .collect();
-    let more = errors.saturating_sub(first.len());
-    let mut message = format!(
-        "the program does not compile ({errors} error{}): {}",
-        if errors == 1 { "" } else { "s" },
-        first.join("; ")
-    );
-    if more > 0 {
-        message.push_str(&format!("; and {more} more (see the status details)"));
-    }
-    message
-}
-
-const MAX_WAIT: Duration = Duration::from_secs(30);
-
-fn wait_budget<T>(request: &Request<T>) -> Duration {
-    // gRPC deadlines arrive as `grpc-timeout: <n><unit>`.
-    let parsed = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout);
-    parsed.map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
-}
-
-/// A `grpc-timeout` value (`<digits><unit>`), saturating: the spec allows 8 digits,
-/// but a longer value means "a long time", and multiplying it by its unit must not
-/// wrap (2^60 hours wrapped to 0, an immediate deadline). A value too long even for
-/// a `u64` saturates too.
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().unwrap_or(u64::MAX);
-    let secs = |per: u64| Duration::from_secs(n.saturating_mul(per));
-    Some(match unit {
-        "H" => secs(3600),
-        "M" => secs(60),
-        "S" => secs(1),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::EventRecord, Status>> + Send + 'static>>;
@@ -1362,16 +1068,6 @@ fn read_bounded(
     Ok(out)
 }
 
-fn state_name(p: &crate::engine::ProjectionInfo, head: u64) -> &'static str {
-    if p.fault.is_some() {
-        "faulted"
-    } else if p.position >= head {
-        "running"
-    } else {
-        "catching-up"
-    }
-}
-
 impl Service {
     fn resolve(&self, name: &str, version: u32) -> Result<crate::engine::ProjectionInfo, Status> {
         let version = (version > 0).then_some(version);
@@ -1447,44 +1143,4 @@ impl Service {
             .flatten()
             .ok_or_else(|| Status::internal("projection program missing"))
     }
-}
-
-/// Parses a scan prefix: a JSON array of leading key parts, or one part's text.
-fn parse_prefix(types: &[datamesh_compiler::ir::Type], text: &str) -> Result<Vec<Value>, String> {
-    if text.trim_start().starts_with('[') {
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("prefix: {e}"))?;
-        let items = json.as_array().cloned().unwrap_or_default();
-        if items.len() > types.len() {
-            return Err(format!(
-                "the prefix has {} parts, the key only {}",
-                items.len(),
-                types.len()
-            ));
-        }
-        types
-            .iter()
-            .zip(&items)
-            .map(|(ty, item)| datamesh_compiler::exec::codec::decode_value(ty, item))
-            .collect()
-    } else {
-        let first = types
-            .first()
-            .ok_or("this projection has a single document and no key")?;
-        parse_key(std::slice::from_ref(first), text)
-    }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
