@@ -19,7 +19,7 @@ use datamesh_compiler::codegen::JitFold;
 use datamesh_compiler::diag::Diagnostic;
 use datamesh_compiler::exec::Fault;
 use datamesh_compiler::exec::engine::FoldEngine;
-use datamesh_compiler::interp::{Fold, run_tests};
+use datamesh_compiler::interp::{Fold, run_tests_with};
 use datamesh_compiler::ir::Program;
 
 pub use bench::bench;
@@ -285,9 +285,22 @@ pub fn fault_diagnostic(program: &Program, fault: &Fault, import: bool) -> Diagn
     })
 }
 
-/// `dmc test`: runs every test block and prints a closing `N passed, N failed` line.
+/// `dmc test`: runs every test block on the reference interpreter and prints a closing
+/// `N passed, N failed` line.
 pub fn test(
     files: &[impl AsRef<Path>],
+    style: Style,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    test_with_engine(files, Engine::Interp, style, out, err)
+}
+
+/// `dmc test --engine ...`: as [`test`], folding the given events with the chosen
+/// engine (a program the JIT cannot compile runs on the interpreter, with a warning).
+pub fn test_with_engine(
+    files: &[impl AsRef<Path>],
+    engine: Engine,
     style: Style,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -302,7 +315,15 @@ pub fn test(
                 continue;
             }
         };
-        for result in run_tests(&program) {
+        // A fresh engine per test; a program the JIT cannot compile is warned once.
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let results = run_tests_with(&program, &|p| {
+            make_engine(p, engine, &mut *warnings.borrow_mut())
+        });
+        if let Some(line) = String::from_utf8_lossy(&warnings.borrow()).lines().next() {
+            let _ = writeln!(err, "{line}");
+        }
+        for result in results {
             match result.failure {
                 None => {
                     passed += 1;

@@ -48,6 +48,10 @@ enum Command {
         /// `.dmp` files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The engine that folds the given events: `interp` (the reference
+        /// interpreter, the default) or `jit` (Cranelift, what a node runs).
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: EngineArg,
     },
     /// Explain a diagnostic code (`dmc explain E0102`: what it means, an example, the
     /// fix, as in the book), or print a stage of the compiler for a program
@@ -109,7 +113,13 @@ fn main() -> ExitCode {
             };
             dmc::run_with_engine(&file, &events, options, engine, style, &mut out, &mut err)
         }
-        Command::Test { files } => dmc::test(&files, style, &mut out, &mut err),
+        Command::Test { files, engine } => {
+            let engine = match engine {
+                EngineArg::Jit => dmc::Engine::Jit,
+                EngineArg::Interp => dmc::Engine::Interp,
+            };
+            dmc::test_with_engine(&files, engine, style, &mut out, &mut err)
+        }
         Command::Explain {
             file,
             list,

@@ -5,9 +5,12 @@
 //!   diagnostics (plain theme) must equal `NAME.stderr` beside it; it must produce one.
 //! - `syntax::NAME`: `compiler/tests/syntax/NAME.dmp` parses and checks without error,
 //!   and its syntax tree and typed IR must equal `NAME.ast` and `NAME.ir`.
+//! - `programs::NAME`: `compiler/tests/programs/NAME.dmp`, a program per construct of
+//!   the language, checks with no diagnostic and its `test` blocks pass on both
+//!   engines (the interpreter and the JIT).
 //! - `examples::DIR/NAME`: every program under `examples/` checks with no diagnostic,
-//!   its `test` blocks pass, and where its directory has `events.jsonl`, `dmc run`
-//!   prints exactly `expected.json`.
+//!   its `test` blocks pass on both engines, and where its directory has
+//!   `events.jsonl`, `dmc run` prints exactly `expected.json`.
 //!
 //! `UPDATE_EXPECT=1 cargo test -p dmc --test corpus` writes every expectation from what
 //! the code does now; review the diff before committing it: each file is a promise
@@ -179,29 +182,54 @@ fn syntax(file: &Path) -> Result<(), Failed> {
     ast_result.and(ir_result)
 }
 
-fn example(file: &Path) -> Result<(), Failed> {
+/// The file checks with no diagnostic at all.
+fn checks_cleanly(file: &Path) -> Result<(), Failed> {
     let source = read(file)?;
     let checked = check_source(&source);
-    if !checked.diagnostics.is_empty() {
-        let rendered = dmc::render(
-            &checked.diagnostics,
-            &file.display().to_string(),
-            &source,
-            dmc::Style::Plain,
-        );
-        return Err(format!("an example must check cleanly:\n{rendered}").into());
+    if checked.diagnostics.is_empty() {
+        return Ok(());
     }
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = dmc::test(&[file], dmc::Style::Plain, &mut out, &mut err);
-    let out = String::from_utf8_lossy(&out);
-    let closing = out.lines().last().unwrap_or_default();
-    if code != 0 || !closing.ends_with(" 0 failed") || closing.starts_with("0 passed") {
-        return Err(format!(
-            "its tests must pass (and there must be some):\n{out}\n{}",
-            String::from_utf8_lossy(&err)
-        )
-        .into());
+    let rendered = dmc::render(
+        &checked.diagnostics,
+        &file.display().to_string(),
+        &source,
+        dmc::Style::Plain,
+    );
+    Err(format!("it must check cleanly:\n{rendered}").into())
+}
+
+/// The file has `test` blocks, and they pass on the interpreter and on the JIT.
+fn tests_pass_on_both_engines(file: &Path) -> Result<(), Failed> {
+    for engine in [dmc::Engine::Interp, dmc::Engine::Jit] {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = dmc::test_with_engine(&[file], engine, dmc::Style::Plain, &mut out, &mut err);
+        let out = String::from_utf8_lossy(&out);
+        let err = String::from_utf8_lossy(&err);
+        let closing = out.lines().last().unwrap_or_default();
+        if code != 0
+            || !err.is_empty()
+            || !closing.ends_with(" 0 failed")
+            || closing.starts_with("0 passed")
+        {
+            return Err(format!(
+                "its tests must pass on {engine:?} (and there must be some):\n{out}\n{err}"
+            )
+            .into());
+        }
     }
+    Ok(())
+}
+
+/// A program of `compiler/tests/programs/`: its tests state what each construct folds
+/// to, and both engines must pass them.
+fn program(file: &Path) -> Result<(), Failed> {
+    checks_cleanly(file)?;
+    tests_pass_on_both_engines(file)
+}
+
+fn example(file: &Path) -> Result<(), Failed> {
+    checks_cleanly(file)?;
+    tests_pass_on_both_engines(file)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let events = dir.join("events.jsonl");
     if !events.exists() {
@@ -238,9 +266,15 @@ fn present(kind: &'static str, found: usize, at_least: usize) -> Trial {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
-    let kinds: [(&'static str, PathBuf, usize, Check); 3] = [
+    let kinds: [(&'static str, PathBuf, usize, Check); 4] = [
         ("ui", root().join("compiler/tests/ui"), 10, ui),
         ("syntax", root().join("compiler/tests/syntax"), 3, syntax),
+        (
+            "programs",
+            root().join("compiler/tests/programs"),
+            10,
+            program,
+        ),
         ("examples", root().join("examples"), 3, example),
     ];
     for (kind, dir, at_least, run) in kinds {

@@ -12,4 +12,4 @@ mod tests;
 
 pub use eval::eval_const;
 pub use fold::{Fold, Overlay, Take, Taken, TakenDocs, apply_event, apply_event_in_place};
-pub use tests::{TestFailure, TestResult, run_tests};
+pub use tests::{TestFailure, TestResult, run_tests, run_tests_with};

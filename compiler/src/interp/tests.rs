@@ -12,7 +12,7 @@ use super::eval::{DocLookup, Frame, eval};
 use super::fold::Fold;
 use crate::ast::{BinaryOp, Span};
 use crate::exec::codec::value_to_json;
-use crate::exec::{Meta, default_doc};
+use crate::exec::{Meta, ProjectionState, default_doc};
 use crate::ir::{EventSource, ExprKind, Program, TestStep};
 
 /// The outcome of one test.
@@ -33,27 +33,42 @@ pub struct TestFailure {
     pub span: Span,
 }
 
-impl DocLookup for Fold<'_> {
+/// The documents of every projection as an engine left them, for `expect`.
+struct Snapshot<'p> {
+    program: &'p Program,
+    states: Vec<ProjectionState>,
+}
+
+impl DocLookup for Snapshot<'_> {
     fn doc(&self, projection: usize, key: &[Value]) -> Option<Vec<Value>> {
-        if let Some(doc) = Fold::doc(self, projection, key) {
+        if let Some(doc) = self.states.get(projection)?.docs.get(key) {
             return Some(doc.clone());
         }
         // A single-document projection always has its document.
-        let p = self.program().projections.get(projection)?;
+        let p = self.program.projections.get(projection)?;
         (p.key.is_empty()).then(|| default_doc(p))
     }
 }
 
-/// Runs every test of a program, in order.
+/// Runs every test of a program, in order, on the reference interpreter.
 pub fn run_tests(program: &Program) -> Vec<TestResult> {
+    run_tests_with(program, &|p| Box::new(Fold::new(p)))
+}
+
+/// Runs every test of a program, in order, on the engines `engine` makes (a fresh one
+/// per test), so the same tests hold every engine to the same documents.
+pub fn run_tests_with<'p>(
+    program: &'p Program,
+    engine: &dyn Fn(&'p Program) -> Box<dyn FoldEngine + 'p>,
+) -> Vec<TestResult> {
     program
         .tests
         .iter()
         .map(|test| {
-            let mut fold = Fold::new(program);
+            let mut fold = engine(program);
             let mut failure = None;
             for step in &test.steps {
-                if let Err(f) = run_step(program, &mut fold, step) {
+                if let Err(f) = run_step(program, fold.as_mut(), step) {
                     failure = Some(f);
                     break;
                 }
@@ -66,7 +81,11 @@ pub fn run_tests(program: &Program) -> Vec<TestResult> {
         .collect()
 }
 
-fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(), TestFailure> {
+fn run_step(
+    program: &Program,
+    fold: &mut dyn FoldEngine,
+    step: &TestStep,
+) -> Result<(), TestFailure> {
     match step {
         TestStep::Given {
             source,
@@ -103,7 +122,7 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
             };
             let position = fold.next_position();
             let faults = match source {
-                EventSource::Local(event) => fold.apply_local(*event, &row, meta),
+                EventSource::Local(event) => fold.apply_local(*event, &row, &meta),
                 EventSource::Import(import, event) => fold
                     .apply_import(*import, *event, &row, Meta { position, ..meta })
                     .map_err(|f| fail(format!("import rule trapped: {}", f.trap)))?,
@@ -125,8 +144,12 @@ fn run_step(program: &Program, fold: &mut Fold<'_>, step: &TestStep) -> Result<(
                 message,
                 span: *span,
             };
+            let snapshot = Snapshot {
+                program,
+                states: fold.snapshot(),
+            };
             let mut frame = Frame::new(None, None, &[], 0);
-            frame.docs = Some(fold);
+            frame.docs = Some(&snapshot);
             let value = eval(cond, &mut frame, None)
                 .map_err(|t| fail(format!("expectation could not be evaluated: {t}")))?;
             if matches!(value, Value::Bool(true)) {
