@@ -771,33 +771,7 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         None => new_identity()?,
     };
     let Some((last_first, last_path)) = names.pop() else {
-        let active = create_segment(dir, identity, 0)?;
-        let path = dir.join(segment_name(0));
-        let index = Index {
-            segments: vec![Segment {
-                first: 0,
-                file: File::open(&path)?,
-                offsets: Offsets::Owned(Vec::new()),
-                len: format::SEGMENT_HEADER as u64,
-            }],
-            ..Index::default()
-        };
-        let recovery = Recovery {
-            segments: 1,
-            scanned_segments: 1,
-            created: true,
-            ..Recovery::default()
-        };
-        return Ok(Recovered {
-            index,
-            recovery,
-            active,
-            seal: SegmentIndex::new(0),
-            ids: ids::IdIndex::default(),
-            missing: Vec::new(),
-            identity,
-            to_scrub: Vec::new(),
-        });
+        return create_log(dir, identity);
     };
     let scan_last = || -> Result<(File, index::Scan, u32), LogError> {
         let file = File::open(&last_path)?;
@@ -819,160 +793,229 @@ fn recover(dir: &Path) -> Result<Recovered, LogError> {
         };
         let (sealed, head) = sealed?;
         let (file, scan, version) = last?;
-        let name = segment_name(last_first);
         if last_first != head {
             return Err(LogError::Corrupt {
-                segment: name,
+                segment: segment_name(last_first),
                 offset: 0,
                 reason: format!("starts at position {last_first}, expected {head}"),
             });
         }
-        let index::Scan {
-            segment: mut active,
-            stopped,
-            file_len,
-            committed,
-        } = scan;
-        // Whole groups only: in format 2 every group ends with a marked frame, so what
-        // follows the last one is a group the crash interrupted, even when its first
-        // frames are intact. (A format-1 segment this build has written to has group
-        // ends from then on; one it has not keeps format 1's rule: cut at the first
-        // bad frame.)
-        let whole = match committed {
-            Some(end) => Some(end),
-            None if version >= 2 => Some((format::SEGMENT_HEADER as u64, 0)),
-            None => None,
-        };
-        let partial = whole.filter(|&(len, _)| len < active.len);
-        let position = last_first + active.offsets.len() as u64;
-        // Zeros after the last whole group are the writer's zeroed space (see
-        // `writer`), not a torn write: kept for the writer to go on into.
-        let mut free = false;
-        if stopped.is_some() {
-            let at = active.len;
-            let rest_len = usize::try_from(file_len - at)
-                .map_err(|_| LogError::Io("segment too large".to_owned()))?;
-            let mut rest = vec![0u8; rest_len];
-            file.read_exact_at(&mut rest, at)?;
-            free = partial.is_none() && rest.iter().all(|&b| b == 0);
-            if let Some(found) = index::intact_after(&rest, at, position)
-                && found.proves_damage
-            {
-                return Err(LogError::Damaged {
-                    segment: name,
-                    offset: at,
-                    position,
-                    intact: found.records,
-                    intact_offset: found.offset,
-                    intact_position: found.position,
-                });
-            }
-        }
-        if (stopped.is_some() && !free) || partial.is_some() {
-            let (keep, kept) = partial.unwrap_or((active.len, active.offsets.len()));
-            let reason = stopped.as_deref().unwrap_or("the group has no last frame");
-            tracing::warn!(segment = %name, offset = keep, bytes = file_len - keep, reason, cut_records_of_the_last_group = active.offsets.len() - kept, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
-            let writable = std::fs::OpenOptions::new().write(true).open(&last_path)?;
-            writable.set_len(keep)?;
-            writable.sync_all()?;
-            if partial.is_some() {
-                active = index::scan(last_first, &file)?.segment;
-            }
-        }
-        let mut recovery = Recovery {
+        let (active, truncated_bytes) =
+            keep_whole_groups(&last_path, last_first, &file, scan, version)?;
+        let recovery = Recovery {
             segments: names.len() + 1,
             records: last_first + active.offsets.len() as u64,
             scanned_segments: 1,
-            truncated_bytes: if free {
-                0
-            } else {
-                file_len.saturating_sub(active.len)
-            },
+            truncated_bytes,
             ..Recovery::default()
         };
-        // The indexes are built only now: allocating them while the scan runs makes the
-        // two threads contend for the address space lock (measured: slower overall).
-        let mut lists = Vec::with_capacity(sealed.len());
-        let mut ids = 0;
-        let mut last_time = active.max_time.max(0);
-        let mut missing = Vec::new();
-        let mut to_scrub = Vec::new();
-        for segment in &sealed {
-            match &segment.how {
-                Sealed::Indexed(idx) => {
-                    recovery.indexed_segments += 1;
-                    lists.push(idx.stream_list());
-                    ids += idx.ids().len();
-                    last_time = last_time.max(idx.max_time);
-                    to_scrub.push(scrub::Expect {
-                        first: segment.first,
-                        records: idx.count() as u64,
-                        len: idx.len,
-                    });
-                }
-                Sealed::Scanned(scanned) => {
-                    recovery.scanned_segments += 1;
-                    lists.push(scanned.stream_list());
-                    ids += scanned.ids.len();
-                    last_time = last_time.max(scanned.max_time);
-                    missing.extend(index::encode(scanned).map(|bytes| (segment.first, bytes)));
-                }
-            }
-        }
-        let streams = index::merge_streams(&lists, &active.stream_list());
-        drop(lists);
-        let mut id_index = ids::IdIndex::with_capacity(ids + active.ids.len());
-        let mut segments = Vec::with_capacity(sealed.len() + 1);
-        for SealedSegment { first, file, how } in sealed {
-            let (offsets, len) = match how {
-                Sealed::Indexed(idx) => {
-                    for (id, position) in idx.ids() {
-                        id_index.insert(id, position);
-                    }
-                    let len = idx.len;
-                    (Offsets::Idx(idx), len)
-                }
-                Sealed::Scanned(scanned) => {
-                    for (id, position) in scanned.ids.iter() {
-                        id_index.insert(id, position);
-                    }
-                    (Offsets::Owned(scanned.offsets), scanned.len)
-                }
-            };
-            segments.push(Segment {
-                first,
-                file,
-                offsets,
-                len,
+        let active_file = std::fs::OpenOptions::new().write(true).open(&last_path)?;
+        Ok(assemble(
+            sealed,
+            (last_first, file, active, active_file),
+            recovery,
+            identity,
+        ))
+    })
+}
+
+/// A new log in an empty `dir`: one empty segment from position 0.
+fn create_log(dir: &Path, identity: u128) -> Result<Recovered, LogError> {
+    let active = create_segment(dir, identity, 0)?;
+    let path = dir.join(segment_name(0));
+    let index = Index {
+        segments: vec![Segment {
+            first: 0,
+            file: File::open(&path)?,
+            offsets: Offsets::Owned(Vec::new()),
+            len: format::SEGMENT_HEADER as u64,
+        }],
+        ..Index::default()
+    };
+    let recovery = Recovery {
+        segments: 1,
+        scanned_segments: 1,
+        created: true,
+        ..Recovery::default()
+    };
+    Ok(Recovered {
+        index,
+        recovery,
+        active,
+        seal: SegmentIndex::new(0),
+        ids: ids::IdIndex::default(),
+        missing: Vec::new(),
+        identity,
+        to_scrub: Vec::new(),
+    })
+}
+
+/// Keeps the last segment's whole groups: a torn tail (a group the crash interrupted,
+/// never acknowledged) is cut from the file; zeros after the last whole group are the
+/// writer's zeroed space and stay. Returns the segment's index as kept and how many
+/// bytes were cut.
+///
+/// # Errors
+/// [`LogError::Damaged`] when intact records after the bad bytes prove they are damage
+/// rather than a torn write; I/O errors.
+fn keep_whole_groups(
+    path: &Path,
+    first: u64,
+    file: &File,
+    scan: index::Scan,
+    version: u32,
+) -> Result<(SegmentIndex, u64), LogError> {
+    let name = segment_name(first);
+    let index::Scan {
+        segment: mut active,
+        stopped,
+        file_len,
+        committed,
+    } = scan;
+    // Whole groups only: in format 2 every group ends with a marked frame, so what
+    // follows the last one is a group the crash interrupted, even when its first
+    // frames are intact. (A format-1 segment this build has written to has group
+    // ends from then on; one it has not keeps format 1's rule: cut at the first
+    // bad frame.)
+    let whole = match committed {
+        Some(end) => Some(end),
+        None if version >= 2 => Some((format::SEGMENT_HEADER as u64, 0)),
+        None => None,
+    };
+    let partial = whole.filter(|&(len, _)| len < active.len);
+    let position = first + active.offsets.len() as u64;
+    // Zeros after the last whole group are the writer's zeroed space (see
+    // `writer`), not a torn write: kept for the writer to go on into.
+    let mut free = false;
+    if stopped.is_some() {
+        let at = active.len;
+        let rest_len = usize::try_from(file_len - at)
+            .map_err(|_| LogError::Io("segment too large".to_owned()))?;
+        let mut rest = vec![0u8; rest_len];
+        file.read_exact_at(&mut rest, at)?;
+        free = partial.is_none() && rest.iter().all(|&b| b == 0);
+        if let Some(found) = index::intact_after(&rest, at, position)
+            && found.proves_damage
+        {
+            return Err(LogError::Damaged {
+                segment: name,
+                offset: at,
+                position,
+                intact: found.records,
+                intact_offset: found.offset,
+                intact_position: found.position,
             });
         }
-        for (id, position) in active.ids.iter() {
-            id_index.insert(id, position);
+    }
+    if (stopped.is_some() && !free) || partial.is_some() {
+        let (keep, kept) = partial.unwrap_or((active.len, active.offsets.len()));
+        let reason = stopped.as_deref().unwrap_or("the group has no last frame");
+        tracing::warn!(segment = %name, offset = keep, bytes = file_len - keep, reason, cut_records_of_the_last_group = active.offsets.len() - kept, "cutting the torn tail of the log (a write the crash interrupted; it was never acknowledged)");
+        let writable = std::fs::OpenOptions::new().write(true).open(path)?;
+        writable.set_len(keep)?;
+        writable.sync_all()?;
+        if partial.is_some() {
+            active = index::scan(first, file)?.segment;
         }
-        segments.push(Segment {
-            first: last_first,
-            file,
-            offsets: Offsets::Owned(active.offsets.clone()),
-            len: active.len,
-        });
-        let index = Index {
-            segments,
-            streams,
-            head: recovery.records,
-            last_time,
+    }
+    let truncated = if free {
+        0
+    } else {
+        file_len.saturating_sub(active.len)
+    };
+    Ok((active, truncated))
+}
+
+/// Builds the log's in-memory index from the sealed segments and the active one (its
+/// first position, read file, index and file opened for writing): offsets, streams,
+/// ids, the idx files to write and the segments to scrub.
+fn assemble(
+    sealed: Vec<SealedSegment>,
+    (last_first, file, active, active_file): (u64, File, SegmentIndex, File),
+    mut recovery: Recovery,
+    identity: u128,
+) -> Recovered {
+    // The indexes are built only now: allocating them while the scan runs makes the
+    // two threads contend for the address space lock (measured: slower overall).
+    let mut lists = Vec::with_capacity(sealed.len());
+    let mut ids = 0;
+    let mut last_time = active.max_time.max(0);
+    let mut missing = Vec::new();
+    let mut to_scrub = Vec::new();
+    for segment in &sealed {
+        match &segment.how {
+            Sealed::Indexed(idx) => {
+                recovery.indexed_segments += 1;
+                lists.push(idx.stream_list());
+                ids += idx.ids().len();
+                last_time = last_time.max(idx.max_time);
+                to_scrub.push(scrub::Expect {
+                    first: segment.first,
+                    records: idx.count() as u64,
+                    len: idx.len,
+                });
+            }
+            Sealed::Scanned(scanned) => {
+                recovery.scanned_segments += 1;
+                lists.push(scanned.stream_list());
+                ids += scanned.ids.len();
+                last_time = last_time.max(scanned.max_time);
+                missing.extend(index::encode(scanned).map(|bytes| (segment.first, bytes)));
+            }
+        }
+    }
+    let streams = index::merge_streams(&lists, &active.stream_list());
+    drop(lists);
+    let mut id_index = ids::IdIndex::with_capacity(ids + active.ids.len());
+    let mut segments = Vec::with_capacity(sealed.len() + 1);
+    for SealedSegment { first, file, how } in sealed {
+        let (offsets, len) = match how {
+            Sealed::Indexed(idx) => {
+                for (id, position) in idx.ids() {
+                    id_index.insert(id, position);
+                }
+                let len = idx.len;
+                (Offsets::Idx(idx), len)
+            }
+            Sealed::Scanned(scanned) => {
+                for (id, position) in scanned.ids.iter() {
+                    id_index.insert(id, position);
+                }
+                (Offsets::Owned(scanned.offsets), scanned.len)
+            }
         };
-        let active_file = std::fs::OpenOptions::new().write(true).open(&last_path)?;
-        Ok(Recovered {
-            index,
-            recovery,
-            active: active_file,
-            seal: active,
-            ids: id_index,
-            missing,
-            identity,
-            to_scrub,
-        })
-    })
+        segments.push(Segment {
+            first,
+            file,
+            offsets,
+            len,
+        });
+    }
+    for (id, position) in active.ids.iter() {
+        id_index.insert(id, position);
+    }
+    segments.push(Segment {
+        first: last_first,
+        file,
+        offsets: Offsets::Owned(active.offsets.clone()),
+        len: active.len,
+    });
+    let index = Index {
+        segments,
+        streams,
+        head: recovery.records,
+        last_time,
+    };
+    Recovered {
+        index,
+        recovery,
+        active: active_file,
+        seal: active,
+        ids: id_index,
+        missing,
+        identity,
+        to_scrub,
+    }
 }
 
 /// A sealed segment found by recovery.

@@ -357,6 +357,11 @@ fn fail_all(accepted: Vec<Accepted>, reason: &str) {
     }
 }
 
+/// Writes one group: validates and encodes its requests ([`encode_group`]), writes
+/// them at the end of the active segment, rolling to a new one first when they would
+/// overfill it ([`place_group`]), makes them durable with one `fdatasync`, publishes
+/// them to readers and only then answers each request. An I/O error poisons the log
+/// and fails every request of the group.
 #[allow(clippy::too_many_arguments)]
 fn write_group(
     config: &LogConfig,
@@ -375,123 +380,30 @@ fn write_group(
         }
         return;
     }
-    // Validation needs nothing of the published index: the writer's own tables hold
-    // every stream count and id, published or not.
     let time = now_micros().max(*last_time);
     buffer.clear();
-    let mut relative = Vec::new();
-    let mut streams = Vec::new();
-    let mut new_streams = Vec::new();
-    let mut ids = IdList::default();
-    let mut accepted = Vec::new();
-    let group_first = *next;
-    for job in group {
-        let stored =
-            |position: u64| stored_record(shared, buffer, &relative, group_first, position);
-        match validate(known, &job, &stored) {
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
-            }
-            Ok(Some(positions)) => accepted.push(Accepted {
-                reply: job.reply,
-                positions,
-                deduplicated: true,
-            }),
-            Ok(None) => {
-                let mut positions = Vec::with_capacity(job.events.len());
-                for event in job.events {
-                    let stream_version = if event.stream.is_empty() {
-                        0
-                    } else {
-                        let Some((id, version)) =
-                            known.streams.add(&event.stream, &mut new_streams)
-                        else {
-                            let reason = "the log cannot hold more than 2^32 streams";
-                            poison(shared, reason);
-                            let _ = job.reply.send(Err(LogError::Poisoned(reason.to_owned())));
-                            return fail_all(accepted, reason);
-                        };
-                        streams.push((id, *next));
-                        version
-                    };
-                    let record = Record {
-                        position: *next,
-                        time: event.time.unwrap_or(time),
-                        stream_version,
-                        event_type: event.event_type,
-                        stream: event.stream,
-                        id: event.id,
-                        payload: event.payload,
-                        origin: event.origin,
-                    };
-                    relative.push(buffer.len() as u64);
-                    encode_frame(&record, buffer);
-                    // An imported event's id names the peer event it came from; the
-                    // link's position, not the id index, keeps imports exactly once.
-                    if !record.id.is_empty() && record.origin.is_empty() {
-                        known.ids.insert(&record.id, *next);
-                        // Not into the active segment's list yet: this group may roll
-                        // to the next segment.
-                        ids.push(&record.id, *next);
-                    }
-                    positions.push(*next);
-                    *next += 1;
-                }
-                accepted.push(Accepted {
-                    reply: job.reply,
-                    positions,
-                    deduplicated: false,
-                });
-            }
-        }
-    }
-    if accepted.is_empty() {
+    let Some(encoded) = encode_group(shared, known, next, time, group, buffer) else {
         return;
-    }
-    let mut new_segment = None;
-    let mut sealed = None;
-    if let Some(&last) = relative.last() {
-        // Recovery tells damage from a torn write by the group starts, and keeps only
-        // whole groups by their ends (see `format`).
-        mark_group_start(buffer);
-        mark_group_end(&mut buffer[last as usize..]);
-    }
-    if !buffer.is_empty() {
-        // Roll to a new segment when this group would overfill the active one.
+    };
+    let Encoded {
+        relative,
+        streams,
+        new_streams,
+        ids,
+        accepted,
+    } = encoded;
+    let (new_segment, sealed) = if buffer.is_empty() {
+        (None, None)
+    } else {
         let first_here = *next - relative.len() as u64;
-        if active.len > SEGMENT_HEADER as u64
-            && active.len + buffer.len() as u64 > config.segment_bytes
-        {
-            match roll(config, active, first_here, shared.identity) {
-                Ok((file, read)) => {
-                    let old = std::mem::replace(
-                        active,
-                        Active {
-                            file,
-                            first: first_here,
-                            len: SEGMENT_HEADER as u64,
-                            zeroed: SEGMENT_HEADER as u64,
-                            unzeroed: false,
-                            seal: SegmentIndex::new(first_here),
-                            streams: super::Map::default(),
-                        },
-                    );
-                    sealed = Some(old.sealed(&known.streams.names));
-                    new_segment = Some(read);
-                }
-                Err(e) => {
-                    poison(shared, &e.to_string());
-                    return fail_all(accepted, &e.to_string());
-                }
+        match place_group(config, shared, active, known, first_here, buffer) {
+            Ok(placed) => placed,
+            Err(reason) => {
+                poison(shared, &reason);
+                return fail_all(accepted, &reason);
             }
         }
-        let written = zero_ahead(config, active, buffer.len() as u64)
-            .and_then(|()| active.file.write_all_at(buffer, active.len));
-        if let Err(e) = written {
-            poison(shared, &e.to_string());
-            return fail_all(accepted, &e.to_string());
-        }
-    }
+    };
     let base = active.len;
     active.len += buffer.len() as u64;
     // (An imported record keeps its time on its first node; only local append times
@@ -539,6 +451,159 @@ fn write_group(
             head,
         }));
     }
+}
+
+/// A group's records, encoded into the writer's buffer, and what they add to the
+/// writer's tables.
+struct Encoded {
+    /// Offset of each record in the buffer.
+    relative: Vec<u64>,
+    /// (stream id, position) of the records, in order.
+    streams: Vec<(u32, u64)>,
+    /// Streams the group writes first.
+    new_streams: Vec<Arc<str>>,
+    /// The ids of its local records.
+    ids: IdList,
+    /// The requests to answer once the group is durable.
+    accepted: Vec<Accepted>,
+}
+
+/// Validates each request of a group against the writer's own tables (every stream
+/// count and id, published or not), answers those refused (or fails them all if the
+/// log must stop), and encodes the accepted events into `buffer` at the next
+/// positions, the group's first and last frames marked. `None` when nothing is left
+/// to write or answer.
+fn encode_group(
+    shared: &Shared,
+    known: &mut Known,
+    next: &mut u64,
+    time: i64,
+    group: Vec<Job>,
+    buffer: &mut Vec<u8>,
+) -> Option<Encoded> {
+    let mut relative = Vec::new();
+    let mut streams = Vec::new();
+    let mut new_streams = Vec::new();
+    let mut ids = IdList::default();
+    let mut accepted = Vec::new();
+    let group_first = *next;
+    for job in group {
+        let stored =
+            |position: u64| stored_record(shared, buffer, &relative, group_first, position);
+        match validate(known, &job, &stored) {
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+            }
+            Ok(Some(positions)) => accepted.push(Accepted {
+                reply: job.reply,
+                positions,
+                deduplicated: true,
+            }),
+            Ok(None) => {
+                let mut positions = Vec::with_capacity(job.events.len());
+                for event in job.events {
+                    let stream_version = if event.stream.is_empty() {
+                        0
+                    } else {
+                        let Some((id, version)) =
+                            known.streams.add(&event.stream, &mut new_streams)
+                        else {
+                            let reason = "the log cannot hold more than 2^32 streams";
+                            poison(shared, reason);
+                            let _ = job.reply.send(Err(LogError::Poisoned(reason.to_owned())));
+                            fail_all(accepted, reason);
+                            return None;
+                        };
+                        streams.push((id, *next));
+                        version
+                    };
+                    let record = Record {
+                        position: *next,
+                        time: event.time.unwrap_or(time),
+                        stream_version,
+                        event_type: event.event_type,
+                        stream: event.stream,
+                        id: event.id,
+                        payload: event.payload,
+                        origin: event.origin,
+                    };
+                    relative.push(buffer.len() as u64);
+                    encode_frame(&record, buffer);
+                    // An imported event's id names the peer event it came from; the
+                    // link's position, not the id index, keeps imports exactly once.
+                    if !record.id.is_empty() && record.origin.is_empty() {
+                        known.ids.insert(&record.id, *next);
+                        // Not into the active segment's list yet: this group may roll
+                        // to the next segment.
+                        ids.push(&record.id, *next);
+                    }
+                    positions.push(*next);
+                    *next += 1;
+                }
+                accepted.push(Accepted {
+                    reply: job.reply,
+                    positions,
+                    deduplicated: false,
+                });
+            }
+        }
+    }
+    if accepted.is_empty() {
+        return None;
+    }
+    if let Some(&last) = relative.last() {
+        // Recovery tells damage from a torn write by the group starts, and keeps only
+        // whole groups by their ends (see `format`).
+        mark_group_start(buffer);
+        mark_group_end(&mut buffer[last as usize..]);
+    }
+    Some(Encoded {
+        relative,
+        streams,
+        new_streams,
+        ids,
+        accepted,
+    })
+}
+
+/// Writes an encoded group (its first record at position `first_here`) at the end of
+/// the active segment, into its zeroed space; first rolls to a new segment when the
+/// group would overfill this one. Returns the new segment's read handle and the
+/// sealed segment's index when it rolled.
+///
+/// # Errors
+/// The I/O error's text (the caller poisons the log).
+fn place_group(
+    config: &LogConfig,
+    shared: &Shared,
+    active: &mut Active,
+    known: &Known,
+    first_here: u64,
+    buffer: &[u8],
+) -> Result<(Option<File>, Option<SegmentIndex>), String> {
+    let mut placed = (None, None);
+    if active.len > SEGMENT_HEADER as u64 && active.len + buffer.len() as u64 > config.segment_bytes
+    {
+        let (file, read) =
+            roll(config, active, first_here, shared.identity).map_err(|e| e.to_string())?;
+        let old = std::mem::replace(
+            active,
+            Active {
+                file,
+                first: first_here,
+                len: SEGMENT_HEADER as u64,
+                zeroed: SEGMENT_HEADER as u64,
+                unzeroed: false,
+                seal: SegmentIndex::new(first_here),
+                streams: super::Map::default(),
+            },
+        );
+        placed = (Some(read), Some(old.sealed(&known.streams.names)));
+    }
+    zero_ahead(config, active, buffer.len() as u64)
+        .and_then(|()| active.file.write_all_at(buffer, active.len))
+        .map_err(|e| e.to_string())?;
+    Ok(placed)
 }
 
 /// Adds a written group to the active segment's index.
