@@ -240,7 +240,39 @@ impl<'a> Cx<'a> {
             );
             return None;
         }
-        let (target, target_ty) = match &place.kind {
+        let (target, target_ty) = self.assigned_place(place, op, &value)?;
+        let (Place::State(f) | Place::MapEntry(f, _)) = &target;
+        if let Some(flag) = self.assigned.get_mut(*f) {
+            *flag = true;
+        }
+        let op = match op {
+            AssignOp::Set => None,
+            AssignOp::Add => Some(BinaryOp::Add),
+            AssignOp::Sub => Some(BinaryOp::Sub),
+            AssignOp::Mul => Some(BinaryOp::Mul),
+            AssignOp::Div => Some(BinaryOp::Div),
+            AssignOp::Rem => Some(BinaryOp::Rem),
+        };
+        let stored = self.stored_type(op, &target_ty, &value, span)?;
+        Some(Stmt::Assign {
+            target,
+            op,
+            value,
+            stored,
+            span,
+        })
+    }
+
+    /// What an assignment assigns: a state field or a map entry of one, and its type.
+    /// `None` (reported) for anything else: a local, an event field, an element of a
+    /// list or set, an expression.
+    fn assigned_place(
+        &mut self,
+        place: &ast::Expr,
+        op: AssignOp,
+        value: &Expr,
+    ) -> Option<(Place, Type)> {
+        let found = match &place.kind {
             ast::ExprKind::Name(name) => {
                 if let Some(local) = self.scopes.iter().rev().find(|l| l.name == *name) {
                     let span = local.span;
@@ -307,22 +339,22 @@ impl<'a> Cx<'a> {
                 return None;
             }
         };
-        let (Place::State(f) | Place::MapEntry(f, _)) = &target;
-        if let Some(flag) = self.assigned.get_mut(*f) {
-            *flag = true;
-        }
-        let op = match op {
-            AssignOp::Set => None,
-            AssignOp::Add => Some(BinaryOp::Add),
-            AssignOp::Sub => Some(BinaryOp::Sub),
-            AssignOp::Mul => Some(BinaryOp::Mul),
-            AssignOp::Div => Some(BinaryOp::Div),
-            AssignOp::Rem => Some(BinaryOp::Rem),
-        };
-        let stored = match op {
+        Some(found)
+    }
+
+    /// The type of what `target op= value` stores (`value`'s for `=`), checked against
+    /// the target's type; `None` (reported) for a compound assignment to an optional.
+    fn stored_type(
+        &mut self,
+        op: Option<BinaryOp>,
+        target_ty: &Type,
+        value: &Expr,
+        span: Span,
+    ) -> Option<Type> {
+        Some(match op {
             None => {
-                if !value.ty.fits(&target_ty) {
-                    let d = mismatch(&target_ty, &value.ty, value.span);
+                if !value.ty.fits(target_ty) {
+                    let d = mismatch(target_ty, &value.ty, value.span);
                     self.report(d);
                 }
                 value.ty.clone()
@@ -345,9 +377,9 @@ impl<'a> Cx<'a> {
                     return None;
                 }
                 match binary_type(op, &lhs_ty, &value.ty) {
-                    Some(result) if result.fits(&target_ty) => result,
+                    Some(result) if result.fits(target_ty) => result,
                     Some(result) => {
-                        let d = mismatch(&target_ty, &result, span);
+                        let d = mismatch(target_ty, &result, span);
                         self.report(d);
                         result
                     }
@@ -358,13 +390,6 @@ impl<'a> Cx<'a> {
                     }
                 }
             }
-        };
-        Some(Stmt::Assign {
-            target,
-            op,
-            value,
-            stored,
-            span,
         })
     }
 

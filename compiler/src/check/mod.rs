@@ -451,13 +451,48 @@ impl Checker {
         }
     }
 
+    /// A projection: its version, state and key clauses, each handler (with its key,
+    /// guard and body), the one key shape all handlers share, and the warnings about
+    /// what never runs or never changes.
     fn projection(
         &mut self,
         decl: &ast::ProjectionDecl,
         events: &[EventType],
         usage: &mut Usage,
     ) -> Projection {
-        let version = match &decl.version {
+        let version = self.projection_version(decl);
+        let (state, key_decl) = self.projection_members(decl);
+        let mut assigned = vec![false; state.len()];
+        let mut handlers = Vec::new();
+        let mut shape = KeyShape::default();
+        for member in &decl.members {
+            let ast::Member::Handler(h) = member else {
+                continue;
+            };
+            let Some(handler) =
+                self.handler(h, (events, &mut *usage), (&state, key_decl), &mut assigned)
+            else {
+                continue;
+            };
+            let key_span = h.key.as_ref().or(key_decl).map_or(h.event.span, |s| s.span);
+            let types: Vec<Type> = handler.key.iter().map(|k| k.ty.clone()).collect();
+            shape.add(&mut self.diags, h, types, key_span);
+            handlers.push(handler);
+        }
+        self.projection_warnings(decl, key_decl, (&state, &assigned), handlers.is_empty());
+        Projection {
+            name: decl.name.name.clone(),
+            version,
+            state,
+            key: shape.types.map(|(t, _)| t).unwrap_or_default(),
+            handlers,
+            span: decl.name.span,
+        }
+    }
+
+    /// The version a projection declares (`v1` when it declares none).
+    fn projection_version(&mut self, decl: &ast::ProjectionDecl) -> u32 {
+        match &decl.version {
             None => 1,
             Some(v) => match v.name.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()) {
                 Some(n) if n > 0 => n,
@@ -474,7 +509,14 @@ impl Checker {
                     1
                 }
             },
-        };
+        }
+    }
+
+    /// A projection's state fields and its `key` clause, each declared at most once.
+    fn projection_members<'d>(
+        &mut self,
+        decl: &'d ast::ProjectionDecl,
+    ) -> (Vec<Field>, Option<&'d ast::KeySpec>) {
         let mut state_decl: Option<Span> = None;
         let mut key_decl: Option<&ast::KeySpec> = None;
         let mut state = Vec::new();
@@ -512,122 +554,71 @@ impl Checker {
                 ast::Member::Handler(_) | ast::Member::Error(_) => {}
             }
         }
-        let mut assigned = vec![false; state.len()];
-        let mut handlers = Vec::new();
-        let mut key_shape: Option<(Vec<Type>, Span)> = None;
-        let mut unkeyed_handler: Option<Span> = None;
-        for member in &decl.members {
-            let ast::Member::Handler(h) = member else {
-                continue;
-            };
-            let Some(event_id) = self.lookup_event(&h.event, events) else {
-                continue;
-            };
-            usage.events[event_id] = true;
-            let event = &events[event_id];
-            let spec = h.key.as_ref().or(key_decl);
-            let mut cx = Cx::new(Mode::Handler, &mut self.diags);
-            cx.event = Some(event);
-            cx.state = Some(&state);
-            let key: Vec<crate::ir::Expr> = match spec {
-                Some(spec) => spec
-                    .parts
-                    .iter()
-                    .map(|p| cx.key_expr(p, h.key.is_none(), &h.event))
-                    .collect(),
-                None => Vec::new(),
-            };
-            let guard = h.guard.as_ref().map(|g| cx.condition(g, "a `where` guard"));
-            let body = cx.block(&h.body.stmts);
-            let locals = cx.finish_locals();
-            for (slot, flag) in cx.assigned.iter().enumerate() {
-                if *flag {
-                    assigned[slot] = true;
-                }
+        (state, key_decl)
+    }
+
+    /// One handler of a projection: its key (its own or the projection's), guard and
+    /// body, checked against the event and the state; marks the state fields it
+    /// assigns. `None` when its event is unknown (reported).
+    fn handler(
+        &mut self,
+        h: &ast::Handler,
+        (events, usage): (&[EventType], &mut Usage),
+        (state, key_decl): (&[Field], Option<&ast::KeySpec>),
+        assigned: &mut [bool],
+    ) -> Option<Handler> {
+        let event_id = self.lookup_event(&h.event, events)?;
+        usage.events[event_id] = true;
+        let event = &events[event_id];
+        let spec = h.key.as_ref().or(key_decl);
+        let mut cx = Cx::new(Mode::Handler, &mut self.diags);
+        cx.event = Some(event);
+        cx.state = Some(state);
+        let key: Vec<crate::ir::Expr> = match spec {
+            Some(spec) => spec
+                .parts
+                .iter()
+                .map(|p| cx.key_expr(p, h.key.is_none(), &h.event))
+                .collect(),
+            None => Vec::new(),
+        };
+        let guard = h.guard.as_ref().map(|g| cx.condition(g, "a `where` guard"));
+        let body = cx.block(&h.body.stmts);
+        let locals = cx.finish_locals();
+        for (slot, flag) in cx.assigned.iter().enumerate() {
+            if *flag {
+                assigned[slot] = true;
             }
-            if let Some(guard) = &guard
-                && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false))
-            {
-                self.error(
-                    Diagnostic::warning(codes::W0004, "this handler can never run", guard.span)
-                        .label("this guard is always false")
-                        .related(h.event.span, "handler declared here")
-                        .help("remove the handler, or fix its `where` condition"),
-                );
-            }
-            // All handlers of a projection address documents the same way.
-            let types: Vec<Type> = key.iter().map(|k| k.ty.clone()).collect();
-            let key_span = spec.map_or(h.event.span, |s| s.span);
-            if types.is_empty() {
-                if let Some((_, span)) = &key_shape {
-                    self.error(
-                        Diagnostic::error(
-                            codes::E0207,
-                            format!(
-                                "handler for `{}` has no key, but other handlers are keyed",
-                                h.event.name
-                            ),
-                            h.event.span,
-                        )
-                        .label("which document should this update?")
-                        .related(*span, "keyed here")
-                        .help("give this handler a key: `on Event key event.field { ... }`"),
-                    );
-                }
-                unkeyed_handler.get_or_insert(h.event.span);
-            } else {
-                if let Some(unkeyed) = unkeyed_handler
-                    && key_shape.is_none()
-                {
-                    self.error(
-                        Diagnostic::error(
-                            codes::E0207,
-                            "this handler is keyed, but an earlier handler has no key",
-                            key_span,
-                        )
-                        .label("keyed here")
-                        .related(unkeyed, "no key here")
-                        .help("either every handler of a projection has a key, or none has"),
-                    );
-                }
-                match &key_shape {
-                    None => key_shape = Some((types, key_span)),
-                    Some((shape, span)) => {
-                        let compatible = shape.len() == types.len()
-                            && shape
-                                .iter()
-                                .zip(&types)
-                                .all(|(a, b)| a == b || *a == Type::Error || *b == Type::Error);
-                        if !compatible {
-                            let show = |t: &[Type]| {
-                                t.iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            };
-                            self.error(
-                                Diagnostic::error(
-                                    codes::E0207,
-                                    format!("key ({}) does not match the projection's other keys ({})", show(&types), show(shape)),
-                                    key_span,
-                                )
-                                .label("different key shape")
-                                .related(*span, "first key here")
-                                .help("every handler must address documents with the same number and types of key parts"),
-                            );
-                        }
-                    }
-                }
-            }
-            handlers.push(Handler {
-                event: event_id,
-                key,
-                guard,
-                body,
-                locals,
-                span: h.span,
-            });
         }
+        if let Some(guard) = &guard
+            && guard.kind == crate::ir::ExprKind::Const(Value::Bool(false))
+        {
+            self.error(
+                Diagnostic::warning(codes::W0004, "this handler can never run", guard.span)
+                    .label("this guard is always false")
+                    .related(h.event.span, "handler declared here")
+                    .help("remove the handler, or fix its `where` condition"),
+            );
+        }
+        Some(Handler {
+            event: event_id,
+            key,
+            guard,
+            body,
+            locals,
+            span: h.span,
+        })
+    }
+
+    /// The warnings about a projection as a whole: a `key` clause no handler uses, no
+    /// handler at all, state fields never assigned.
+    fn projection_warnings(
+        &mut self,
+        decl: &ast::ProjectionDecl,
+        key_decl: Option<&ast::KeySpec>,
+        (state, assigned): (&[Field], &[bool]),
+        no_handler: bool,
+    ) {
         if let Some(spec) = key_decl
             && decl.members.iter().all(|m| match m {
                 ast::Member::Handler(h) => h.key.is_some(),
@@ -648,7 +639,7 @@ impl Checker {
                 .help("remove this `key` clause, or drop the handlers' own keys"),
             );
         }
-        if handlers.is_empty()
+        if no_handler
             && decl
                 .members
                 .iter()
@@ -664,7 +655,7 @@ impl Checker {
                 .help("add a handler: `on EventType { ... }`"),
             );
         }
-        for (field, was_assigned) in state.iter().zip(&assigned) {
+        for (field, was_assigned) in state.iter().zip(assigned) {
             if !was_assigned {
                 self.error(
                     Diagnostic::warning(
@@ -676,14 +667,6 @@ impl Checker {
                     .help("assign it in a handler, or remove it"),
                 );
             }
-        }
-        Projection {
-            name: decl.name.name.clone(),
-            version,
-            state,
-            key: key_shape.map(|(t, _)| t).unwrap_or_default(),
-            handlers,
-            span: decl.name.span,
         }
     }
 
@@ -910,4 +893,87 @@ impl Checker {
 enum FieldKind {
     Event,
     State,
+}
+
+/// The key shape of a projection's handlers as they are checked: every handler has a
+/// key or none has, and all keys have the same number and types of parts.
+#[derive(Default)]
+struct KeyShape {
+    /// The first key's part types and where it is.
+    types: Option<(Vec<Type>, Span)>,
+    /// The first handler without a key.
+    unkeyed: Option<Span>,
+}
+
+impl KeyShape {
+    /// Adds handler `h`, whose key parts have `types` (none: unkeyed) at `key_span`.
+    fn add(
+        &mut self,
+        diags: &mut Vec<Diagnostic>,
+        h: &ast::Handler,
+        types: Vec<Type>,
+        key_span: Span,
+    ) {
+        if types.is_empty() {
+            if let Some((_, span)) = &self.types {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0207,
+                        format!(
+                            "handler for `{}` has no key, but other handlers are keyed",
+                            h.event.name
+                        ),
+                        h.event.span,
+                    )
+                    .label("which document should this update?")
+                    .related(*span, "keyed here")
+                    .help("give this handler a key: `on Event key event.field { ... }`"),
+                );
+            }
+            self.unkeyed.get_or_insert(h.event.span);
+        } else {
+            if let Some(unkeyed) = self.unkeyed
+                && self.types.is_none()
+            {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0207,
+                        "this handler is keyed, but an earlier handler has no key",
+                        key_span,
+                    )
+                    .label("keyed here")
+                    .related(unkeyed, "no key here")
+                    .help("either every handler of a projection has a key, or none has"),
+                );
+            }
+            match &self.types {
+                None => self.types = Some((types, key_span)),
+                Some((shape, span)) => {
+                    let compatible = shape.len() == types.len()
+                        && shape
+                            .iter()
+                            .zip(&types)
+                            .all(|(a, b)| a == b || *a == Type::Error || *b == Type::Error);
+                    if !compatible {
+                        let show = |t: &[Type]| {
+                            t.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        diags.push(
+                            Diagnostic::error(
+                                codes::E0207,
+                                format!("key ({}) does not match the projection's other keys ({})", show(&types), show(shape)),
+                                key_span,
+                            )
+                            .label("different key shape")
+                            .related(*span, "first key here")
+                            .help("every handler must address documents with the same number and types of key parts"),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
