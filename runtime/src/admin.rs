@@ -10,8 +10,8 @@
 
 use std::fmt::Write;
 
-use crate::api::pb;
-use crate::api::pb::data_mesh_server::DataMesh;
+use crate::proto as pb;
+use crate::proto::data_mesh_server::DataMesh;
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -376,7 +376,7 @@ pub async fn page(
 }
 
 /// The status as the JSON `status --json` prints.
-pub fn status_json(r: &crate::api::pb::StatusResponse) -> serde_json::Value {
+pub fn status_json(r: &crate::proto::StatusResponse) -> serde_json::Value {
     let projections: Vec<serde_json::Value> = r
         .projections
         .iter()

@@ -34,7 +34,7 @@ pub struct NodeConfig {
     /// The engine handlers run on.
     pub engine: EngineKind,
     /// The node's name and its peers.
-    pub mesh: crate::mesh::MeshConfig,
+    pub mesh: crate::links::MeshConfig,
     /// Serve an address other than loopback although the node has no TLS and no
     /// authentication (see [`check_exposure`]).
     pub insecure: bool,
@@ -56,7 +56,7 @@ impl Default for NodeConfig {
             segment_bytes: 128 << 20,
             limits: Limits::default(),
             engine: EngineKind::default(),
-            mesh: crate::mesh::MeshConfig::default(),
+            mesh: crate::links::MeshConfig::default(),
             insecure: false,
             tls: None,
             log_json: false,
@@ -233,7 +233,7 @@ pub async fn serve(
     if config.tls.is_some() {
         mesh.tls = crate::tls::ClientTls::of_node(config.tls.as_ref());
     }
-    let links = crate::mesh::Links::start(
+    let links = crate::links::Links::start(
         log.clone(),
         engine.clone(),
         mesh,
@@ -297,7 +297,7 @@ pub async fn serve(
     // and cuts any status too large for gRPC metadata.
     let closer = service.clone();
     let rates_service = service.clone();
-    let rpc_metrics = crate::metrics::RpcMetrics::default();
+    let rpc_metrics = crate::api::RpcMetrics::default();
     let mut server = crate::api::Api::new(service.clone(), max_message).with_tokens(tokens.clone());
     if config.metrics.is_some() {
         server = server.with_metrics(rpc_metrics.clone());

@@ -49,7 +49,7 @@ pub const MAX_STATUS_DETAILS: usize = 3 << 10;
 pub struct Api {
     inner: DataMeshServer<Service>,
     tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
-    metrics: Option<crate::metrics::RpcMetrics>,
+    metrics: Option<crate::api::RpcMetrics>,
     calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -69,7 +69,7 @@ impl Api {
 
     /// The service recording each call's latency and status code in `metrics`.
     #[must_use]
-    pub fn with_metrics(mut self, metrics: crate::metrics::RpcMetrics) -> Api {
+    pub fn with_metrics(mut self, metrics: crate::api::RpcMetrics) -> Api {
         self.metrics = Some(metrics);
         self
     }
@@ -148,7 +148,7 @@ where
         let observe = self.metrics.clone().map(|m| {
             (
                 m,
-                crate::metrics::RpcMetrics::method(request.uri().path()),
+                crate::api::RpcMetrics::method(request.uri().path()),
                 std::time::Instant::now(),
             )
         });

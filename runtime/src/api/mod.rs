@@ -13,25 +13,11 @@
 //! would still be too large for gRPC metadata (HTTP/2 headers, which clients limit to
 //! 8 to 16 KiB: past that the client sees a protocol error instead of the status).
 
-pub mod pb {
-    //! Generated protobuf and gRPC code.
-    #![allow(
-        missing_docs,
-        missing_debug_implementations,
-        clippy::all,
-        clippy::pedantic,
-        clippy::unwrap_used
-    )]
-    tonic::include_proto!("datamesh.v1");
+pub use crate::proto as pb;
 
-    /// prost, for clients that decode status details.
-    pub use prost as prost_reexport;
+pub use calls::{RpcLabels, RpcMethod, RpcMetrics, code_name};
 
-    /// The encoded descriptor set, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("datamesh_descriptor");
-}
-
+mod calls;
 mod convert;
 mod export;
 mod guard;
@@ -95,8 +81,8 @@ pub struct Service {
     engine: Engine,
     strict: bool,
     limits: Limits,
-    mesh: std::sync::Arc<crate::mesh::MeshConfig>,
-    links: Option<crate::mesh::Links>,
+    mesh: std::sync::Arc<crate::links::MeshConfig>,
+    links: Option<crate::links::Links>,
     /// Set when the node shuts down: the streams that follow the log end then, so
     /// that the server's graceful shutdown does not wait for them forever.
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
@@ -224,14 +210,14 @@ impl Service {
 
     /// The service of a node whose links these are (status, `link reset`).
     #[must_use]
-    pub fn with_links(mut self, links: crate::mesh::Links) -> Service {
+    pub fn with_links(mut self, links: crate::links::Links) -> Service {
         self.links = Some(links);
         self
     }
 
     /// The service of a node with this name and these peers.
     #[must_use]
-    pub fn with_mesh(mut self, mesh: crate::mesh::MeshConfig) -> Service {
+    pub fn with_mesh(mut self, mesh: crate::links::MeshConfig) -> Service {
         self.mesh = std::sync::Arc::new(mesh);
         self
     }
@@ -900,10 +886,10 @@ impl DataMesh for Service {
                 self.record_audit(by, "link reset", details).await;
                 Ok(Response::new(pb::LinkResetResponse { position }))
             }
-            Err(crate::mesh::ResetError::NoLink(peer)) => Err(Status::not_found(format!(
+            Err(crate::links::ResetError::NoLink(peer)) => Err(Status::not_found(format!(
                 "no deployed program has an `import {peer}` block, so there is no link to reset"
             ))),
-            Err(crate::mesh::ResetError::Log(e)) => Err(log_status(e)),
+            Err(crate::links::ResetError::Log(e)) => Err(log_status(e)),
         }
     }
 
@@ -960,7 +946,7 @@ impl Service {
                 .map(|l| {
                     l.status()
                         .iter()
-                        .map(crate::mesh::LinkState::to_pb)
+                        .map(crate::links::LinkState::to_pb)
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -15,43 +15,13 @@
 //! changes, from the one the peer claims to the one its certificate proves.
 
 pub mod checkpoint;
-pub mod link;
-pub mod links;
 pub mod schema;
 
 pub use checkpoint::is_reserved;
-pub use link::LinkState;
-pub use links::{Links, ResetError};
 
 use std::collections::BTreeMap;
 
 use datamesh_compiler::ir::{EventType, Program};
-
-/// A node's place in the mesh: its name and the peers it knows (name -> address).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshConfig {
-    /// This node's name.
-    pub name: String,
-    /// Known peers by name: their addresses.
-    pub peers: BTreeMap<String, String>,
-    /// Files holding the token this node presents to a peer it imports from (a
-    /// `peer:THIS_NODE` token of that peer), by peer name; read at each connection.
-    pub tokens: BTreeMap<String, std::path::PathBuf>,
-    /// The TLS of this node's links to `https://` peers (set from the node's own
-    /// certificate, key and CA when it serves TLS).
-    pub tls: crate::tls::ClientTls,
-}
-
-impl Default for MeshConfig {
-    fn default() -> Self {
-        MeshConfig {
-            name: DEFAULT_NAME.to_owned(),
-            peers: BTreeMap::new(),
-            tokens: BTreeMap::new(),
-            tls: crate::tls::ClientTls::default(),
-        }
-    }
-}
 
 /// The name a node has when none is configured.
 pub const DEFAULT_NAME: &str = "datamesh";

@@ -2,7 +2,7 @@
 //!
 //! Three sources: the log writer's instruments ([`crate::log::LogStats`]: appends,
 //! events, bytes, events per `fdatasync`, `fdatasync` latency), the API's
-//! ([`RpcMetrics`]: latency by method and status code), and a collector that reads
+//! ([`RpcMetrics`], kept beside the calls in `api`: latency by method and status code), and a collector that reads
 //! the node's status at each scrape (`api::Service::snapshot`: head, rates, each
 //! projection version, each mesh link, the store's figures), so a scrape shows
 //! exactly what `datamesh status` would and nothing goes stale.
@@ -18,133 +18,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::Service;
-
-/// Labels of an RPC's latency.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
-    /// The RPC's name (`Append`, `Get`, ...).
-    pub method: &'static str,
-    /// The gRPC status code (`OK`, `INVALID_ARGUMENT`, ...).
-    pub code: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn latency_histogram() -> Histogram {
-    // 25 µs to about 1.6 s.
-    Histogram::new(exponential_buckets(25e-6, 2.0, 17))
-}
-
-/// The API's instruments.
-#[derive(Debug, Clone)]
-pub struct RpcMetrics {
-    /// Seconds from a call's arrival to its response headers (for a unary call, its
-    /// whole handling; for a stream, until it starts).
-    pub latency: HistogramFamily<RpcLabels>,
-    /// The `OK` series of each method (by [`RpcMethod`]), made up front: a successful
-    /// call records without a lookup in the family (its lock and label hashing).
-    ok: std::sync::Arc<[Histogram]>,
-}
-
-impl Default for RpcMetrics {
-    fn default() -> Self {
-        let latency: HistogramFamily<RpcLabels> = Family::new_with_constructor(latency_histogram);
-        let ok = METHODS
-            .iter()
-            .chain(std::iter::once(&"other"))
-            .map(|method| {
-                latency
-                    .get_or_create(&RpcLabels { method, code: "OK" })
-                    .clone()
-            })
-            .collect();
-        RpcMetrics { latency, ok }
-    }
-}
-
-/// An RPC, as [`RpcMetrics`] counts it: its index in the service's methods (one past
-/// the last: "other").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RpcMethod(usize);
-
-/// The RPC names the service has, as `'static` label values (anything else is
-/// "other").
-const METHODS: [&str; 16] = [
-    "Append",
-    "Read",
-    "Subscribe",
-    "Get",
-    "Scan",
-    "Deploy",
-    "ListProjections",
-    "Status",
-    "Promote",
-    "Retire",
-    "Export",
-    "LinkReset",
-    "TokenCreate",
-    "TokenList",
-    "TokenRevoke",
-    "Audit",
-];
-
-impl RpcMetrics {
-    /// The RPC of the request path `path` (`/datamesh.v1.DataMesh/Append`, or just
-    /// `Append`).
-    pub fn method(path: &str) -> RpcMethod {
-        let name = path.rsplit('/').next().unwrap_or_default();
-        RpcMethod(
-            METHODS
-                .iter()
-                .position(|m| *m == name)
-                .unwrap_or(METHODS.len()),
-        )
-    }
-
-    /// Records one call of `method` (from [`RpcMetrics::method`]).
-    pub fn observe(&self, method: RpcMethod, code: tonic::Code, seconds: f64) {
-        if code == tonic::Code::Ok
-            && let Some(series) = self.ok.get(method.0)
-        {
-            series.observe(seconds);
-            return;
-        }
-        self.latency
-            .get_or_create(&RpcLabels {
-                method: METHODS.get(method.0).copied().unwrap_or("other"),
-                code: code_name(code),
-            })
-            .observe(seconds);
-    }
-}
-
-/// The canonical name of a gRPC code, as Prometheus users expect it.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+use crate::api::{RpcMetrics, Service};
 
 /// Labels of a projection version.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -248,13 +124,13 @@ impl prometheus_client::collector::Collector for StatusCollector {
             store.disk_bytes() as f64,
         )?;
 
-        let labels = |p: &crate::api::pb::ProjectionStatus| ProjectionLabels {
+        let labels = |p: &crate::proto::ProjectionStatus| ProjectionLabels {
             projection: p.name.clone(),
             version: p.version.to_string(),
             active: if p.active { "true" } else { "false" },
         };
         let per =
-            |f: &dyn Fn(&crate::api::pb::ProjectionStatus) -> f64| -> Vec<(ProjectionLabels, f64)> {
+            |f: &dyn Fn(&crate::proto::ProjectionStatus) -> f64| -> Vec<(ProjectionLabels, f64)> {
                 status
                     .projections
                     .iter()
@@ -305,7 +181,7 @@ impl prometheus_client::collector::Collector for StatusCollector {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        let link = |f: &dyn Fn(&crate::api::pb::LinkStatus) -> f64| -> Vec<(LinkLabels, f64)> {
+        let link = |f: &dyn Fn(&crate::proto::LinkStatus) -> f64| -> Vec<(LinkLabels, f64)> {
             status
                 .links
                 .iter()

@@ -23,7 +23,7 @@ use tonic::Status;
 
 use super::{MAGIC, MAX_IN_FLIGHT, Method};
 use crate::api::Service;
-use crate::api::pb::data_mesh_server::DataMesh;
+use crate::proto::data_mesh_server::DataMesh;
 
 /// Requests larger than this run in a task of their own; smaller ones run in the
 /// connection's task (a hand-off would cost more than the call).
@@ -191,7 +191,7 @@ where
 pub struct WireService {
     service: Service,
     tokens: Arc<crate::auth::Tokens>,
-    metrics: Option<crate::metrics::RpcMetrics>,
+    metrics: Option<crate::api::RpcMetrics>,
     calls: Arc<AtomicU64>,
     max_message: usize,
     /// Connections being served.
@@ -216,7 +216,7 @@ impl WireService {
     pub fn new(
         service: Service,
         tokens: Arc<crate::auth::Tokens>,
-        metrics: Option<crate::metrics::RpcMetrics>,
+        metrics: Option<crate::api::RpcMetrics>,
         max_message: usize,
     ) -> WireService {
         WireService {
@@ -359,7 +359,7 @@ impl WireService {
                 .as_ref()
                 .map_or_else(Status::code, |_| tonic::Code::Ok);
             metrics.observe(
-                crate::metrics::RpcMetrics::method(method.grpc_name()),
+                crate::api::RpcMetrics::method(method.grpc_name()),
                 code,
                 started.elapsed().as_secs_f64(),
             );
@@ -394,7 +394,7 @@ impl WireService {
                     .encode_to_vec())
             }};
         }
-        use crate::api::pb;
+        use crate::proto as pb;
         match method {
             Method::Hello => Ok(Vec::new()),
             Method::Append => unary!(append, pb::AppendRequest),

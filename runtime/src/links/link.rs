@@ -36,9 +36,9 @@ use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 use tokio::sync::watch;
 
-use super::checkpoint::{self, Checkpoint};
-use crate::api::pb;
 use crate::log::{Log, NewEvent};
+use crate::mesh::checkpoint::{self, Checkpoint};
+use crate::proto as pb;
 
 /// Most peer messages handled in one batch (one append); each carries the exported
 /// events of one read of the peer's log (up to 512).
@@ -520,7 +520,7 @@ impl Link {
             .map(|t| {
                 (
                     t.name.clone(),
-                    super::Exported {
+                    crate::mesh::Exported {
                         declaration: t.declaration.clone(),
                         defaulted: t.defaulted.clone(),
                     },
@@ -530,7 +530,7 @@ impl Link {
         let Some(block) = self.program.imports.get(self.block) else {
             return Err(Failure::new("stopped", "the import block is gone"));
         };
-        let mismatches = super::schema::check(block, &self.me, &exported);
+        let mismatches = crate::mesh::schema::check(block, &self.me, &exported);
         if !mismatches.is_empty() {
             let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
             return Err(Failure::new("stopped", text.join("\n")));

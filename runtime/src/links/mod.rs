@@ -11,17 +11,45 @@
 //! append may still be committed by the log writer, and a next session that read the
 //! checkpoint before that commit would import the batch again).
 
+pub mod link;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::MeshConfig;
-use super::checkpoint::{self, Checkpoint};
-use super::link::{Link, LinkState};
 use crate::engine::Engine;
 use crate::log::Log;
+use crate::mesh::checkpoint::{self, Checkpoint};
+use link::Link;
+pub use link::LinkState;
+
+/// A node's place in the mesh: its name and the peers it knows (name -> address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// This node's name.
+    pub name: String,
+    /// Known peers by name: their addresses.
+    pub peers: BTreeMap<String, String>,
+    /// Files holding the token this node presents to a peer it imports from (a
+    /// `peer:THIS_NODE` token of that peer), by peer name; read at each connection.
+    pub tokens: BTreeMap<String, std::path::PathBuf>,
+    /// The TLS of this node's links to `https://` peers (set from the node's own
+    /// certificate, key and CA when it serves TLS).
+    pub tls: crate::tls::ClientTls,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            name: crate::mesh::DEFAULT_NAME.to_owned(),
+            peers: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            tls: crate::tls::ClientTls::default(),
+        }
+    }
+}
 
 /// How often the manager looks for deploys.
 const POLL: Duration = Duration::from_millis(100);
