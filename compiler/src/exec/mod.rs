@@ -1,8 +1,9 @@
 //! What both engines share to run a program, and neither owns: an event's envelope
 //! ([`Meta`]), traps and faults, default documents, the metadata of imported events,
-//! the builtin dispatch ([`builtin`]), the document table both engines fold into
-//! ([`table`]), the stored encoding of keys and documents ([`storage`]) and JSON at the
-//! edges ([`codec`]).
+//! the builtin dispatch ([`builtin`]), the two interfaces the engines implement
+//! ([`engine::FoldEngine`] in memory, [`fold::TableFold`] into a node's tables), the
+//! document table they fold into ([`table`]), the stored encoding of keys and
+//! documents ([`storage`]) and JSON at the edges ([`codec`]).
 //!
 //! Invariant: nothing here depends on an engine; the interpreter ([`crate::interp`])
 //! and the JIT ([`crate::codegen`]) depend on this module and never on each other.

@@ -3,7 +3,7 @@
 //! It is the oracle the JIT is tested against, so it favours obviousness over speed:
 //! every operation goes through the same `datamesh_stdlib` function the JIT will call.
 //! Invariant: evaluation never panics; overflow, division by zero and invalid
-//! conversions return a [`Trap`] carrying the span of the expression that failed.
+//! conversions return a [`crate::exec::Trap`] carrying the span of the expression that failed.
 
 mod eval;
 mod fold;

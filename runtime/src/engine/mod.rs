@@ -171,7 +171,7 @@ impl Docs {
 
 impl Engine {
     /// Loads the deployed programs from the store, rebuilds the projections whose
-    /// state does not belong to this log ([`reconcile`]) and starts folding. With the
+    /// state does not belong to this log (`reconcile`) and starts folding. With the
     /// JIT, programs are compiled in the background: the interpreter runs them until
     /// their code is installed, so a start does not wait for Cranelift.
     ///

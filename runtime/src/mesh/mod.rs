@@ -1,12 +1,13 @@
-//! The mesh: a node's name, the peers it knows, what it exports to each of them, and
-//! the links that import from them.
+//! The mesh's rules: a node's name, the peers it knows, what it exports to each of
+//! them, and what an import block must agree with (the links that import run in
+//! [`crate::links`]).
 //!
 //! A node has a name (`--name`, config `name`), which its peers know it by and which
 //! `export to NAME { ... }` blocks of other nodes' programs name. It knows its peers by
 //! name and address (`--peer NAME=ADDR`, config `[peers.NAME] address = ...`). The
 //! export side is served by the `Export` RPC (`api/export.rs`): a peer reads, from a
 //! position, only the events that the deployed programs export to it. The import side
-//! is a link per peer that an `import` block names ([`links`], [`link`]), which checks
+//! is a link per peer that an `import` block names ([`crate::links`]), which checks
 //! the peer's exports against the block ([`schema`]) and keeps its position in this
 //! node's own log ([`checkpoint`]).
 //!
