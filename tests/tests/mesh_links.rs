@@ -8,75 +8,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use datamesh_runtime::api::pb;
 use datamesh_runtime::api::pb::data_mesh_client::DataMeshClient;
 use tonic::transport::Channel;
-
-/// A node of a test mesh: its data directory and socket.
-struct Member {
-    name: String,
-    engine: Engine,
-    data: PathBuf,
-    socket: PathBuf,
-    peers: Vec<(String, PathBuf)>,
-    node: Option<Node>,
-}
-
-impl Member {
-    fn new(dir: &Path, name: &str, peers: &[&Member]) -> Member {
-        Member {
-            name: name.to_owned(),
-            engine: Engine::Jit,
-            data: dir.join(name),
-            socket: dir.join(format!("{name}.sock")),
-            peers: peers
-                .iter()
-                .map(|p| (p.name.clone(), p.socket.clone()))
-                .collect(),
-            node: None,
-        }
-    }
-
-    fn start(&mut self) -> &mut Self {
-        let socket = self.socket.to_str().expect("utf-8").to_owned();
-        let mut args = vec![
-            "--name".to_owned(),
-            self.name.clone(),
-            "--socket".to_owned(),
-            socket,
-        ];
-        for (peer, socket) in &self.peers {
-            args.push("--peer".to_owned());
-            args.push(format!("{peer}=unix:{}", socket.display()));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.node = Some(Node::start(&self.data, self.engine, &args));
-        self
-    }
-
-    fn node(&self) -> &Node {
-        self.node.as_ref().expect("running")
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut node) = self.node.take() {
-            node.kill9();
-        }
-    }
-
-    /// SIGTERM; the exit code (`None` when it had to be killed after 5 s).
-    fn terminate(&mut self) -> Option<i32> {
-        self.node.take().and_then(|mut node| node.terminate())
-    }
-
-    async fn client(&self) -> DataMeshClient<Channel> {
-        self.node().client().await
-    }
-}
 
 async fn deploy(client: &mut DataMeshClient<Channel>, source: &str) -> pb::DeployResponse {
     client
@@ -253,14 +191,18 @@ async fn a_chain_and_a_fan_in_on_the_interpreter_import_the_same() {
 async fn chain_and_fan_in(engine: Engine) {
     let guard = temp_dir("mesh-chain", engine);
     let dir = guard.path();
-    let mut payments = Member::new(dir, "payments", &[]);
-    let mut cards = Member::new(dir, "cards", &[]);
-    let mut bank = Member::new(dir, "bank", &[&payments, &cards]);
-    let mut reporting = Member::new(dir, "reporting", &[&bank]);
-    for m in [&mut payments, &mut cards, &mut bank, &mut reporting] {
-        m.engine = engine;
-        m.start();
-    }
+    let mesh = start_mesh(
+        dir,
+        engine,
+        &[
+            ("payments", &[]),
+            ("cards", &[]),
+            ("bank", &["payments", "cards"]),
+            ("reporting", &["bank"]),
+        ],
+    );
+    let [payments, cards, bank, reporting] =
+        <[Member; 4]>::try_from(mesh).unwrap_or_else(|_| panic!("four members"));
     let (mut p, mut c, mut b, mut r) = (
         payments.client().await,
         cards.client().await,
@@ -372,10 +314,12 @@ async fn payments_and_bank(
     DataMeshClient<Channel>,
     DataMeshClient<Channel>,
 ) {
-    let mut payments = Member::new(dir, "payments", &[]);
-    let mut bank = Member::new(dir, "bank", &[&payments]);
-    payments.start();
-    bank.start();
+    let mesh = start_mesh(
+        dir,
+        Engine::Jit,
+        &[("payments", &[]), ("bank", &["payments"])],
+    );
+    let [payments, bank] = <[Member; 2]>::try_from(mesh).unwrap_or_else(|_| panic!("two members"));
     let mut p = payments.client().await;
     let mut b = bank.client().await;
     deploy(&mut p, &example("payments.dmp")).await;

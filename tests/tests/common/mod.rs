@@ -1,5 +1,7 @@
 //! What the end-to-end tests share: real `datamesh` processes on loopback ports, their
-//! data directories, the CLI and a gRPC client. Each test binary uses part of it.
+//! data directories, the CLI and a gRPC client, and meshes of such nodes on Unix
+//! sockets (`Member`, `start_mesh`: several nodes importing from each other, started in
+//! one call). Each test binary uses part of it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -257,4 +259,90 @@ pub fn assert_refused(status: &tonic::Status, code: tonic::Code, needle: &str) {
         status.code(),
         status.message()
     );
+}
+
+/// A node of a test mesh: a name, its own data directory and Unix socket (so a
+/// restarted node keeps its address), and the peers it imports from, by socket.
+pub struct Member {
+    pub name: String,
+    pub engine: Engine,
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub peers: Vec<(String, PathBuf)>,
+    pub node: Option<Node>,
+}
+
+impl Member {
+    pub fn new(dir: &Path, name: &str, peers: &[&Member]) -> Member {
+        Member {
+            name: name.to_owned(),
+            engine: Engine::Jit,
+            data: dir.join(name),
+            socket: dir.join(format!("{name}.sock")),
+            peers: peers
+                .iter()
+                .map(|p| (p.name.clone(), p.socket.clone()))
+                .collect(),
+            node: None,
+        }
+    }
+
+    pub fn start(&mut self) -> &mut Self {
+        let socket = self.socket.to_str().expect("utf-8").to_owned();
+        let mut args = vec![
+            "--name".to_owned(),
+            self.name.clone(),
+            "--socket".to_owned(),
+            socket,
+        ];
+        for (peer, socket) in &self.peers {
+            args.push("--peer".to_owned());
+            args.push(format!("{peer}=unix:{}", socket.display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.node = Some(Node::start(&self.data, self.engine, &args));
+        self
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut node) = self.node.take() {
+            node.kill9();
+        }
+    }
+
+    /// SIGTERM; the exit code (`None` when it had to be killed after 5 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.node.take().and_then(|mut node| node.terminate())
+    }
+
+    pub async fn client(&self) -> DataMeshClient<Channel> {
+        self.node().client().await
+    }
+}
+
+/// Starts a mesh in one call: each `(name, peers)` in order (a peer before the nodes
+/// that import from it), every node on `engine`, each with its own data directory and
+/// socket under `dir`.
+pub fn start_mesh(dir: &Path, engine: Engine, spec: &[(&str, &[&str])]) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::with_capacity(spec.len());
+    for (name, peers) in spec {
+        let known: Vec<&Member> = peers
+            .iter()
+            .map(|p| {
+                members
+                    .iter()
+                    .find(|m| m.name == *p)
+                    .unwrap_or_else(|| panic!("peer `{p}` of `{name}` is not started before it"))
+            })
+            .collect();
+        let mut member = Member::new(dir, name, &known);
+        member.engine = engine;
+        member.start();
+        members.push(member);
+    }
+    members
 }
