@@ -13,7 +13,8 @@ use crate::ast::{self, AssignOp, BinaryOp, Span, UnaryOp};
 use crate::diag::Diagnostic;
 use crate::ir::Builtin;
 use crate::ir::{
-    EventType, Expr, ExprKind, Field, MetaField, Mutation, Place, Program, Stmt, Type,
+    DocRead, EventType, Expr, ExprKind, Field, MetaField, Mutation, NoReads, Place, Program, Stmt,
+    Type,
 };
 
 /// What a piece of code may see.
@@ -57,6 +58,47 @@ pub struct Cx<'a> {
     slots: Vec<Type>,
 }
 
+/// What an expression being checked may read besides the event, the envelope, the state
+/// and locals: documents (in a test's `expect`, [`DocRead`]) or nothing ([`NoReads`]).
+/// The checker builds a document read only through these, which give `None` where
+/// expressions cannot read documents (that case is reported before it gets here).
+pub trait Reads: Sized + Clone + PartialEq + std::fmt::Debug {
+    /// The document of `projection` at `key`.
+    fn doc(projection: usize, key: Vec<Expr<Self>>) -> Option<Self>;
+    /// State field `field` of a document.
+    fn field(doc: Expr<Self>, field: usize) -> Option<Self>;
+    /// Whether a document exists.
+    fn exists(doc: Expr<Self>) -> Option<Self>;
+}
+
+impl Reads for NoReads {
+    fn doc(_: usize, _: Vec<Expr<Self>>) -> Option<Self> {
+        None
+    }
+
+    fn field(_: Expr<Self>, _: usize) -> Option<Self> {
+        None
+    }
+
+    fn exists(_: Expr<Self>) -> Option<Self> {
+        None
+    }
+}
+
+impl Reads for DocRead {
+    fn doc(projection: usize, key: Vec<Expr<Self>>) -> Option<Self> {
+        Some(DocRead::Doc { projection, key })
+    }
+
+    fn field(doc: Expr<Self>, field: usize) -> Option<Self> {
+        Some(DocRead::DocField(Box::new(doc), field))
+    }
+
+    fn exists(doc: Expr<Self>) -> Option<Self> {
+        Some(DocRead::DocExists(Box::new(doc)))
+    }
+}
+
 impl<'a> Cx<'a> {
     /// A fresh context.
     pub fn new(mode: Mode, diags: &'a mut Vec<Diagnostic>) -> Cx<'a> {
@@ -79,7 +121,19 @@ impl<'a> Cx<'a> {
         self.diags.push(d);
     }
 
-    fn err(&mut self, d: Diagnostic, span: Span) -> Expr {
+    /// A document read where the expression cannot read documents (only a test's
+    /// `expect` can; the checker reads documents only in one).
+    fn outside_test<R>(&mut self, span: Span) -> Expr<R> {
+        let d = Diagnostic::error(
+            codes::E0106,
+            "projection documents can only be read in a test's `expect`",
+            span,
+        )
+        .label("not readable here");
+        self.err(d, span)
+    }
+
+    fn err<R>(&mut self, d: Diagnostic, span: Span) -> Expr<R> {
         self.report(d);
         error_expr(span)
     }
@@ -476,7 +530,7 @@ impl<'a> Cx<'a> {
                     None => d.help(format!("its fields are: {}", field_list(event))),
                 };
                 self.report(d);
-                self.expr(&init.value);
+                self.expr::<NoReads>(&init.value);
                 continue;
             };
             if values[i].is_some() {
@@ -544,7 +598,7 @@ impl<'a> Cx<'a> {
                 return self.mutation(recv, method, op, args, span);
             }
         }
-        let typed = self.expr(expr);
+        let typed = self.expr::<NoReads>(expr);
         if typed.ty != Type::Error {
             self.report(
                 Diagnostic::error(codes::E0210, "this call has no effect", span)
@@ -656,9 +710,13 @@ impl<'a> Cx<'a> {
     }
 
     // ------------------------------------------------------------ expressions
+}
 
+/// Expressions, generic over what they may read (`R`): documents in a test's
+/// `expect`, nothing beyond the event, state and locals everywhere else.
+impl Cx<'_> {
     /// Checks a condition (`if`, `where`, `expect`).
-    pub fn condition(&mut self, expr: &ast::Expr, what: &str) -> Expr {
+    pub fn condition<R: Reads>(&mut self, expr: &ast::Expr, what: &str) -> Expr<R> {
         let typed = self.expr(expr);
         if !typed.ty.fits(&Type::Bool) {
             let help = if matches!(typed.ty, Type::Optional(_)) {
@@ -680,7 +738,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Checks an expression that must have (or fit) a type.
-    pub fn expect_type(&mut self, expr: &ast::Expr, ty: &Type) -> Expr {
+    pub fn expect_type<R: Reads>(&mut self, expr: &ast::Expr, ty: &Type) -> Expr<R> {
         // A string literal where a timestamp is expected is parsed now, at compile time.
         if let (ast::ExprKind::Str(text), Type::Timestamp) = (&expr.kind, ty.unwrap_optional()) {
             let literal = const_expr(Value::str(text), Type::String, expr.span);
@@ -705,7 +763,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A `with { time: ... }` value: an RFC 3339 string literal or a timestamp.
-    pub fn coerce_time(&mut self, expr: Expr) -> Expr {
+    pub fn coerce_time<R: Reads>(&mut self, expr: Expr<R>) -> Expr<R> {
         match (&expr.kind, &expr.ty) {
             (ExprKind::Const(Value::Str(s)), _) => match datamesh_stdlib::time::parse_rfc3339(s) {
                 Ok(us) => const_expr(Value::Timestamp(us), Type::Timestamp, expr.span),
@@ -730,12 +788,12 @@ impl<'a> Cx<'a> {
 
     /// A key component. A bare name in a projection-level key means the event field of
     /// that name (`key account` is `key event.account`).
-    pub fn key_expr(
+    pub fn key_expr<R: Reads>(
         &mut self,
         expr: &ast::Expr,
         projection_level: bool,
         handler_event: &ast::Ident,
-    ) -> Expr {
+    ) -> Expr<R> {
         let saved = self.state.take();
         let typed = match &expr.kind {
             ast::ExprKind::Name(name) if self.event.is_some_and(|e| e.field(name).is_some()) => {
@@ -798,7 +856,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Checks any expression.
-    pub fn expr(&mut self, expr: &ast::Expr) -> Expr {
+    pub fn expr<R: Reads>(&mut self, expr: &ast::Expr) -> Expr<R> {
         let span = expr.span;
         let (kind, ty) = match &expr.kind {
             ast::ExprKind::Int(v) => (ExprKind::Const(Value::Int(*v)), Type::Int),
@@ -891,7 +949,7 @@ impl<'a> Cx<'a> {
                 (ExprKind::If(Box::new(c), Box::new(a), Box::new(b)), ty)
             }
             ast::ExprKind::List(items) => {
-                let items: Vec<Expr> = items.iter().map(|i| self.expr(i)).collect();
+                let items: Vec<Expr<R>> = items.iter().map(|i| self.expr(i)).collect();
                 let mut elem = Type::Error;
                 for item in &items {
                     if elem == Type::Error {
@@ -916,7 +974,7 @@ impl<'a> Cx<'a> {
         Expr { kind, ty, span }
     }
 
-    fn name(&mut self, name: &str, span: Span) -> Expr {
+    fn name<R: Reads>(&mut self, name: &str, span: Span) -> Expr<R> {
         if let Some(local) = self.scopes.iter_mut().rev().find(|l| l.name == name) {
             local.used = true;
             return Expr {
@@ -974,7 +1032,13 @@ impl<'a> Cx<'a> {
     }
 
     /// A projection document in a test: `p` (single document) or `p[k, ...]`.
-    fn doc(&mut self, name: &str, key: &[ast::Expr], span: Span, indexed: bool) -> Option<Expr> {
+    fn doc<R: Reads>(
+        &mut self,
+        name: &str,
+        key: &[ast::Expr],
+        span: Span,
+        indexed: bool,
+    ) -> Option<Expr<R>> {
         let program = self.program?;
         // `name@vN` picks a version; a plain name means the newest one.
         let (base, version) = match name.split_once('@') {
@@ -1016,7 +1080,7 @@ impl<'a> Cx<'a> {
             }
             return None;
         };
-        let key: Vec<Expr> = key.iter().map(|k| self.expr(k)).collect();
+        let key: Vec<Expr<R>> = key.iter().map(|k| self.expr(k)).collect();
         if projection.key.is_empty() && indexed {
             let d = Diagnostic::error(
                 codes::E0203,
@@ -1056,17 +1120,17 @@ impl<'a> Cx<'a> {
                 self.report(d);
             }
         }
+        let Some(read) = R::doc(index, key) else {
+            return Some(self.outside_test(span));
+        };
         Some(Expr {
-            kind: ExprKind::Doc {
-                projection: index,
-                key,
-            },
+            kind: ExprKind::Read(read),
             ty: Type::Doc(index),
             span,
         })
     }
 
-    fn field(&mut self, base: &ast::Expr, field: &ast::Ident, span: Span) -> Expr {
+    fn field<R: Reads>(&mut self, base: &ast::Expr, field: &ast::Ident, span: Span) -> Expr<R> {
         match &base.kind {
             ast::ExprKind::EventRoot => {
                 let Some(event) = self.event else {
@@ -1146,10 +1210,13 @@ impl<'a> Cx<'a> {
                         match projection.state.iter().position(|f| f.name == field.name) {
                             Some(i) => {
                                 let ty = projection.state[i].ty.clone();
-                                Expr {
-                                    kind: ExprKind::DocField(Box::new(base), i),
-                                    ty,
-                                    span,
+                                match R::field(base, i) {
+                                    Some(read) => Expr {
+                                        kind: ExprKind::Read(read),
+                                        ty,
+                                        span,
+                                    },
+                                    None => self.outside_test(span),
                                 }
                             }
                             None => {
@@ -1194,7 +1261,7 @@ impl<'a> Cx<'a> {
             || self.state.is_some_and(|s| s.iter().any(|f| f.name == name))
     }
 
-    fn index(&mut self, base: &ast::Expr, index: &[ast::Expr], span: Span) -> Expr {
+    fn index<R: Reads>(&mut self, base: &ast::Expr, index: &[ast::Expr], span: Span) -> Expr<R> {
         if self.mode == Mode::Test
             && let ast::ExprKind::Name(name) = &base.kind
             && let Some(doc) = self.doc(name, index, span, true)
@@ -1202,7 +1269,7 @@ impl<'a> Cx<'a> {
             return doc;
         }
         let base = self.expr(base);
-        let index: Vec<Expr> = index.iter().map(|i| self.expr(i)).collect();
+        let index: Vec<Expr<R>> = index.iter().map(|i| self.expr(i)).collect();
         if base.ty == Type::Error || index.iter().any(|i| i.ty == Type::Error) {
             return error_expr(span);
         }
@@ -1246,13 +1313,13 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn call(
+    fn call<R: Reads>(
         &mut self,
         f: &ast::Ident,
         args: &[ast::Expr],
         recv: Option<&ast::Expr>,
         span: Span,
-    ) -> Expr {
+    ) -> Expr<R> {
         if f.name == "exists" && self.mode == Mode::Test && recv.is_none() {
             let [arg] = args else {
                 let d = Diagnostic::error(codes::E0203, "`exists` takes one document", span)
@@ -1270,13 +1337,16 @@ impl<'a> Cx<'a> {
                 .help("write `exists(balances[\"a1\"])`");
                 return self.err(d, span);
             }
-            return Expr {
-                kind: ExprKind::DocExists(Box::new(doc)),
-                ty: Type::Bool,
-                span,
+            return match R::exists(doc) {
+                Some(read) => Expr {
+                    kind: ExprKind::Read(read),
+                    ty: Type::Bool,
+                    span,
+                },
+                None => self.outside_test(span),
             };
         }
-        let mut typed: Vec<Expr> = Vec::with_capacity(args.len() + 1);
+        let mut typed: Vec<Expr<R>> = Vec::with_capacity(args.len() + 1);
         if let Some(recv) = recv {
             typed.push(self.expr(recv));
         }
@@ -1326,7 +1396,13 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn binary(&mut self, op: BinaryOp, a: &ast::Expr, b: &ast::Expr, span: Span) -> Expr {
+    fn binary<R: Reads>(
+        &mut self,
+        op: BinaryOp,
+        a: &ast::Expr,
+        b: &ast::Expr,
+        span: Span,
+    ) -> Expr<R> {
         let mut a = self.expr(a);
         let mut b = self.expr(b);
         // A list literal compared with a set is read as a set literal.
@@ -1559,7 +1635,7 @@ fn field_list(event: &EventType) -> String {
         .join(", ")
 }
 
-fn error_expr(span: Span) -> Expr {
+fn error_expr<R>(span: Span) -> Expr<R> {
     Expr {
         kind: ExprKind::Const(Value::None),
         ty: Type::Error,
@@ -1567,7 +1643,7 @@ fn error_expr(span: Span) -> Expr {
     }
 }
 
-fn const_expr(value: Value, ty: Type, span: Span) -> Expr {
+fn const_expr<R>(value: Value, ty: Type, span: Span) -> Expr<R> {
     Expr {
         kind: ExprKind::Const(value),
         ty,
@@ -1586,7 +1662,7 @@ fn trap_detail(trap: &datamesh_stdlib::Trap) -> String {
 }
 
 /// Retypes a list literal as a set when it is compared with a set of the same elements.
-fn set_literal(other: &Type, list: &mut Expr) {
+fn set_literal<R>(other: &Type, list: &mut Expr<R>) {
     if let (Type::Set(elem), ExprKind::List(items)) = (other, &list.kind)
         && items.iter().all(|i| i.ty.fits(elem))
     {

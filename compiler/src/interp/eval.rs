@@ -15,7 +15,7 @@ use datamesh_stdlib::{self as std_, Value, collections, math, string};
 
 use crate::ast::{BinaryOp, Span, UnaryOp};
 use crate::exec::{Meta, Trap};
-use crate::ir::{Expr, ExprKind, Field, MetaField, Mutation, Place, Stmt, Type};
+use crate::ir::{DocRead, Expr, ExprKind, Field, MetaField, Mutation, NoReads, Place, Stmt, Type};
 
 /// What the code being run can see.
 pub(super) struct Frame<'a> {
@@ -293,8 +293,8 @@ fn exec(stmt: &Stmt, frame: &mut Frame<'_>, doc: &mut Option<&mut Vec<Value>>) -
 }
 
 /// Evaluates an expression, borrowing a state field instead of copying it.
-fn eval_ref<'d>(
-    expr: &Expr,
+fn eval_ref<'d, X: Reader>(
+    expr: &Expr<X>,
     frame: &mut Frame<'_>,
     doc: Option<&'d Vec<Value>>,
 ) -> R<Cow<'d, Value>> {
@@ -311,7 +311,11 @@ fn truthy(v: &Value) -> bool {
 }
 
 /// Evaluates an expression.
-pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<Value> {
+pub(super) fn eval<X: Reader>(
+    expr: &Expr<X>,
+    frame: &mut Frame<'_>,
+    doc: Option<&Vec<Value>>,
+) -> R<Value> {
     let span = expr.span;
     Ok(match &expr.kind {
         ExprKind::Const(v) => v.clone(),
@@ -402,35 +406,61 @@ pub(super) fn eval(expr: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>)
                 _ => Value::List(values),
             }
         }
-        ExprKind::Doc { projection, key } => {
-            let key = key
-                .iter()
-                .map(|k| eval(k, frame, doc))
-                .collect::<R<Vec<_>>>()?;
-            match frame.docs.and_then(|d| d.doc(*projection, &key)) {
-                Some(fields) => Value::List(fields),
-                None => Value::None,
-            }
-        }
-        ExprKind::DocField(d, i) => {
-            let key_text = doc_description(d, frame, doc)?;
-            match eval(d, frame, doc)? {
-                Value::List(fields) => fields.get(*i).cloned().unwrap_or(Value::None),
-                _ => {
-                    return Err(trap(
-                        std_::Trap::OutOfRange(format!("no document {key_text}")),
-                        d.span,
-                    ));
-                }
-            }
-        }
-        ExprKind::DocExists(d) => Value::Bool(!matches!(eval(d, frame, doc)?, Value::None)),
+        ExprKind::Read(read) => read.read(frame, doc)?,
     })
 }
 
+/// What an expression reads beyond the event, the envelope, the state and locals, as
+/// the interpreter evaluates it: nothing in an engine's expressions ([`NoReads`]), the
+/// documents of the test being run ([`DocRead`], through the frame's `docs`).
+pub(crate) trait Reader: Sized {
+    /// The value read.
+    fn read(&self, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<Value>;
+}
+
+impl Reader for NoReads {
+    fn read(&self, _: &mut Frame<'_>, _: Option<&Vec<Value>>) -> R<Value> {
+        match *self {}
+    }
+}
+
+impl Reader for DocRead {
+    fn read(&self, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<Value> {
+        Ok(match self {
+            DocRead::Doc { projection, key } => {
+                let key = key
+                    .iter()
+                    .map(|k| eval(k, frame, doc))
+                    .collect::<R<Vec<_>>>()?;
+                match frame.docs.and_then(|d| d.doc(*projection, &key)) {
+                    Some(fields) => Value::List(fields),
+                    None => Value::None,
+                }
+            }
+            DocRead::DocField(d, i) => {
+                let key_text = doc_description(d, frame, doc)?;
+                match eval(d, frame, doc)? {
+                    Value::List(fields) => fields.get(*i).cloned().unwrap_or(Value::None),
+                    _ => {
+                        return Err(trap(
+                            std_::Trap::OutOfRange(format!("no document {key_text}")),
+                            d.span,
+                        ));
+                    }
+                }
+            }
+            DocRead::DocExists(d) => Value::Bool(!matches!(eval(d, frame, doc)?, Value::None)),
+        })
+    }
+}
+
 /// `balances["a1"]` for a failure message.
-fn doc_description(d: &Expr, frame: &mut Frame<'_>, doc: Option<&Vec<Value>>) -> R<String> {
-    let ExprKind::Doc { key, .. } = &d.kind else {
+fn doc_description(
+    d: &Expr<DocRead>,
+    frame: &mut Frame<'_>,
+    doc: Option<&Vec<Value>>,
+) -> R<String> {
+    let ExprKind::Read(DocRead::Doc { key, .. }) = &d.kind else {
         return Ok(String::new());
     };
     let parts = key

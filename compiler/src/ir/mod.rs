@@ -414,26 +414,28 @@ impl MetaField {
 
 /// A typed expression.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Expr {
+pub struct Expr<R = NoReads> {
     /// What it computes.
-    pub kind: ExprKind,
+    pub kind: ExprKind<R>,
     /// Its static type.
     pub ty: Type,
     /// Where it was written.
     pub span: Span,
 }
 
-impl Expr {
-    /// Calls `f` on this expression and every expression nested in it.
-    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+impl<R> Expr<R> {
+    /// Calls `f` on this expression and every expression nested in it (the key
+    /// expressions of a document read aside).
+    pub fn walk(&self, f: &mut impl FnMut(&Expr<R>)) {
         f(self);
         match &self.kind {
             ExprKind::Const(_)
             | ExprKind::EventField(_)
             | ExprKind::Meta(_)
             | ExprKind::State(_)
-            | ExprKind::Local(_) => {}
-            ExprKind::Unary(_, a) | ExprKind::DocField(a, _) | ExprKind::DocExists(a) => a.walk(f),
+            | ExprKind::Local(_)
+            | ExprKind::Read(_) => {}
+            ExprKind::Unary(_, a) => a.walk(f),
             ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
                 a.walk(f);
                 b.walk(f);
@@ -443,16 +445,19 @@ impl Expr {
                 a.walk(f);
                 b.walk(f);
             }
-            ExprKind::Call(_, args) | ExprKind::List(args) | ExprKind::Doc { key: args, .. } => {
+            ExprKind::Call(_, args) | ExprKind::List(args) => {
                 args.iter().for_each(|e| e.walk(f));
             }
         }
     }
 }
 
-/// Expressions.
+/// Expressions. `R` is what an expression may read besides the event, the envelope,
+/// the state and locals: nothing ([`NoReads`], which has no value) in every
+/// expression an engine runs, documents of projections ([`DocRead`]) in a test's
+/// `expect`. So no engine can be handed a test's document read: the type rules it out.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ExprKind {
+pub enum ExprKind<R = NoReads> {
     /// A constant.
     Const(Value),
     /// A field of the event being handled, by row position.
@@ -464,28 +469,41 @@ pub enum ExprKind {
     /// A local slot.
     Local(usize),
     /// `-x`, `not x`.
-    Unary(UnaryOp, Box<Expr>),
+    Unary(UnaryOp, Box<Expr<R>>),
     /// Arithmetic, comparison, `and`/`or` (short-circuit), `??`.
-    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Binary(BinaryOp, Box<Expr<R>>, Box<Expr<R>>),
     /// `if c { a } else { b }`.
-    If(Box<Expr>, Box<Expr>, Box<Expr>),
+    If(Box<Expr<R>>, Box<Expr<R>>, Box<Expr<R>>),
     /// A standard-library call.
-    Call(Builtin, Vec<Expr>),
+    Call(Builtin, Vec<Expr<R>>),
     /// `map[k]` (optional result) or `list[i]` (traps when out of range).
-    Index(Box<Expr>, Box<Expr>),
+    Index(Box<Expr<R>>, Box<Expr<R>>),
     /// `[a, b, c]`.
-    List(Vec<Expr>),
-    /// A document of a projection, in a test: `balances["a1"]`, `totals`.
+    List(Vec<Expr<R>>),
+    /// A read of what only `R` can read.
+    Read(R),
+}
+
+/// No reads beyond the event, the envelope, the state and locals: handlers, guards,
+/// keys, import rules and constants. It has no value, so `ExprKind::Read` cannot
+/// occur in an engine's expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoReads {}
+
+/// A read of a projection's documents, in a test's `expect`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocRead {
+    /// A document of a projection: `balances["a1"]`, `totals`.
     Doc {
         /// Projection index.
         projection: usize,
         /// Key components.
-        key: Vec<Expr>,
+        key: Vec<Expr<DocRead>>,
     },
-    /// A state field of a document, in a test.
-    DocField(Box<Expr>, usize),
-    /// `exists(doc)`, in a test.
-    DocExists(Box<Expr>),
+    /// A state field of a document.
+    DocField(Box<Expr<DocRead>>, usize),
+    /// `exists(doc)`.
+    DocExists(Box<Expr<DocRead>>),
 }
 
 /// An import block: the peer's events and the rules mapping them to local events.
@@ -559,8 +577,8 @@ pub enum TestStep {
     },
     /// Check a condition over the projections' documents.
     Expect {
-        /// A `bool` expression.
-        cond: Expr,
+        /// A `bool` expression, which may read documents.
+        cond: Expr<DocRead>,
         /// The step.
         span: Span,
     },
