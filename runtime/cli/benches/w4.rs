@@ -15,6 +15,11 @@ use datamesh_runtime::engine::{Engine, EngineKind};
 use datamesh_runtime::log::{Log, LogConfig};
 use datamesh_runtime::store::Store;
 
+/// The node's allocator (see the `datamesh` binary), so the bench measures what a
+/// node runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn events() -> u64 {
     std::env::var("W4_EVENTS")
         .ok()
@@ -47,8 +52,14 @@ fn w4(c: &mut Criterion) {
         group.bench_function(format!("rebuild_balances_{n}_events/{kind}"), |b| {
             b.iter(|| {
                 round += 1;
-                let store_dir = base.join(format!("store-{}-{round}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&store_dir);
+                // A directory per round: the store keeps its catalog of deployments
+                // beside it, and a catalog from an earlier round would make this one
+                // a restart (programs loaded, compiled in the background) instead of
+                // a deploy.
+                let round_dir = base.join(format!("round-{round}"));
+                let _ = std::fs::remove_dir_all(&round_dir);
+                std::fs::create_dir_all(&round_dir).expect("round directory");
+                let store_dir = round_dir.join("store");
                 let store = std::sync::Arc::new(Store::open(&store_dir).expect("store"));
                 runtime.block_on(async {
                     let engine = Engine::start(log.clone(), store, kind).expect("engine");
@@ -57,8 +68,9 @@ fn w4(c: &mut Criterion) {
                         .wait_for("balances@v1", n, Duration::from_secs(600))
                         .await;
                     assert_eq!(reached, Some(n));
+                    engine.stop().await;
                 });
-                let _ = std::fs::remove_dir_all(&store_dir);
+                let _ = std::fs::remove_dir_all(&round_dir);
             })
         });
     }

@@ -23,6 +23,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datamesh_cli::bench::fill_log;
 use datamesh_runtime::log::{Log, LogConfig};
 
+/// The node's allocator (see the `datamesh` binary), so the bench measures what a
+/// node runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn events() -> u64 {
     std::env::var("W7_EVENTS")
         .ok()

@@ -33,6 +33,7 @@
 mod registry;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
 use tokio::sync::{Notify, watch};
 
-use crate::log::{Log, Record};
+use crate::log::{FrameRef, Frames, Log};
 use crate::store::encoding::{DocTooLarge, MAX_DOC_BYTES, decode_key};
 use crate::store::{Commit, Fault, MAX_KEY_BYTES, Store, StoreError};
 pub use registry::{
@@ -127,7 +128,11 @@ struct Shared {
     progress: watch::Sender<u64>,
     wake: Notify,
     /// Set by [`Engine::stop`]: the task ends after the batch in progress.
-    stop: std::sync::atomic::AtomicBool,
+    stop: AtomicBool,
+    /// Set by the compile thread while compiled code waits to be installed: the batch
+    /// in progress (which holds the registry's read lock) ends at its next chunk, so
+    /// a rebuild after a restart runs on the interpreter for one chunk, not a batch.
+    code_waiting: AtomicBool,
     /// Set when the store failed: the engine stops rather than diverge.
     failure: RwLock<Option<String>>,
     /// The engine handlers run on.
@@ -204,7 +209,8 @@ impl Engine {
             registry: RwLock::new(registry),
             progress,
             wake: Notify::new(),
-            stop: std::sync::atomic::AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            code_waiting: AtomicBool::new(false),
             failure: RwLock::new(None),
             kind,
             limits,
@@ -223,9 +229,7 @@ impl Engine {
     /// Stops folding: waits for the batch in progress to commit, then ends the task.
     /// Reads still work (from what is committed); nothing is folded any more.
     pub async fn stop(&self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -359,7 +363,7 @@ async fn run(shared: Arc<Shared>) {
     let mut head = shared.log.watch_head();
     let mut caches: HashMap<String, Docs> = HashMap::new();
     loop {
-        if shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+        if shared.stop.load(Ordering::Acquire) {
             return;
         }
         let work = shared
@@ -492,11 +496,15 @@ fn compile_in_background(shared: std::sync::Weak<Shared>, programs: Vec<(usize, 
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                if shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+                if shared.stop.load(Ordering::Acquire) {
                     return;
                 }
-                if let (Some(code), Ok(mut registry)) = (compiled, shared.registry.write()) {
-                    registry.install_jit(index, code);
+                if let Some(code) = compiled {
+                    shared.code_waiting.store(true, Ordering::Release);
+                    if let Ok(mut registry) = shared.registry.write() {
+                        registry.install_jit(index, code);
+                    }
+                    shared.code_waiting.store(false, Ordering::Release);
                 }
                 shared.wake.notify_one();
             }
@@ -526,21 +534,30 @@ fn apply_batch(
     let started = std::time::Instant::now();
     let mut next = from;
     let mut fold = |chunk: Chunk| -> Result<bool, EngineError> {
-        let (records, unreadable) = chunk?;
-        for record in &records {
-            let meta = envelope.meta(record);
-            batch.apply_record(shared, &registry, record, &meta, &mut scratch)?;
+        let (frames, mut unreadable) = chunk?;
+        for frame in frames.iter() {
+            let Ok(record) = frame else {
+                unreadable = Some(crate::log::LogError::Corrupt {
+                    segment: String::new(),
+                    offset: 0,
+                    reason: format!("the record at position {next} no longer decodes"),
+                });
+                break;
+            };
+            let meta = envelope.meta(&record);
+            batch.apply_record(shared, &registry, &record, &meta, &mut scratch)?;
+            next += 1;
         }
-        next += records.len() as u64;
         if let Some(error) = unreadable {
             // Projections that need this record stop before it; the batch ends here,
             // and the next one starts from the lowest projection still running.
             batch.unreadable(&registry, next, &error);
             return Ok(false);
         }
-        Ok(records.len() == CHUNK
+        Ok(frames.len() == CHUNK
             && batch.pending() < BATCH_DIRTY
-            && started.elapsed() < BATCH_TIME)
+            && started.elapsed() < BATCH_TIME
+            && !shared.code_waiting.load(Ordering::Acquire))
     };
     if shared.log.head().saturating_sub(from) > CHUNK as u64 {
         // Catching up: a second thread reads (and verifies) the next chunk while this
@@ -553,9 +570,9 @@ fn apply_batch(
                 loop {
                     let chunk = read_chunk(log, at);
                     let last = match &chunk {
-                        Ok((records, unreadable)) => {
-                            at += records.len() as u64;
-                            unreadable.is_some() || records.len() < CHUNK
+                        Ok((frames, unreadable)) => {
+                            at = frames.end();
+                            unreadable.is_some() || frames.len() < CHUNK
                         }
                         Err(_) => true,
                     };
@@ -576,8 +593,8 @@ fn apply_batch(
         let mut at = from;
         loop {
             let chunk = read_chunk(&shared.log, at);
-            if let Ok((records, _)) = &chunk {
-                at += records.len() as u64;
+            if let Ok((frames, _)) = &chunk {
+                at = frames.end();
             }
             if !fold(chunk)? {
                 break;
@@ -673,32 +690,12 @@ fn apply_batch(
 }
 
 /// A chunk of records read from the log, and the error of the record that stopped it.
-type Chunk = Result<(Vec<Record>, Option<crate::log::LogError>), EngineError>;
+type Chunk = Result<(Frames, Option<crate::log::LogError>), EngineError>;
 
-/// Reads a chunk from `from`. When the log reports a corrupt record, reads record by
-/// record up to it, and returns the records before it with the error.
-fn read_chunk(
-    log: &Log,
-    from: u64,
-) -> Result<(Vec<Record>, Option<crate::log::LogError>), EngineError> {
-    match log.read(from, CHUNK) {
-        Ok(records) => Ok((records, None)),
-        Err(crate::log::LogError::Corrupt { .. }) => {
-            let mut records = Vec::new();
-            while records.len() < CHUNK {
-                match log.read(from + records.len() as u64, 1) {
-                    Ok(one) if one.is_empty() => break,
-                    Ok(one) => records.extend(one),
-                    Err(e @ crate::log::LogError::Corrupt { .. }) => {
-                        return Ok((records, Some(e)));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok((records, None))
-        }
-        Err(e) => Err(e.into()),
-    }
+/// Reads a chunk from `from`: the records up to the first that cannot be read, with
+/// the damage when one cannot.
+fn read_chunk(log: &Log, from: u64) -> Chunk {
+    Ok(log.read_frames(from, CHUNK)?)
 }
 
 /// Faults, in memory only, the projections that could not read a log record (see
@@ -843,7 +840,7 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn meta(&mut self, record: &Record) -> Meta {
+    fn meta(&mut self, record: &FrameRef<'_>) -> Meta {
         fn intern(slot: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
             match slot {
                 Some(arc) if **arc == *text => arc.clone(),
@@ -854,12 +851,12 @@ impl Envelope {
         Meta {
             position: i64::try_from(record.position).unwrap_or(i64::MAX),
             time: record.time,
-            stream: intern(&mut self.stream, &record.stream),
-            event_type: intern(&mut self.event_type, &record.event_type),
+            stream: intern(&mut self.stream, record.stream),
+            event_type: intern(&mut self.event_type, record.event_type),
             id: if record.id.is_empty() {
                 empty
             } else {
-                Arc::from(record.id.as_str())
+                Arc::from(record.id)
             },
         }
     }
@@ -982,12 +979,12 @@ impl Batch {
         &mut self,
         shared: &Shared,
         registry: &Registry,
-        record: &Record,
+        record: &FrameRef<'_>,
         meta: &Meta,
         scratch: &mut JitScratch,
     ) -> Result<(), EngineError> {
         for (program_index, program) in registry.programs.iter().enumerate() {
-            let Some(event) = program.event_id(&record.event_type) else {
+            let Some(event) = program.event_id(record.event_type) else {
                 continue;
             };
             let Some(targets) = self.targets[program_index].get(event) else {
@@ -1002,7 +999,7 @@ impl Batch {
             // Decoded once for every projection of this program.
             let read = self.reads[program_index].get(event).map(Vec::as_slice);
             let declared = &program.events[event];
-            if let Err(e) = decode_payload_into(declared, &record.payload, read, &mut self.row) {
+            if let Err(e) = decode_payload_into(declared, record.payload, read, &mut self.row) {
                 let message = format!(
                     "the event does not match `{}` as this program declares it: {e}",
                     record.event_type
@@ -1014,7 +1011,7 @@ impl Batch {
                             j,
                             Fault::new(
                                 record.position,
-                                &record.event_type,
+                                record.event_type,
                                 datamesh_compiler::codes::R0006,
                                 message.clone(),
                             ),
@@ -1078,7 +1075,7 @@ impl Batch {
                     self.stopped[i] = Some(record.position);
                     self.faults.push((
                         i,
-                        Fault::trap(record.position, &record.event_type, &trap, handler),
+                        Fault::trap(record.position, record.event_type, &trap, handler),
                     ));
                 }
             }

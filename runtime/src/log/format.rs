@@ -319,9 +319,28 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
 /// # Errors
 /// As [`decode_frame`].
 pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameError> {
+    let (flags, body, crc) = split_frame(bytes)?;
+    if frame_crc(flags.to_le_bytes(), body) != crc {
+        return Err(FrameError::Corrupt);
+    }
+    decode_split(flags, body, crc)
+}
+
+/// As [`decode_frame_ref`] for bytes it accepted before and that have not changed since
+/// (a [`super::Frames`] chunk): the checksum is not computed again.
+///
+/// # Errors
+/// As [`decode_frame_ref`], except that a wrong checksum goes unnoticed.
+pub(super) fn decode_verified(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameError> {
+    let (flags, body, crc) = split_frame(bytes)?;
+    decode_split(flags, body, crc)
+}
+
+/// The length word (with its flags), the body and the stored checksum of the frame at
+/// the start of `bytes`, after checking the length's bounds.
+fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8], u32), FrameError> {
     let header = bytes.get(..FRAME_HEADER).ok_or(FrameError::Incomplete)?;
-    let word = [header[0], header[1], header[2], header[3]];
-    let flags = u32::from_le_bytes(word);
+    let flags = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     if flags & !(LEN_MASK | GROUP_START | GROUP_END) != 0 {
         return Err(FrameError::Corrupt);
     }
@@ -333,13 +352,14 @@ pub fn decode_frame_ref(bytes: &[u8]) -> Result<(FrameRef<'_>, usize), FrameErro
     let body = bytes
         .get(FRAME_HEADER..FRAME_HEADER + len)
         .ok_or(FrameError::Incomplete)?;
-    if frame_crc(word, body) != crc {
-        return Err(FrameError::Corrupt);
-    }
+    Ok((flags, body, crc))
+}
+
+fn decode_split(flags: u32, body: &[u8], crc: u32) -> Result<(FrameRef<'_>, usize), FrameError> {
     let mut frame = decode_body(body, crc).ok_or(FrameError::Corrupt)?;
     frame.group_start = flags & GROUP_START != 0;
     frame.group_end = flags & GROUP_END != 0;
-    Ok((frame, FRAME_HEADER + len))
+    Ok((frame, FRAME_HEADER + body.len()))
 }
 
 fn decode_body(body: &[u8], crc: u32) -> Option<FrameRef<'_>> {

@@ -36,6 +36,7 @@
 //! it instead of at open.
 
 mod format;
+mod frames;
 mod ids;
 mod index;
 pub mod repair;
@@ -48,7 +49,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use format::{FORMAT_VERSION, FrameError, HeaderError, MAX_BODY, Record};
+pub use format::{FORMAT_VERSION, FrameError, FrameRef, HeaderError, MAX_BODY, Record};
+pub use frames::Frames;
 use index::{Offsets, SegmentIndex, StreamIndex};
 pub use stats::LogStats;
 use tokio::sync::{oneshot, watch};
@@ -498,6 +500,29 @@ impl Log {
         read
     }
 
+    /// Reads up to `max` records from position `from` as one chunk of frames that
+    /// borrows each record instead of copying it (see [`Frames`]). Where a record
+    /// does not verify, the chunk ends before it and the damage comes with it (and is
+    /// kept for [`Log::damage`] like a failed [`Log::read`]).
+    ///
+    /// # Errors
+    /// I/O errors; a poisoned lock.
+    pub fn read_frames(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<(Frames, Option<LogError>), LogError> {
+        let index = self.shared.index.read().map_err(lock_poisoned)?;
+        let read = read_frames(&index, from, max);
+        drop(index);
+        if let Ok((_, Some(damage))) = &read
+            && note_damage(&self.shared, damage)
+        {
+            tracing::error!(error = %damage, "a log read met a record that does not verify");
+        }
+        read
+    }
+
     /// Reads up to `max` records of one stream, from stream version `from_version`.
     ///
     /// # Errors
@@ -540,9 +565,29 @@ impl Log {
 
 /// Reads up to `max` records from position `from` of the published log.
 fn read_index(index: &Index, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
-    let end = index.head.min(from.saturating_add(max as u64));
+    let (frames, damage) = read_frames(index, from, max)?;
+    if let Some(damage) = damage {
+        return Err(damage);
+    }
+    frames.to_records().map_err(|e| LogError::Corrupt {
+        segment: String::new(),
+        offset: 0,
+        reason: format!("{e:?} record on a second decode"),
+    })
+}
 
-    let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
+/// Reads up to `max` records from `from` as one chunk of frames, verifying each; at
+/// a frame that does not verify, returns the ones before it and the damage.
+///
+/// # Errors
+/// I/O errors reading a segment.
+fn read_frames(
+    index: &Index,
+    from: u64,
+    max: usize,
+) -> Result<(Frames, Option<LogError>), LogError> {
+    let end = index.head.min(from.saturating_add(max as u64));
+    let mut frames = Frames::starting_at(from);
     let mut position = from;
     while position < end {
         let Some(segment) = segment_for(&index.segments, position) else {
@@ -550,31 +595,28 @@ fn read_index(index: &Index, from: u64, max: usize) -> Result<Vec<Record>, LogEr
         };
         let local = (position - segment.first) as usize;
         let last_local = ((end - segment.first) as usize).min(segment.offsets.len());
-        let start_byte = segment
-            .offsets
-            .get(local)
-            .ok_or_else(|| LogError::Corrupt {
+        let Some(start_byte) = segment.offsets.get(local) else {
+            let damage = LogError::Corrupt {
                 segment: segment_name(segment.first),
                 offset: 0,
                 reason: format!("no offset for position {position}"),
-            })?;
+            };
+            return Ok((frames, Some(damage)));
+        };
         let end_byte = segment.offsets.get(last_local).unwrap_or(segment.len);
-        let mut bytes = vec![0; (end_byte - start_byte) as usize];
+        let mut bytes = vec![0; end_byte.saturating_sub(start_byte) as usize];
         segment.file.read_exact_at(&mut bytes, start_byte)?;
-        let mut at = 0;
-        while at < bytes.len() {
-            let (record, used) =
-                format::decode_frame(&bytes[at..]).map_err(|e| LogError::Corrupt {
-                    segment: segment_name(segment.first),
-                    offset: start_byte + at as u64,
-                    reason: format!("{e:?} record on read"),
-                })?;
-            at += used;
-            out.push(record);
+        if let Err((at, e)) = frames.push_verified(bytes) {
+            let damage = LogError::Corrupt {
+                segment: segment_name(segment.first),
+                offset: start_byte + at as u64,
+                reason: format!("{e:?} record on read"),
+            };
+            return Ok((frames, Some(damage)));
         }
         position = segment.first + last_local as u64;
     }
-    Ok(out)
+    Ok((frames, None))
 }
 
 /// Keeps `damage` for [`Log::damage`] unless the same segment and offset are already
