@@ -30,6 +30,7 @@
 //! leaving its documents as they were before that event; between batches a table holds
 //! only documents equal to the store's (the engine is the keyspaces' only writer).
 
+mod ahead;
 mod registry;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ use tokio::sync::{Notify, watch};
 use crate::log::{FrameRef, Frames, Log};
 use crate::store::encoding::{DocTooLarge, MAX_DOC_BYTES, decode_key};
 use crate::store::{Commit, Fault, MAX_KEY_BYTES, Store, StoreError};
+use ahead::{Ahead, Plan};
 pub use registry::{
     CheckedProgram, DeployError, DeployLimits, DeployOutcome, JIT_MAX_HANDLER_NODES,
     JIT_MAX_PROGRAM_NODES, LifecycleError, MAX_HANDLER_NODES, ProjectionInfo, Registry,
@@ -531,11 +533,15 @@ fn apply_batch(
     // tied to one thread.
     let mut scratch = JitScratch::new();
     let mut envelope = Envelope::default();
+    // Catching up: a second thread reads, verifies and decodes the next chunk while
+    // this one folds the last, so a rebuild uses both cores.
+    let catching_up = shared.log.head().saturating_sub(from) > CHUNK as u64;
+    let plan = catching_up.then(|| batch.plan_ahead(&registry));
     let started = std::time::Instant::now();
     let mut next = from;
-    let mut fold = |chunk: Chunk| -> Result<bool, EngineError> {
+    let mut fold = |chunk: Chunk, ahead: Option<&Ahead>| -> Result<bool, EngineError> {
         let (frames, mut unreadable) = chunk?;
-        for frame in frames.iter() {
+        for (n, frame) in frames.iter().enumerate() {
             let Ok(record) = frame else {
                 unreadable = Some(crate::log::LogError::Corrupt {
                     segment: String::new(),
@@ -545,7 +551,8 @@ fn apply_batch(
                 break;
             };
             let meta = envelope.meta(&record);
-            batch.apply_record(shared, &registry, &record, &meta, &mut scratch)?;
+            let ahead = ahead.map(|rows| (rows, n));
+            batch.apply_record(shared, &registry, &record, &meta, &mut scratch, ahead)?;
             next += 1;
         }
         if let Some(error) = unreadable {
@@ -559,31 +566,37 @@ fn apply_batch(
             && started.elapsed() < BATCH_TIME
             && !shared.code_waiting.load(Ordering::Acquire))
     };
-    if shared.log.head().saturating_sub(from) > CHUNK as u64 {
-        // Catching up: a second thread reads (and verifies) the next chunk while this
-        // one folds the last, so a rebuild uses both cores.
+    if let Some(plan) = plan {
+        // Each chunk's rows go back to the reading thread, to be dropped where they
+        // were made.
         std::thread::scope(|scope| -> Result<(), EngineError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Chunk, Ahead)>(1);
+            let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Ahead>();
             let log = &shared.log;
             scope.spawn(move || {
                 let mut at = from;
                 loop {
                     let chunk = read_chunk(log, at);
+                    let mut ahead = spent_rx.try_recv().unwrap_or_default();
                     let last = match &chunk {
                         Ok((frames, unreadable)) => {
                             at = frames.end();
+                            ahead.decode(&plan, frames);
                             unreadable.is_some() || frames.len() < CHUNK
                         }
                         Err(_) => true,
                     };
                     // The batch ended (the receiver is gone), or this was the last.
-                    if tx.send(chunk).is_err() || last {
+                    if tx.send((chunk, ahead)).is_err() || last {
                         return;
                     }
                 }
             });
-            while let Ok(chunk) = rx.recv() {
-                if !fold(chunk)? {
+            while let Ok((chunk, ahead)) = rx.recv() {
+                let more = fold(chunk, Some(&ahead))?;
+                // The reading thread may have stopped (this was its last chunk).
+                let _ = spent_tx.send(ahead);
+                if !more {
                     break;
                 }
             }
@@ -596,7 +609,7 @@ fn apply_batch(
             if let Ok((frames, _)) = &chunk {
                 at = frames.end();
             }
-            if !fold(chunk)? {
+            if !fold(chunk, None)? {
                 break;
             }
         }
@@ -926,6 +939,17 @@ impl Batch {
         }
     }
 
+    /// What the reading thread needs to decode this batch's events ahead of the fold.
+    fn plan_ahead(&self, registry: &Registry) -> Plan {
+        Plan {
+            programs: registry.programs.clone(),
+            targets: (self.targets.iter())
+                .map(|events| events.iter().map(|t| !t.is_empty()).collect())
+                .collect(),
+            reads: self.reads.clone(),
+        }
+    }
+
     /// The log record at `position` cannot be read: every projection of this batch
     /// that still needs it (its checkpoint is at or before it) stops before it, with a
     /// fault naming the damage; the ones past it are not affected.
@@ -982,6 +1006,7 @@ impl Batch {
         record: &FrameRef<'_>,
         meta: &Meta,
         scratch: &mut JitScratch,
+        ahead: Option<(&Ahead, usize)>,
     ) -> Result<(), EngineError> {
         for (program_index, program) in registry.programs.iter().enumerate() {
             let Some(event) = program.event_id(record.event_type) else {
@@ -996,31 +1021,42 @@ impl Batch {
             if !targets.iter().any(|&i| live(i, &self.stopped)) {
                 continue;
             }
-            // Decoded once for every projection of this program.
-            let read = self.reads[program_index].get(event).map(Vec::as_slice);
-            let declared = &program.events[event];
-            if let Err(e) = decode_payload_into(declared, record.payload, read, &mut self.row) {
-                let message = format!(
-                    "the event does not match `{}` as this program declares it: {e}",
-                    record.event_type
-                );
-                for &j in targets {
-                    if live(j, &self.stopped) {
-                        self.stopped[j] = Some(record.position);
-                        self.faults.push((
-                            j,
-                            Fault::new(
-                                record.position,
-                                record.event_type,
-                                datamesh_compiler::codes::R0006,
-                                message.clone(),
-                            ),
-                        ));
-                    }
+            // Decoded once for every projection of this program (ahead, on the reading
+            // thread, while catching up).
+            let decoded = match ahead.and_then(|(rows, n)| rows.row(n, program_index)) {
+                Some(Ok(row)) => Ok(row),
+                Some(Err(e)) => Err(e.clone()),
+                None => {
+                    let read = self.reads[program_index].get(event).map(Vec::as_slice);
+                    let declared = &program.events[event];
+                    decode_payload_into(declared, record.payload, read, &mut self.row)
+                        .map(|()| self.row.as_slice())
                 }
-                continue;
-            }
-            let row = &self.row;
+            };
+            let row = match decoded {
+                Ok(row) => row,
+                Err(e) => {
+                    let message = format!(
+                        "the event does not match `{}` as this program declares it: {e}",
+                        record.event_type
+                    );
+                    for &j in targets {
+                        if live(j, &self.stopped) {
+                            self.stopped[j] = Some(record.position);
+                            self.faults.push((
+                                j,
+                                Fault::new(
+                                    record.position,
+                                    record.event_type,
+                                    datamesh_compiler::codes::R0006,
+                                    message.clone(),
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
             // The row is encoded for compiled code once, for every projection.
             let mut prepared = None;
             for &i in targets {
@@ -1061,7 +1097,7 @@ impl Batch {
                         }
                         (Docs::Interp(table), _) => {
                             let program: &Program = program;
-                            let event = (event, row.as_slice(), meta);
+                            let event = (event, row, meta);
                             program.fold(&mut (), projection.index, &event, table, &mut stored)
                         }
                         // The kinds match by construction (see `Batch::plan`).

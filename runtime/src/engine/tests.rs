@@ -707,6 +707,91 @@ async fn deploy_limits_refuse_or_fall_back_to_the_interpreter() {
     log.close();
 }
 
+/// A payload appended before any program declared its type, that does not match the
+/// declaration deployed later, faults the projections that handle it at its position
+/// (R0006, naming the field), whether the engine decoded it ahead on the reading thread
+/// (a rebuild of many chunks) or itself; the events before it are applied, a projection
+/// of another event type goes on to the head.
+async fn a_payload_that_does_not_match_faults_its_projections_at_that_event(kind: EngineKind) {
+    let (dir, _, log) = setup("mismatch", kind);
+    let event = |ty: &str, payload: String| NewEvent {
+        event_type: ty.to_owned(),
+        payload: payload.into_bytes(),
+        stream: String::new(),
+        id: String::new(),
+        origin: String::new(),
+        time: None,
+    };
+    let deposit = |i: usize| {
+        event(
+            "Deposited",
+            format!(r#"{{"account":"a{}","amount":{}}}"#, i % 7, i % 10 + 1),
+        )
+    };
+    // Far more events than a chunk before the bad one, so it is met ahead of the fold.
+    let bad_at = 1000;
+    let mut events: Vec<NewEvent> = (0..bad_at).map(deposit).collect();
+    events.push(event(
+        "Deposited",
+        r#"{"account":"a1","amount":"lots"}"#.to_owned(),
+    ));
+    events.extend((0..500).map(|i| event("Noted", format!(r#"{{"n":{i}}}"#))));
+    events.extend((0..300).map(deposit));
+    append_all(&log, events).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store, kind).expect("engine");
+    let program = "event Deposited { account: string, amount: int }\n\
+        event Noted { n: int }\n\
+        projection sums v1 { key account state { total: int = 0 } on Deposited { total += event.amount } }\n\
+        projection notes v1 { state { n: int = 0 } on Noted { n += 1 } }\n";
+    engine.deploy(program, "p.dmp").expect("deploy");
+    let head = log.head();
+    engine
+        .wait_for("notes@v1", head, Duration::from_secs(60))
+        .await;
+    let info = |label: &str| {
+        engine
+            .with_registry(|r| {
+                let p = r.resolve(label, Some(1)).expect("deployed");
+                (p.position, p.fault.clone(), p.keyspace.clone())
+            })
+            .expect("registry")
+    };
+    let (position, fault, keyspace) = info("sums");
+    let fault = fault.expect("sums is faulted");
+    assert_eq!(
+        (fault.code.as_str(), fault.position),
+        ("R0006", 1000),
+        "{fault}"
+    );
+    assert!(fault.message.contains("amount"), "{fault}");
+    assert_eq!(
+        position, 1000,
+        "sums applied every event before the bad one"
+    );
+    let store = engine.store();
+    let ks = store.keyspace(&keyspace).expect("keyspace");
+    let totals: i64 = store
+        .scan(&ks, &[], None, None, usize::MAX)
+        .expect("scan")
+        .into_iter()
+        .map(|(_, v)| match decode_doc(&v).expect("doc").first() {
+            Some(Value::Int(total)) => *total,
+            other => panic!("a total, not {other:?}"),
+        })
+        .sum();
+    let want: i64 = (0..bad_at)
+        .map(|i| i64::try_from(i % 10 + 1).expect("small"))
+        .sum();
+    assert_eq!(totals, want);
+    let (position, fault, _) = info("notes");
+    assert_eq!((position, fault), (head, None));
+    engine.stop().await;
+    drop(engine);
+    log.close();
+    drop(dir);
+}
+
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -735,6 +820,7 @@ on_both_engines!(
     a_checkpoint_past_the_head_is_rebuilt,
     a_store_from_another_log_is_rebuilt,
     an_unreadable_record_faults_only_the_projections_that_need_it,
+    a_payload_that_does_not_match_faults_its_projections_at_that_event,
     a_retired_version_named_by_a_program_is_skipped_after_a_restart
 );
 
