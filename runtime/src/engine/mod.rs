@@ -542,13 +542,12 @@ fn apply_batch(
     let mut fold = |chunk: Chunk, ahead: Option<&Ahead>| -> Result<bool, EngineError> {
         let (frames, mut unreadable) = chunk?;
         for (n, frame) in frames.iter().enumerate() {
-            let Ok(record) = frame else {
-                unreadable = Some(crate::log::LogError::Corrupt {
-                    segment: String::new(),
-                    offset: 0,
-                    reason: format!("the record at position {next} no longer decodes"),
-                });
-                break;
+            let record = match frame {
+                Ok(record) => record,
+                Err(error) => {
+                    unreadable = Some(error);
+                    break;
+                }
             };
             let meta = envelope.meta(&record);
             let ahead = ahead.map(|rows| (rows, n));

@@ -7,8 +7,8 @@
 //! was read, and its bytes do not change after; the `i`-th frame holds position
 //! `first + i`.
 
-use super::Record;
 use super::format::{self, FrameError, FrameRef};
+use super::{LogError, Record};
 
 /// Consecutive records of the log, from [`super::Log::read_frames`].
 #[derive(Debug, Default)]
@@ -79,10 +79,16 @@ impl Frames {
     /// The records, in order, borrowed from the chunk. An item is an error only if a
     /// frame no longer decodes as it did when it verified, which its invariant rules
     /// out; a caller treats it as a record that cannot be read.
-    pub fn iter(&self) -> impl Iterator<Item = Result<FrameRef<'_>, FrameError>> + '_ {
-        self.starts.iter().map(|&start| {
+    pub fn iter(&self) -> impl Iterator<Item = Result<FrameRef<'_>, LogError>> + '_ {
+        (self.first..).zip(&self.starts).map(|(position, &start)| {
             let frame = self.bytes.get(start..).unwrap_or_default();
-            format::decode_verified(frame).map(|(frame, _)| frame)
+            format::decode_verified(frame)
+                .map(|(frame, _)| frame)
+                .map_err(|e| LogError::Corrupt {
+                    segment: String::new(),
+                    offset: 0,
+                    reason: format!("the record at position {position} no longer decodes ({e:?})"),
+                })
         })
     }
 
@@ -90,7 +96,7 @@ impl Frames {
     ///
     /// # Errors
     /// As [`Frames::iter`].
-    pub fn to_records(&self) -> Result<Vec<Record>, FrameError> {
+    pub fn to_records(&self) -> Result<Vec<Record>, LogError> {
         self.iter()
             .map(|frame| frame.map(FrameRef::to_record))
             .collect()

@@ -569,11 +569,7 @@ fn read_index(index: &Index, from: u64, max: usize) -> Result<Vec<Record>, LogEr
     if let Some(damage) = damage {
         return Err(damage);
     }
-    frames.to_records().map_err(|e| LogError::Corrupt {
-        segment: String::new(),
-        offset: 0,
-        reason: format!("{e:?} record on a second decode"),
-    })
+    frames.to_records()
 }
 
 /// Reads up to `max` records from `from` as one chunk of frames, verifying each; at
