@@ -13,6 +13,8 @@ use serde_json::{Map, Number, Value as Json};
 
 use crate::ir::{EventType, Field, Type};
 
+mod flat;
+
 /// A payload that does not match its event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", match field { Some(f) => format!("field `{f}`: {message}"), None => message.clone() })]
@@ -402,8 +404,16 @@ pub fn decode_payload_into(
     read: Option<&[bool]>,
     row: &mut Vec<Value>,
 ) -> Result<(), PayloadError> {
-    let de = serde_json::Deserializer::from_slice(bytes);
-    decode_with(event, (de, bytes), read, row)
+    match std::str::from_utf8(bytes) {
+        Ok(text) => decode_payload_text(event, text, read, row),
+        // Not UTF-8: serde_json says where.
+        Err(_) => decode_general(
+            event,
+            (serde_json::Deserializer::from_slice(bytes), bytes),
+            read,
+            row,
+        ),
+    }
 }
 
 /// [`decode_payload_into`] for a payload that is already text (an append request's),
@@ -417,11 +427,25 @@ pub fn decode_payload_text(
     read: Option<&[bool]>,
     row: &mut Vec<Value>,
 ) -> Result<(), PayloadError> {
+    let n = event.fields.len();
+    row.clear();
+    row.resize(n, Value::None);
+    let mut seen: smallvec::SmallVec<[bool; 32]> = smallvec::smallvec![false; n];
+    let seed = RowSeed {
+        event,
+        row,
+        seen: &mut seen,
+        read,
+    };
+    if flat::decode(text, seed).is_ok() {
+        return defaults(event, row, &seen);
+    }
     let de = serde_json::Deserializer::from_str(text);
-    decode_with(event, (de, text.as_bytes()), read, row)
+    decode_general(event, (de, text.as_bytes()), read, row)
 }
 
-fn decode_with<'de, R: serde_json::de::Read<'de>>(
+/// Decodes with serde_json's general parser: any JSON, and the precise error.
+fn decode_general<'de, R: serde_json::de::Read<'de>>(
     event: &EventType,
     (mut de, bytes): (serde_json::Deserializer<R>, &[u8]),
     read: Option<&[bool]>,
@@ -448,7 +472,13 @@ fn decode_with<'de, R: serde_json::de::Read<'de>>(
         *row = decode_payload(event, &json)?;
         return Ok(());
     }
-    for ((field, slot), seen) in event.fields.iter().zip(row.iter_mut()).zip(seen) {
+    defaults(event, row, &seen)
+}
+
+/// Fills the fields a payload left out with their defaults, or names the first one
+/// that has none.
+fn defaults(event: &EventType, row: &mut [Value], seen: &[bool]) -> Result<(), PayloadError> {
+    for ((field, slot), &seen) in event.fields.iter().zip(row.iter_mut()).zip(seen) {
         if seen {
             continue;
         }
