@@ -567,7 +567,9 @@ fn apply_batch(
     };
     if let Some(plan) = plan {
         // Each chunk's rows go back to the reading thread, to be dropped where they
-        // were made.
+        // were made. `hungry` is set while the fold waits for a chunk: the reading
+        // thread then hands over the one it is decoding, and the fold decodes the rest.
+        let hungry = &AtomicBool::new(false);
         std::thread::scope(|scope| -> Result<(), EngineError> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(Chunk, Ahead)>(1);
             let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Ahead>();
@@ -580,7 +582,7 @@ fn apply_batch(
                     let last = match &chunk {
                         Ok((frames, unreadable)) => {
                             at = frames.end();
-                            ahead.decode(&plan, frames);
+                            ahead.decode(&plan, frames, hungry);
                             unreadable.is_some() || frames.len() < CHUNK
                         }
                         Err(_) => true,
@@ -591,7 +593,19 @@ fn apply_batch(
                     }
                 }
             });
-            while let Ok((chunk, ahead)) = rx.recv() {
+            loop {
+                let received = match rx.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        hungry.store(true, Ordering::Relaxed);
+                        let received = rx.recv();
+                        hungry.store(false, Ordering::Relaxed);
+                        received.ok()
+                    }
+                    received => received.ok(),
+                };
+                let Some((chunk, ahead)) = received else {
+                    break;
+                };
                 let more = fold(chunk, Some(&ahead))?;
                 // The reading thread may have stopped (this was its last chunk).
                 let _ = spent_tx.send(ahead);
