@@ -453,6 +453,7 @@ fn reconcile(registry: &mut Registry, store: &Store, log: &Log) -> Result<(), En
                 projection.position = 0;
                 projection.fault = None;
                 projection.caught_up = false;
+                projection.since = (std::time::Instant::now(), 0);
             }
             Err(e) => {
                 tracing::error!(projection = %projection.label, reason = %reason, error = %e, "the projection must be rebuilt but its documents cannot be dropped: it is faulted");
@@ -670,7 +671,16 @@ fn apply_batch(
             .push((registry.projections[*i].label.clone(), fault.clone()));
     }
     drop(registry);
+    let folded = started.elapsed();
     shared.store.commit(commit)?;
+    tracing::debug!(
+        from,
+        events = last + 1 - from,
+        fold_ms = folded.as_millis() as u64,
+        commit_ms = (started.elapsed() - folded).as_millis() as u64,
+        decoded_ahead = catching_up,
+        "batch applied"
+    );
     let mut registry = shared.registry.write().map_err(|_| StoreError::Lock)?;
     let head = shared.log.head();
     // Projections deployed while this batch ran are not part of it: they start from
@@ -684,8 +694,20 @@ fn apply_batch(
             continue;
         }
         projection.position = batch.stopped[i].unwrap_or(last + 1);
-        if projection.position >= head {
+        if projection.position >= head && !projection.caught_up {
             projection.caught_up = true;
+            let (since, from) = projection.since;
+            let events = projection.position.saturating_sub(from);
+            if events > 0 {
+                let seconds = since.elapsed().as_secs_f64();
+                tracing::info!(
+                    projection = %projection.label,
+                    events,
+                    seconds = format!("{seconds:.3}"),
+                    events_per_second = (events as f64 / seconds.max(1e-9)).round() as u64,
+                    "projection caught up with the log"
+                );
+            }
         }
         match &mut docs {
             Docs::Jit(table) => table.shrink_to(CACHE_DOCS),

@@ -46,6 +46,9 @@ pub struct ProjectionInfo {
     pub fault: Option<crate::store::Fault>,
     /// It has reached the log head at least once.
     pub caught_up: bool,
+    /// When this process began folding it (deployed, loaded or reset), and its
+    /// position then: what its catch-up is measured from.
+    pub since: (std::time::Instant, u64),
     /// Retired: stopped for good, documents deleted; invisible to reads and lists.
     pub retired: bool,
     /// Key component types.
@@ -594,12 +597,14 @@ impl Registry {
             }
             let fault = store.fault(&label)?;
             let keyspace = keyspace_name(&projection.name, projection.version);
+            let position = store.checkpoint(&label)?;
             self.projections.push(ProjectionInfo {
                 retired: store.is_retired(&keyspace),
                 name: projection.name.clone(),
                 version: projection.version,
                 keyspace,
-                position: store.checkpoint(&label)?,
+                position,
+                since: (std::time::Instant::now(), position),
                 label,
                 program: program_index,
                 index,
