@@ -430,7 +430,7 @@ pub fn decode_payload_text(
     let n = event.fields.len();
     row.clear();
     row.resize(n, Value::None);
-    let mut seen: smallvec::SmallVec<[bool; 32]> = smallvec::smallvec![false; n];
+    let mut seen = Seen::new(n);
     let seed = RowSeed {
         event,
         row,
@@ -455,7 +455,7 @@ fn decode_general<'de, R: serde_json::de::Read<'de>>(
     let n = event.fields.len();
     row.clear();
     row.resize(n, Value::None);
-    let mut seen: smallvec::SmallVec<[bool; 32]> = smallvec::smallvec![false; n];
+    let mut seen = Seen::new(n);
     let outcome = RowSeed {
         event,
         row,
@@ -477,9 +477,9 @@ fn decode_general<'de, R: serde_json::de::Read<'de>>(
 
 /// Fills the fields a payload left out with their defaults, or names the first one
 /// that has none.
-fn defaults(event: &EventType, row: &mut [Value], seen: &[bool]) -> Result<(), PayloadError> {
-    for ((field, slot), &seen) in event.fields.iter().zip(row.iter_mut()).zip(seen) {
-        if seen {
+fn defaults(event: &EventType, row: &mut [Value], seen: &Seen) -> Result<(), PayloadError> {
+    for (i, (field, slot)) in event.fields.iter().zip(row.iter_mut()).enumerate() {
+        if seen.get(i) {
             continue;
         }
         *slot = field.default.clone().ok_or_else(|| {
@@ -636,7 +636,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Key {
 struct RowSeed<'a> {
     event: &'a EventType,
     row: &'a mut [Value],
-    seen: &'a mut [bool],
+    seen: &'a mut Seen,
     read: Option<&'a [bool]>,
 }
 
@@ -659,7 +659,7 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
         use serde::de::Error;
         // Payloads usually list the fields in declaration order: try the next one first.
         let mut next = 0;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(FieldName)? {
             let fields = &self.event.fields;
             let i = match fields.get(next) {
                 Some(f) if f.name == *key => next,
@@ -675,12 +675,80 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
             if null && !matches!(ty, Type::Optional(_)) {
                 return Err(A::Error::custom(format!("`{key}` is null")));
             }
-            if let (Some(slot), Some(seen)) = (self.row.get_mut(i), self.seen.get_mut(i)) {
+            if let Some(slot) = self.row.get_mut(i) {
                 *slot = value;
-                *seen = true;
+                self.seen.set(i);
             }
         }
         Ok(())
+    }
+}
+
+/// Which fields of a row a payload gave.
+enum Seen {
+    /// Up to 64 fields, one bit each.
+    Few(u64),
+    /// More.
+    Many(Vec<bool>),
+}
+
+impl Seen {
+    fn new(fields: usize) -> Seen {
+        if fields <= 64 {
+            Seen::Few(0)
+        } else {
+            Seen::Many(vec![false; fields])
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Seen::Few(bits) => *bits |= 1u64.checked_shl(i as u32).unwrap_or(0),
+            Seen::Many(seen) => {
+                if let Some(seen) = seen.get_mut(i) {
+                    *seen = true;
+                }
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Seen::Few(bits) => bits & 1u64.checked_shl(i as u32).unwrap_or(0) != 0,
+            Seen::Many(seen) => seen.get(i).copied().unwrap_or(false),
+        }
+    }
+}
+
+/// A payload's key, borrowed from the payload when it has no escape (serde's own
+/// `Cow<str>` always allocates a `String`).
+struct FieldName;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldName {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -890,6 +958,26 @@ mod tests {
         assert_eq!(excerpt("short"), "short");
         let cut = excerpt(&"é".repeat(100)).into_owned();
         assert!(cut.ends_with("… (200 bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn an_event_of_many_fields_is_decoded_and_its_missing_field_named() {
+        let names: Vec<String> = (0..70).map(|i| format!("f{i}")).collect();
+        let fields: Vec<(&str, Type)> = names.iter().map(|n| (n.as_str(), Type::Int)).collect();
+        let e = event(&fields);
+        let all = |skip: Option<usize>| {
+            let entries: Vec<String> = (0..70)
+                .filter(|i| Some(*i) != skip)
+                .map(|i| format!("\"f{i}\":{i}"))
+                .collect();
+            format!("{{{}}}", entries.join(","))
+        };
+        let row = decode_payload_bytes(&e, all(None).as_bytes()).expect("every field");
+        assert!(matches!(row[69], Value::Int(69)), "{:?}", row[69]);
+        for missing in [3, 64, 69] {
+            let err = decode_payload_bytes(&e, all(Some(missing)).as_bytes()).expect_err("missing");
+            assert_eq!(err.field.as_deref(), Some(names[missing].as_str()), "{err}");
+        }
     }
 
     #[test]

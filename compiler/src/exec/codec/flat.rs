@@ -236,7 +236,7 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
 mod tests {
     use datamesh_stdlib::Value;
 
-    use super::super::{PayloadError, RowSeed, decode_general, defaults};
+    use super::super::{PayloadError, RowSeed, Seen, decode_general, defaults};
     use crate::ast::Span;
     use crate::ir::{EventType, Field, Type};
 
@@ -270,7 +270,7 @@ mod tests {
     /// What the fast path makes of `text`, if it takes it.
     fn fast(event: &EventType, text: &str) -> Option<Result<String, PayloadError>> {
         let mut row = vec![Value::None; event.fields.len()];
-        let mut seen = vec![false; event.fields.len()];
+        let mut seen = Seen::new(event.fields.len());
         let seed = RowSeed {
             event,
             row: &mut row,
