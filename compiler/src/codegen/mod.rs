@@ -35,7 +35,7 @@ use layout::{Doc, Layout, Repr, Slot};
 use translate::{Kind, Pool, Shims, Translator};
 
 use crate::ast::Span;
-use crate::ir::{ExprKind, Handler, MetaField, Program, Type};
+use crate::ir::{ExprKind, Handler, Program, Type};
 
 /// Why a program could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,7 +312,7 @@ impl Compiler {
             imports,
             pool: self.pool,
             clif: self.clif,
-            text_meta: reads_text_meta(program),
+            text_meta: program.reads_text_meta(),
             _code: self.code,
         })
     }
@@ -401,24 +401,6 @@ impl Compiler {
 
 /// The row words of a key made only of event fields whose row word is exactly the word
 /// the key function would write (an integer-like value, or a string's handle).
-/// Whether a handler or import rule of `program` reads a text field of the envelope.
-fn reads_text_meta(program: &Program) -> bool {
-    let mut found = false;
-    let mut look = |e: &crate::ir::Expr| {
-        found |= matches!(
-            e.kind,
-            ExprKind::Meta(MetaField::Stream | MetaField::Type | MetaField::Id)
-        );
-    };
-    let handlers = (program.projections.iter().flat_map(|p| &p.handlers))
-        .chain(program.imports.iter().flat_map(|i| &i.rules));
-    for h in handlers {
-        h.key.iter().chain(&h.guard).for_each(|e| e.walk(&mut look));
-        h.body.iter().for_each(|s| s.walk_exprs(&mut look));
-    }
-    found
-}
-
 fn key_row_words(h: &Handler, row: &Layout) -> Option<Box<[usize]>> {
     if h.key.is_empty() {
         return None;

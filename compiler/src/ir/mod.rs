@@ -194,6 +194,26 @@ impl Program {
         }
         read
     }
+
+    /// Whether a handler or import rule reads a text field of the envelope
+    /// (`meta.stream`, `meta.type`, `meta.id`): when none does, an engine need not
+    /// build them for every event.
+    pub fn reads_text_meta(&self) -> bool {
+        let mut found = false;
+        let mut look = |e: &Expr| {
+            found |= matches!(
+                e.kind,
+                ExprKind::Meta(MetaField::Stream | MetaField::Type | MetaField::Id)
+            );
+        };
+        let handlers = (self.projections.iter().flat_map(|p| &p.handlers))
+            .chain(self.imports.iter().flat_map(|i| &i.rules));
+        for h in handlers {
+            h.key.iter().chain(&h.guard).for_each(|e| e.walk(&mut look));
+            h.body.iter().for_each(|s| s.walk_exprs(&mut look));
+        }
+        found
+    }
 }
 
 /// An event type: the schema of a payload.

@@ -533,7 +533,12 @@ fn apply_batch(
     // Made here, inside the blocking task, because compiled code's scratch state is
     // tied to one thread.
     let mut scratch = JitScratch::new();
-    let mut envelope = Envelope::default();
+    // The envelope's text (stream, id) is built for every event only when a handler
+    // reads it.
+    let mut envelope = Envelope {
+        text: registry.programs.iter().any(|p| p.reads_text_meta()),
+        ..Envelope::default()
+    };
     // Catching up: a second thread reads, verifies and decodes the next chunk while
     // this one folds the last, so a rebuild uses both cores.
     let catching_up = shared.log.head().saturating_sub(from) > CHUNK as u64;
@@ -882,6 +887,9 @@ impl TooLarge {
 /// events without stream or id, allocates them once).
 #[derive(Default)]
 struct Envelope {
+    /// Whether a handler reads `meta.stream`, `meta.type` or `meta.id`; without, the
+    /// stream and id are left empty (the type is kept: faults name it).
+    text: bool,
     stream: Option<Arc<str>>,
     event_type: Option<Arc<str>>,
     empty: Option<Arc<str>>,
@@ -899,9 +907,13 @@ impl Envelope {
         Meta {
             position: i64::try_from(record.position).unwrap_or(i64::MAX),
             time: record.time,
-            stream: intern(&mut self.stream, record.stream),
+            stream: if self.text {
+                intern(&mut self.stream, record.stream)
+            } else {
+                empty.clone()
+            },
             event_type: intern(&mut self.event_type, record.event_type),
-            id: if record.id.is_empty() {
+            id: if record.id.is_empty() || !self.text {
                 empty
             } else {
                 Arc::from(record.id)

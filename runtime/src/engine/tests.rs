@@ -792,6 +792,93 @@ async fn a_payload_that_does_not_match_faults_its_projections_at_that_event(kind
     drop(dir);
 }
 
+/// A handler that reads the envelope's text (`meta.stream`, `meta.id`) gets it for
+/// every event of a rebuild of many chunks, whether or not another deployed program
+/// reads it.
+async fn the_envelope_reaches_the_handlers_that_read_it(kind: EngineKind) {
+    let (dir, _, log) = setup("envelope", kind);
+    let n = 400u64;
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| NewEvent {
+            event_type: "Ping".to_owned(),
+            payload: format!(r#"{{"device":"d{}"}}"#, i % 3).into_bytes(),
+            stream: format!("s-{}", i % 5),
+            id: if i % 2 == 0 {
+                format!("id-{i}")
+            } else {
+                String::new()
+            },
+            origin: String::new(),
+            time: None,
+        })
+        .collect();
+    append_all(&log, events).await;
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store, kind).expect("engine");
+    let plain = "event Ping { device: string }\n\
+        projection pings v1 { key device state { n: int = 0 } on Ping { n += 1 } }\n";
+    engine.deploy(plain, "plain.dmp").expect("deploy plain");
+    engine
+        .wait_for("pings@v1", n, Duration::from_secs(60))
+        .await;
+    let reading = "event Ping { device: string }\n\
+        projection seen v1 { key device state { stream: string = \"\", id: string = \"\", ids: int = 0 }\n\
+          on Ping { stream = meta.stream\n if meta.id != \"\" { id = meta.id\n ids += 1 } } }\n";
+    engine
+        .deploy(reading, "reading.dmp")
+        .expect("deploy reading");
+    engine.wait_for("seen@v1", n, Duration::from_secs(60)).await;
+    let rows = |label: &str| -> Vec<Vec<Value>> {
+        let keyspace = engine
+            .with_registry(|r| {
+                let p = r.resolve(label, Some(1)).expect("deployed");
+                assert!(p.fault.is_none(), "{label}: {:?}", p.fault);
+                p.keyspace.clone()
+            })
+            .expect("registry");
+        let store = engine.store();
+        let ks = store.keyspace(&keyspace).expect("keyspace");
+        let scanned = store.scan(&ks, &[], None, None, usize::MAX).expect("scan");
+        scanned
+            .into_iter()
+            .map(|(_, v)| decode_doc(&v).expect("doc"))
+            .collect()
+    };
+    let text = |v: &Value| match v {
+        Value::Str(s) => s.to_string(),
+        other => panic!("a string, not {other:?}"),
+    };
+    // Device d0 got events 0, 3, ..., 399 (the last one: 399 % 5 = 4, odd, no id);
+    // the last with an id was 396; 67 of them had one.
+    let seen = rows("seen");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        text(&seen[0][0]),
+        "s-4",
+        "{kind}: meta.stream of d0's last event"
+    );
+    assert_eq!(
+        text(&seen[0][1]),
+        "id-396",
+        "{kind}: meta.id of d0's last event with one"
+    );
+    assert!(
+        matches!(seen[0][2], Value::Int(67)),
+        "{kind}: {:?}",
+        seen[0][2]
+    );
+    let pings = rows("pings");
+    assert!(
+        matches!(pings[0][0], Value::Int(134)),
+        "{kind}: {:?}",
+        pings[0][0]
+    );
+    engine.stop().await;
+    drop(engine);
+    log.close();
+    drop(dir);
+}
+
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -821,7 +908,8 @@ on_both_engines!(
     a_store_from_another_log_is_rebuilt,
     an_unreadable_record_faults_only_the_projections_that_need_it,
     a_payload_that_does_not_match_faults_its_projections_at_that_event,
-    a_retired_version_named_by_a_program_is_skipped_after_a_restart
+    a_retired_version_named_by_a_program_is_skipped_after_a_restart,
+    the_envelope_reaches_the_handlers_that_read_it
 );
 
 /// A program with one handler of about `statements` statements, of one of three
