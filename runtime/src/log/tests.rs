@@ -104,6 +104,66 @@ fn expected_versions_fail_the_whole_request() {
 }
 
 #[test]
+fn stream_versions_of_short_long_and_empty_names_survive_a_restart() {
+    let dir_guard = temp_dir("names");
+    let dir = dir_guard.path().to_path_buf();
+    let rt = runtime();
+    // Names of every length around the writer's inline limit (31 bytes), and the
+    // multi-byte ones whose byte length is what counts.
+    let names: Vec<String> = [0usize, 1, 30, 31, 32, 33, 200]
+        .iter()
+        .map(|&n| "s".repeat(n))
+        .chain(["é".repeat(15), "é".repeat(16)])
+        .filter(|n| !n.is_empty())
+        .collect();
+    let (log, _) = Log::open(LogConfig::new(&dir)).expect("open");
+    for round in 0..2u32 {
+        let batch: Vec<NewEvent> = names.iter().map(|n| event(n, "", round)).collect();
+        let expected: Vec<(String, Expected)> = names
+            .iter()
+            .map(|n| {
+                let e = if round == 0 {
+                    Expected::NoStream
+                } else {
+                    Expected::Exact(0)
+                };
+                (n.clone(), e)
+            })
+            .collect();
+        rt.block_on(log.append(batch, expected)).expect("append");
+    }
+    log.close();
+    let (log, _) = Log::open(LogConfig::new(&dir)).expect("reopen");
+    for name in &names {
+        assert_eq!(log.stream_version(name), Some(1), "{} bytes", name.len());
+        let stale = rt.block_on(log.append(
+            vec![event(name, "", 9)],
+            vec![(name.clone(), Expected::Exact(0))],
+        ));
+        assert!(
+            matches!(
+                stale,
+                Err(LogError::VersionConflict {
+                    actual: Some(1),
+                    ..
+                })
+            ),
+            "{} bytes: {stale:?}",
+            name.len()
+        );
+        rt.block_on(log.append(
+            vec![event(name, "", 9)],
+            vec![(name.clone(), Expected::Exact(1))],
+        ))
+        .expect("the next version");
+        assert_eq!(log.read_stream(name, 0, 10).expect("stream").len(), 3);
+    }
+    // A name one byte longer than another is another stream.
+    assert_eq!(log.stream_version(&"s".repeat(29)), None);
+    log.close();
+}
+
+#[test]
 fn appends_are_idempotent_by_id_across_restarts() {
     let dir_guard = temp_dir("ids");
     let dir = dir_guard.path().to_path_buf();
