@@ -34,8 +34,11 @@ SYSTEMS = [
     ("datamesh-node", "DataMesh node (deploy, fold, caught up)", "#1f6feb"),
     ("postgres", "PostgreSQL 15 (pgbench, Unix socket)", "#8a8a8a"),
     ("redis-always", "Redis 7, AOF always (Unix socket)", "#c0c0c0"),
+    ("redis-get", "Redis 7 GET of a key (reference, not a peer)", "#e0e0e0"),
 ]
 PEERS = {"postgres", "redis-always"}
+# Shown for scale, never compared with: not a peer on that workload.
+REFERENCES = {"redis-get"}
 
 PEER_WORKLOADS = {
     "W1_bulk_append": "w1",
@@ -106,7 +109,8 @@ def table(m):
             if (key, system) not in m:
                 continue
             value, p99 = m[(key, system)]
-            ratio = f"{value / peer:.2f}x" if peer and system not in PEERS else ""
+            compared = peer and system not in PEERS | REFERENCES
+            ratio = f"{value / peer:.2f}x" if compared else ""
             p99_text = f"{p99:.2f} ms" if p99 is not None else ""
             lines.append(
                 f"| {title} | {label} | {human(value)} {unit} | {p99_text} | {ratio} |"
@@ -132,7 +136,7 @@ def svg(m):
             value = m[(key, system)][0]
             length = max(1, round(bar_w * value / top))
             ratio = ""
-            if peer and system not in PEERS:
+            if peer and system not in PEERS | REFERENCES:
                 ratio = f"  {value / peer:.2f}x best peer"
             rows.append(f'<text x="10" y="{y + 14}">{escape(label)}</text>')
             rows.append(

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side: DataMesh (release build of the project checkout), over gRPC and the wire
 # protocol, each on the Unix socket and TCP, against PostgreSQL 15 and Redis 7 (AOF always) on the same machine, alternating, ROUNDS rounds. Durable everywhere.
+# Beside them, a reference for W5 that is not a peer: Redis GET of a key, 8 clients, what
+# one request per round trip costs on this machine with the leanest server there is.
 # Usage: sidebyside.sh PROJECT_CHECKOUT [OUTDIR] (build the release binaries first:
 # cargo build --release). Needs root and: apt-get install -y postgresql-15 redis-server redis-tools fio bc.
 set -uo pipefail
@@ -61,6 +63,18 @@ redis_round() {
   ( cd "$PEERS/redis" && export REDISPEER_OUT=$OUT/redis-$r W2_N_always=$((SECS*10000)); ./start.sh always >/dev/null 2>&1 && ./run_once.sh 1 always >$OUT/redis-$r.log 2>&1; ./stop.sh always >/dev/null 2>&1 )
   awk -F'\t' 'NR>1{print $1"\t"$2" ev/s\tp50 "$4" ms\tp99 "$5" ms"}' "$OUT/redis-$r/always/run-1/results.tsv" | while IFS=$'\t' read -r w rest; do row "$r" redis-always "$w" "$rest"; done
 }
+floor_round() { # round: Redis GET with 8 clients, no persistence: one request per round trip, the lean-est server there is
+  local r=$1 d=/tmp/sbs-floor
+  rm -rf $d; mkdir -p $d
+  redis-server --port 0 --unixsocket $d/r.sock --save '' --appendonly no --dir $d >$d/redis.log 2>&1 & local pid=$!
+  for _ in $(seq 50); do [ -S $d/r.sock ] && break; sleep 0.1; done
+  redis-benchmark -s $d/r.sock -c 8 -n 10000 -r 10000 -t set -q >/dev/null 2>&1
+  local csv; csv=$(redis-benchmark -s $d/r.sock -c 8 -n $((SECS * 100000)) -r 10000 -t get --csv 2>/dev/null | grep '^"GET"')
+  kill $pid; wait $pid 2>/dev/null; rm -rf $d
+  # "GET","rps","avg","min","p50","p95","p99","max"
+  local rps p50 p99; IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(echo "$csv" | tr -d '"')"
+  [ -n "$rps" ] && row "$r" redis-get w5 "$rps ev/s	p50 $p50 ms	p99 $p99 ms"
+}
 { date -u; uptime; python3 - <<'PY'
 import os,time
 fd=os.open('/tmp/sbs.fs',os.O_WRONLY|os.O_CREAT|os.O_TRUNC); b=b'x'*4096; t=time.time(); n=0
@@ -68,5 +82,5 @@ while time.time()-t<3: os.write(fd,b); os.fdatasync(fd); n+=1
 print("fdatasync 4KiB/s", round(n/3)); os.close(fd); os.remove('/tmp/sbs.fs')
 PY
 } | tee "$OUT/machine.txt"
-for r in $(seq 1 "$ROUNDS"); do dm_round $r; pg_round $r; redis_round $r; done
+for r in $(seq 1 "$ROUNDS"); do dm_round $r; pg_round $r; redis_round $r; floor_round $r; done
 echo "done"
