@@ -427,21 +427,31 @@ pub fn decode_payload_text(
     read: Option<&[bool]>,
     row: &mut Vec<Value>,
 ) -> Result<(), PayloadError> {
-    let n = event.fields.len();
-    row.clear();
-    row.resize(n, Value::None);
-    let mut seen = Seen::new(n);
-    let seed = RowSeed {
-        event,
-        row,
-        seen: &mut seen,
-        read,
-    };
-    if flat::decode(text, seed).is_ok() {
+    if let Ok(seen) = fresh_row(event, row, read, |seed| flat::decode(text, seed)) {
         return defaults(event, row, &seen);
     }
     let de = serde_json::Deserializer::from_str(text);
     decode_general(event, (de, text.as_bytes()), read, row)
+}
+
+/// Runs `decoder` over a fresh `row` for `event` (every field `None`, none given yet);
+/// which fields the payload gave, when it succeeds.
+fn fresh_row<E>(
+    event: &EventType,
+    row: &mut Vec<Value>,
+    read: Option<&[bool]>,
+    decoder: impl FnOnce(RowSeed<'_>) -> Result<(), E>,
+) -> Result<Seen, E> {
+    row.clear();
+    row.resize(event.fields.len(), Value::None);
+    let mut seen = Seen::new(event.fields.len());
+    decoder(RowSeed {
+        event,
+        row,
+        seen: &mut seen,
+        read,
+    })?;
+    Ok(seen)
 }
 
 /// Decodes with serde_json's general parser: any JSON, and the precise error.
@@ -452,26 +462,17 @@ fn decode_general<'de, R: serde_json::de::Read<'de>>(
     row: &mut Vec<Value>,
 ) -> Result<(), PayloadError> {
     use serde::de::DeserializeSeed;
-    let n = event.fields.len();
-    row.clear();
-    row.resize(n, Value::None);
-    let mut seen = Seen::new(n);
-    let outcome = RowSeed {
-        event,
-        row,
-        seen: &mut seen,
-        read,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
-    if outcome.is_err() {
+    let outcome = fresh_row(event, row, read, |seed| {
+        seed.deserialize(&mut de).and_then(|()| de.end())
+    });
+    let Ok(seen) = outcome else {
         // Fall back to the tree decoder for its precise message (its own parse error
         // when the JSON is malformed, placed by line and column).
         let json: Json = serde_json::from_slice(bytes)
             .map_err(|e| PayloadError::whole(format!("not valid JSON: {e}")))?;
         *row = decode_payload(event, &json)?;
         return Ok(());
-    }
+    };
     defaults(event, row, &seen)
 }
 
