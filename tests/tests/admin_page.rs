@@ -166,6 +166,7 @@ projection ratio { state { r: int = 0 } on E { r = 100 / event.n } }";
             .append(pb::AppendRequest {
                 events,
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");

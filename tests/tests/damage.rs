@@ -57,6 +57,7 @@ async fn a_damaged_log_refuses_to_start_then_repair_keeps_what_verifies() {
             .append(datamesh_runtime::api::pb::AppendRequest {
                 events: vec![event(ty, &data, "account-a1", &format!("e{i}"))],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");
@@ -318,6 +319,7 @@ async fn a_damaged_projection_store_is_rebuilt_from_the_log() {
             .append(datamesh_runtime::api::pb::AppendRequest {
                 events: vec![event(ty, data, "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");

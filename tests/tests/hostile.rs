@@ -71,6 +71,7 @@ async fn bank_node(name: &str, extra: &[&str]) -> (tempfile::TempDir, Node) {
                 event("Deposited", r#"{"account":"a2","amount":7}"#, "", "d2"),
             ],
             expected: Vec::new(),
+            read_back: Vec::new(),
         })
         .await
         .expect("append");
@@ -264,6 +265,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
             .append(pb::AppendRequest {
                 events: vec![event(&huge, "{}", "", "")],
                 expected: Vec::new(),
+                read_back: Vec::new(),
             })
             .await,
         Code::InvalidArgument,
@@ -281,6 +283,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
                     stream: huge.clone(),
                     expect: Some(pb::expected_version::Expect::Exact(3)),
                 }],
+                read_back: Vec::new(),
             })
             .await,
         Code::InvalidArgument,
@@ -298,6 +301,7 @@ async fn statuses_stay_small_whatever_the_request_carries() {
                     "",
                 )],
                 expected: Vec::new(),
+                read_back: Vec::new(),
             })
             .await,
         Code::InvalidArgument,
@@ -333,6 +337,7 @@ async fn undeclared_events_must_be_json_a_declaration_can_decode() {
                         event("Note", data, "", ""),
                     ],
                     expected: Vec::new(),
+                    read_back: Vec::new(),
                 })
                 .await,
             Code::InvalidArgument,
@@ -350,6 +355,7 @@ async fn undeclared_events_must_be_json_a_declaration_can_decode() {
                 "",
             )],
             expected: Vec::new(),
+            read_back: Vec::new(),
         })
         .await
         .expect("valid JSON");
@@ -542,6 +548,7 @@ async fn undecodable_oversized_and_odd_deadline_requests() {
         .append(pb::AppendRequest {
             events: vec![event("Deposited", &big, "", "")],
             expected: Vec::new(),
+            read_back: Vec::new(),
         })
         .await
         .expect_err("refused");
@@ -561,6 +568,7 @@ async fn undecodable_oversized_and_odd_deadline_requests() {
         .append(pb::AppendRequest {
             events: vec![event("Deposited", &big[..17 << 20], "", "")],
             expected: Vec::new(),
+            read_back: Vec::new(),
         })
         .await
         .expect_err("refused");
@@ -592,6 +600,7 @@ async fn undecodable_oversized_and_odd_deadline_requests() {
             .append(pb::AppendRequest {
                 events: vec![event("Deposited", r#"{"account":"a1","amount":1}"#, "", "")],
                 expected: Vec::new(),
+                read_back: Vec::new(),
             })
             .await
             .expect("append");

@@ -55,6 +55,7 @@ async fn deposit(client: &mut DataMeshClient<Channel>, account: &str, amounts: &
         .append(pb::AppendRequest {
             events,
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append")

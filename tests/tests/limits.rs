@@ -92,6 +92,7 @@ async fn growth_faults_only_the_growing_projections(engine: Engine) {
             .append(pb::AppendRequest {
                 events: vec![event("Grow", &format!(r#"{{"n":{n}}}"#), "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append")
@@ -158,6 +159,7 @@ async fn growth_faults_only_the_growing_projections(engine: Engine) {
         .append(pb::AppendRequest {
             events: vec![event("Grow", r#"{"n":99}"#, "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append after restart");
@@ -201,6 +203,7 @@ async fn an_overlong_key_faults_only_its_projection(engine: Engine) {
             .append(pb::AppendRequest {
                 events: vec![event("Seen", &format!(r#"{{"who":"{who}"}}"#), "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append")

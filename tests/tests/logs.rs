@@ -51,6 +51,7 @@ async fn admin_actions_and_faults_are_logged_as_json_lines() {
                 event("E", r#"{"n":0}"#, "", ""),
             ],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append");

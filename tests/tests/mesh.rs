@@ -115,6 +115,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
             .append(pb::AppendRequest {
                 events: vec![event(ty, data, stream, id)],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");
@@ -189,6 +190,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
             .append(pb::AppendRequest {
                 events: vec![event(ty, data, "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");
@@ -281,6 +283,7 @@ async fn a_peer_reads_only_what_is_exported_to_it() {
         .append(pb::AppendRequest {
             events: vec![event("Paid", r#"{"order":"o4","amount":2}"#, "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append");

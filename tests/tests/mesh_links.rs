@@ -79,6 +79,7 @@ async fn append(client: &mut DataMeshClient<Channel>, events: Vec<pb::Event>) {
         .append(pb::AppendRequest {
             events,
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append");
@@ -298,6 +299,7 @@ async fn chain_and_fan_in(engine: Engine) {
         .append(pb::AppendRequest {
             events: vec![event("$link", "{}", "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect_err("reserved");
@@ -344,6 +346,7 @@ async fn append_through_restarts(socket: &Path, from: usize, to: usize, batch: u
             .append(pb::AppendRequest {
                 events: (i..end).map(payment).collect(),
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await;
         match sent {

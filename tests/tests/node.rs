@@ -139,6 +139,7 @@ async fn scan_pages_by_prefix_and_range(engine: Engine) {
         .append(pb::AppendRequest {
             events,
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append")
@@ -231,6 +232,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
                 "id-1",
             )],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("good append");
@@ -238,6 +240,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing(engine: Engine) {
     let append = |events: Vec<pb::Event>, expected: Vec<pb::ExpectedVersion>| pb::AppendRequest {
         events,
         expected,
+        read_back: Vec::new(),
     };
     let cases: Vec<(&str, pb::AppendRequest, tonic::Code, &str)> = vec![
         (
@@ -480,6 +483,7 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engi
                 let request = pb::AppendRequest {
                     events: vec![event("Deposited", &data, "", &id)],
                     expected: vec![],
+                    read_back: Vec::new(),
                 };
                 match client.append(request).await {
                     Ok(r) => acked
@@ -576,6 +580,7 @@ async fn kill_9_loses_no_acknowledged_event_and_projections_match_a_rebuild(engi
             .append(pb::AppendRequest {
                 events: vec![event("Deposited", &e.data, "", &e.id)],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("retry")
@@ -596,6 +601,7 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
             .append(pb::AppendRequest {
                 events: vec![event("Noted", &format!(r#"{{"n":{i}}}"#), "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");
@@ -628,6 +634,7 @@ async fn a_torn_tail_is_cut_on_restart_and_never_served(engine: Engine) {
         .append(pb::AppendRequest {
             events: vec![event("Noted", r#"{"n":99}"#, "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append after recovery")
@@ -669,6 +676,7 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired(e
         .append(pb::AppendRequest {
             events,
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append")
@@ -790,6 +798,7 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_is_promoted_and_retired(e
         .append(pb::AppendRequest {
             events: vec![event("Deposited", r#"{"account":"a","amount":5}"#, "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append")
@@ -837,6 +846,7 @@ async fn a_fault_stops_only_its_projection(engine: Engine) {
         .append(pb::AppendRequest {
             events,
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append")
@@ -904,6 +914,7 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
         .append(pb::AppendRequest {
             events: (0..3).map(noted).collect(),
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append");
@@ -929,6 +940,7 @@ async fn subscribe_catches_up_then_follows_live_appends_and_health_answers(engin
         .append(pb::AppendRequest {
             events: (3..6).map(noted).collect(),
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect("append");
@@ -1118,6 +1130,7 @@ async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
         .append(pb::AppendRequest {
             events: vec![event("Nobody", "{}", "", "")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect_err("strict mode from the file");
@@ -1134,6 +1147,7 @@ async fn a_configuration_file_sets_the_node_up_and_its_mistakes_are_named() {
         .append(pb::AppendRequest {
             events: vec![event("E", r#"{"n":1}"#, "", ""); 3],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect_err("the file's limit of 2 events");
@@ -1289,6 +1303,7 @@ async fn a_program_of_events_alone_declares_them() {
     let measured = |data: &str| pb::AppendRequest {
         events: vec![event("Measured", data, "", "")],
         expected: vec![],
+        read_back: Vec::new(),
     };
     client
         .append(measured(r#"{"sensor":"s1","value":1.5}"#))

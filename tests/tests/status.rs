@@ -35,6 +35,7 @@ async fn status_watch_redraws_with_append_and_fold_rates() {
             .append(pb::AppendRequest {
                 events: (0..20).map(|_| event("E", r#"{"n":1}"#, "", "")).collect(),
                 expected: vec![],
+                read_back: Vec::new(),
             })
             .await
             .expect("append");

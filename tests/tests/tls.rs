@@ -100,6 +100,7 @@ async fn a_mesh_over_mutual_tls_serves_each_peer_only_what_its_certificate_names
     p.append(pb::AppendRequest {
         events: vec![event("Paid", r#"{"order":"o1","cents":500}"#, "", "p1")],
         expected: vec![],
+        read_back: Vec::new(),
     })
     .await
     .expect("append");
@@ -208,6 +209,7 @@ import payments {
         .append(pb::AppendRequest {
             events: vec![event("Paid", r#"{"order":"o2","cents":1}"#, "", "p2")],
             expected: vec![],
+            read_back: Vec::new(),
         })
         .await
         .expect_err("plaintext");

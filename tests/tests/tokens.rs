@@ -57,6 +57,7 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
     let deposit = || pb::AppendRequest {
         events: vec![event("Deposited", r#"{"account":"a1","amount":5}"#, "", "")],
         expected: vec![],
+        read_back: Vec::new(),
     };
     let refused = client
         .append(with(deposit(), &reader))
@@ -102,6 +103,7 @@ async fn calls_need_a_token_whose_role_allows_them_and_refusals_change_nothing()
     let withdrawal = pb::AppendRequest {
         events: vec![event("Withdrawn", r#"{"account":"a1","amount":5}"#, "", "")],
         expected: vec![],
+        read_back: Vec::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -326,6 +328,7 @@ async fn a_link_presents_its_token_and_reads_only_as_the_peer_it_names() {
         pb::AppendRequest {
             events: vec![event("Paid", r#"{"order":"o1","cents":500}"#, "", "p1")],
             expected: vec![],
+            read_back: Vec::new(),
         },
         &admin,
     ))
@@ -447,6 +450,7 @@ async fn call(
             pb::AppendRequest {
                 events: vec![event("Deposited", r#"{"account":"a9","amount":1}"#, "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             }
         ),
         "Read" => go!(read, pb::ReadRequest::default()),
@@ -612,6 +616,7 @@ async fn every_rpc_refuses_no_token_a_revoked_one_and_each_wrong_role_and_change
             pb::AppendRequest {
                 events: vec![event("Deposited", r#"{"account":"a1","amount":5}"#, "", "")],
                 expected: vec![],
+                read_back: Vec::new(),
             },
             &admin,
         ))

@@ -56,7 +56,11 @@ fn deposit(account: &str, amount: i64) -> pb::Event {
 }
 
 fn append(events: Vec<pb::Event>, expected: Vec<pb::ExpectedVersion>) -> pb::AppendRequest {
-    pb::AppendRequest { events, expected }
+    pb::AppendRequest {
+        events,
+        expected,
+        read_back: Vec::new(),
+    }
 }
 
 fn get(key: &str, min_position: u64) -> pb::GetRequest {
@@ -147,6 +151,115 @@ async fn calls_over_the_wire_give_what_grpc_gives() {
     }
     // Nothing refused reached the log: two deposits, one per transport address.
     assert_eq!(read_all(&mut grpc).await.len(), 2);
+}
+
+/// An append that reads documents back (read-your-writes in one call), over gRPC and
+/// the wire protocol alike: each document includes the events just appended; a read
+/// that fails after the append says why in its result while the append stands (no
+/// document, a faulted projection); a read-back that cannot be served at all (unknown
+/// projection, too many) fails the call and appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_reads_its_documents_back_in_the_same_call() {
+    let guard = temp_dir("wire-read-back", Engine::Jit);
+    let (node, socket) = node(&guard, &[]).await;
+    deploy(&node).await;
+    let mut grpc = node.client().await;
+    grpc.deploy(pb::DeployRequest {
+        source: "event Deposited { account: string, amount: int }\n\
+                 projection ratio v1 { key account state { r: int = 0 }\n\
+                 on Deposited { r = 100 / event.amount } }\n"
+            .into(),
+        origin: "ratio.dmp".into(),
+    })
+    .await
+    .expect("deploy ratio");
+    let wire = WireClient::connect(&format!("dmw+unix:{socket}"), None)
+        .await
+        .expect("connects");
+    let mut watcher = node.client().await;
+    let read = |projection: &str, key: &str| pb::ReadBack {
+        projection: projection.into(),
+        key: key.into(),
+        version: 0,
+    };
+    let with_reads = |events: Vec<pb::Event>, reads: Vec<pb::ReadBack>| pb::AppendRequest {
+        read_back: reads,
+        ..append(events, vec![])
+    };
+    for transport in ["grpc", "wire"] {
+        let account = format!("acc-{transport}");
+        let mut call = async |request: pb::AppendRequest| match transport {
+            "grpc" => grpc.append(request).await.map(tonic::Response::into_inner),
+            _ => {
+                wire.call::<pb::AppendResponse>(Method::Append, &request)
+                    .await
+            }
+        };
+        let mut balance = 0;
+        for amount in [40, 2] {
+            balance += amount;
+            let done = call(with_reads(
+                vec![deposit(&account, amount)],
+                vec![read("balances", &account), read("balances", "acc-nobody")],
+            ))
+            .await
+            .expect("append");
+            let [found, missing] = done.read_back.as_slice() else {
+                panic!("{transport}: two results, not {:?}", done.read_back);
+            };
+            let document = found.document.as_ref().expect("the document");
+            assert_eq!(found.code, 0, "{transport}: {}", found.message);
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&document.document).expect("json"),
+                serde_json::json!({ "balance": balance }),
+                "{transport}: the read-back includes the append"
+            );
+            assert!(document.position > done.positions[0], "{transport}");
+            assert_eq!(missing.code, Code::NotFound as u32, "{transport}");
+            assert!(
+                missing.message.contains("acc-nobody"),
+                "{}",
+                missing.message
+            );
+        }
+        // A projection that faults on the appended event: the append stands, the read
+        // says why.
+        let done = call(with_reads(
+            vec![deposit(&account, 0)],
+            vec![read("ratio", &account)],
+        ))
+        .await
+        .expect("append");
+        assert_eq!(done.positions.len(), 1);
+        assert_eq!(
+            done.read_back[0].code,
+            Code::FailedPrecondition as u32,
+            "{transport}: {}",
+            done.read_back[0].message
+        );
+        // Read-backs that cannot be served fail the call before anything is appended.
+        let before = head(&mut watcher).await;
+        let unknown = call(with_reads(
+            vec![deposit(&account, 1)],
+            vec![read("nope", &account)],
+        ))
+        .await
+        .expect_err("unknown projection");
+        assert_eq!(unknown.code(), Code::NotFound, "{}", unknown.message());
+        let many = call(with_reads(
+            vec![deposit(&account, 1)],
+            (0..17).map(|_| read("balances", &account)).collect(),
+        ))
+        .await
+        .expect_err("too many");
+        assert_eq!(many.code(), Code::InvalidArgument, "{}", many.message());
+        assert_eq!(
+            head(&mut watcher).await,
+            before,
+            "{transport}: nothing appended"
+        );
+    }
+    drop(node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,10 @@ use status::{
     DETAILS_BUDGET, compile_failure_message, diagnostics_to_pb, foreign, lifecycle_status,
     list_names, log_status, shutting_down, status_with_detail, token_status,
 };
-use validate::{MAX_NAME, MAX_STORE_KEY, parse_prefix, storable, unknown_if_too_long, wait_budget};
+use validate::{
+    MAX_NAME, MAX_READ_BACK, MAX_STORE_KEY, parse_prefix, storable, unknown_if_too_long,
+    wait_budget,
+};
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -394,17 +397,49 @@ impl DataMesh for Service {
             for event in &request.get_ref().events {
                 principal.may_append(&event.r#type)?;
             }
+            for read in &request.get_ref().read_back {
+                principal.may_read_projection(&read.projection)?;
+            }
         }
-        let (events, expected) = self.validate_append(request.into_inner())?;
+        let budget = wait_budget(&request);
+        let mut request = request.into_inner();
+        let reads = std::mem::take(&mut request.read_back);
+        self.check_read_back(&reads)?;
+        let (events, expected) = self.validate_append(request)?;
         let appended = self
             .log
             .append(events, expected)
             .await
             .map_err(log_status)?;
+        // Past the last of these events (a deduplicated append's are earlier ones).
+        let after = appended
+            .positions
+            .iter()
+            .max()
+            .map_or(appended.head, |last| last + 1);
+        let mut read_back = Vec::with_capacity(reads.len());
+        for read in reads {
+            let result = self
+                .document(&read.projection, &read.key, read.version, after, budget)
+                .await;
+            read_back.push(match result {
+                Ok(document) => pb::ReadBackResult {
+                    document: Some(document),
+                    code: 0,
+                    message: String::new(),
+                },
+                Err(status) => pb::ReadBackResult {
+                    document: None,
+                    code: status.code() as u32,
+                    message: status.message().to_owned(),
+                },
+            });
+        }
         Ok(Response::new(pb::AppendResponse {
             positions: appended.positions,
             deduplicated: appended.deduplicated,
             head: appended.head,
+            read_back,
         }))
     }
 
@@ -499,55 +534,9 @@ impl DataMesh for Service {
         }
         let budget = wait_budget(&request);
         let r = request.into_inner();
-        let info = self.resolve(&r.projection, r.version)?;
-        let position = self.wait(&info, r.min_position, budget).await?;
-        let key = parse_key(&info.key, &r.key).map_err(|e| {
-            Status::invalid_argument(foreign(format!(
-                "key `{}` of `{}`: {e}",
-                excerpt(&r.key),
-                info.label
-            )))
-        })?;
-        let keyspace = self
-            .engine
-            .store()
-            .keyspace(&info.keyspace)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let encoded = storable("key", &r.key, encode_key(&key))?;
-        let stored = self
-            .engine
-            .store()
-            .get(&keyspace, &encoded)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let doc = match stored {
-            Some(bytes) => decode_doc(&bytes)
-                .ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
-            None if key.is_empty() => self.default_document(&info)?,
-            None if r.key.is_empty() => {
-                // Most likely the key was left out (`datamesh get balances`).
-                return Err(Status::not_found(format!(
-                    "`{}` is keyed by {}: give a key (`datamesh get {} KEY`); no document has the empty key",
-                    info.label,
-                    info.key
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    info.name
-                )));
-            }
-            None => {
-                return Err(Status::not_found(format!(
-                    "`{}` has no document at key `{}`",
-                    info.label,
-                    excerpt(&r.key)
-                )));
-            }
-        };
-        Ok(Response::new(pb::GetResponse {
-            document: doc_to_json(&info.state, &doc).to_string(),
-            position,
-        }))
+        self.document(&r.projection, &r.key, r.version, r.min_position, budget)
+            .await
+            .map(Response::new)
     }
 
     async fn scan(
@@ -1055,6 +1044,91 @@ fn read_bounded(
 }
 
 impl Service {
+    /// One document, as `Get` answers: `projection` (version `version`, 0 for the one
+    /// reads go to) at the key `text`, once it has applied every event before `min_position`
+    /// (waiting at most `budget`).
+    async fn document(
+        &self,
+        projection: &str,
+        text: &str,
+        version: u32,
+        min_position: u64,
+        budget: Duration,
+    ) -> Result<pb::GetResponse, Status> {
+        let info = self.resolve(projection, version)?;
+        let position = self.wait(&info, min_position, budget).await?;
+        let key = parse_key(&info.key, text).map_err(|e| {
+            Status::invalid_argument(foreign(format!(
+                "key `{}` of `{}`: {e}",
+                excerpt(text),
+                info.label
+            )))
+        })?;
+        let keyspace = self
+            .engine
+            .store()
+            .keyspace(&info.keyspace)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let encoded = storable("key", text, encode_key(&key))?;
+        let stored = self
+            .engine
+            .store()
+            .get(&keyspace, &encoded)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let doc = match stored {
+            Some(bytes) => decode_doc(&bytes)
+                .ok_or_else(|| Status::internal(format!("corrupt document in {}", info.label)))?,
+            None if key.is_empty() => self.default_document(&info)?,
+            None if text.is_empty() => {
+                // Most likely the key was left out (`datamesh get balances`).
+                return Err(Status::not_found(format!(
+                    "`{}` is keyed by {}: give a key (`datamesh get {} KEY`); no document has the empty key",
+                    info.label,
+                    info.key
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    info.name
+                )));
+            }
+            None => {
+                return Err(Status::not_found(format!(
+                    "`{}` has no document at key `{}`",
+                    info.label,
+                    excerpt(text)
+                )));
+            }
+        };
+        Ok(pb::GetResponse {
+            document: doc_to_json(&info.state, &doc).to_string(),
+            position,
+        })
+    }
+
+    /// Checks an append's read-backs before anything is appended: at most
+    /// [`MAX_READ_BACK`], each of a projection that exists, at a well-formed key.
+    fn check_read_back(&self, reads: &[pb::ReadBack]) -> Result<(), Status> {
+        if reads.len() > MAX_READ_BACK {
+            return Err(Status::invalid_argument(format!(
+                "{} read-backs; an append reads back at most {MAX_READ_BACK} documents",
+                reads.len()
+            )));
+        }
+        for read in reads {
+            let info = self.resolve(&read.projection, read.version)?;
+            let key = parse_key(&info.key, &read.key).map_err(|e| {
+                Status::invalid_argument(foreign(format!(
+                    "read-back key `{}` of `{}`: {e}",
+                    excerpt(&read.key),
+                    info.label
+                )))
+            })?;
+            storable("key", &read.key, encode_key(&key))?;
+        }
+        Ok(())
+    }
+
     fn resolve(&self, name: &str, version: u32) -> Result<crate::engine::ProjectionInfo, Status> {
         let version = (version > 0).then_some(version);
         self.engine

@@ -41,6 +41,9 @@ pub(super) const MAX_NAME: usize = 1024;
 
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// Documents one append may read back.
+pub(super) const MAX_READ_BACK: usize = 16;
+
 pub(super) fn wait_budget<T>(request: &Request<T>) -> Duration {
     // gRPC deadlines arrive as `grpc-timeout: <n><unit>`.
     let parsed = request

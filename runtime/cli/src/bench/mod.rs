@@ -6,9 +6,10 @@
 //!   pipelines; the next requests are generated while earlier ones are in flight);
 //! - `w2`: single-event appends with an expected stream version, `--clients` (8)
 //!   clients, for `--seconds` (30);
-//! - `w3`: `w2` with the `balances` projection kept up to date: after each append the
-//!   client reads its account's document with `min_position` just past its event
-//!   (read-your-writes), and the latency covers both calls;
+//! - `w3`: `w2` with the `balances` projection kept up to date: each append reads its
+//!   account's document back in the same call (`read_back`: read-your-writes), or with
+//!   `--two-calls` in a `Get` with `min_position` just past its event; the latency
+//!   covers both;
 //! - `w5`: point reads of `balances` by key, `--clients` clients, for `--seconds`;
 //! - `w8`: the mesh, two nodes: catch-up import of `--events`, then live end-to-end
 //!   latency with `--clients` appending on the exporter (see `w8.rs`).
@@ -126,6 +127,10 @@ pub struct BenchArgs {
     /// w8: the importing node (`--node` is the exporter).
     #[arg(long)]
     pub importer: Option<String>,
+    /// w3: read the document back with a `Get` after the append (two round trips)
+    /// instead of in the append itself.
+    #[arg(long)]
+    pub two_calls: bool,
 }
 
 /// Unique event ids for one run, `<run>-<n>`, when the run asks for them.
@@ -488,6 +493,7 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             let request = pb::AppendRequest {
                 events,
                 expected: Vec::new(),
+                read_back: Vec::new(),
             };
             if tx.send(request).await.is_err() {
                 return;
@@ -532,8 +538,10 @@ async fn w1(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// W2, and with `read_back` W3: each append is followed by a read-your-writes `Get`.
+/// W2, and with `read_back` W3: each append reads its account's document back in the
+/// same call (or, with `--two-calls`, is followed by a read-your-writes `Get`).
 async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError> {
+    let two_calls = args.two_calls;
     let run = run_id();
     let name = if read_back { "w3" } else { "w2" };
     let timed = Timed::begin(name, "events", args.seconds);
@@ -569,20 +577,39 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
                     stream: event.stream.clone(),
                     expect: Some(expect),
                 }];
+                let key = format!("acc-{account:06}");
+                let reads = if read_back && !two_calls {
+                    vec![pb::ReadBack {
+                        projection: "balances".into(),
+                        key: key.clone(),
+                        version: 0,
+                    }]
+                } else {
+                    Vec::new()
+                };
                 let t = Instant::now();
                 let appended = client
                     .append(pb::AppendRequest {
                         events: vec![event],
                         expected,
+                        read_back: reads,
                     })
                     .await?
                     .into_inner();
-                if read_back {
+                if let Some(read) = appended.read_back.first()
+                    && read.code != 0
+                {
+                    return Err(tonic::Status::new(
+                        tonic::Code::from_i32(read.code as i32),
+                        format!("reading back {key}: {}", read.message),
+                    ));
+                }
+                if read_back && two_calls {
                     let position = appended.positions.first().copied().unwrap_or(0);
                     client
                         .get(pb::GetRequest {
                             projection: "balances".into(),
-                            key: format!("acc-{account:06}"),
+                            key,
                             min_position: position + 1,
                             version: 0,
                         })
@@ -600,10 +627,12 @@ async fn w2(url: &str, args: &BenchArgs, read_back: bool) -> Result<(), CliError
             tasks,
             &format!(
                 "{name} durable single-event appends with expected version{}, {} clients{}{}{}",
-                if read_back {
-                    ", each read back from balances (read-your-writes)"
-                } else {
-                    ""
+                match (read_back, two_calls) {
+                    (true, false) =>
+                        ", each read back from balances in the same call (read-your-writes)",
+                    (true, true) =>
+                        ", each read back from balances by a Get (read-your-writes, two calls)",
+                    (false, _) => "",
                 },
                 args.clients,
                 args.skew.label(),
@@ -634,6 +663,7 @@ async fn w5(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             .append(pb::AppendRequest {
                 events,
                 expected: Vec::new(),
+                read_back: Vec::new(),
             })
             .await?
             .into_inner()

@@ -91,6 +91,7 @@ pub async fn run(url: &str, args: &BenchArgs) -> Result<(), CliError> {
                     .append(pb::AppendRequest {
                         events,
                         expected: Vec::new(),
+                        read_back: Vec::new(),
                     })
                     .await
             }));
@@ -208,6 +209,7 @@ import {from} {{
                             id: id.clone(),
                         }],
                         expected: Vec::new(),
+                        read_back: Vec::new(),
                     })
                     .await?;
                 let now = Instant::now();

@@ -475,6 +475,7 @@ pub async fn append_file(
             .append(pb::AppendRequest {
                 events: chunk.to_vec(),
                 expected: Vec::new(),
+                read_back: Vec::new(),
             })
             .await
         {
@@ -550,6 +551,7 @@ pub async fn append_one(
         .append(pb::AppendRequest {
             events: vec![event],
             expected,
+            read_back: Vec::new(),
         })
         .await?
         .into_inner();
