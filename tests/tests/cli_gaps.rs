@@ -86,3 +86,52 @@ fn scan_pages_tail_reads_a_stream_and_get_asks_for_a_key() {
         "{err}"
     );
 }
+
+/// `append --read-back PROJECTION:KEY` prints the document as it is once the event is
+/// applied (read-your-writes in one call), or why it could not be read; a malformed
+/// `--read-back` is a usage error and appends nothing.
+#[test]
+fn append_reads_a_document_back() {
+    let guard = temp_dir("cli-read-back", Engine::Jit);
+    let node = Node::start(&guard.path().join("data"), Engine::Jit, &[]);
+    let program = guard.path().join("p.dmp");
+    std::fs::write(
+        &program,
+        "event Deposited { account: string, amount: int }\nprojection balances { key account state { total: int } on Deposited { total += event.amount } }\n",
+    )
+    .expect("write");
+    let (code, out, err) = node.cli(&["deploy", program.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (amount, total) in [(5, 5), (7, 12)] {
+        let data = format!(r#"{{"account":"a","amount":{amount}}}"#);
+        let (code, out, err) = node.cli(&[
+            "append",
+            "Deposited",
+            &data,
+            "--read-back",
+            "balances:a",
+            "--read-back",
+            "balances:zz",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let printed: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        assert_eq!(printed["read_back"][0]["document"]["total"], total, "{out}");
+        assert_eq!(
+            printed["read_back"][1]["error"]["code"], "NotFound",
+            "{out}"
+        );
+    }
+    let (code, _, err) = node.cli(&[
+        "append",
+        "Deposited",
+        r#"{"account":"a","amount":1}"#,
+        "--read-back",
+        "balances",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PROJECTION:KEY"), "{err}");
+    let (code, out, err) = node.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(status["head"], 2, "the refused append wrote nothing");
+}

@@ -166,6 +166,11 @@ enum Command {
         /// With --file: append lines that have a `time` (`dmc run` fixtures) without it.
         #[arg(long, requires = "file")]
         drop_time: bool,
+        /// Read a document back once its projection has applied the event, in the same
+        /// call: `PROJECTION:KEY` (`PROJECTION:` for a projection without a key);
+        /// repeatable.
+        #[arg(long, value_name = "PROJECTION:KEY", conflicts_with = "file")]
+        read_back: Vec<String>,
     },
     /// Print one document as JSON; exit 1 when there is none.
     Get {
@@ -760,6 +765,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             id,
             file,
             drop_time,
+            read_back,
         } => match file {
             Some(file) => client::append_file(&mut node, &file, drop_time).await,
             None if drop_time => Err(CliError::usage("--drop-time goes with --file")),
@@ -770,7 +776,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     stream: stream.unwrap_or_default(),
                     id: id.unwrap_or_default(),
                 };
-                client::append_one(&mut node, event, expect_version).await
+                client::append_one(&mut node, event, expect_version, &read_back).await
             }
         },
         Command::Get {

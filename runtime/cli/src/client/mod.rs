@@ -529,7 +529,24 @@ pub async fn append_one(
     client: &mut Client,
     event: pb::Event,
     expect: Option<i64>,
+    read_back: &[String],
 ) -> Result<(), CliError> {
+    let read_back = read_back
+        .iter()
+        .map(|spec| {
+            let (projection, key) = spec.split_once(':').ok_or_else(|| {
+                CliError::usage(format!(
+                    "--read-back `{spec}`: write PROJECTION:KEY (PROJECTION: for a \
+                     projection without a key)"
+                ))
+            })?;
+            Ok(pb::ReadBack {
+                projection: projection.to_owned(),
+                key: key.to_owned(),
+                version: 0,
+            })
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
     let expected = match expect {
         None => Vec::new(),
         Some(v) => {
@@ -551,13 +568,34 @@ pub async fn append_one(
         .append(pb::AppendRequest {
             events: vec![event],
             expected,
-            read_back: Vec::new(),
+            read_back,
         })
         .await?
         .into_inner();
-    emit(
-        &serde_json::json!({ "positions": r.positions, "deduplicated": r.deduplicated, "head": r.head }),
-    );
+    let mut out = serde_json::json!({ "positions": r.positions, "deduplicated": r.deduplicated, "head": r.head });
+    if !r.read_back.is_empty()
+        && let Some(map) = out.as_object_mut()
+    {
+        let reads: Vec<serde_json::Value> = r
+            .read_back
+            .iter()
+            .map(|read| match &read.document {
+                Some(doc) => serde_json::json!({
+                    "document": serde_json::from_str::<serde_json::Value>(&doc.document)
+                        .unwrap_or_else(|_| doc.document.clone().into()),
+                    "position": doc.position,
+                }),
+                None => serde_json::json!({
+                    "error": {
+                        "code": format!("{:?}", tonic::Code::from_i32(read.code as i32)),
+                        "message": read.message,
+                    }
+                }),
+            })
+            .collect();
+        map.insert("read_back".into(), reads.into());
+    }
+    emit(&out);
     Ok(())
 }
 
