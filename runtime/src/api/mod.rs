@@ -417,10 +417,13 @@ impl DataMesh for Service {
             .iter()
             .max()
             .map_or(appended.head, |last| last + 1);
+        // One deadline for every read-back, not one each.
+        let until = std::time::Instant::now() + budget;
         let mut read_back = Vec::with_capacity(reads.len());
         for read in reads {
+            let left = until.saturating_duration_since(std::time::Instant::now());
             let result = self
-                .document(&read.projection, &read.key, read.version, after, budget)
+                .document(&read.projection, &read.key, read.version, after, left)
                 .await;
             read_back.push(match result {
                 Ok(document) => pb::ReadBackResult {
