@@ -7,9 +7,8 @@ mod common;
 
 use common::*;
 
-#[test]
-fn scan_pages_tail_reads_a_stream_and_get_asks_for_a_key() {
-    let guard = temp_dir("cli-gaps", Engine::Jit);
+/// A node in `guard` with a `balances` projection (total per account) deployed.
+fn with_balances(guard: &tempfile::TempDir) -> Node {
     let node = Node::start(&guard.path().join("data"), Engine::Jit, &[]);
     let program = guard.path().join("p.dmp");
     std::fs::write(
@@ -19,6 +18,13 @@ fn scan_pages_tail_reads_a_stream_and_get_asks_for_a_key() {
     .expect("write");
     let (code, out, err) = node.cli(&["deploy", program.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{out}{err}");
+    node
+}
+
+#[test]
+fn scan_pages_tail_reads_a_stream_and_get_asks_for_a_key() {
+    let guard = temp_dir("cli-gaps", Engine::Jit);
+    let node = with_balances(&guard);
     let events = guard.path().join("events.jsonl");
     let lines: String = (0..5)
         .map(|i| {
@@ -93,15 +99,7 @@ fn scan_pages_tail_reads_a_stream_and_get_asks_for_a_key() {
 #[test]
 fn append_reads_a_document_back() {
     let guard = temp_dir("cli-read-back", Engine::Jit);
-    let node = Node::start(&guard.path().join("data"), Engine::Jit, &[]);
-    let program = guard.path().join("p.dmp");
-    std::fs::write(
-        &program,
-        "event Deposited { account: string, amount: int }\nprojection balances { key account state { total: int } on Deposited { total += event.amount } }\n",
-    )
-    .expect("write");
-    let (code, out, err) = node.cli(&["deploy", program.to_str().expect("utf-8")]);
-    assert_eq!(code, 0, "{out}{err}");
+    let node = with_balances(&guard);
     for (amount, total) in [(5, 5), (7, 12)] {
         let data = format!(r#"{{"account":"a","amount":{amount}}}"#);
         let (code, out, err) = node.cli(&[
