@@ -677,17 +677,20 @@ mod open_tests {
 
     #[test]
     fn a_store_of_a_newer_format_is_refused_and_this_one_reopens() {
+        // The store in a directory of its own: its catalog goes beside it, in the
+        // temporary directory (not in the system's /tmp, shared with everything else).
         let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("store");
         {
-            let store = Store::open(dir.path()).expect("create");
+            let store = Store::open(&path).expect("create");
             assert_eq!(
                 store.meta.get("format").expect("read").as_deref(),
                 Some(&FORMAT_VERSION.to_le_bytes()[..])
             );
         }
-        drop(Store::open(dir.path()).expect("reopen"));
+        drop(Store::open(&path).expect("reopen"));
         {
-            let store = Store::open(dir.path()).expect("open");
+            let store = Store::open(&path).expect("open");
             let mut tx = store.db.write_tx();
             tx.insert(
                 &store.meta,
@@ -700,7 +703,7 @@ mod open_tests {
                 .persist(fjall::PersistMode::SyncAll)
                 .expect("persist");
         }
-        match Store::open(dir.path()) {
+        match Store::open(&path) {
             Err(e @ StoreError::NewerFormat(_)) => {
                 assert!(e.to_string().contains("newer than this build"), "{e}");
             }
