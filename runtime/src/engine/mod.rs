@@ -1,6 +1,7 @@
 //! The projection engine: folds the log into every deployed projection.
 //!
-//! A background task waits for the log head to move, then runs a batch: it reads
+//! A thread of its own (`datamesh-engine`) waits for the log head to move (the log's
+//! writer unparks it), then runs a batch: it reads
 //! chunks of events from the lowest projection position, decodes each event once per
 //! program (building only the fields some handler reads), and folds it into the
 //! document table ([`DocTable`]) of every projection that has not yet applied it. The
@@ -46,7 +47,7 @@ use datamesh_compiler::exec::fold::TableFold;
 use datamesh_compiler::exec::table::DocTable;
 use datamesh_compiler::ir::Program;
 use datamesh_stdlib::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::log::{FrameRef, Frames, Log};
 use crate::store::encoding::{DocTooLarge, MAX_DOC_BYTES, decode_key};
@@ -113,7 +114,8 @@ impl std::fmt::Display for EngineKind {
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Answered when the engine thread ends.
+    ended: Arc<std::sync::Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,8 +130,9 @@ struct Shared {
     registry: RwLock<Registry>,
     /// Bumped after every committed batch and every deploy.
     progress: watch::Sender<u64>,
-    wake: Notify,
-    /// Set by [`Engine::stop`]: the task ends after the batch in progress.
+    /// The engine thread, once it runs: unparked to look for work (see [`Shared::wake`]).
+    thread: std::sync::OnceLock<std::thread::Thread>,
+    /// Set by [`Engine::stop`]: the thread ends after the batch in progress.
     stop: AtomicBool,
     /// Set by the compile thread while compiled code waits to be installed: the batch
     /// in progress (which holds the registry's read lock) ends at its next chunk, so
@@ -152,6 +155,27 @@ pub enum EngineError {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
+    /// The engine thread could not be started.
+    #[error("cannot start the projection engine's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.get() {
+            self.log.stop_unparking(thread.id());
+        }
+    }
+}
+
+impl Shared {
+    /// Has the engine thread look for work now (a deploy, new code, a stop): it runs
+    /// a batch if any projection is behind the head.
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
 }
 
 /// One projection's documents in memory: the write-back cache in front of its
@@ -210,7 +234,7 @@ impl Engine {
             store,
             registry: RwLock::new(registry),
             progress,
-            wake: Notify::new(),
+            thread: std::sync::OnceLock::new(),
             stop: AtomicBool::new(false),
             code_waiting: AtomicBool::new(false),
             failure: RwLock::new(None),
@@ -220,22 +244,33 @@ impl Engine {
         if !to_compile.is_empty() {
             compile_in_background(Arc::downgrade(&shared), to_compile);
         }
-        let task = shared.clone();
-        let task = tokio::spawn(async move { run(task).await });
+        let (ended_tx, ended) = oneshot::channel();
+        let weak = Arc::downgrade(&shared);
+        let thread = std::thread::Builder::new()
+            .name("datamesh-engine".into())
+            .spawn(move || {
+                run(&weak);
+                let _ = ended_tx.send(());
+            })
+            .map_err(EngineError::Thread)?;
+        let _ = shared.thread.set(thread.thread().clone());
+        shared.log.unpark_on_publish(thread.thread().clone());
+        // Work that arrived before the thread was known to the log is looked for now.
+        shared.wake();
         Ok(Engine {
             shared,
-            task: Arc::new(std::sync::Mutex::new(Some(task))),
+            ended: Arc::new(std::sync::Mutex::new(Some(ended))),
         })
     }
 
-    /// Stops folding: waits for the batch in progress to commit, then ends the task.
+    /// Stops folding: waits for the batch in progress to commit, then ends the thread.
     /// Reads still work (from what is committed); nothing is folded any more.
     pub async fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        self.shared.wake();
+        let ended = self.ended.lock().ok().and_then(|mut t| t.take());
+        if let Some(ended) = ended {
+            let _ = ended.await;
         }
     }
 
@@ -274,7 +309,7 @@ impl Engine {
             registry.register(&self.shared.store, source, origin, checked)?
         };
         self.shared.progress.send_modify(|p| *p += 1);
-        self.shared.wake.notify_one();
+        self.shared.wake();
         Ok(outcome)
     }
 
@@ -361,12 +396,22 @@ impl Engine {
     }
 }
 
-async fn run(shared: Arc<Shared>) {
-    let mut head = shared.log.watch_head();
+/// How long the idle engine thread parks before it looks again on its own: it is
+/// unparked by every head move and every [`Shared::wake`], so this only bounds how long
+/// a dropped engine's thread outlives it.
+const IDLE_PARK: Duration = Duration::from_millis(200);
+
+/// The engine thread: runs batches while a projection is behind the head, and parks
+/// between them. Holds the engine weakly, so it ends once every [`Engine`] is dropped
+/// (or at [`Engine::stop`], or when a batch fails).
+fn run(weak: &std::sync::Weak<Shared>) {
     let mut caches: HashMap<String, Docs> = HashMap::new();
     loop {
+        let Some(shared) = weak.upgrade() else {
+            break;
+        };
         if shared.stop.load(Ordering::Acquire) {
-            return;
+            break;
         }
         let work = shared
             .registry
@@ -374,37 +419,39 @@ async fn run(shared: Arc<Shared>) {
             .ok()
             .and_then(|r| r.lowest_pending(shared.log.head()));
         let Some(from) = work else {
-            tokio::select! {
-                changed = head.changed() => if changed.is_err() { return },
-                () = shared.wake.notified() => {}
-            }
+            drop(shared);
+            std::thread::park_timeout(IDLE_PARK);
             continue;
         };
-        let task = shared.clone();
-        let mut owned = std::mem::take(&mut caches);
-        let result = tokio::task::spawn_blocking(move || {
-            let r = apply_batch(&task, from, &mut owned);
-            (r, owned)
-        })
-        .await;
-        match result {
-            Ok((Ok(()), returned)) => caches = returned,
-            Ok((Err(e), _)) => {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_batch(&shared, from, &mut caches)
+        }));
+        let failure = match applied {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "projection engine stopped");
-                if let Ok(mut f) = shared.failure.write() {
-                    *f = Some(e.to_string());
-                }
-                return;
+                Some(e.to_string())
             }
-            Err(e) => {
-                tracing::error!(error = %e, "projection engine task failed");
-                if let Ok(mut f) = shared.failure.write() {
-                    *f = Some(format!("projection engine failed: {e}"));
-                }
-                return;
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                tracing::error!(error = %what, "projection engine failed");
+                Some(format!("projection engine failed: {what}"))
             }
+        };
+        if let Some(failure) = failure {
+            if let Ok(mut f) = shared.failure.write() {
+                *f = Some(failure);
+            }
+            break;
         }
         shared.progress.send_modify(|p| *p += 1);
+    }
+    if let Some(shared) = weak.upgrade() {
+        shared.log.stop_unparking(std::thread::current().id());
     }
 }
 
@@ -509,7 +556,7 @@ fn compile_in_background(shared: std::sync::Weak<Shared>, programs: Vec<(usize, 
                     }
                     shared.code_waiting.store(false, Ordering::Release);
                 }
-                shared.wake.notify_one();
+                shared.wake();
             }
             tracing::info!(
                 programs = count,
@@ -530,7 +577,7 @@ fn apply_batch(
 ) -> Result<(), EngineError> {
     let registry = shared.registry.read().map_err(|_| StoreError::Lock)?;
     let mut batch = Batch::plan(&registry, caches);
-    // Made here, inside the blocking task, because compiled code's scratch state is
+    // Made here, on the engine thread, because compiled code's scratch state is
     // tied to one thread.
     let mut scratch = JitScratch::new();
     // The envelope's text (stream, id) is built for every event only when a handler

@@ -879,6 +879,38 @@ async fn the_envelope_reaches_the_handlers_that_read_it(kind: EngineKind) {
     drop(dir);
 }
 
+/// The engine folds appends as they arrive (its thread is unparked by the log's
+/// writer), and an engine dropped without [`Engine::stop`] lets go of the store: its
+/// thread ends, so nothing keeps the store open behind the caller's back.
+async fn a_live_engine_folds_each_append_and_a_dropped_one_lets_go(kind: EngineKind) {
+    let (dir, program, log) = setup("live", kind);
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let engine = Engine::start(log.clone(), store.clone(), kind).expect("engine");
+    engine.deploy(PROGRAM, "t.dmp").expect("deploy");
+    for (i, event) in deposits(0x5EED_0F11_7E00_0001, 40).into_iter().enumerate() {
+        log.append(vec![event], Vec::new()).await.expect("append");
+        caught_up(&engine, &program, log.head()).await;
+        assert_eq!(
+            engine.with_registry(|r| r.position("balances@v1")).flatten(),
+            Some(log.head()),
+            "{kind}: append {i} is folded"
+        );
+    }
+    assert_eq!(stored(&engine, &program), reference(&program, &log), "{kind}");
+    drop(engine);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "{kind}: the dropped engine's thread still holds the store"
+    );
+    // The log goes on without it.
+    log.append(deposits(7, 1), Vec::new()).await.expect("append");
+}
+
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -909,7 +941,8 @@ on_both_engines!(
     an_unreadable_record_faults_only_the_projections_that_need_it,
     a_payload_that_does_not_match_faults_its_projections_at_that_event,
     a_retired_version_named_by_a_program_is_skipped_after_a_restart,
-    the_envelope_reaches_the_handlers_that_read_it
+    the_envelope_reaches_the_handlers_that_read_it,
+    a_live_engine_folds_each_append_and_a_dropped_one_lets_go
 );
 
 /// A program with one handler of about `statements` statements, of one of three

@@ -287,6 +287,8 @@ struct Shared {
     scrubbed: std::sync::atomic::AtomicBool,
     /// What the writer did, for metrics.
     stats: LogStats,
+    /// Threads unparked whenever the head moves (see [`Log::unpark_on_publish`]).
+    unpark: RwLock<Vec<std::thread::Thread>>,
 }
 
 /// An append request on its way to the writer thread.
@@ -367,6 +369,7 @@ impl Log {
             damage: Mutex::new(Vec::new()),
             scrubbed: std::sync::atomic::AtomicBool::new(false),
             stats: LogStats::default(),
+            unpark: RwLock::new(Vec::new()),
         });
         scrub::start(&config.dir, &shared, to_scrub);
         let (jobs, rx) = std::sync::mpsc::channel();
@@ -445,6 +448,22 @@ impl Log {
     /// Notified whenever the head moves.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.shared.head.subscribe()
+    }
+
+    /// Unparks `thread` whenever the head moves, until [`Log::stop_unparking`]: a
+    /// thread that waits with [`std::thread::park`] hears of new records directly from
+    /// the writer thread, with no task or channel in between.
+    pub fn unpark_on_publish(&self, thread: std::thread::Thread) {
+        if let Ok(mut threads) = self.shared.unpark.write() {
+            threads.push(thread);
+        }
+    }
+
+    /// Undoes [`Log::unpark_on_publish`] for the thread `id`.
+    pub fn stop_unparking(&self, id: std::thread::ThreadId) {
+        if let Ok(mut threads) = self.shared.unpark.write() {
+            threads.retain(|t| t.id() != id);
+        }
     }
 
     /// The log's identity: a random number chosen when the log was created and written

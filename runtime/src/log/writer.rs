@@ -676,6 +676,11 @@ fn publish(shared: &Shared, w: &mut Written) -> u64 {
     let head = index.head;
     drop(index);
     shared.head.send_replace(head);
+    if let Ok(threads) = shared.unpark.read() {
+        for thread in threads.iter() {
+            thread.unpark();
+        }
+    }
     head
 }
 
