@@ -891,12 +891,18 @@ async fn a_live_engine_folds_each_append_and_a_dropped_one_lets_go(kind: EngineK
         log.append(vec![event], Vec::new()).await.expect("append");
         caught_up(&engine, &program, log.head()).await;
         assert_eq!(
-            engine.with_registry(|r| r.position("balances@v1")).flatten(),
+            engine
+                .with_registry(|r| r.position("balances@v1"))
+                .flatten(),
             Some(log.head()),
             "{kind}: append {i} is folded"
         );
     }
-    assert_eq!(stored(&engine, &program), reference(&program, &log), "{kind}");
+    assert_eq!(
+        stored(&engine, &program),
+        reference(&program, &log),
+        "{kind}"
+    );
     drop(engine);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
@@ -908,7 +914,9 @@ async fn a_live_engine_folds_each_append_and_a_dropped_one_lets_go(kind: EngineK
         "{kind}: the dropped engine's thread still holds the store"
     );
     // The log goes on without it.
-    log.append(deposits(7, 1), Vec::new()).await.expect("append");
+    log.append(deposits(7, 1), Vec::new())
+        .await
+        .expect("append");
 }
 
 /// Declares each test body above as two tests, `jit::<name>` and `interp::<name>`.
