@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod connect;
 pub mod engine;

@@ -814,6 +814,23 @@ fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     Ok(names)
 }
 
+/// The segment files of the log in `dir` in position order, each with its idx file
+/// when it has one, listed without changing anything (for a backup of a running log).
+///
+/// # Errors
+/// I/O errors; `dir` is not a log directory.
+pub(crate) fn segment_files_with_idx(
+    dir: &Path,
+) -> Result<Vec<(PathBuf, Option<PathBuf>)>, LogError> {
+    Ok(repair::segment_files_readonly(dir)?
+        .into_iter()
+        .map(|(first, path)| {
+            let idx = dir.join(index::idx_name(first));
+            (path, idx.is_file().then_some(idx))
+        })
+        .collect())
+}
+
 /// Loads the idx of every sealed segment that has a valid one, scans the others and the
 /// last segment, cutting a torn tail of the last one. The last segment is scanned on a
 /// second thread while the sealed ones load. Damage before the end of the last

@@ -399,7 +399,7 @@ fn all_zero(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
 
 /// The segment files of `dir` in order, without removing anything (recovery's listing
 /// removes the temporaries a crash left; repair only reads until it applies).
-fn segment_files_readonly(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+pub(super) fn segment_files_readonly(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     if !dir.is_dir() {
         return Err(LogError::Io(format!(
             "{} is not a log directory",
