@@ -13,9 +13,10 @@
 //! A group the writer was writing during that last copy may be cut short in it; the
 //! copy is then opened as a node would open it, which cuts a torn tail back to the
 //! last whole group (a group is all in the log or none of it), and read through, every
-//! frame verified. So a backup holds every event acknowledged before it started, maybe
-//! some acknowledged during it, never part of a group, and a source whose damage a
-//! node would refuse is refused here too.
+//! frame verified. The catalog is read as a node reads it at start. So a backup holds
+//! every event acknowledged before it started, maybe some acknowledged during it,
+//! never part of a group, and a source whose damage a node would refuse is refused
+//! here too.
 //!
 //! Invariant: the source is only read; the target directory is new (or empty) and is
 //! removed again when the backup fails.
@@ -61,6 +62,9 @@ pub enum BackupError {
     /// The copied log does not open or does not verify.
     #[error("the copied log does not verify: {0}")]
     Log(#[from] LogError),
+    /// The copied catalog does not read (a node would refuse to start on it).
+    #[error("the copied catalog does not verify: {0}")]
+    Catalog(crate::store::StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
@@ -146,6 +150,10 @@ fn copy_all(data: &Path, out: &Path) -> Result<BackupReport, BackupError> {
             offset: damage.offset,
             reason: damage.reason,
         }));
+    }
+    // 4. The catalog reads as a node reads it at start (a torn tail is cut).
+    if files.iter().any(|f| f == "catalog") {
+        crate::store::catalog::Catalog::open(&out.join("catalog")).map_err(BackupError::Catalog)?;
     }
     Ok(BackupReport {
         out: out.to_owned(),

@@ -173,6 +173,15 @@ fn a_target_with_files_and_a_source_that_does_not_verify_are_refused_leaving_not
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             bank(&node).await;
+            // A second deploy: the catalog then has a record before its last one.
+            let notes = dir.path().join("notes.dmp");
+            std::fs::write(
+                &notes,
+                "event Noted { text: string }\nprojection notes v1 { key text state { n: int } on Noted { n += 1 } }\n",
+            )
+            .expect("program");
+            let (code, out, err) = node.cli(&["deploy", notes.to_str().expect("utf-8")]);
+            assert_eq!(code, 0, "{out}{err}");
             let mut client = node.client().await;
             for n in 0..80 {
                 client
@@ -209,6 +218,20 @@ fn a_target_with_files_and_a_source_that_does_not_verify_are_refused_leaving_not
     let (code, _, err) = backup(&dir.path().join("nothing"), &dir.path().join("out0"));
     assert_eq!(code, 2, "{err}");
     assert!(!dir.path().join("out0").exists());
+
+    // A flipped byte in the catalog's first record (the bank deploy; the notes deploy
+    // follows it): a node would refuse to start on it, and a backup refuses it.
+    let catalog = data.join("catalog");
+    let intact = std::fs::read(&catalog).expect("catalog");
+    let mut damaged = intact.clone();
+    damaged[16 + 8 + 4] ^= 0x01;
+    std::fs::write(&catalog, &damaged).expect("damage");
+    let out = dir.path().join("out-catalog");
+    let (code, _, err) = backup(&data, &out);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("catalog does not verify"), "{err}");
+    assert!(!out.exists(), "the failed copy is removed");
+    std::fs::write(&catalog, &intact).expect("repaired");
 
     // A flipped byte in the middle of the first (sealed) segment: a node would refuse
     // this log, and so does a backup, with no copy left.
