@@ -133,3 +133,59 @@ fn append_reads_a_document_back() {
     let status: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(status["head"], 2, "the refused append wrote nothing");
 }
+
+/// `deploy --wait` answers once the program's versions have applied every event the
+/// log held at the deploy (a rebuild over thousands of events), says so in its line,
+/// and exits 1, naming the fault, when one of them faults instead: the deploy itself
+/// stands either way.
+#[test]
+fn deploy_waits_until_its_projections_caught_up() {
+    let guard = temp_dir("deploy-wait", Engine::Jit);
+    let node = with_balances(&guard);
+    let events = guard.path().join("events.jsonl");
+    let lines: String = (0..50_000)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"Deposited\",\"data\":{{\"account\":\"a{}\",\"amount\":{}}}}}\n",
+                i % 300,
+                i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&events, lines).expect("write");
+    let (code, _, err) = node.cli(&["append", "--file", events.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+
+    let program = guard.path().join("counts.dmp");
+    std::fs::write(
+        &program,
+        "event Deposited { account: string, amount: int }\nprojection counts { key account state { n: int } on Deposited { n += 1 } }\n",
+    )
+    .expect("write");
+    let (code, out, err) = node.cli(&["deploy", program.to_str().expect("utf-8"), "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(line["started"], serde_json::json!(["counts@v1"]), "{out}");
+    assert_eq!(line["caught_up_to"], 50_000, "{out}");
+    // Caught up when it answered: a read that does not wait sees every event.
+    let (code, out, err) = node.cli(&["projections", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let counts = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|p| p["projection"] == "counts")
+        .unwrap_or_else(|| panic!("counts listed: {out}"));
+    assert_eq!(counts["position"], 50_000, "{out}");
+
+    // A version that faults on the first event: exit 1 with the fault, deployed anyway.
+    let faulty = guard.path().join("faulty.dmp");
+    std::fs::write(
+        &faulty,
+        "event Deposited { account: string, amount: int }\nprojection ratio { key account state { r: int } on Deposited { r = 100 / (event.amount - event.amount) } }\n",
+    )
+    .expect("write");
+    let (code, out, err) = node.cli(&["deploy", faulty.to_str().expect("utf-8"), "--wait", "60"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("ratio@v1"), "{out}");
+    assert!(err.contains("faulted") && err.contains("R0002"), "{err}");
+}

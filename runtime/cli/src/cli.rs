@@ -152,6 +152,11 @@ enum Command {
     Deploy {
         /// The program.
         file: PathBuf,
+        /// Then wait until every projection version of the program (started or already
+        /// running) has applied every event the log held at the deploy, for about SECONDS
+        /// at most (3600 if not given); exit 1 if one faults or the time runs out.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "3600")]
+        wait: Option<u64>,
     },
     /// Append one event (`append TYPE JSON`) or a file of events (`append --file F`).
     Append {
@@ -796,7 +801,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
     let mut node = client::connect(&cli.node).await?;
     match cli.command {
-        Command::Deploy { file } => client::deploy(&mut node, &file).await,
+        Command::Deploy { file, wait } => client::deploy(&mut node, &file, wait).await,
         Command::Append {
             r#type,
             data,
@@ -930,6 +935,9 @@ mod tests {
             "token revoke id",
             "repair --data d --apply",
             "deploy p.dmp",
+            "deploy p.dmp --wait",
+            "deploy p.dmp --wait 60",
+            "backup --data d out",
             "append T {} --stream s --expect-version -1 --id i",
             "append --file f --drop-time",
             "get balances a1 --version 2 --min-position 3",

@@ -7,6 +7,7 @@ mod transport;
 pub use transport::{Client, GrpcClient};
 
 use std::io::Write;
+use std::time::Duration;
 
 use datamesh_runtime::admin::status_json;
 use datamesh_runtime::connect::{Bearer, channel};
@@ -194,11 +195,16 @@ pub async fn retire(client: &mut Client, name: String, version: u32) -> Result<(
     Ok(())
 }
 
-/// `datamesh deploy FILE`.
+/// `datamesh deploy FILE [--wait [SECONDS]]`.
 ///
 /// # Errors
-/// Unreadable file, diagnostics (rendered against the local source), conflicts.
-pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), CliError> {
+/// Unreadable file, diagnostics (rendered against the local source), conflicts; with
+/// `wait`, a started version that faults or has not caught up in time.
+pub async fn deploy(
+    client: &mut Client,
+    path: &std::path::Path,
+    wait: Option<u64>,
+) -> Result<(), CliError> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
     let origin = path.display().to_string();
@@ -229,8 +235,22 @@ pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), C
                     }
                 }
             }
+            let waited = match wait {
+                Some(seconds) => {
+                    // The program's versions: those it started and those already running.
+                    let versions: Vec<String> =
+                        r.started.iter().chain(&r.unchanged).cloned().collect();
+                    let waited = caught_up(client, &versions, Duration::from_secs(seconds)).await;
+                    if let (Some(map), Ok((head, seconds))) = (out.as_object_mut(), &waited) {
+                        map.insert("caught_up_to".into(), (*head).into());
+                        map.insert("waited_seconds".into(), format!("{seconds:.3}").into());
+                    }
+                    waited.map(|_| ())
+                }
+                None => Ok(()),
+            };
             emit(&out);
-            Ok(())
+            waited
         }
         Err(status)
             if status.code() == tonic::Code::InvalidArgument && !status.details().is_empty() =>
@@ -245,6 +265,55 @@ pub async fn deploy(client: &mut Client, path: &std::path::Path) -> Result<(), C
         }
         Err(status) => Err(status.into()),
     }
+}
+
+/// Waits until each of `labels` (`name@vN`, just deployed) has applied every event the
+/// log holds now: a scan of one document with `min_position` at the head, which the
+/// node answers as soon as the version gets there (each call waits at most 30 s, so
+/// it is asked again until `limit`). Returns the head waited for and the seconds it
+/// took.
+async fn caught_up(
+    client: &mut Client,
+    labels: &[String],
+    limit: Duration,
+) -> Result<(u64, f64), CliError> {
+    let started = std::time::Instant::now();
+    let head = client
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(CliError::from)?
+        .into_inner()
+        .head;
+    for label in labels {
+        let (name, version) = label
+            .rsplit_once("@v")
+            .and_then(|(n, v)| Some((n, v.parse::<u32>().ok()?)))
+            .ok_or_else(|| CliError::new(format!("the node started `{label}`, not a NAME@vN")))?;
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            let mut request = tonic::Request::new(pb::ScanRequest {
+                projection: name.to_owned(),
+                version,
+                min_position: head,
+                limit: 1,
+                ..pb::ScanRequest::default()
+            });
+            request.set_timeout(left.min(Duration::from_secs(30)));
+            match client.scan(request).await {
+                Ok(_) => break,
+                Err(status)
+                    if status.code() == tonic::Code::DeadlineExceeded && !left.is_zero() => {}
+                Err(status) => {
+                    return Err(CliError::new(format!(
+                        "deployed, but not caught up: {} ({:?})",
+                        status.message(),
+                        status.code()
+                    )));
+                }
+            }
+        }
+    }
+    Ok((head, started.elapsed().as_secs_f64()))
 }
 
 /// A diagnostic as the node sent it, rendered against the local source.
