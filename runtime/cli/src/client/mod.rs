@@ -298,7 +298,8 @@ async fn caught_up(
                 limit: 1,
                 ..pb::ScanRequest::default()
             });
-            request.set_timeout(left.min(Duration::from_secs(30)));
+            // At least a moment, so `--wait 0` asks once instead of failing unasked.
+            request.set_timeout(left.clamp(Duration::from_millis(100), Duration::from_secs(30)));
             match client.scan(request).await {
                 Ok(_) => break,
                 Err(status)
