@@ -233,6 +233,14 @@ pub fn from_parse_error(error: &crate::parser::ParseError) -> Diagnostic {
         } => {
             let d = Diagnostic::error(codes::E0001, format!("unexpected {found}"), *span)
                 .label("unexpected here");
+            if found == "`{`" && expected.iter().any(|e| e == "int literal") {
+                // A map, set or whole-document literal, as in `expect doc == { ... }`.
+                return d.help(
+                    "expected an expression; `{` starts none: there are no map, set or \
+                     document literals, so assign or compare one field at a time \
+                     (`expect balances[\"a1\"].balance == 70`)",
+                );
+            }
             match expected_help(expected) {
                 Some(help) => d.help(help),
                 None => d.help("nothing can start here: remove it, or check what comes before it"),
