@@ -70,13 +70,20 @@ impl IdIndex {
         }
     }
 
-    fn hash(&self, id: &[u8]) -> u64 {
-        self.hasher.hash_one(id)
+    /// The hash of `id` in this index: computed once per id by the writer, which looks
+    /// the id up, then records it ([`IdIndex::get_hashed`], [`IdIndex::insert_hashed`]).
+    pub fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id.as_bytes())
     }
 
     /// The position of the event with this id.
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<u64> {
-        let hash = self.hash(id.as_bytes());
+        self.get_hashed(id, self.hash(id))
+    }
+
+    /// [`IdIndex::get`] with the id's [`IdIndex::hash`].
+    pub fn get_hashed(&self, id: &str, hash: u64) -> Option<u64> {
         let chunks = &self.chunks;
         self.shards
             .get(shard_of(hash))?
@@ -86,8 +93,12 @@ impl IdIndex {
 
     /// Records `id` at `position`; an id already recorded keeps its first position.
     pub fn insert(&mut self, id: &str, position: u64) {
+        self.insert_hashed(id, self.hash(id), position);
+    }
+
+    /// [`IdIndex::insert`] with the id's [`IdIndex::hash`].
+    pub fn insert_hashed(&mut self, id: &str, hash: u64, position: u64) {
         let bytes = id.as_bytes();
-        let hash = self.hash(bytes);
         let (Ok(len), Some(shard)) = (
             u32::try_from(bytes.len()),
             self.shards.get_mut(shard_of(hash)),

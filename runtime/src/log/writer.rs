@@ -63,9 +63,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use super::format::{Record, SEGMENT_HEADER, encode_frame, mark_group_end, mark_group_start};
 use super::ids::{IdIndex, IdList};
 use super::index::{self, Offsets, SegmentIndex, StreamPositions};
-use super::{
-    Appended, Expected, Job, LogConfig, LogError, NewEvent, Segment, Shared, segment_name,
-};
+use super::{Appended, Expected, Job, LogConfig, LogError, Segment, Shared, segment_name};
 
 /// Largest group written at once.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -499,7 +497,13 @@ fn encode_group(
     for job in group {
         let stored =
             |position: u64| stored_record(shared, buffer, &relative, group_first, position);
-        match validate(known, &job, &stored) {
+        // Each id is hashed once: to check it, then to record it.
+        let hashes: Vec<Option<u64>> = job
+            .events
+            .iter()
+            .map(|e| e.dedup_id().map(|id| known.ids.hash(id)))
+            .collect();
+        match validate(known, &job, &hashes, &stored) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
             }
@@ -510,7 +514,7 @@ fn encode_group(
             }),
             Ok(None) => {
                 let mut positions = Vec::with_capacity(job.events.len());
-                for event in job.events {
+                for (event, hash) in job.events.into_iter().zip(hashes) {
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
@@ -540,8 +544,8 @@ fn encode_group(
                     encode_frame(&record, buffer);
                     // An imported event's id names the peer event it came from; the
                     // link's position, not the id index, keeps imports exactly once.
-                    if !record.id.is_empty() && record.origin.is_empty() {
-                        known.ids.insert(&record.id, *next);
+                    if let Some(hash) = hash {
+                        known.ids.insert_hashed(&record.id, hash, *next);
                         // Not into the active segment's list yet: this group may roll
                         // to the next segment.
                         ids.push(&record.id, *next);
@@ -712,23 +716,34 @@ fn stored_record(
 /// Checks one request against the log and the group so far. `Ok(Some(..))` is a full
 /// duplicate (the original positions, every event the same as the one its id names);
 /// `Ok(None)` means append it. `stored` reads the record at a position.
+/// `hashes` holds each event's id hash in the id index (`None`: no id to check).
 fn validate(
     known: &Known,
     job: &Job,
+    hashes: &[Option<u64>],
     stored: &dyn Fn(u64) -> Result<Record, LogError>,
 ) -> Result<Option<Vec<u64>>, LogError> {
-    let lookup = |id: &str| known.ids.get(id);
-    let mut seen: super::Map<&str, ()> = super::Map::default();
-    for id in job.events.iter().filter_map(NewEvent::dedup_id) {
-        if seen.insert(id, ()).is_some() {
+    let with_ids = || {
+        job.events
+            .iter()
+            .zip(hashes)
+            .filter_map(|(e, h)| Some((e.dedup_id()?, (*h)?)))
+    };
+    // Ids of the request so far, by their hash: an id twice in one request is refused.
+    let mut seen: hashbrown::HashTable<&str> =
+        hashbrown::HashTable::with_capacity(hashes.iter().filter(|h| h.is_some()).count());
+    for (id, hash) in with_ids() {
+        if seen.find(hash, |other| *other == id).is_some() {
             return Err(LogError::DuplicateIdInRequest(id.to_owned()));
         }
+        seen.insert_unique(hash, id, |other| known.ids.hash(other));
     }
-    if job.events.iter().any(|e| e.dedup_id().is_some()) {
+    if hashes.iter().any(Option::is_some) {
         let found: Vec<Option<u64>> = job
             .events
             .iter()
-            .map(|e| e.dedup_id().and_then(lookup))
+            .zip(hashes)
+            .map(|(e, h)| known.ids.get_hashed(e.dedup_id()?, (*h)?))
             .collect();
         if found.iter().all(Option::is_some) {
             let positions: Vec<u64> = found.into_iter().flatten().collect();
