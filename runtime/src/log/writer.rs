@@ -497,12 +497,16 @@ fn encode_group(
     for job in group {
         let stored =
             |position: u64| stored_record(shared, buffer, &relative, group_first, position);
-        // Each id is hashed once: to check it, then to record it.
-        let hashes: Vec<Option<u64>> = job
-            .events
-            .iter()
-            .map(|e| e.dedup_id().map(|id| known.ids.hash(id)))
-            .collect();
+        // Each id is hashed once: to check it, then to record it (none for a request
+        // without ids).
+        let hashes: Vec<Option<u64>> = if job.events.iter().any(|e| e.dedup_id().is_some()) {
+            job.events
+                .iter()
+                .map(|e| e.dedup_id().map(|id| known.ids.hash(id)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         match validate(known, &job, &hashes, &stored) {
             Err(e) => {
                 let _ = job.reply.send(Err(e));
@@ -514,7 +518,8 @@ fn encode_group(
             }),
             Ok(None) => {
                 let mut positions = Vec::with_capacity(job.events.len());
-                for (event, hash) in job.events.into_iter().zip(hashes) {
+                for (i, event) in job.events.into_iter().enumerate() {
+                    let hash = hashes.get(i).copied().flatten();
                     let stream_version = if event.stream.is_empty() {
                         0
                     } else {
@@ -716,7 +721,8 @@ fn stored_record(
 /// Checks one request against the log and the group so far. `Ok(Some(..))` is a full
 /// duplicate (the original positions, every event the same as the one its id names);
 /// `Ok(None)` means append it. `stored` reads the record at a position.
-/// `hashes` holds each event's id hash in the id index (`None`: no id to check).
+/// `hashes` holds each event's id hash in the id index (`None`: no id to check; empty
+/// when no event has one).
 fn validate(
     known: &Known,
     job: &Job,
